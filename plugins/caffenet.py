@@ -1,0 +1,291 @@
+"""The paper's network, Caffe's reference ImageNet net ("CaffeNet"), and a scaled-down twin.
+
+Two architectures are registered:
+
+* ``caffenet``: the network of Yosinski et al. (2014) exactly as Caffe's
+  ``bvlc_reference_caffenet`` defines it, for 3x227x227 input.
+* ``caffenet_scaled``: the same eight weight layers (same grouping, pool-then-LRN order,
+  dropout, initialisation rules and multipliers, same layer names) with configurable width
+  and a gentler first convolution, for small images such as 3x32x32 on a CPU.
+
+Both build :class:`CaffeNet`, a plain module whose state-dict keys read ``conv1.weight``,
+``fc6.bias`` and so on, so the transferable layers are simply the modules
+``conv1``..``conv5``, ``fc6``..``fc8``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from transferbench import Architecture, Layer, hookimpl
+from transferbench.errors import ConfigError
+
+#: The eight weight layers, input to classifier; the transfer experiments count these.
+LAYER_NAMES: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+#: Output channels of conv1..conv5 in the reference net.
+PAPER_CHANNELS: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
+
+#: Channel groups of conv1..conv5 (Caffe split conv2, conv4, conv5 across two GPUs).
+GROUPS: tuple[int, int, int, int, int] = (1, 2, 1, 2, 2)
+
+#: Layers whose bias starts at 1 (Caffe's reference net); all others start at 0.
+ONE_BIAS: frozenset[str] = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
+
+InitScheme = Literal["paper", "kaiming"]
+
+
+def _pool_out(size: int, kernel: int = 3, stride: int = 2) -> int:
+    """Output size of Caffe's max-pooling, which rounds up (PyTorch's ``ceil_mode=True``)."""
+    return math.ceil((size - kernel) / stride) + 1 if size >= kernel else 0
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output size of a convolution (floor rounding, as in both Caffe and PyTorch)."""
+    return (size + 2 * padding - kernel) // stride + 1 if size + 2 * padding >= kernel else 0
+
+
+class CaffeNet(nn.Module):
+    """CaffeNet: five convolutions and three fully connected layers.
+
+    conv1 -> ReLU -> max-pool 3/2 -> LRN -> conv2 (groups 2) -> ReLU -> max-pool 3/2 -> LRN
+    -> conv3 -> ReLU -> conv4 (groups 2) -> ReLU -> conv5 (groups 2) -> ReLU -> max-pool 3/2
+    -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8.
+
+    Pooling rounds up as in Caffe (identical to rounding down at 227 input). The LRN is
+    Caffe's across-channel one (size 5, alpha 1e-4, beta 0.75, k 1); Caffe divides alpha by
+    the size, as :class:`torch.nn.LocalResponseNorm` does.
+
+    Args:
+        num_outputs: number of logits of fc8.
+        input_shape: ``(channels, height, width)`` of one example.
+        channels: output channels of conv1..conv5.
+        fc_width: outputs of fc6 and fc7.
+        conv1_kernel: kernel size of conv1.
+        conv1_stride: stride of conv1.
+        conv1_padding: zero padding of conv1.
+        dropout: dropout probability after fc6 and fc7.
+        init: ``"paper"`` (Gaussian std 0.01 / 0.005, biases 0 or 1) or ``"kaiming"``.
+
+    Raises:
+        ConfigError: when the input is too small for the network or a channel count does
+            not divide by its group count.
+    """
+
+    def __init__(
+        self,
+        num_outputs: int,
+        input_shape: tuple[int, ...] = (3, 227, 227),
+        channels: Sequence[int] = PAPER_CHANNELS,
+        fc_width: int = 4096,
+        conv1_kernel: int = 11,
+        conv1_stride: int = 4,
+        conv1_padding: int = 0,
+        dropout: float = 0.5,
+        init: InitScheme = "paper",
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(f"CaffeNet needs (channels, height, width) input, got {input_shape}")
+        in_ch, height, width = input_shape
+        c1, c2, c3, c4, c5 = channels
+        for name, (c_in, c_out), g in zip(
+            LAYER_NAMES, [(in_ch, c1), (c1, c2), (c2, c3), (c3, c4), (c4, c5)], GROUPS
+        ):
+            if c_in % g or c_out % g:
+                raise ConfigError(f"{name}: {c_in} -> {c_out} channels do not divide by {g} groups")
+
+        self.conv1 = nn.Conv2d(in_ch, c1, conv1_kernel, conv1_stride, conv1_padding)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=2)
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=2)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.norm = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+
+        h, w = self.feature_size(height, width, conv1_kernel, conv1_stride, conv1_padding)
+        if h < 1 or w < 1:
+            raise ConfigError(
+                f"input {height}x{width} is too small for this CaffeNet "
+                f"(conv1 {conv1_kernel}x{conv1_kernel} stride {conv1_stride}, three 3/2 "
+                "max-pools): nothing is left after pool5; use a larger input or, for small "
+                "images, the caffenet_scaled architecture"
+            )
+        self.fc6 = nn.Linear(c5 * h * w, fc_width)
+        self.fc7 = nn.Linear(fc_width, fc_width)
+        self.fc8 = nn.Linear(fc_width, num_outputs)
+        self.drop = nn.Dropout(dropout)
+        self.reset_parameters(init)
+
+    @staticmethod
+    def feature_size(
+        height: int, width: int, conv1_kernel: int, conv1_stride: int, conv1_padding: int
+    ) -> tuple[int, int]:
+        """Spatial size of the conv5 output after pool5 (conv2..conv5 keep the size)."""
+
+        def one(size: int) -> int:
+            size = _pool_out(_conv_out(size, conv1_kernel, conv1_stride, conv1_padding))
+            return _pool_out(_pool_out(size))
+
+        return one(height), one(width)
+
+    def reset_parameters(self, init: InitScheme = "paper") -> None:
+        """Initialise every weight layer.
+
+        ``paper``: Gaussian weights with std 0.01 (convolutions, fc8) or 0.005 (fc6, fc7);
+        biases 1 for conv2, conv4, conv5, fc6, fc7 and 0 for conv1, conv3, fc8.
+        ``kaiming``: He-normal weights (fan-in, ReLU gain) for conv1..fc7, Gaussian std 0.01
+        for fc8, all biases 0.
+        """
+        for name in LAYER_NAMES:
+            module: nn.Conv2d | nn.Linear = getattr(self, name)
+            if init == "kaiming":
+                if name == "fc8":
+                    nn.init.normal_(module.weight, std=0.01)
+                else:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            else:
+                nn.init.normal_(module.weight, std=0.005 if name in ("fc6", "fc7") else 0.01)
+                nn.init.constant_(module.bias, 1.0 if name in ONE_BIAS else 0.0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutional stack: the conv5 output after pool5, ``(N, C5, H, W)``."""
+        x = self.norm(self.pool(F.relu(self.conv1(x), inplace=True)))
+        x = self.norm(self.pool(F.relu(self.conv2(x), inplace=True)))
+        x = F.relu(self.conv3(x), inplace=True)
+        x = F.relu(self.conv4(x), inplace=True)
+        return self.pool(F.relu(self.conv5(x), inplace=True))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """fc6..fc8 on the pooled conv5 output; returns the logits."""
+        x = torch.flatten(x, 1)
+        x = self.drop(F.relu(self.fc6(x), inplace=True))
+        x = self.drop(F.relu(self.fc7(x), inplace=True))
+        return self.fc8(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_outputs)`` for a batch ``(N, C, H, W)`` of any size N."""
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class CaffeNetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fc8_outputs: int | None = Field(
+        None,
+        ge=1,
+        description="logits of fc8; None means num_classes (the paper used 1000 even for "
+        "500-class tasks, leaving the extra logits unused)",
+    )
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout after fc6 and fc7")
+
+
+def _fc8_outputs(fc8_outputs: int | None, num_classes: int) -> int:
+    if fc8_outputs is None:
+        return num_classes
+    if fc8_outputs < num_classes:
+        raise ConfigError(
+            [("fc8_outputs", f"{fc8_outputs} logits cannot label {num_classes} classes")]
+        )
+    return fc8_outputs
+
+
+class _CaffeNetBase(Architecture):
+    """Layer names and multipliers shared by both variants."""
+
+    def layers(self, model: nn.Module) -> Sequence[Layer]:
+        """conv1..conv5, fc6, fc7, fc8; each is the module of the same name."""
+        return [Layer(name, (name,)) for name in LAYER_NAMES]
+
+    def param_multipliers(self, model: nn.Module) -> dict[str, tuple[float, float]]:
+        """Caffe's reference multipliers: weights (lr 1, wd 1), biases (lr 2, wd 0)."""
+        return {
+            name: (2.0, 0.0) if name.endswith("bias") else (1.0, 1.0)
+            for name, _ in model.named_parameters()
+        }
+
+
+class CaffeNetArch(_CaffeNetBase):
+    """Caffe's reference ImageNet net, as trained in the paper (3x227x227 input).
+
+    About 61M parameters with 1000 logits: build it on the ``meta`` device when only its
+    structure is needed.
+    """
+
+    description = "CaffeNet, the paper's network (5 conv + 3 fc, 227x227 input)"
+    Params = CaffeNetParams
+
+    def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        p: CaffeNetParams = self.params  # type: ignore[assignment]
+        return CaffeNet(
+            num_outputs=_fc8_outputs(p.fc8_outputs, num_classes),
+            input_shape=tuple(input_shape),
+            dropout=p.dropout,
+        )
+
+
+class CaffeNetScaledParams(CaffeNetParams):
+    width: float = Field(
+        0.25, gt=0.0, description="multiplier on the 96/256/384/384/256 conv channels"
+    )
+    fc_width: int = Field(256, ge=1, description="outputs of fc6 and fc7 (4096 in the paper)")
+    conv1_kernel: int = Field(5, ge=1, description="conv1 kernel size (11 in the paper)")
+    conv1_stride: int = Field(2, ge=1, description="conv1 stride (4 in the paper)")
+    conv1_padding: int | None = Field(
+        None, ge=0, description="conv1 zero padding; None means conv1_kernel // 2"
+    )
+    init: InitScheme = Field("paper", description="'paper' (Gaussian 0.01/0.005) or 'kaiming'")
+
+
+class CaffeNetScaled(_CaffeNetBase):
+    """CaffeNet's eight weight layers, narrowed and with a smaller conv1, for small images.
+
+    Everything but the sizes follows the paper: grouped conv2/conv4/conv5, ReLU, max-pool
+    3/2 then LRN after conv1 and conv2, pool after conv5, dropout after fc6 and fc7, the
+    paper's initialisation and the (2, 0) bias multipliers. The input size comes from the
+    data source; fc6's input size follows from it.
+    """
+
+    description = "CaffeNet with scaled width and conv1, for small images (e.g. 32x32 on a CPU)"
+    Params = CaffeNetScaledParams
+
+    def channels(self) -> tuple[int, ...]:
+        """conv1..conv5 output channels: the paper's, times ``width``, in multiples of 2."""
+        p: CaffeNetScaledParams = self.params  # type: ignore[assignment]
+        # Every channel count must split into conv2/conv4/conv5's two groups.
+        return tuple(max(2, 2 * round(c * p.width / 2)) for c in PAPER_CHANNELS)
+
+    def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        p: CaffeNetScaledParams = self.params  # type: ignore[assignment]
+        padding = p.conv1_kernel // 2 if p.conv1_padding is None else p.conv1_padding
+        return CaffeNet(
+            num_outputs=_fc8_outputs(p.fc8_outputs, num_classes),
+            input_shape=tuple(input_shape),
+            channels=self.channels(),
+            fc_width=p.fc_width,
+            conv1_kernel=p.conv1_kernel,
+            conv1_stride=p.conv1_stride,
+            conv1_padding=padding,
+            dropout=p.dropout,
+            init=p.init,
+        )
+
+    @classmethod
+    def example_params(cls, workdir: Path) -> dict[str, Any]:
+        return {"width": 0.125, "fc_width": 32}
+
+
+@hookimpl
+def register_architectures(register) -> None:
+    register("caffenet", CaffeNetArch)
+    register("caffenet_scaled", CaffeNetScaled)

@@ -1,0 +1,207 @@
+"""The ``transferbench`` command line.
+
+Every command that takes a config accepts repeatable ``--set key.path=value`` overrides.
+Input errors (bad config, unknown plugin, missing data, busy run directory) print a short
+message and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import ConfigError, TransferbenchError
+
+EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(args: argparse.Namespace):
+    """Config -> (config, components, plan): everything checked, nothing written."""
+    from .config import load_config
+    from .plan import build_plan
+    from .resolve import resolve
+
+    config = load_config(args.config, args.set or [])
+    components = resolve(config)
+    plan = build_plan(config, components)
+    return config, components, plan
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import KINDS, get_registry
+
+    registry = get_registry()
+    console = _console()
+    table = Table(title="transferbench plugins", title_justify="left")
+    table.add_column("kind")
+    table.add_column("name", style="bold")
+    table.add_column("plugin")
+    table.add_column("from")
+    table.add_column("description", overflow="fold")
+    for kind in KINDS:
+        for name in registry.names(kind):
+            e = registry.entries[kind][name]
+            table.add_row(kind.replace("_", " "), name, e.plugin, e.origin, e.description)
+    console.print(table)
+    for failure in registry.failures:
+        console.print(f"[red]failed to load[/red] plugin {failure.plugin} ({failure.origin}): {failure.error}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config, components, plan = _load(args)
+    _console().print(
+        f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs)} networks, "
+        f"{len(plan.layer_names)} layers: {', '.join(plan.layer_names)})"
+    )
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config, components, plan = _load(args)
+    console = _console()
+    table = Table(title=f"plan of {config.name}", title_justify="left")
+    for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
+        table.add_column(col)
+    for job in plan.jobs.values():
+        cells = plan.cells_of(job.id)
+        treatments = sorted({c.treatment for c in cells})
+        used = sorted({f"{c.experiment}/{c.split_seed}" for c in cells})
+        table.add_row(
+            job.id[:10],
+            ", ".join(treatments),
+            str(job.n),
+            job.target,
+            job.depends_on[:10] if job.depends_on else "-",
+            str(job.num_classes),
+            ", ".join(used),
+        )
+    if not args.quiet:
+        console.print(table)
+    bases = sum(1 for j in plan.jobs.values() if j.kind == "base")
+    console.print(
+        f"{len(plan.jobs)} networks to train ({bases} base, {len(plan.jobs) - bases} transferred) "
+        f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import run_plan
+
+    config, components, plan = _load(args)
+    components.data.check()
+    run_dir = Path(args.out) if args.out else config.run_dir()
+    console = _console()
+    summary = run_plan(config, components, plan, run_dir, console)
+    _print_grid(run_dir, console)
+    if summary.failed:
+        _err_console().print(
+            f"{summary.failed} of {summary.total} networks failed (see records/ in {run_dir}); "
+            "rerun the same command to retry them"
+        )
+        return EXIT_FAILED_JOBS
+    console.print(f"done: {summary.total} networks, results in {run_dir}")
+    return EXIT_OK
+
+
+def _print_grid(run_dir: Path, console: Console) -> None:
+    from .report import print_grid
+
+    print_grid(run_dir, console)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    if args.run_dir is None and not args.paper:
+        raise ConfigError([("report", "give a RUN_DIR, or --paper for the paper's own results")])
+    return run_report(
+        Path(args.run_dir) if args.run_dir else None,
+        paper=args.paper,
+        compare=args.compare,
+        plots=not args.no_plots,
+        metric=args.metric,
+        out=Path(args.plots_dir) if args.plots_dir else None,
+        console=_console(),
+    )
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transferbench",
+        description="How transferable are the features of each layer of a network?",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"transferbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def with_config(name: str, help: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("config", help="experiment config (YAML)")
+        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                       help="override a config value (repeatable), e.g. --set train.lr=0.02")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = sub.add_parser("plugins", help="list every plugin and what it registers")
+    p.set_defaults(fn=cmd_plugins)
+
+    with_config("validate", "check a config and report every problem with its key path", cmd_validate)
+    p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
+    p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
+
+    p = sub.add_parser("report", help="tables, metrics and plots of a run (or of the paper)")
+    p.add_argument("run_dir", nargs="?", help="a run directory")
+    p.add_argument("--paper", action="store_true", help="the paper's own published results")
+    p.add_argument("--compare", choices=["paper"], help="put the paper's numbers beside the run's")
+    p.add_argument("--metric", choices=["top1", "top1_best_k"], default="top1",
+                   help="final top-1 or the paper's mean of the best k evaluations")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
+    p.set_defaults(fn=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except TransferbenchError as exc:
+        _err_console().print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err_console().print("interrupted: rerun the same command to resume where it stopped")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The experiment config: pydantic models loaded from YAML, with ``--set`` overrides.
+
+A config names plugins as ``{name: ..., <the plugin's own keys>}`` (or just the name when
+the defaults do). The models here check the structure; :func:`transferbench.resolve.resolve`
+then checks each plugin's own keys against its ``Params`` model.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+Half = Literal["A", "B", "all"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(BaseModel):
+    """A plugin by name plus its own parameters (every other key)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The plugin's own keys (everything but ``name``)."""
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        """Name and params as plain data (hashed into job ids)."""
+        return {"name": self.name, **self.params}
+
+
+class SplitRef(PluginRef):
+    """A task split plugin plus the seeds to run it with."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+
+_TREATMENT = re.compile(r"^(?P<source>[AB])n(?P<target>[AB])(?P<plus>\+?)$")
+
+
+class Treatment(_Strict):
+    """One way of building a network from another: which half the copied layers come from,
+    which half it is trained on, and with which protocol.
+
+    In a config, the paper's names are shorthands: ``AnB`` = (source A, target B, protocol
+    ``frozen``) and ``AnB+`` = the same with protocol ``finetune``; likewise BnB, AnA, BnA.
+    """
+
+    name: str
+    source: Literal["A", "B"] | None = None
+    target: Half = "B"
+    protocol: PluginRef = Field(default_factory=lambda: PluginRef(name="frozen"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            m = _TREATMENT.match(value)
+            if not m:
+                raise ValueError(
+                    f"unknown treatment {value!r}: use the paper's names (AnB, AnB+, BnB, BnB+, "
+                    "AnA, BnA, ...) or a mapping with name, source, target and protocol"
+                )
+            protocol = "finetune" if m["plus"] else "frozen"
+            return {"name": value, "source": m["source"], "target": m["target"], "protocol": protocol}
+        return value
+
+
+class Experiment(_Strict):
+    """One split (with its seeds), the treatments to run on it and the layers n to test."""
+
+    name: str
+    split: SplitRef
+    treatments: list[Treatment] = Field(min_length=1)
+    layers: list[int] | Literal["all"] = "all"
+    bases: list[Half] | None = Field(
+        None,
+        description="base networks to train (default: every half a treatment trains on or copies from)",
+    )
+
+    @field_validator("treatments")
+    @classmethod
+    def _unique_names(cls, value: list[Treatment]) -> list[Treatment]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"treatment names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+
+class Schedule(_Strict):
+    """Learning-rate schedule. ``step`` multiplies by ``gamma`` every ``step_every`` units of
+    the training length (epochs when ``train.epochs`` is set, steps when ``train.steps`` is)."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    step_every: float | None = Field(None, gt=0)
+    gamma: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_step(self) -> "Schedule":
+        if self.kind == "step" and self.step_every is None:
+            raise ValueError("schedule kind 'step' needs step_every")
+        return self
+
+
+class Augment(_Strict):
+    """Batch augmentation done by the engine (on the device): the paper's random crops and
+    mirroring. ``crop`` is the output size: a random crop for training, the centre crop for
+    evaluation. ``pad`` pads each side before a random crop (the usual small-image recipe)."""
+
+    crop: int | None = Field(None, gt=0)
+    pad: int = Field(0, ge=0)
+    mirror: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Whether training inputs are random (so frozen features can't be cached)."""
+        return self.mirror or self.pad > 0 or self.crop is not None
+
+
+class Train(_Strict):
+    """Training hyper-parameters (the same solver trains base and transferred networks)."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(256, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    schedule: Schedule = Field(default_factory=Schedule)
+    augment: Augment = Field(default_factory=Augment)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "Train":
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("set exactly one of train.epochs and train.steps")
+        return self
+
+
+class Eval(_Strict):
+    """Evaluation on the held-out split of the target classes."""
+
+    every: float | None = Field(
+        None, gt=0, description="evaluate every this many epochs/steps (unit of train length); default: 10 times a run"
+    )
+    best_k: int = Field(10, gt=0, description="the paper's metric: mean of the k best evaluations")
+    batch_size: int | None = Field(None, gt=0)
+
+
+class Output(_Strict):
+    """Where results go."""
+
+    dir: str = "runs/{name}"
+    checkpoints: Literal["sources", "all", "none"] = "sources"
+
+
+class Data(_Strict):
+    """How examples reach the trainer."""
+
+    workers: int = Field(0, ge=0, description="DataLoader worker processes for sources not held in memory")
+    in_memory_max_gb: float = Field(
+        4.0, ge=0, description="hold a split in memory as one tensor when it is smaller than this"
+    )
+
+
+class Config(_Strict):
+    """A whole transferbench experiment."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: PluginRef
+    architecture: PluginRef
+    experiments: list[Experiment] = Field(min_length=1)
+    train: Train
+    eval: Eval = Field(default_factory=Eval)
+    loader: Data = Field(default_factory=Data)
+    output: Output = Field(default_factory=Output)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")
+    executor: PluginRef = Field(default_factory=lambda: PluginRef(name="local"))
+
+    @field_validator("experiments")
+    @classmethod
+    def _unique_experiments(cls, value: list[Experiment]) -> list[Experiment]:
+        names = [e.name for e in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"experiment names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place (value parsed as YAML).
+
+    List items are addressed by index: ``experiments.0.layers=[1,4,7]``.
+    """
+    if "=" not in assignment:
+        raise ConfigError([("--set", f"expected key.path=value, got {assignment!r}")])
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError([("--set", f"bad key path {key!r}")])
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError([(where, f"no list item {part!r} (--set {assignment})")])
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+            if isinstance(node, str) and i + 1 < len(parts):
+                # `data: synthetic` then `--set data.num_classes=10`: expand the shorthand
+                parent = _walk(raw, parts[: i + 1][:-1])
+                node = parent[part] = {"name": node}
+        else:
+            raise ConfigError([(where, f"cannot set {key!r}: {where} is not a mapping")])
+    last = parts[-1]
+    value = _parse_value(text)
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError([(key, f"no list item {last!r}")])
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError([(key, "parent is not a mapping")])
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    for part in parts:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely; a missing or malformed file is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([("", f"config file not found: {p}")])
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"not valid YAML: {exc}")], source=str(p)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the top level must be a mapping")], source=str(p))
+    return raw
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """One (key path, message) per pydantic error."""
+    problems = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
+        path = ".".join(([prefix] if prefix else []) + loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append((path, msg))
+    return problems
+
+
+def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
+    """Validate a raw mapping (after applying overrides) into a :class:`Config`."""
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source=source) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load, override and validate a YAML config file."""
+    return parse_config(read_yaml(path), overrides, source=str(path))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (written into every run directory)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=False), sort_keys=False)

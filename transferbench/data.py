@@ -1,0 +1,206 @@
+"""From a DataSource to batches of one task: class selection, label remapping, batching,
+augmentation and normalisation.
+
+Two paths, chosen per split by size:
+
+* in memory: the whole split becomes one tensor once per process (small sources such as the
+  synthetic quickstart data); batches are index slices, no workers, no copies.
+* streaming: a torch DataLoader with worker processes over the ``datasets`` rows of the task
+  (ImageNet-sized sources); workers decode, the engine augments batches on the device.
+
+Augmentation (random crop, mirror) and normalisation run on whole batches on the training
+device, so the same code serves a laptop CPU and a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .config import Augment
+from .errors import DataError
+from .interfaces import DataSource
+
+
+@dataclass
+class TensorSplit:
+    """A whole split held in memory."""
+
+    inputs: torch.Tensor  # (N, *input_shape), uint8 or float
+    labels: torch.Tensor  # (N,) int64, source class indices
+
+
+def _labels_of(ds: Any) -> np.ndarray:
+    return np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+
+
+def estimate_bytes(ds: Any, input_shape: Sequence[int]) -> float:
+    """Rough size of a split as uint8 tensors."""
+    try:
+        n = len(ds)
+    except TypeError:  # iterable dataset: size unknown, never in memory
+        return float("inf")
+    return float(n) * float(np.prod(input_shape))
+
+
+def load_tensor_split(source: DataSource, split: str) -> TensorSplit:
+    """Read a whole split into memory (inputs converted with the source's ``to_tensor``)."""
+    ds = source.load(split)
+    try:
+        array = ds.with_format("numpy")["input"]
+        if isinstance(array, np.ndarray) and array.dtype != object:
+            inputs = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            inputs = torch.stack([source.to_tensor(v) for v in array])
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"could not read split {split!r} of the data source: {exc}") from exc
+    return TensorSplit(inputs, torch.from_numpy(_labels_of(ds)))
+
+
+class _RowDataset(torch.utils.data.Dataset):
+    """Rows of a ``datasets.Dataset`` turned into (tensor, task label) in loader workers."""
+
+    def __init__(self, source: DataSource, ds: Any, remap: dict[int, int]) -> None:
+        self.source, self.ds, self.remap = source, ds, remap
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.ds[int(i)]
+        return self.source.to_tensor(row["input"]), self.remap[int(row["label"])]
+
+
+class TaskData:
+    """The examples of one task (a subset of the source's classes), labels 0..k-1."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        split: str,
+        classes: Sequence[int],
+        *,
+        cache: dict[str, TensorSplit] | None = None,
+        in_memory_max_bytes: float = 4e9,
+        workers: int = 0,
+    ) -> None:
+        self.source, self.split, self.classes = source, split, list(classes)
+        self.workers = workers
+        remap = np.full(max(max(self.classes) + 1, 1), -1, dtype=np.int64)
+        remap[self.classes] = np.arange(len(self.classes))
+        cache = cache if cache is not None else {}
+        if split not in cache:
+            ds = source.load(split)
+            if estimate_bytes(ds, source.input_shape()) <= in_memory_max_bytes:
+                cache[split] = load_tensor_split(source, split)
+            else:
+                cache[split] = None  # type: ignore[assignment]
+        tensors = cache[split]
+        if tensors is not None:
+            labels = tensors.labels.numpy()
+            keep = np.nonzero(np.isin(labels, self.classes))[0]
+            self.inputs: torch.Tensor | None = tensors.inputs[torch.from_numpy(keep)]
+            self.labels = torch.from_numpy(remap[labels[keep]])
+            self.rows = None
+        else:
+            ds = source.load(split)
+            labels = _labels_of(ds)
+            keep = np.nonzero(np.isin(labels, self.classes))[0]
+            self.inputs = None
+            self.labels = torch.from_numpy(remap[labels[keep]])
+            self.rows = _RowDataset(source, ds.select(keep), {c: i for i, c in enumerate(self.classes)})
+        if len(self.labels) == 0:
+            raise DataError(f"split {split!r} has no examples of the task's {len(self.classes)} classes")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass over the task's examples."""
+        n = len(self)
+        if self.inputs is not None:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            stop = n - n % batch_size if drop_last and n >= batch_size else n
+            for start in range(0, stop, batch_size):
+                idx = order[start : start + batch_size]
+                yield self.inputs[idx], self.labels[idx]
+            return
+        sampler = torch.utils.data.RandomSampler(self.rows, generator=generator) if shuffle else None
+        loader = torch.utils.data.DataLoader(
+            self.rows,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last and n >= batch_size,
+            persistent_workers=False,
+        )
+        yield from loader
+
+
+class BatchTransform:
+    """Scale, augment and normalise a batch on its device.
+
+    uint8 inputs are scaled to [0, 1]. Training: optional padding, random crop of size
+    ``crop`` and horizontal mirroring, each example drawn independently. Evaluation: the
+    centre crop. Then per-channel normalisation with the source's mean and std.
+    """
+
+    def __init__(self, augment: Augment, normalization: tuple[Sequence[float], Sequence[float]] | None,
+                 device: torch.device) -> None:
+        self.augment = augment
+        self.mean = self.std = None
+        if normalization is not None:
+            mean, std = normalization
+            self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example after the transform."""
+        if self.augment.crop is None:
+            return input_shape
+        return (*input_shape[:-2], self.augment.crop, self.augment.crop)
+
+    def __call__(self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        aug = self.augment
+        if x.dim() == 4:
+            if train and aug.pad:
+                x = torch.nn.functional.pad(x, (aug.pad,) * 4)
+            if aug.crop is not None:
+                x = self._random_crop(x, aug.crop, generator) if train else _centre_crop(x, aug.crop)
+            if train and aug.mirror:
+                flip = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            if self.mean is not None:
+                x = (x - self.mean) / self.std
+        return x
+
+    @staticmethod
+    def _random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if size > h or size > w:
+            raise DataError(f"crop {size} is larger than the inputs ({h}x{w})")
+        if size == h == w:
+            return x
+        oy = torch.randint(0, h - size + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, w - size + 1, (n,), generator=generator).to(x.device)
+        ar = torch.arange(size, device=x.device)
+        rows = (oy[:, None] + ar)[:, None, :, None]  # (n, 1, size, 1)
+        cols = (ox[:, None] + ar)[:, None, None, :]  # (n, 1, 1, size)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        return x[batch, chans, rows, cols]
+
+
+def _centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if size > h or size > w:
+        raise DataError(f"crop {size} is larger than the inputs ({h}x{w})")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]

@@ -1,0 +1,235 @@
+"""The public contract between the transferbench engine and its plugins.
+
+Four kinds of plugin supply the named parts of an experiment:
+
+* :class:`Architecture` builds a network for ``k`` classes and names its transferable
+  layers in order (layer 1..L), so the engine can copy, freeze or re-initialise
+  "the first n layers" of any network.
+* :class:`TaskSplit` divides the classes of a data source into two disjoint halves A and B,
+  deterministically for a seed.
+* :class:`TransferProtocol` says, for a given n, what happens to each layer of a freshly
+  built target network: copied from the source or kept at its own initialisation, frozen or
+  trained, and with which learning-rate multiplier.
+* :class:`DataSource` yields a Hugging Face ``datasets.Dataset`` (or iterable one) with an
+  ``input`` column and an integer ``label`` column, for a ``train`` and an ``eval`` split,
+  plus the metadata of its classes.
+
+Every plugin class declares a pydantic model ``Params`` for its own configuration keys;
+the engine validates a config's keys against it and passes the validated instance to the
+constructor. The engine only ever sees instances of these classes, never plugin names.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+__all__ = [
+    "Architecture",
+    "ClassInfo",
+    "DataSource",
+    "Halves",
+    "Layer",
+    "LayerAction",
+    "NoParams",
+    "Plugin",
+    "TaskSplit",
+    "TransferProtocol",
+]
+
+Split = Literal["train", "eval"]
+
+
+class NoParams(BaseModel):
+    """Parameters of a plugin that takes none. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Plugin:
+    """Common base of every plugin class.
+
+    Attributes:
+        Params: pydantic model of the plugin's own config keys (``extra="forbid"`` is
+            recommended so a misspelt key is reported, not ignored).
+        description: one line shown by ``transferbench plugins``.
+    """
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+    description: ClassVar[str] = ""
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def example_params(cls, workdir: Path) -> dict[str, Any]:
+        """Small, fast parameters for the contract tests.
+
+        A plugin that needs files (a dataset on disk, say) may create them in ``workdir``.
+        The default is the plugin's defaults.
+        """
+        return {}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of a data source.
+
+    Attributes:
+        index: position in the source's class list; the ``label`` column uses it.
+        id: a stable identifier (the WordNet id for ImageNet).
+        name: a human-readable name.
+        superclass: the group the class belongs to, where the source knows one
+            (man-made / natural, CIFAR-100's coarse label, ...).
+    """
+
+    index: int
+    id: str
+    name: str
+    superclass: str | None = None
+
+
+class DataSource(Plugin, abc.ABC):
+    """A labelled dataset with a train and an eval split.
+
+    ``load(split)`` returns a ``datasets.Dataset`` (or ``IterableDataset``) with a column
+    ``input`` (an array, a PIL image, anything :meth:`to_tensor` understands) and an integer
+    column ``label`` indexing :meth:`classes`. The engine selects the examples of a task's
+    classes, remaps labels to 0..k-1, batches, augments and normalises.
+    """
+
+    @abc.abstractmethod
+    def classes(self) -> Sequence[ClassInfo]:
+        """All classes, in label order (``classes()[i].index == i``). Must not need the data."""
+
+    @abc.abstractmethod
+    def load(self, split: Split) -> Any:
+        """The ``datasets.Dataset`` (or ``IterableDataset``) of one split."""
+
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example as :meth:`to_tensor` returns it, e.g. ``(3, 32, 32)``."""
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        """Turn one ``input`` value into a tensor (uint8 or float). Called in loader workers."""
+        return torch.as_tensor(value)
+
+    def normalization(self) -> tuple[Sequence[float], Sequence[float]] | None:
+        """Per-channel (mean, std) applied to float inputs after augmentation, or None.
+
+        uint8 inputs are scaled to [0, 1] first. The paper subtracts the mean image; a
+        per-channel mean is the usual stand-in.
+        """
+        return None
+
+    def check(self) -> None:
+        """Raise :class:`transferbench.errors.DataError` with a helpful message when the
+        data is not where the config says. Called before any work starts."""
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Halves:
+    """The two disjoint class sets of a split, as sorted tuples of class indices."""
+
+    A: tuple[int, ...]
+    B: tuple[int, ...]
+
+    def __getitem__(self, half: str) -> tuple[int, ...]:
+        if half == "A":
+            return self.A
+        if half == "B":
+            return self.B
+        if half == "all":
+            return tuple(sorted(set(self.A) | set(self.B)))
+        raise KeyError(half)
+
+
+class TaskSplit(Plugin, abc.ABC):
+    """Divides a source's classes into two disjoint halves A and B."""
+
+    @abc.abstractmethod
+    def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:
+        """Return the halves for ``seed``. Must be deterministic and must not touch global RNGs."""
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One transferable layer of a network.
+
+    Attributes:
+        name: e.g. ``conv1``.
+        modules: names (as in ``model.named_modules()``) of the modules whose parameters
+            and buffers make up this layer. Copying the layer copies every state-dict entry
+            under these prefixes; freezing it stops gradients for their parameters.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+
+
+class Architecture(Plugin, abc.ABC):
+    """Builds networks and names their transferable layers 1..L (L is the classifier)."""
+
+    @abc.abstractmethod
+    def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        """A freshly initialised network for ``num_classes`` classes.
+
+        The engine seeds torch's RNG before calling, so the architecture's own
+        initialisation is what "re-initialised" means in a transfer experiment.
+        """
+
+    @abc.abstractmethod
+    def layers(self, model: nn.Module) -> Sequence[Layer]:
+        """The transferable layers of ``model`` in order, from input (1) to classifier (L)."""
+
+    def param_multipliers(self, model: nn.Module) -> dict[str, tuple[float, float]]:
+        """Per-parameter (learning-rate, weight-decay) multipliers, by parameter name.
+
+        Parameters not listed get (1, 1). Caffe's reference net uses (2, 0) for biases.
+        """
+        return {}
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass(frozen=True)
+class LayerAction:
+    """What happens to one layer of the target network before and during training.
+
+    Attributes:
+        copy: load the layer's weights from the source network (else keep the fresh init).
+        train: let the layer learn (else freeze it: no gradient, no weight decay).
+        lr_mult: learning-rate multiplier on top of the architecture's own multipliers.
+    """
+
+    copy: bool
+    train: bool
+    lr_mult: float = 1.0
+
+
+class TransferProtocol(Plugin, abc.ABC):
+    """Maps "transfer the first n layers" onto per-layer actions."""
+
+    #: Whether the protocol copies from a trained source network. A protocol that does not
+    #: (random weights) makes jobs that depend on no base network.
+    needs_source: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        """One action per layer 1..num_layers for transferring the first ``n`` layers."""

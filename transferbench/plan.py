@@ -1,0 +1,247 @@
+"""Expand a config into a graph of training jobs, each identified by a content hash.
+
+A job is one network to train. Cells map the paper's vocabulary (experiment, split seed,
+treatment, n) onto jobs; several cells may share one job, which is then trained once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .config import Config
+from .errors import ConfigError, TransferbenchError
+from .interfaces import ClassInfo, Halves, TransferProtocol
+from .resolve import Components
+
+PLAN_FORMAT = 1
+
+
+def content_hash(spec: Any) -> str:
+    """A short stable hash of JSON-serialisable data."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One network to train.
+
+    Attributes:
+        id: content hash of everything that determines the result.
+        kind: ``base`` (trained from scratch) or ``transfer``.
+        target: the half trained on (``A``, ``B`` or ``all``).
+        source: the half the copied layers come from, if any.
+        n: layers 1..n are transferred (0 for base networks).
+        classes: the source's class indices of the target task (label i = classes[i]).
+        seed: torch seed of this job (derived from its hash).
+        depends_on: id of the job whose trained weights are copied, if any.
+        protocol_spec: the protocol's name and params, or None for base networks.
+        protocol: the protocol instance (not part of equality).
+    """
+
+    id: str
+    kind: str
+    target: str
+    source: str | None
+    n: int
+    classes: tuple[int, ...]
+    seed: int
+    depends_on: str | None = None
+    protocol_spec: dict[str, Any] | None = None
+    protocol: TransferProtocol | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "source": self.source,
+            "n": self.n,
+            "protocol": self.protocol_spec["name"] if self.protocol_spec else None,
+            "depends_on": self.depends_on,
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A place in the paper's tables, filled by one job."""
+
+    experiment: str
+    split: str
+    split_seed: int
+    treatment: str
+    n: int
+    job_id: str
+
+
+@dataclass
+class Plan:
+    """The job graph of a config. ``jobs`` is in dependency order (sources first)."""
+
+    name: str
+    config_hash: str
+    layer_names: list[str]
+    jobs: dict[str, Job]
+    cells: list[Cell]
+    halves: dict[tuple[str, int], Halves]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_names)
+
+    def dependents(self, job_id: str) -> list[Job]:
+        return [j for j in self.jobs.values() if j.depends_on == job_id]
+
+    def cells_of(self, job_id: str) -> list[Cell]:
+        return [c for c in self.cells if c.job_id == job_id]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "name": self.name,
+            "config_hash": self.config_hash,
+            "num_layers": self.num_layers,
+            "layer_names": self.layer_names,
+            "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
+            "cells": [c.__dict__ for c in self.cells],
+        }
+
+
+def result_spec(config: Config) -> dict[str, Any]:
+    """The parts of a config that determine every job's result (not where or how fast)."""
+    return {
+        "format": PLAN_FORMAT,
+        "seed": config.seed,
+        "data": config.data.spec(),
+        "architecture": config.architecture.spec(),
+        "train": config.train.model_dump(mode="json"),
+        "eval": config.eval.model_dump(mode="json"),
+    }
+
+
+def count_layers(components: Components, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
+    """Names of the architecture's layers, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = components.architecture.build(num_classes, input_shape)
+    return [layer.name for layer in components.architecture.layers(model)]
+
+
+def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> None:
+    a, b = set(halves.A), set(halves.B)
+    valid = set(range(len(classes)))
+    if not a or not b:
+        raise ConfigError([(where, "split produced an empty half")])
+    if a & b:
+        raise ConfigError([(where, f"halves overlap in {len(a & b)} classes (e.g. {sorted(a & b)[:5]})")])
+    if not (a | b) <= valid:
+        raise ConfigError([(where, "split returned class indices the data source does not have")])
+
+
+def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
+    """Expand ``config`` into jobs and cells.
+
+    Raises:
+        ConfigError: for layers n outside 1..L-1, a bad split, or a treatment whose halves
+            the split doesn't provide.
+    """
+    classes = list(classes if classes is not None else components.data.classes())
+    if not classes:
+        raise TransferbenchError("the data source has no classes")
+    base_spec = result_spec(config)
+    layer_names = count_layers(components, components.data.input_shape(), max(2, len(classes) // 2))
+    num_layers = len(layer_names)
+    if num_layers < 2:
+        raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
+
+    jobs: dict[str, Job] = {}
+    cells: list[Cell] = []
+    all_halves: dict[tuple[str, int], Halves] = {}
+    problems: list[tuple[str, str]] = []
+
+    def add(job: Job) -> Job:
+        jobs.setdefault(job.id, job)
+        return jobs[job.id]
+
+    def base_job(task: tuple[int, ...], half: str) -> Job:
+        spec = {**base_spec, "kind": "base", "classes": list(task)}
+        jid = content_hash(spec)
+        return add(Job(jid, "base", half, None, 0, task, _seed(jid)))
+
+    for i, exp in enumerate(config.experiments):
+        layers = list(range(1, num_layers)) if exp.layers == "all" else sorted(set(exp.layers))
+        bad = [n for n in layers if not 1 <= n <= num_layers - 1]
+        if bad:
+            problems.append((f"experiments.{i}.layers",
+                             f"n must be in 1..{num_layers - 1} for this architecture "
+                             f"({', '.join(layer_names)}); got {bad}"))
+            continue
+        split = components.splits[exp.name]
+        for seed in exp.split.seeds:
+            where = f"experiments.{i}.split"
+            halves = split.split(classes, seed)
+            _check_halves(halves, classes, where)
+            all_halves[(exp.name, seed)] = halves
+            needed = exp.bases or sorted(
+                {t.target for t in exp.treatments} | {t.source for t in exp.treatments if t.source}
+            )
+            bases = {}
+            for half in sorted(set(needed) | {t.source for t in exp.treatments if t.source}):
+                bases[half] = base_job(halves[half], half)
+            for half in needed:
+                cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
+            for t in exp.treatments:
+                proto = components.protocols[(exp.name, t.name)]
+                source = bases[t.source] if (t.source and proto.needs_source) else None
+                task = halves[t.target]
+                for n in layers:
+                    spec = {
+                        **base_spec,
+                        "kind": "transfer",
+                        "classes": list(task),
+                        "source": source.id if source else None,
+                        "protocol": t.protocol.spec(),
+                        "n": n,
+                    }
+                    jid = content_hash(spec)
+                    add(Job(jid, "transfer", t.target, t.source, n, task, _seed(jid),
+                            source.id if source else None, t.protocol.spec(), proto))
+                    cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, jid))
+    if problems:
+        raise ConfigError(problems)
+    ordered = dict(sorted(jobs.items(), key=lambda kv: kv[1].kind != "base"))
+    return Plan(config.name, content_hash(base_spec), layer_names, ordered, cells, all_halves)
+
+
+def _seed(job_id: str) -> int:
+    return int(job_id[:8], 16)
+
+
+def topological(jobs: Iterable[Job]) -> list[Job]:
+    """Jobs ordered so that every job comes after the one it depends on."""
+    jobs = list(jobs)
+    done: set[str] = set()
+    ids = {j.id for j in jobs}
+    out: list[Job] = []
+    pending = jobs
+    while pending:
+        rest = []
+        for job in pending:
+            if job.depends_on is None or job.depends_on in done or job.depends_on not in ids:
+                out.append(job)
+                done.add(job.id)
+            else:
+                rest.append(job)
+        if len(rest) == len(pending):
+            raise TransferbenchError("the job graph has a cycle")
+        pending = rest
+    return out

@@ -1,0 +1,213 @@
+"""The plugin manager: built-in plugins, entry-point discovery and the name registries.
+
+Names are resolved here, at the edge; the engine itself only receives plugin instances.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+
+ENTRY_POINT_GROUP = "transferbench"
+
+#: Modules registered by the core itself; each is written like a third-party plugin.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "transferbench.executors",
+    "transferbench_plugins.protocols",
+    "transferbench_plugins.splits",
+    "transferbench_plugins.caffenet",
+    "transferbench_plugins.synthetic",
+    "transferbench_plugins.hf",
+    "transferbench_plugins.imagefolder",
+)
+
+#: Set to a comma-separated list of entry-point names to load only those third-party
+#: plugins, or to an empty string to load none (the built-ins are always loaded).
+ALLOWLIST_ENV = "TRANSFERBENCH_PLUGINS"
+
+
+def _executor_base() -> type:
+    from .executors import Executor
+
+    return Executor
+
+
+# kind -> (hook name, base class getter)
+KINDS: dict[str, tuple[str, Any]] = {
+    "architecture": ("register_architectures", lambda: Architecture),
+    "split": ("register_splits", lambda: TaskSplit),
+    "protocol": ("register_protocols", lambda: TransferProtocol),
+    "data_source": ("register_data_sources", lambda: DataSource),
+    "executor": ("register_executors", _executor_base),
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered factory and where it came from."""
+
+    kind: str
+    name: str
+    factory: type[Plugin]
+    plugin: str  # the plugin module / entry point that registered it
+    origin: str  # "built-in" or "package <dist> <version>"
+
+    @property
+    def description(self) -> str:
+        doc = getattr(self.factory, "description", "") or (self.factory.__doc__ or "")
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+@dataclass
+class LoadFailure:
+    """A plugin that could not be imported or registered."""
+
+    plugin: str
+    origin: str
+    error: str
+
+
+@dataclass
+class Registry:
+    """All registered factories, by kind and name, plus the plugins that failed."""
+
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    failures: list[LoadFailure] = field(default_factory=list)
+    plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> origin
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry for ``name``; an unknown name raises an error listing the known ones."""
+        known = self.entries[kind]
+        if name not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            hint = ""
+            broken = [f.plugin for f in self.failures]
+            if broken:
+                hint = f" (plugins that failed to load: {', '.join(broken)})"
+            raise PluginError(f"unknown {kind.replace('_', ' ')} {name!r}; known: {listing}{hint}")
+        return known[name]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def __iter__(self) -> Iterator[Entry]:
+        for kind in KINDS:
+            yield from self.entries[kind].values()
+
+
+class PluginHost:
+    """Owns the pluggy manager and turns hook calls into a :class:`Registry`."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager("transferbench")
+        self.pm.add_hookspecs(hookspecs)
+        self._origins: dict[str, str] = {}
+        self.failures: list[LoadFailure] = []
+        for module_name in DEFAULT_PLUGINS:
+            self._register_module(module_name, module_name, "built-in")
+        if load_entry_points:
+            self._load_entry_points()
+        self.pm.check_pending()  # a misspelt hook name fails loudly here
+
+    def _register_module(self, plugin_name: str, module_name: str, origin: str) -> None:
+        try:
+            module = importlib.import_module(module_name)
+            self.register(module, plugin_name, origin)
+        except Exception as exc:  # noqa: BLE001 - reported by name, others still load
+            self.failures.append(LoadFailure(plugin_name, origin, f"{type(exc).__name__}: {exc}"))
+
+    def _load_entry_points(self) -> None:
+        allow = os.environ.get(ALLOWLIST_ENV)
+        allowed = None if allow is None else {a.strip() for a in allow.split(",") if a.strip()}
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if allowed is not None and ep.name not in allowed:
+                continue
+            dist = getattr(ep, "dist", None)
+            origin = f"package {dist.name} {dist.version}" if dist else "entry point"
+            try:
+                obj = ep.load()
+                self.register(obj, ep.name, origin)
+            except Exception as exc:  # noqa: BLE001
+                self.failures.append(LoadFailure(ep.name, origin, f"{type(exc).__name__}: {exc}"))
+
+    def register(self, plugin: object, name: str | None = None, origin: str = "runtime") -> str:
+        """Register a plugin object (module, class or instance with hookimpls)."""
+        if isinstance(plugin, types.ModuleType):
+            name = name or plugin.__name__
+        name = name or type(plugin).__name__
+        if self.pm.has_plugin(name):
+            raise PluginError(f"a plugin named {name!r} is already registered")
+        self.pm.register(plugin, name=name)
+        self._origins[name] = origin
+        return name
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._origins.pop(name, None)
+
+    def registry(self) -> Registry:
+        """Call every registration hook and collect the results."""
+        reg = Registry(failures=list(self.failures), plugins=dict(self._origins))
+        for kind, (hook_name, base_getter) in KINDS.items():
+            base = base_getter()
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = impl.plugin_name
+                origin = self._origins.get(plugin_name, "runtime")
+
+                def register(name: str, factory: type, _p=plugin_name, _o=origin, _k=kind) -> None:
+                    if not isinstance(factory, type) or not issubclass(factory, base):
+                        raise PluginError(
+                            f"plugin {_p!r} registered {_k} {name!r} as {factory!r}, "
+                            f"which is not a subclass of {base.__name__}"
+                        )
+                    known = reg.entries[_k]
+                    if name in known:
+                        raise PluginError(
+                            f"{_k.replace('_', ' ')} {name!r} is registered twice: by plugin "
+                            f"{known[name].plugin!r} ({known[name].origin}) and by plugin "
+                            f"{_p!r} ({_o}); uninstall one or set {ALLOWLIST_ENV}"
+                        )
+                    known[name] = Entry(_k, name, factory, _p, _o)
+
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    reg.failures.append(
+                        LoadFailure(plugin_name, origin, f"{hook_name}: {type(exc).__name__}: {exc}")
+                    )
+        return reg
+
+
+_host: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, created on first use."""
+    global _host
+    if _host is None:
+        _host = PluginHost()
+    return _host
+
+
+def get_registry() -> Registry:
+    """A registry built from the process-wide host (cheap: hooks only register classes)."""
+    return get_host().registry()
+
+
+def reset_host() -> None:
+    """Forget the process-wide host (tests use this after installing a plugin)."""
+    global _host
+    _host = None

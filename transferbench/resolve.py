@@ -1,0 +1,87 @@
+"""Turn the names in a config into plugin instances (the edge where names are resolved).
+
+Every problem is collected with the key path it concerns, so ``transferbench validate``
+reports all of them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Config, PluginRef, format_validation_error
+from .errors import ConfigError, PluginError
+from .executors import Executor
+from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+from .plugins import Registry, get_registry
+
+
+@dataclass
+class Components:
+    """The plugin instances an experiment needs; the engine works on these alone."""
+
+    data: DataSource
+    architecture: Architecture
+    splits: dict[str, TaskSplit]  # experiment name -> split
+    protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
+    executor: Executor
+
+
+# config keys the engine consumes itself, not passed to the plugin
+_ENGINE_KEYS = {"seeds"}
+
+
+def instantiate(
+    registry: Registry, kind: str, ref: PluginRef, path: str, problems: list[tuple[str, str]]
+) -> Any:
+    """Build one plugin from its reference; on failure append problems and return None."""
+    try:
+        entry = registry.get(kind, ref.name)
+    except PluginError as exc:
+        problems.append((f"{path}.name", str(exc)))
+        return None
+    params = {k: v for k, v in ref.params.items() if k not in _ENGINE_KEYS}
+    factory: type[Plugin] = entry.factory
+    try:
+        validated = factory.Params.model_validate(params)
+    except ValidationError as exc:
+        problems.extend(format_validation_error(exc, prefix=path))
+        return None
+    try:
+        return factory(validated)
+    except ConfigError as exc:
+        problems.extend((f"{path}{'.' + p if p else ''}", m) for p, m in exc.problems)
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure, reported at its key
+        problems.append((path, f"{ref.name}: {type(exc).__name__}: {exc}"))
+    return None
+
+
+def resolve(config: Config, registry: Registry | None = None) -> Components:
+    """Instantiate every plugin a config names, or raise one ConfigError listing all problems."""
+    registry = registry or get_registry()
+    problems: list[tuple[str, str]] = []
+    data = instantiate(registry, "data_source", config.data, "data", problems)
+    arch = instantiate(registry, "architecture", config.architecture, "architecture", problems)
+    executor = instantiate(registry, "executor", config.executor, "executor", problems)
+    splits: dict[str, TaskSplit] = {}
+    protocols: dict[tuple[str, str], TransferProtocol] = {}
+    for i, exp in enumerate(config.experiments):
+        split = instantiate(registry, "split", exp.split, f"experiments.{i}.split", problems)
+        if split is not None:
+            splits[exp.name] = split
+        for j, treatment in enumerate(exp.treatments):
+            path = f"experiments.{i}.treatments.{j}.protocol"
+            proto = instantiate(registry, "protocol", treatment.protocol, path, problems)
+            if proto is None:
+                continue
+            if proto.needs_source and treatment.source is None:
+                problems.append(
+                    (f"experiments.{i}.treatments.{j}.source",
+                     f"protocol {treatment.protocol.name!r} copies layers, so the treatment needs a source half (A or B)")
+                )
+            protocols[(exp.name, treatment.name)] = proto
+    if problems:
+        raise ConfigError(problems)
+    return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor)

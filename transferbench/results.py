@@ -1,0 +1,324 @@
+"""Read a run directory into tidy rows, one per table cell, and export them.
+
+A run directory holds ``plan.json`` (the jobs and the cells they fill) and one
+``records/<job_id>.json`` per finished job (see ``docs/run-directory.md``). This module
+joins the two: every cell of the plan becomes a :class:`ResultRow` carrying the record's
+accuracies, or ``status="pending"`` when its job has no record yet. Nothing here computes
+a metric; :mod:`transferbench.analysis` does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import RunDirError, TransferbenchError
+
+__all__ = [
+    "METRICS",
+    "ResultRow",
+    "ResultsError",
+    "RunResults",
+    "check_metric",
+    "export_long",
+    "load_run",
+    "rows_to_csv",
+    "write_atomic",
+]
+
+#: Accuracy fields a report can be based on: the final top-1, or the paper's mean of the
+#: best k periodic evaluations.
+METRICS: tuple[str, ...] = ("top1", "top1_best_k")
+
+
+class ResultsError(TransferbenchError):
+    """A report was asked for something the results cannot give (unknown metric, ...)."""
+
+
+def check_metric(metric: str) -> str:
+    """Return ``metric`` if it is one of :data:`METRICS`, else raise :class:`ResultsError`."""
+    if metric not in METRICS:
+        raise ResultsError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    return metric
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One cell of the plan with the result of the network that fills it.
+
+    Attributes:
+        experiment: experiment name from the config.
+        split: the split the experiment uses (plugin name).
+        split_seed: seed of the split (the replicate index in the paper's sense).
+        treatment: ``baseB``, ``AnB+``, ... or a name the config gives.
+        n: number of transferred layers (0 for base networks).
+        job_id: the network that fills this cell (several cells may share one).
+        status: ``ok``, ``failed`` or ``pending`` (no record yet).
+        top1: final top-1 accuracy (fraction), None unless ok.
+        top5: final top-5 accuracy.
+        top1_best_k: mean of the best ``best_k`` evaluations (the paper's metric).
+        best_k: k of ``top1_best_k``.
+        train_time_s: training wall time of the job.
+        config_hash: hash of the resolved config (from plan.json).
+        kind: ``base`` or ``transfer`` (from the job).
+        source: half the copied layers come from, or None.
+        target: half the network is trained on (``A``, ``B`` or ``all``).
+        protocol: transfer protocol name, or None for base networks.
+        num_classes: classes of the target task.
+        seed: torch seed of the job.
+        error: why the job failed, when it did.
+    """
+
+    experiment: str
+    split: str
+    split_seed: int
+    treatment: str
+    n: int
+    job_id: str
+    status: str
+    top1: float | None = None
+    top5: float | None = None
+    top1_best_k: float | None = None
+    best_k: int | None = None
+    train_time_s: float | None = None
+    config_hash: str = ""
+    kind: str | None = None
+    source: str | None = None
+    target: str | None = None
+    protocol: str | None = None
+    num_classes: int | None = None
+    seed: int | None = None
+    error: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        """The accuracy ``metric`` of this cell, or None when not ok or not measured."""
+        if self.status != "ok":
+            return None
+        value = getattr(self, check_metric(metric))
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain mapping (column order as in :data:`LONG_COLUMNS`)."""
+        return asdict(self)
+
+
+#: Column order of ``results_long.*``.
+LONG_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything a report needs from one run (or from the paper's reference data).
+
+    Attributes:
+        name: the config's name.
+        config_hash: hash of the resolved config.
+        num_layers: transferable layers of the architecture (L).
+        layer_names: their names, layer 1 first.
+        rows: one row per plan cell.
+        run_dir: where it was read from (None for built-in data).
+    """
+
+    name: str
+    config_hash: str
+    num_layers: int
+    layer_names: tuple[str, ...]
+    rows: tuple[ResultRow, ...]
+    run_dir: Path | None = None
+
+    def count(self, status: str) -> int:
+        """Number of distinct networks (jobs) with this status."""
+        return len({r.job_id for r in self.rows if r.status == status})
+
+    @property
+    def experiments(self) -> list[str]:
+        """Experiment names in plan order."""
+        return list(dict.fromkeys(r.experiment for r in self.rows))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_plan(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory not found: {run_dir}")
+    plan_path = run_dir / "plan.json"
+    if not plan_path.is_file():
+        raise RunDirError(
+            f"{run_dir} is not a run directory: it has no plan.json "
+            "(run `transferbench run CONFIG` first, or check the path)"
+        )
+    try:
+        plan = _read_json(plan_path)
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"cannot read {plan_path}: {exc}") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
+        raise RunDirError(f"{plan_path} is malformed: it has no list of cells")
+    if not isinstance(plan.get("jobs", {}), dict):
+        raise RunDirError(f"{plan_path} is malformed: 'jobs' is not a mapping")
+    return plan
+
+
+def _load_record(run_dir: Path, job_id: str) -> dict[str, Any] | None:
+    path = run_dir / "records" / f"{job_id}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = _read_json(path)
+    except (OSError, ValueError) as exc:
+        # Records are written atomically, so this is damage, not a job in progress.
+        return {"status": "failed", "error": f"unreadable record {path.name}: {exc}"}
+    return record if isinstance(record, dict) else {"status": "failed", "error": "record is not a mapping"}
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def load_run(run_dir: Path | str) -> RunResults:
+    """Read ``plan.json`` and every record of a run directory.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        One row per plan cell; cells whose job has no record are ``pending``.
+
+    Raises:
+        RunDirError: the directory does not exist, has no ``plan.json`` or it is malformed.
+    """
+    run_dir = Path(run_dir)
+    plan = _load_plan(run_dir)
+    jobs: dict[str, dict[str, Any]] = plan.get("jobs", {})
+    config_hash = str(plan.get("config_hash", ""))
+    records: dict[str, dict[str, Any] | None] = {}
+    rows = []
+    for i, cell in enumerate(plan["cells"]):
+        try:
+            job_id = str(cell["job_id"])
+            experiment, treatment, n = str(cell["experiment"]), str(cell["treatment"]), int(cell["n"])
+        except (KeyError, TypeError, ValueError):
+            raise RunDirError(f"{run_dir / 'plan.json'}: cell {i} lacks job_id, experiment, treatment or n") from None
+        if job_id not in records:
+            records[job_id] = _load_record(run_dir, job_id)
+        rec = records[job_id]
+        job = jobs.get(job_id, {})
+        status = "pending" if rec is None else ("ok" if rec.get("status") == "ok" else "failed")
+        rec = rec or {}
+        ok = status == "ok"
+        rows.append(
+            ResultRow(
+                experiment=experiment,
+                split=str(cell.get("split", "")),
+                split_seed=int(cell.get("split_seed", 0)),
+                treatment=treatment,
+                n=n,
+                job_id=job_id,
+                status=status,
+                top1=_num(rec.get("top1")) if ok else None,
+                top5=_num(rec.get("top5")) if ok else None,
+                top1_best_k=_num(rec.get("top1_best_k")) if ok else None,
+                best_k=rec.get("best_k"),
+                train_time_s=_num(rec.get("train_time_s")),
+                config_hash=config_hash,
+                kind=job.get("kind"),
+                source=job.get("source"),
+                target=job.get("target"),
+                protocol=job.get("protocol"),
+                num_classes=job.get("num_classes", rec.get("num_classes")),
+                seed=job.get("seed", rec.get("seed")),
+                error=rec.get("error") if status == "failed" else None,
+            )
+        )
+    layer_names = tuple(str(x) for x in plan.get("layer_names", ()))
+    return RunResults(
+        name=str(plan.get("name", run_dir.name)),
+        config_hash=config_hash,
+        num_layers=int(plan.get("num_layers", len(layer_names))),
+        layer_names=layer_names,
+        rows=tuple(rows),
+        run_dir=run_dir,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new version, never half of one.
+
+    The data goes to a temporary file in the same directory (same file system), which is
+    flushed, synced and then renamed over ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rows_to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (``None`` as an empty field, floats unrounded)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def export_long(results: RunResults, out_dir: Path | None = None) -> list[Path]:
+    """Write ``results_long.csv``, ``results_long.jsonl`` and, when pyarrow is importable,
+    ``results_long.parquet``: one row per plan cell (see ``docs/results.md``).
+
+    Args:
+        results: the loaded run.
+        out_dir: where to write (default: the run directory).
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out_dir) if out_dir is not None else results.run_dir
+    if out is None:
+        raise ResultsError("export_long needs out_dir for results that have no run directory")
+    dicts = [r.to_dict() for r in results.rows]
+    written = [out / "results_long.csv", out / "results_long.jsonl"]
+    write_atomic(written[0], rows_to_csv(LONG_COLUMNS, ([d[c] for c in LONG_COLUMNS] for d in dicts)))
+    write_atomic(written[1], "".join(json.dumps(d, sort_keys=False) + "\n" for d in dicts))
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return written
+    table = pa.Table.from_pylist(dicts, schema=_arrow_schema(pa))
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    written.append(out / "results_long.parquet")
+    write_atomic(written[-1], buf.getvalue().to_pybytes())
+    return written
+
+
+def _arrow_schema(pa: Any) -> Any:
+    # An explicit schema keeps column types stable when every value of a column is None
+    # (a run with all jobs pending would otherwise give null-typed columns).
+    types = {
+        "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
+        "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
+        "train_time_s": pa.float64(),
+    }
+    return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])
