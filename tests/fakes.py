@@ -105,6 +105,14 @@ class Parity(TaskSplit):
         return Halves(a, b) if seed % 2 == 0 else Halves(b, a)
 
 
+class Overlap(TaskSplit):
+    """A broken split whose halves share a class (the engine must refuse it)."""
+
+    def split(self, classes, seed):
+        idx = tuple(c.index for c in classes)
+        return Halves(idx[:3], idx[2:])
+
+
 @hookimpl
 def register_data_sources(register):
     register("blobs", Blobs)
@@ -118,3 +126,4 @@ def register_architectures(register):
 @hookimpl
 def register_splits(register):
     register("parity", Parity)
+    register("overlap", Overlap)

@@ -34,11 +34,19 @@ def _err_console() -> Console:
 
 def _load(args: argparse.Namespace):
     """Config -> (config, components, plan): everything checked, nothing written."""
-    from .config import load_config
+    from .config import apply_override, parse_config, read_yaml
     from .plan import build_plan
-    from .resolve import resolve
+    from .resolve import raw_plugin_problems, resolve
 
-    config = load_config(args.config, args.set or [])
+    raw = read_yaml(args.config)
+    try:
+        config = parse_config(raw, args.set or [], source=args.config)
+    except ConfigError as exc:
+        for assignment in args.set or []:
+            apply_override(raw, assignment)
+        seen = set(exc.problems)
+        extra = [p for p in raw_plugin_problems(raw) if p not in seen]
+        raise ConfigError(exc.problems + extra, source=args.config) from None
     components = resolve(config)
     plan = build_plan(config, components)
     return config, components, plan
@@ -52,19 +60,35 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     console = _console()
+    by_plugin: dict[str, list[str]] = {}
+    for entry in registry:
+        by_plugin.setdefault(entry.plugin, []).append(entry)
     table = Table(title="transferbench plugins", title_justify="left")
-    table.add_column("kind")
-    table.add_column("name", style="bold")
-    table.add_column("plugin")
-    table.add_column("from")
-    table.add_column("description", overflow="fold")
-    for kind in KINDS:
-        for name in registry.names(kind):
-            e = registry.entries[kind][name]
-            table.add_row(kind.replace("_", " "), name, e.plugin, e.origin, e.description)
+    table.add_column("plugin", style="bold", overflow="fold")
+    table.add_column("from", overflow="fold")
+    table.add_column("registers", overflow="fold")
+    for plugin, origin in registry.plugins.items():
+        entries = by_plugin.get(plugin, [])
+        kinds = {}
+        for e in entries:
+            kinds.setdefault(e.kind.replace("_", " "), []).append(e.name)
+        what = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in kinds.items()) or "(nothing)"
+        table.add_row(plugin, origin, what)
     console.print(table)
+    if args.verbose:
+        detail = Table(title="registered names", title_justify="left")
+        for col in ("kind", "name", "description"):
+            detail.add_column(col, overflow="fold")
+        for kind in KINDS:
+            for name in registry.names(kind):
+                e = registry.entries[kind][name]
+                detail.add_row(kind.replace("_", " "), name, e.description)
+        console.print(detail)
     for failure in registry.failures:
-        console.print(f"[red]failed to load[/red] plugin {failure.plugin} ({failure.origin}): {failure.error}")
+        console.print(
+            f"[red]failed to load[/red] plugin {escape(failure.plugin)} ({escape(failure.origin)}): "
+            f"{escape(failure.error)}"
+        )
     return EXIT_OK
 
 
@@ -170,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = sub.add_parser("plugins", help="list every plugin and what it registers")
+    p.add_argument("-v", "--verbose", action="store_true", help="also describe every registered name")
     p.set_defaults(fn=cmd_plugins)
 
     with_config("validate", "check a config and report every problem with its key path", cmd_validate)

@@ -85,3 +85,33 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
     if problems:
         raise ConfigError(problems)
     return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor)
+
+
+def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
+    """Check plugin names and params in a raw config whose structure is invalid, so that
+    ``validate`` reports those problems too instead of stopping at the first layer."""
+    registry = registry or get_registry()
+    problems: list[tuple[str, str]] = []
+    refs: list[tuple[str, str, Any]] = [
+        ("data_source", "data", raw.get("data")),
+        ("architecture", "architecture", raw.get("architecture")),
+        ("executor", "executor", raw.get("executor", "local")),
+    ]
+    experiments = raw.get("experiments")
+    for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
+        if not isinstance(exp, dict):
+            continue
+        refs.append(("split", f"experiments.{i}.split", exp.get("split")))
+        treatments = exp.get("treatments")
+        for j, t in enumerate(treatments if isinstance(treatments, list) else []):
+            if isinstance(t, dict) and "protocol" in t:
+                refs.append(("protocol", f"experiments.{i}.treatments.{j}.protocol", t["protocol"]))
+    for kind, path, value in refs:
+        if value is None:
+            continue
+        try:
+            ref = PluginRef.model_validate(value)
+        except ValidationError:
+            continue  # already reported by the structural check
+        instantiate(registry, kind, ref, path, problems)
+    return problems

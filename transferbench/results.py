@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 from .errors import RunDirError, TransferbenchError
 
 __all__ = [
+    "LONG_COLUMNS",
     "METRICS",
     "ResultRow",
     "ResultsError",
