@@ -195,3 +195,12 @@ def test_layers_outside_range_are_config_errors(fake_plugins):
         _setup(experiments=[exp])
     assert err.value.problems[0][0] == "experiments.0.layers"
     assert "1..3" in err.value.problems[0][1]
+
+
+def test_parallel_workers_give_the_same_records_as_one(fake_plugins, tmp_path):
+    plan, _, store1 = _run(tmp_path / "serial")
+    plan2, summary, store2 = _run(tmp_path / "parallel", executor={"name": "local", "workers": 2})
+    assert summary.failed == 0 and set(plan.jobs) == set(plan2.jobs)
+    for jid in plan.jobs:
+        a, b = store1.read_record(jid), store2.read_record(jid)
+        assert a["history"] == b["history"], f"job {jid} differs between 1 and 2 workers"

@@ -28,7 +28,7 @@ from .config import Config, dump_config
 from .plan import Job, Plan
 from .resolve import Components
 from .store import RunStore
-from .trainer import TrainContext, TrainingFailed, resolve_device, train_job
+from .trainer import ProgressFn, TrainContext, TrainingFailed, resolve_device, train_job
 
 
 @dataclass
@@ -58,8 +58,9 @@ class Reporter:
     On a terminal the bars redraw in place; when output is piped, one line per finished job.
     """
 
-    def __init__(self, console: Console, total: int, done: int) -> None:
-        self.console = console
+    def __init__(self, console: Console, plan: Plan, total: int, done: int) -> None:
+        self.console, self.plan = console, plan
+        self.step_tasks: dict[str, Any] = {}
         self.live = console.is_terminal
         self.total, self.done = total, done
         self.progress = Progress(
@@ -73,7 +74,6 @@ class Reporter:
             disable=not self.live,
         )
         self.jobs_task = self.progress.add_task("jobs", total=total, completed=done, info="")
-        self.step_task = None
 
     def __enter__(self) -> "Reporter":
         self.progress.__enter__()
@@ -82,18 +82,22 @@ class Reporter:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def start(self, label: str) -> None:
-        if self.step_task is not None:
-            self.progress.remove_task(self.step_task)
-        self.step_task = self.progress.add_task(f"  {label}", total=None, info="")
+    def job_started(self, job: Job) -> None:
+        """A job began (one step bar per running job)."""
+        self.step_tasks[job.id] = self.progress.add_task(f"  {job_label(self.plan, job)}", total=None, info="")
 
-    def step(self, step: int, total: int, info: dict[str, float]) -> None:
-        if self.step_task is not None and (step == total or step % 5 == 0):
-            top1 = info.get("top1")
+    def job_progress(self, job: Job, step: int, total: int, info: dict[str, float]) -> None:
+        task = self.step_tasks.get(job.id)
+        if task is not None and (step == total or step % 5 == 0):
+            top1 = info.get("top1", float("nan"))
             text = f"loss {info['loss']:.3f}" + (f" top1 {top1:.3f}" if top1 == top1 else "")
-            self.progress.update(self.step_task, completed=step, total=total, info=text)
+            self.progress.update(task, completed=step, total=total, info=text)
 
-    def finish(self, label: str, record: dict[str, Any]) -> None:
+    def job_finished(self, job: Job, record: dict[str, Any]) -> None:
+        task = self.step_tasks.pop(job.id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        label = job_label(self.plan, job)
         self.done += 1
         self.progress.update(self.jobs_task, completed=self.done)
         if record["status"] == "ok":
@@ -103,39 +107,65 @@ class Reporter:
         self.console.print(f"\\[{self.done}/{self.total}] {escape(label)}: {msg}", highlight=False)
 
 
-class LocalJobRunner:
-    """Trains one job in this process and writes its record (the executor's callback)."""
+_CONTEXTS: dict[tuple[str, str], TrainContext] = {}
 
-    def __init__(self, ctx: TrainContext, store: RunStore, plan: Plan, reporter: Reporter) -> None:
-        self.ctx, self.store, self.plan, self.reporter = ctx, store, plan, reporter
-        keep = ctx.config.output.checkpoints
+
+class JobRunner:
+    """Trains one job and writes its record: what an executor calls for every job.
+
+    Picklable: it carries the resolved config, plugins and plan, and builds its training
+    context (device, in-memory data) lazily in whichever process runs it, so a process pool
+    or a cluster worker can run jobs with the same code as the local loop.
+    """
+
+    def __init__(self, config: Config, components: Components, plan: Plan, run_dir: Path) -> None:
+        self.config, self.components, self.plan, self.run_dir = config, components, plan, Path(run_dir)
+        keep = config.output.checkpoints
         self.keep_checkpoint = {
-            jid: keep == "all" or (keep == "sources" and bool(plan.dependents(jid)))
-            for jid in plan.jobs
+            jid: keep == "all" or (keep == "sources" and bool(plan.dependents(jid))) for jid in plan.jobs
         }
+        self._ctx: TrainContext | None = None
 
-    def __call__(self, job: Job) -> dict[str, Any]:
-        label = job_label(self.plan, job)
-        self.reporter.start(label)
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ctx"] = None  # in-memory data and device stay in the process that made them
+        return state
+
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.run_dir)
+
+    @property
+    def ctx(self) -> TrainContext:
+        if self._ctx is None:
+            # one context per process and experiment: a worker that runs many jobs reads the
+            # data once, not once per job
+            key = (self.plan.config_hash, self.config.device)
+            if key not in _CONTEXTS:
+                _CONTEXTS[key] = TrainContext(self.config, self.components, resolve_device(self.config.device))
+            self._ctx = _CONTEXTS[key]
+        return self._ctx
+
+    def __call__(self, job: Job, progress: ProgressFn | None = None) -> dict[str, Any]:
+        store = self.store
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             source_state = None
             if job.depends_on is not None:
-                source = self.store.read_record(job.depends_on)
+                source = store.read_record(job.depends_on)
                 if source is None or source["status"] != "ok":
                     why = source["error"] if source else "did not run"
                     raise TrainingFailed(f"source network {job.depends_on} failed: {why}")
-                source_state = self.store.load_checkpoint(job.depends_on)
-            record, model = train_job(job, self.ctx, source_state, self.reporter.step)
-            if self.keep_checkpoint[job.id]:
-                self.store.save_checkpoint(job.id, model.state_dict())
+                source_state = store.load_checkpoint(job.depends_on)
+            record, model = train_job(job, self.ctx, source_state, progress)
+            if self.keep_checkpoint.get(job.id, False):
+                store.save_checkpoint(job.id, model.state_dict())
         except TrainingFailed as exc:
             record = _failed(job, str(exc), started)
         except Exception as exc:  # noqa: BLE001 - one broken job must not stop the grid
             record = _failed(job, f"{type(exc).__name__}: {exc}", started)
             record["traceback"] = traceback.format_exc()
-        self.store.write_record(record)
-        self.reporter.finish(label, record)
+        store.write_record(record)
         return record
 
 
@@ -187,10 +217,9 @@ def run_plan(
         if skipped:
             console.print(f"resuming {run_dir}: {skipped} of {len(plan.jobs)} networks already trained")
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
-        ctx = TrainContext(config, components, device)
-        with Reporter(console, total=len(plan.jobs), done=skipped) as reporter:
-            runner = LocalJobRunner(ctx, store, plan, reporter)
-            components.executor.run(todo, runner)
+        runner = JobRunner(config, components, plan, run_dir)
+        with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
+            components.executor.run(todo, runner, reporter)
         failed = sum(
             1 for j in plan.jobs.values() if (store.read_record(j.id) or {}).get("status") != "ok"
         )

@@ -1,14 +1,21 @@
-"""Executors run a plan's jobs; the local one, in this process, is the default.
+"""Executors run a plan's jobs; the local one is the default.
 
-An executor receives jobs in dependency order and a :class:`JobRunner` that trains one job,
-writes its record and returns it. A distributed executor only has to respect
-``job.depends_on`` and call the runner (or its equivalent) where the job runs.
+An executor receives the jobs to run in dependency order, a picklable ``runner`` that trains
+one job and writes its record (``runner(job, progress) -> record``), and an ``events``
+object to report to (the progress display). It must start a job only after the job it
+``depends_on`` has finished (when that job is among those it runs).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol, Sequence
+import multiprocessing as mp
+import os
+import queue
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .hookspecs import hookimpl
 from .interfaces import Plugin
@@ -17,25 +24,106 @@ from .interfaces import Plugin
 class JobRunner(Protocol):
     """Trains one job (or records why it failed) and returns its record."""
 
-    def __call__(self, job: Any) -> dict[str, Any]: ...
+    def __call__(self, job: Any, progress: Callable[[int, int, dict[str, float]], None] | None = None
+                 ) -> dict[str, Any]: ...
+
+
+class Events:
+    """What an executor reports while it works. The default does nothing."""
+
+    def job_started(self, job: Any) -> None: ...
+
+    def job_progress(self, job: Any, step: int, total: int, info: dict[str, float]) -> None: ...
+
+    def job_finished(self, job: Any, record: dict[str, Any]) -> None: ...
 
 
 class Executor(Plugin, abc.ABC):
     """Runs jobs, respecting their dependencies."""
 
     @abc.abstractmethod
-    def run(self, jobs: Sequence[Any], runner: JobRunner) -> None:
+    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
         """Run every job of ``jobs`` (given in dependency order) through ``runner``."""
 
 
+class LocalParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workers: int = Field(1, ge=1, description="jobs trained at once, each in its own process")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads in each worker (default: cores / workers)"
+    )
+
+
 class LocalExecutor(Executor):
-    """One job after another in this process, in dependency order."""
+    """Runs jobs on this machine: one after another, or several at once in worker processes."""
 
-    description = "run jobs one after another in this process"
+    description = "run jobs on this machine (workers: N trains N jobs at once)"
+    Params = LocalParams
 
-    def run(self, jobs: Sequence[Any], runner: JobRunner) -> None:
-        for job in jobs:
-            runner(job)
+    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
+        events = events or Events()
+        if self.params.workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                events.job_started(job)
+                record = runner(job, lambda s, t, i, _j=job: events.job_progress(_j, s, t, i))
+                events.job_finished(job, record)
+            return
+        self._run_parallel(list(jobs), runner, events)
+
+    def _run_parallel(self, jobs: list[Any], runner: JobRunner, events: Events) -> None:
+        workers = min(self.params.workers, len(jobs))
+        threads = self.params.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        # spawn, not fork: forking a process that already ran torch's thread pools can hang
+        ctx = mp.get_context("spawn")
+        manager = ctx.Manager()
+        progress_q = manager.Queue()
+        pending = {job.id: job for job in jobs}
+        running: dict[Future, Any] = {}
+        finished: set[str] = set()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads,)) as pool:
+                while pending or running:
+                    for jid, job in list(pending.items()):
+                        if len(running) >= workers:
+                            break
+                        dep = job.depends_on
+                        if dep is None or dep not in pending and all(dep != j.id for j in running.values()):
+                            del pending[jid]
+                            events.job_started(job)
+                            running[pool.submit(_run_one, runner, job, progress_q)] = job
+                    done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(progress_q, {j.id: j for j in running.values()}, events)
+                    for fut in done:
+                        job = running.pop(fut)
+                        events.job_finished(job, fut.result())
+                        finished.add(job.id)
+        finally:
+            manager.shutdown()
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(runner: JobRunner, job: Any, progress_q: Any) -> dict[str, Any]:
+    def progress(step: int, total: int, info: dict[str, float]) -> None:
+        if step == total or step % 5 == 0:
+            progress_q.put((job.id, step, total, info))
+
+    return runner(job, progress)
+
+
+def _drain(progress_q: Any, running: dict[str, Any], events: Events) -> None:
+    while True:
+        try:
+            jid, step, total, info = progress_q.get_nowait()
+        except queue.Empty:
+            return
+        if jid in running:
+            events.job_progress(running[jid], step, total, info)
 
 
 @hookimpl

@@ -185,6 +185,9 @@ class Layer:
 class Architecture(Plugin, abc.ABC):
     """Builds networks and names their transferable layers 1..L (L is the classifier)."""
 
+    #: An input shape the architecture works with, for the contract tests and ``layers``.
+    example_input_shape: ClassVar[tuple[int, ...]] = (3, 32, 32)
+
     @abc.abstractmethod
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         """A freshly initialised network for ``num_classes`` classes.

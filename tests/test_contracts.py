@@ -1,0 +1,160 @@
+"""Contract tests: every registered plugin of every kind honours its interface.
+
+New plugins (built-in or installed) are picked up automatically; each is exercised with its
+own ``example_params(workdir)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from transferbench import Architecture, ClassInfo, DataSource, Halves, TaskSplit, TransferProtocol
+from transferbench.plugins import PluginHost
+
+REGISTRY = PluginHost().registry()
+
+
+def _names(kind: str) -> list[str]:
+    return REGISTRY.names(kind)
+
+
+def _make(kind: str, name: str, workdir):
+    factory = REGISTRY.get(kind, name).factory
+    params = factory.Params.model_validate(factory.example_params(workdir))
+    return factory(params)
+
+
+def test_no_builtin_plugin_failed_to_load():
+    assert [f for f in REGISTRY.failures if f.origin == "built-in"] == []
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+@pytest.fixture(scope="module", params=_names("data_source"))
+def source(request, tmp_path_factory) -> DataSource:
+    return _make("data_source", request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_data_source_classes_are_indexed_in_order(source):
+    classes = list(source.classes())
+    assert len(classes) >= 2
+    assert [c.index for c in classes] == list(range(len(classes)))
+    assert all(isinstance(c, ClassInfo) and c.id and c.name for c in classes)
+    assert len({c.id for c in classes}) == len(classes), "class ids must be unique"
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_data_source_rows_have_input_and_valid_label(source, split):
+    source.check()
+    ds = source.load(split)
+    assert {"input", "label"} <= set(ds.column_names)
+    row = next(iter(ds))
+    x = source.to_tensor(row["input"])
+    assert tuple(x.shape) == tuple(source.input_shape())
+    assert x.dtype in (torch.uint8, torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    labels = np.asarray(ds.with_format("numpy")["label"]) if hasattr(ds, "__len__") else None
+    if labels is not None:
+        assert labels.min() >= 0 and labels.max() < len(source.classes())
+    norm = source.normalization()
+    if norm is not None:
+        mean, std = norm
+        assert len(mean) == len(std) == x.shape[0] and all(s > 0 for s in std)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _classes_for(split_name: str) -> list[ClassInfo]:
+    # ImageNet-style ids so that wnid-based splits work; 20 classes, two superclasses
+    from transferbench_plugins.imagenet import IMAGENET_WNIDS, classes_for_wnids
+
+    return list(classes_for_wnids(IMAGENET_WNIDS[390:410]))
+
+
+@pytest.mark.parametrize("name", _names("split"))
+def test_split_gives_disjoint_deterministic_halves(name, tmp_path):
+    split: TaskSplit = _make("split", name, tmp_path)
+    classes = _classes_for(name)
+    state = np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    halves = split.split(classes, 0)
+    assert isinstance(halves, Halves)
+    assert halves.A and halves.B and not set(halves.A) & set(halves.B)
+    assert set(halves.A) | set(halves.B) <= set(range(len(classes)))
+    assert list(halves.A) == sorted(halves.A) and list(halves.B) == sorted(halves.B)
+    assert split.split(classes, 0) == halves
+    assert np.array_equal(np.random.get_state()[1], state[1]), "must not touch numpy's global RNG"
+    assert torch.equal(torch.random.get_rng_state(), torch_state), "must not touch torch's global RNG"
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@pytest.mark.parametrize("name", _names("protocol"))
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_protocol_gives_one_action_per_layer(name, n, tmp_path):
+    proto: TransferProtocol = _make("protocol", name, tmp_path)
+    actions = proto.actions(n, 8)
+    assert len(actions) == 8
+    assert actions[-1].copy is False, "the classifier is never copied"
+    assert actions[-1].train, "the classifier always trains"
+    assert all(not a.copy for a in actions[n:]), "layers above n are re-initialised"
+    if proto.needs_source:
+        assert all(a.copy for a in actions[:n]), "layers 1..n are copied"
+    else:
+        assert not any(a.copy for a in actions)
+    assert all(a.lr_mult >= 0 for a in actions)
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize("name", _names("architecture"))
+def test_architecture_builds_and_names_its_layers(name, tmp_path):
+    arch: Architecture = _make("architecture", name, tmp_path)
+    shape = tuple(arch.example_input_shape)
+    torch.manual_seed(0)
+    model = arch.build(5, shape)
+    layers = list(arch.layers(model))
+    assert len(layers) >= 2
+    assert len({l.name for l in layers}) == len(layers)
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    for layer in layers:
+        for m in layer.modules:
+            assert m in modules, f"layer {layer.name} names unknown module {m!r}"
+        owned = [p for p in params if any(p == m or p.startswith(m + ".") for m in layer.modules)]
+        assert owned, f"layer {layer.name} owns no parameters"
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, *shape))
+    assert out.shape[0] == 2 and out.shape[1] >= 5
+    for pname, (lr_m, wd_m) in arch.param_multipliers(model).items():
+        assert pname in params and lr_m >= 0 and wd_m >= 0
+    torch.manual_seed(0)
+    again = arch.build(5, shape)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+# --------------------------------------------------------------------------- executors
+
+
+@pytest.mark.parametrize("name", _names("executor"))
+def test_executor_runs_every_job_after_its_dependency(name, tmp_path):
+    from types import SimpleNamespace
+
+    executor = _make("executor", name, tmp_path)
+    jobs = [SimpleNamespace(id="a", depends_on=None), SimpleNamespace(id="b", depends_on="a"),
+            SimpleNamespace(id="c", depends_on=None), SimpleNamespace(id="d", depends_on="b")]
+    order: list[str] = []
+
+    def runner(job, progress=None):
+        order.append(job.id)
+        return {"job_id": job.id, "status": "ok"}
+
+    executor.run(jobs, runner)
+    assert sorted(order) == ["a", "b", "c", "d"]
+    assert order.index("a") < order.index("b") < order.index("d")
