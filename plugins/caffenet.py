@@ -5,8 +5,9 @@ Two architectures are registered:
 * ``caffenet``: the network of Yosinski et al. (2014) exactly as Caffe's
   ``bvlc_reference_caffenet`` defines it, for 3x227x227 input.
 * ``caffenet_scaled``: the same eight weight layers (same grouping, pool-then-LRN order,
-  dropout, initialisation rules and multipliers, same layer names) with configurable width
-  and a gentler first convolution, for small images such as 3x32x32 on a CPU.
+  dropout, multipliers and layer names; the paper's initialisation on request) with
+  configurable width and a gentler first convolution, for small images such as 3x32x32
+  on a CPU.
 
 Both build :class:`CaffeNet`, a plain module whose state-dict keys read ``conv1.weight``,
 ``fc6.bias`` and so on, so the transferable layers are simply the modules
@@ -43,8 +44,11 @@ InitScheme = Literal["paper", "kaiming"]
 
 
 def _pool_out(size: int, kernel: int = 3, stride: int = 2) -> int:
-    """Output size of Caffe's max-pooling, which rounds up (PyTorch's ``ceil_mode=True``)."""
-    return math.ceil((size - kernel) / stride) + 1 if size >= kernel else 0
+    """Output size of Caffe's max-pooling, which rounds up (PyTorch's ``ceil_mode=True``).
+
+    Rounding up lets a window hang over the edge, so a 2-pixel input still pools to 1.
+    """
+    return max(0, math.ceil((size - kernel) / stride) + 1)
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -146,6 +150,10 @@ class CaffeNet(nn.Module):
         """
         for name in LAYER_NAMES:
             module: nn.Conv2d | nn.Linear = getattr(self, name)
+            if module.weight.is_meta:
+                # A meta build (structure only) has no values to set, and torch's first
+                # init call on meta tensors costs seconds of one-time set-up.
+                continue
             if init == "kaiming":
                 if name == "fc8":
                     nn.init.normal_(module.weight, std=0.01)
@@ -180,6 +188,8 @@ class CaffeNet(nn.Module):
 
 
 class CaffeNetParams(BaseModel):
+    """Config keys of ``caffenet``."""
+
     model_config = ConfigDict(extra="forbid")
     fc8_outputs: int | None = Field(
         None,
@@ -191,6 +201,7 @@ class CaffeNetParams(BaseModel):
 
 
 def _fc8_outputs(fc8_outputs: int | None, num_classes: int) -> int:
+    """fc8's width: ``num_classes`` by default, never fewer (labels run 0..k-1)."""
     if fc8_outputs is None:
         return num_classes
     if fc8_outputs < num_classes:
@@ -235,6 +246,8 @@ class CaffeNetArch(_CaffeNetBase):
 
 
 class CaffeNetScaledParams(CaffeNetParams):
+    """Config keys of ``caffenet_scaled``: those of ``caffenet`` plus the sizes and init."""
+
     width: float = Field(
         0.25, gt=0.0, description="multiplier on the 96/256/384/384/256 conv channels"
     )
@@ -244,7 +257,11 @@ class CaffeNetScaledParams(CaffeNetParams):
     conv1_padding: int | None = Field(
         None, ge=0, description="conv1 zero padding; None means conv1_kernel // 2"
     )
-    init: InitScheme = Field("paper", description="'paper' (Gaussian 0.01/0.005) or 'kaiming'")
+    init: InitScheme = Field(
+        "kaiming",
+        description="'kaiming' (He-normal, zero biases) or 'paper' (Gaussian 0.01/0.005, "
+        "biases 0/1); the paper's init leaves a net this thin stuck at chance",
+    )
 
 
 class CaffeNetScaled(_CaffeNetBase):
@@ -252,8 +269,19 @@ class CaffeNetScaled(_CaffeNetBase):
 
     Everything but the sizes follows the paper: grouped conv2/conv4/conv5, ReLU, max-pool
     3/2 then LRN after conv1 and conv2, pool after conv5, dropout after fc6 and fc7, the
-    paper's initialisation and the (2, 0) bias multipliers. The input size comes from the
-    data source; fc6's input size follows from it.
+    paper's (2, 0) bias multipliers. The input size comes from the data source; fc6's
+    input size follows from it. The defaults suit 3x32x32 on a CPU: conv1 5x5 stride 2
+    pad 2 and a quarter of the paper's channels (24/64/96/96/64), fc6/fc7 256 wide, which
+    leaves a 64x2x2 conv5 output and 0.29M parameters (with 50 classes). conv1 stride 1
+    would leave 4x4 but costs about four times the compute.
+
+    Initialisation defaults to ``kaiming``, not the paper's, because of a measurement: on
+    a learnable 50-class task of 3000 32x32 images (SGD, momentum 0.9, batch 64, the (2, 0)
+    bias multipliers), ``init="paper"`` stayed at chance (loss ln 50) for all 10 epochs at
+    lr 0.01 and 0.03 (and with Caffe-scale, x60, inputs at lr 0.01), while ``kaiming``
+    reached 98% held-out accuracy at lr 0.01 (lr 0.03 only 49%). With std 0.01 weights
+    each thin layer shrinks the input-dependent signal about tenfold and the 1-biases drown
+    what is left. ``init="paper"`` remains available for fidelity checks.
     """
 
     description = "CaffeNet with scaled width and conv1, for small images (e.g. 32x32 on a CPU)"

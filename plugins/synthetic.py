@@ -26,9 +26,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from transferbench import ClassInfo, DataSource, hookimpl
@@ -66,7 +67,9 @@ class SyntheticParams(BaseModel):
     jitter: float = Field(
         1.0, ge=0.0, le=3.0, description="scale of all within-class variation (0: none)"
     )
-    noise: float = Field(0.04, ge=0.0, le=0.5, description="std of the pixel noise, in [0, 1] units")
+    noise: float = Field(
+        0.04, ge=0.0, le=0.5, description="std of the pixel noise, in [0, 1] units"
+    )
     cache_dir: str | None = Field(
         None,
         description=f"cache root (default: ${CACHE_ENV} or ~/.cache/transferbench); "
@@ -85,43 +88,57 @@ class SyntheticParams(BaseModel):
 
 # --------------------------------------------------------------------------- the part bank
 
-# Each family: (name, rectangular?, length range, width range, hollow, curvature range,
-# stripe frequency range in cycles per half-image, or 0 for none). Lengths are half-extents
-# in units of half the image.
-_FAMILIES: tuple[tuple[str, bool, tuple[float, float], tuple[float, float], float,
-                       tuple[float, float], tuple[float, float]], ...] = (
-    ("bar", True, (0.28, 0.50), (0.05, 0.09), 0.0, (0.0, 0.0), (0.0, 0.0)),
-    ("block", True, (0.14, 0.24), (0.10, 0.18), 0.0, (0.0, 0.0), (0.0, 0.0)),
-    ("frame", True, (0.18, 0.28), (0.14, 0.24), 0.55, (0.0, 0.0), (0.0, 0.0)),
-    ("grating", True, (0.18, 0.30), (0.12, 0.22), 0.0, (0.0, 0.0), (2.5, 4.5)),
-    ("disc", False, (0.12, 0.22), (0.10, 0.20), 0.0, (0.0, 0.0), (0.0, 0.0)),
-    ("ring", False, (0.16, 0.26), (0.15, 0.25), 0.55, (0.0, 0.0), (0.0, 0.0)),
-    ("arc", False, (0.28, 0.48), (0.05, 0.09), 0.0, (1.2, 2.8), (0.0, 0.0)),
-    ("gabor", False, (0.18, 0.30), (0.14, 0.26), 0.0, (0.0, 0.8), (2.5, 4.5)),
+Range = tuple[float, float]
+
+
+class _Family(NamedTuple):
+    """A kind of primitive. Sizes are half-extents in units of half the image side."""
+
+    name: str
+    rect: bool  # rectangle (max-norm) outline, else ellipse
+    length: Range  # along the part's axis
+    width: Range  # across it
+    hollow: float  # inner outline as a fraction of the outer one (0: solid)
+    curvature: Range  # bend of the axis (0: straight)
+    stripes: Range  # grating frequency in cycles per half-image (0: none)
+
+
+_NONE: Range = (0.0, 0.0)
+_FAMILIES: tuple[_Family, ...] = (
+    _Family("bar", True, (0.28, 0.50), (0.05, 0.09), 0.0, _NONE, _NONE),
+    _Family("block", True, (0.14, 0.24), (0.10, 0.18), 0.0, _NONE, _NONE),
+    _Family("frame", True, (0.18, 0.28), (0.14, 0.24), 0.55, _NONE, _NONE),
+    _Family("grating", True, (0.18, 0.30), (0.12, 0.22), 0.0, _NONE, (2.5, 4.5)),
+    _Family("disc", False, (0.12, 0.22), (0.10, 0.20), 0.0, _NONE, _NONE),
+    _Family("ring", False, (0.16, 0.26), (0.15, 0.25), 0.55, _NONE, _NONE),
+    _Family("arc", False, (0.28, 0.48), (0.05, 0.09), 0.0, (1.2, 2.8), _NONE),
+    _Family("gabor", False, (0.18, 0.30), (0.14, 0.26), 0.0, (0.0, 0.8), (2.5, 4.5)),
 )
 _VARIANTS_PER_FAMILY = 4
 
 
 @dataclass(frozen=True)
 class _Bank:
-    """The shared primitives: one row per prototype."""
+    """The shared primitives, one entry per prototype (B = families x variants)."""
 
     family: np.ndarray  # (B,) int, index into _FAMILIES
-    rect: np.ndarray  # (B,) bool: max-norm (rectangle) or Euclidean (ellipse) shape
-    length: np.ndarray  # (B,) half-extent along the part's axis
-    width: np.ndarray  # (B,) half-extent across it
-    hollow: np.ndarray  # (B,) inner radius as a fraction of the outer one (0: solid)
-    curvature: np.ndarray  # (B,) bend of the axis
-    stripes: np.ndarray  # (B,) grating frequency (0: none)
+    rect: np.ndarray  # (B,) bool
+    length: np.ndarray  # (B,)
+    width: np.ndarray  # (B,)
+    hollow: np.ndarray  # (B,)
+    curvature: np.ndarray  # (B,), signed
+    stripes: np.ndarray  # (B,)
 
 
 def _make_bank(seed: int) -> _Bank:
+    """The prototypes: ``_VARIANTS_PER_FAMILY`` random variants of every family."""
     rng = np.random.default_rng([seed, _STYLE_STREAM, 0])
     rows = []
-    for f, (_, rect, lr, wr, hollow, cr, sr) in enumerate(_FAMILIES):
+    for f, fam in enumerate(_FAMILIES):
         for _ in range(_VARIANTS_PER_FAMILY):
-            curv = rng.uniform(*cr) * rng.choice([-1.0, 1.0])
-            rows.append((f, rect, rng.uniform(*lr), rng.uniform(*wr), hollow, curv, rng.uniform(*sr)))
+            curv = rng.uniform(*fam.curvature) * rng.choice([-1.0, 1.0])
+            length, width = rng.uniform(*fam.length), rng.uniform(*fam.width)
+            rows.append((f, fam.rect, length, width, fam.hollow, curv, rng.uniform(*fam.stripes)))
     cols = list(zip(*rows))
     return _Bank(
         family=np.array(cols[0]),
@@ -160,36 +177,37 @@ def _superclass_names(num: int) -> list[str]:
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(n,) hue, saturation, value in [0, 1] to (n, 3) RGB."""
     h6 = (h % 1.0) * 6.0
     i = np.floor(h6).astype(int) % 6
     f = h6 - np.floor(h6)
     p, q, r = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack(
-        [np.stack(c, -1) for c in ((v, r, p), (q, v, p), (p, v, r), (p, q, v), (r, p, v), (v, p, q))]
-    )
+    sectors = ((v, r, p), (q, v, p), (p, v, r), (p, q, v), (r, p, v), (v, p, q))
+    table = np.stack([np.stack(c, -1) for c in sectors])
     return table[i, np.arange(len(h))]
 
 
 def _make_styles(seed: int, num: int, bank: _Bank) -> list[_Style]:
+    """One style per superclass, from geometric (t=0) to organic (t=1)."""
     names = _superclass_names(num)
-    geometric = np.array([_FAMILIES[f][1] for f in bank.family])  # rectilinear families
+    geometric = np.array([_FAMILIES[f].rect for f in bank.family])  # rectilinear families
     styles = []
     for s, name in enumerate(names):
         t = 0.5 if num == 1 else s / (num - 1)
         rng = np.random.default_rng([seed, _STYLE_STREAM, 1, s])
-        # Every style may use every primitive (shared low-level structure), with a 4:1
-        # preference for its own kind (different mid-level statistics).
+        # Every style may use every primitive (shared low-level structure), with a 5:1
+        # preference for its own kind at the two ends (different mid-level statistics).
         w = np.where(geometric, 1.0 - 0.8 * t, 0.2 + 0.8 * t)
         # Hue: geometric palettes span the whole wheel; organic ones sit around
-        # yellow-green/brown; styles in between rotate away from both.
-        spread = 0.5 - 0.35 * t
-        centre = 0.2 + 0.381966 * max(0, s - 1) * (s < num - 1)
+        # yellow-green/brown; styles in between rotate away by the golden angle.
+        spread = 0.5 - 0.25 * t
+        centre = 0.2 + 0.381966 * s if 0 < s < num - 1 else 0.2
         hue = centre + rng.uniform(-spread, spread, 8)
         sat = rng.uniform(0.65 - 0.3 * t, 1.0 - 0.25 * t, 8)
         val = rng.uniform(0.7 - 0.25 * t, 1.0 - 0.05 * t, 8)
         bg_hue = centre + rng.uniform(-spread, spread, 6)
         bg_sat = rng.uniform(0.0 + 0.2 * t, 0.15 + 0.35 * t, 6)
-        bg_val = rng.uniform(0.25 - 0.05 * t, 0.9 - 0.3 * t, 6)
+        bg_val = rng.uniform(0.25 - 0.1 * t, 0.9 - 0.35 * t, 6)
         styles.append(
             _Style(
                 name=name,
@@ -197,7 +215,7 @@ def _make_styles(seed: int, num: int, bank: _Bank) -> list[_Style]:
                 family_weights=w / w.sum(),
                 palette=_hsv_to_rgb(hue, sat, val).astype(np.float32),
                 background=_hsv_to_rgb(bg_hue, bg_sat, bg_val).astype(np.float32),
-                edge_px=0.6 + 1.2 * t,
+                edge_px=0.6 + 0.8 * t,
                 texture=0.02 + 0.10 * t,
                 quantise=0.9 * (1.0 - t),
             )
@@ -234,6 +252,7 @@ class _Classes:
 
 
 def _make_classes(p: SyntheticParams, bank: _Bank, styles: list[_Style]) -> _Classes:
+    """Draw every class's composition from the bank, in its superclass's style."""
     sup = _superclass_of(p.num_classes, p.num_superclasses)
     k = p.parts_per_class
     proto = np.empty((p.num_classes, k), dtype=int)
@@ -260,7 +279,7 @@ def _class_infos(p: SyntheticParams, bank: _Bank, classes: _Classes) -> list[Cla
     names = _superclass_names(p.num_superclasses)
     infos = []
     for c in range(p.num_classes):
-        parts = "+".join(_FAMILIES[bank.family[j]][0] for j in classes.proto[c])
+        parts = "+".join(_FAMILIES[bank.family[j]].name for j in classes.proto[c])
         infos.append(
             ClassInfo(
                 index=c,
@@ -292,8 +311,8 @@ def _pink_noise(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """Unit-variance smooth noise fields whose amplitude falls as 1/f^1.5 (natural-ish texture)."""
     f = np.fft.fftfreq(size)
     fr = np.fft.rfftfreq(size)
-    radius = np.sqrt(f[:, None] ** 2 + fr[None, :] ** 2)
-    spectrum = np.fft.rfft2(rng.standard_normal((n, size, size)).astype(np.float32))
+    radius = np.sqrt(f[:, None] ** 2 + fr[None, :] ** 2).astype(np.float32)
+    spectrum = np.fft.rfft2(rng.standard_normal((n, size, size), dtype=np.float32))
     field = np.fft.irfft2(spectrum / np.maximum(radius, 1.0 / size) ** 1.5, s=(size, size))
     field -= field.mean(axis=(1, 2), keepdims=True)
     field /= field.std(axis=(1, 2), keepdims=True) + 1e-6
@@ -310,17 +329,17 @@ def _instances(
     quantise = np.array([s.quantise for s in styles])[sup]
 
     # The composition as a whole: shift, scale and rotate.
-    shift = rng.uniform(-0.22 * j, 0.22 * j, (n, 1, 2)).astype(np.float32)
-    scale = np.exp(rng.normal(0.0, 0.12 * j, (n, 1))).astype(np.float32)
-    rot = rng.normal(0.0, 0.2 * j, (n, 1)).astype(np.float32)
+    shift = rng.uniform(-0.165 * j, 0.165 * j, (n, 1, 2)).astype(np.float32)
+    scale = np.exp(rng.normal(0.0, 0.09 * j, (n, 1))).astype(np.float32)
+    rot = rng.normal(0.0, 0.15 * j, (n, 1)).astype(np.float32)
     cos, sin = np.cos(rot), np.sin(rot)
-    rel = classes.pos[labels] + rng.normal(0.0, 0.05 * j, (n, k, 2)).astype(np.float32)
+    rel = classes.pos[labels] + rng.normal(0.0, 0.04 * j, (n, k, 2)).astype(np.float32)
     px = (rel[..., 0] * cos - rel[..., 1] * sin) * scale + shift[..., 0]
     py = (rel[..., 0] * sin + rel[..., 1] * cos) * scale + shift[..., 1]
-    part_angle = classes.angle[labels] + rot + rng.normal(0.0, 0.12 * j, (n, k))
-    part_size = classes.size[labels] * scale * np.exp(rng.normal(0.0, 0.1 * j, (n, k)))
-    part_colour = classes.colour[labels] + rng.normal(0.0, 0.07 * j, (n, k, 3))
-    visible = rng.random((n, k)) >= min(0.5, 0.1 * j)
+    part_angle = classes.angle[labels] + rot + rng.normal(0.0, 0.09 * j, (n, k))
+    part_size = classes.size[labels] * scale * np.exp(rng.normal(0.0, 0.075 * j, (n, k)))
+    part_colour = classes.colour[labels] + rng.normal(0.0, 0.05 * j, (n, k, 3))
+    visible = rng.random((n, k)) >= min(0.5, 0.075 * j)
 
     # Clutter: random prototypes of the image's own style, anywhere.
     weights = np.stack([s.family_weights for s in styles])[sup]
@@ -331,7 +350,7 @@ def _instances(
     dsize = rng.uniform(0.55, 1.0, (n, d))
     palettes = np.stack([s.palette for s in styles])  # (S, P, 3)
     dcolour = palettes[sup[:, None], rng.integers(0, palettes.shape[1], (n, d))]
-    dcolour = dcolour + rng.normal(0.0, 0.07 * j, (n, d, 3))
+    dcolour = dcolour + rng.normal(0.0, 0.05 * j, (n, d, 3))
 
     # Slot order (painter's algorithm): half the clutter behind the class parts, half in front.
     back = d - d // 2
@@ -370,7 +389,8 @@ def _render_chunk(
         u = dx * cos + dy * sin
         v = dy * cos - dx * sin - bank.curvature[proto][:, None, None] * u * u
         ue, ve = np.abs(u / length), np.abs(v / width)
-        r = np.where(bank.rect[proto][:, None, None], np.maximum(ue, ve), np.sqrt(ue * ue + ve * ve))
+        rect = bank.rect[proto][:, None, None]
+        r = np.where(rect, np.maximum(ue, ve), np.sqrt(ue * ue + ve * ve))
         # A linear ramp of edge_px pixels across the boundary: crisp or soft edges by style.
         ramp = (np.minimum(length, width) * px_per_unit / edge_px[:, None, None])
         alpha = np.clip((1.0 - r) * ramp + 0.5, 0.0, 1.0)
@@ -380,7 +400,9 @@ def _render_chunk(
         freq = np.minimum(bank.stripes[proto], size / 6.0)[:, None, None]
         alpha *= np.where(freq > 0, 0.5 + 0.5 * np.cos(2 * np.pi * freq * u), 1.0)
         alpha *= slots.visible[sl, s][:, None, None]
-        paint = slots.colour[sl, s][:, :, None, None] * (1.0 + texture[:, None, None, None] * texture_field[:, None])
+        # Parts carry half the background's texture: natural-looking, yet still visible.
+        shade = 1.0 + 0.5 * texture[:, None, None, None] * texture_field[:, None]
+        paint = slots.colour[sl, s][:, :, None, None] * shade
         img = img + alpha[:, None] * (paint - img)
     return img
 
@@ -407,13 +429,13 @@ def render_split(p: SyntheticParams, split: str) -> tuple[np.ndarray, np.ndarray
     # gradient, and 1/f texture whose strength is a style property.
     backgrounds = np.stack([s.background for s in styles])
     bg = backgrounds[style_idx, rng.integers(0, backgrounds.shape[1], n)]
-    bg = bg + rng.normal(0.0, 0.05 * j, (n, 3))
+    bg = bg + rng.normal(0.0, 0.04 * j, (n, 3))
     grad_dir = rng.uniform(0, 2 * np.pi, n)
     grad_amp = rng.uniform(0.0, 0.15, n)
     field = _pink_noise(rng, n, size)
     tint = 1.0 + rng.normal(0.0, 0.15, (n, 3))
-    contrast = np.exp(rng.normal(0.0, 0.1 * j, n))
-    brightness = rng.normal(0.0, 0.05 * j, n)
+    contrast = np.exp(rng.normal(0.0, 0.075 * j, n))
+    brightness = rng.normal(0.0, 0.04 * j, n)
     texture = np.array([s.texture for s in styles])[style_idx]
 
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
@@ -421,13 +443,16 @@ def render_split(p: SyntheticParams, split: str) -> tuple[np.ndarray, np.ndarray
     chunk = max(1, 2_000_000 // (size * size))  # bounds the temporaries to a few tens of MB
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        ramp = (np.cos(grad_dir[sl])[:, None, None] * grid[None, None, :]
-                + np.sin(grad_dir[sl])[:, None, None] * grid[None, :, None]) * grad_amp[sl, None, None]
-        base = (bg[sl, :, None, None] + ramp[:, None]
-                + texture[sl, None, None, None] * field[sl, None] * tint[sl, :, None, None])
-        img = _render_chunk(slots, sl, bank, style_idx[sl], styles, base.astype(np.float32), field[sl], size)
+        cos, sin = np.cos(grad_dir[sl]), np.sin(grad_dir[sl])
+        ramp = cos[:, None, None] * grid[None, None, :] + sin[:, None, None] * grid[None, :, None]
+        ramp *= grad_amp[sl, None, None]
+        base = bg[sl, :, None, None] + ramp[:, None]
+        base += texture[sl, None, None, None] * field[sl, None] * tint[sl, :, None, None]
+        img = _render_chunk(
+            slots, sl, bank, style_idx[sl], styles, base.astype(np.float32), field[sl], size
+        )
         img = (img - 0.5) * contrast[sl, None, None, None] + 0.5 + brightness[sl, None, None, None]
-        img = img + rng.normal(0.0, p.noise, img.shape).astype(np.float32)
+        img += p.noise * rng.standard_normal(img.shape, dtype=np.float32)
         out[sl] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out, labels.astype(np.int64)
 
@@ -512,6 +537,7 @@ def build_cache(p: SyntheticParams) -> Path:
             "normalization": stats,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache root must stay readable
         try:
             os.rename(tmp, target)
         except OSError:
@@ -557,6 +583,10 @@ class SyntheticDataSource(DataSource):
 
     def input_shape(self) -> tuple[int, ...]:
         return (3, self.params.image_size, self.params.image_size)
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        """One image as a uint8 tensor (3, H, W); ``datasets``' numpy format widens it to int64."""
+        return torch.as_tensor(np.asarray(value, dtype=np.uint8))
 
     def cache_folder(self) -> Path:
         """The folder this source's data is (or will be) cached in."""

@@ -81,6 +81,9 @@ class MLP(Architecture):
     def param_multipliers(self, model):
         return {n: (2.0, 0.0) for n, _ in model.named_parameters() if n.endswith("bias")}
 
+    def split_at(self, model, n):
+        return _Named.view(model, model.names[:n]), _Named.view(model, model.names[n:])
+
 
 class _Named(nn.Module):
     def __init__(self, layers: dict[str, nn.Module]) -> None:
@@ -88,6 +91,11 @@ class _Named(nn.Module):
         self.names = list(layers)
         for k, v in layers.items():
             self.add_module(k, v)
+
+    @classmethod
+    def view(cls, model: "_Named", names: list[str]) -> "_Named":
+        """A module running some of ``model``'s layers (shared, not copied)."""
+        return cls({n: getattr(model, n) for n in names})
 
     def forward(self, x):
         x = x.flatten(1)

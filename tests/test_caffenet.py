@@ -175,12 +175,14 @@ def test_lrn_is_caffes_and_comes_after_pooling(full) -> None:
 
 
 def test_fc8_outputs_wider_than_the_task() -> None:
-    arch = CaffeNetArch(CaffeNetParams(fc8_outputs=1000))
+    # A meta build checks the structure for free (a meta forward costs seconds of torch
+    # set-up); the logits themselves are checked on the scaled variant, same code path.
     with torch.device("meta"):
-        model = arch.build(500, (3, 227, 227))
-        assert model(torch.zeros(3, 3, 227, 227)).shape == (3, 1000)
-    with torch.device("meta"):
+        wide = CaffeNetArch(CaffeNetParams(fc8_outputs=1000)).build(500, (3, 227, 227))
+        assert wide.fc8.out_features == 1000
         assert CaffeNetArch().build(500, (3, 227, 227)).fc8.out_features == 500
+    model = scaled(fc8_outputs=1000, width=0.125, fc_width=16).build(500, (3, 32, 32))
+    assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 1000)
 
 
 @pytest.mark.parametrize("arch_cls", [CaffeNetArch, CaffeNetScaled])
@@ -210,7 +212,7 @@ def test_dropout_param() -> None:
 # --------------------------------------------------------------------------- scaled variant
 
 
-@pytest.mark.parametrize("size", [32, 24, 64, 40])
+@pytest.mark.parametrize("size", [32, 24, 64, 40, 20, 16])
 def test_scaled_forward_at_several_sizes(size: int) -> None:
     torch.manual_seed(0)
     arch = scaled()
@@ -307,13 +309,14 @@ def test_example_params_build_a_tiny_net(tmp_path: Path) -> None:
 
 
 def test_scaled_learns_a_separable_task() -> None:
-    """A few SGD steps with the default config fit a small, easy task."""
+    """A few SGD steps with the default init fit a small, easy task (the paper's init
+    stays at chance here: the reason the default is kaiming)."""
     torch.manual_seed(0)
     arch = scaled(width=0.125, fc_width=64)
     model = arch.build(4, (3, 16, 16))
     protos = torch.randn(4, 3, 16, 16)
-    y = torch.arange(64) % 4
-    x = protos[y] + 0.3 * torch.randn(64, 3, 16, 16)
+    y = torch.arange(32) % 4
+    x = protos[y] + 0.3 * torch.randn(32, 3, 16, 16)
     mults = arch.param_multipliers(model)
     opt = torch.optim.SGD(
         [
@@ -322,7 +325,7 @@ def test_scaled_learns_a_separable_task() -> None:
         ],
         momentum=0.9,
     )
-    for _ in range(40):
+    for _ in range(30):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()

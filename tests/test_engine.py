@@ -204,3 +204,26 @@ def test_parallel_workers_give_the_same_records_as_one(fake_plugins, tmp_path):
     for jid in plan.jobs:
         a, b = store1.read_record(jid), store2.read_record(jid)
         assert a["history"] == b["history"], f"job {jid} differs between 1 and 2 workers"
+
+
+def test_frozen_prefix_cache_gives_the_plain_results(fake_plugins, tmp_path):
+    plan, _, cached = _run(tmp_path / "cached")
+    _, _, plain = _run(tmp_path / "plain", performance={"cache_frozen": False})
+    frozen = [j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "frozen"]
+    assert frozen
+    for job in plan.jobs.values():
+        a, b = cached.read_record(job.id), plain.read_record(job.id)
+        assert a["frozen_cache"] is (job in frozen) and b["frozen_cache"] is False
+        for ha, hb in zip(a["history"], b["history"]):
+            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4, abs=1e-5)
+            assert ha["top1"] == pytest.approx(hb["top1"], abs=1e-9)
+
+
+def test_augmentation_turns_the_cache_off(fake_plugins, tmp_path):
+    from transferbench.trainer import _can_cache
+
+    config, components, plan = _setup(train={**tiny_config()["train"], "augment": {"mirror": True}})
+    job = next(j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "frozen")
+    ctx = TrainContext(config, components, torch.device("cpu"))
+    actions = job.protocol.actions(job.n, 4)
+    assert not _can_cache(config, job, actions, ctx.task("train", job.classes))

@@ -92,6 +92,56 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_layers(args: argparse.Namespace) -> int:
+    """List the transferable layers an architecture exposes, with their parameter counts."""
+    import torch
+
+    from .config import PluginRef, apply_override
+    from .plugins import get_registry
+    from .resolve import instantiate
+
+    params: dict = {}
+    for assignment in args.set or []:
+        apply_override(params, assignment)
+    problems: list[tuple[str, str]] = []
+    ref = PluginRef.model_validate({**params, "name": args.architecture})
+    arch = instantiate(get_registry(), "architecture", ref, "architecture", problems)
+    if arch is None:
+        raise ConfigError(problems)
+    shape = tuple(arch.example_input_shape)
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise ConfigError([("--input-shape", f"expected integers like 3,32,32, got {args.input_shape!r}")]) from None
+    with torch.device("meta"):  # structure only: no memory, whatever the model's size
+        model = arch.build(args.classes, shape)
+    layers = list(arch.layers(model))
+    params_by_name = dict(model.named_parameters())
+    owners: dict[str, int] = {name: 0 for name in params_by_name}
+    table = Table()
+    for col, justify in (("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    total = sum(p.numel() for p in params_by_name.values())
+    for i, layer in enumerate(layers, 1):
+        mine = [n for n in params_by_name if any(n == m or n.startswith(m + ".") for m in layer.modules)]
+        for n in mine:
+            owners[n] += 1
+        count = sum(params_by_name[n].numel() for n in mine)
+        table.add_row(str(i), escape(layer.name), escape(", ".join(layer.modules)), f"{count:,}",
+                      f"{100 * count / total:.1f}%" if total else "-")
+    console = _console()
+    console.print(f"layers of {escape(args.architecture)} for input {shape} and {args.classes} classes")
+    console.print(table)
+    console.print(f"{len(layers)} layers, {total:,} parameters; transfer experiments use n in 1..{len(layers) - 1}")
+    for what, names in (("belong to no layer (never copied, always trained)", [n for n, c in owners.items() if c == 0]),
+                        ("belong to several layers", [n for n, c in owners.items() if c > 1])):
+        if names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            console.print(f"[yellow]warning:[/yellow] {len(names)} parameter tensors {what}: {escape(shown)}")
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
     _console().print(
@@ -166,6 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         compare=args.compare,
         plots=not args.no_plots,
         metric=args.metric,
+        pool=args.pool,
         out=Path(args.plots_dir) if args.plots_dir else None,
         console=_console(),
     )
@@ -197,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also describe every registered name")
     p.set_defaults(fn=cmd_plugins)
 
+    p = sub.add_parser("layers", help="list the transferable layers of an architecture with parameter counts")
+    p.add_argument("architecture", help="an architecture name (see `transferbench plugins`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an architecture parameter (repeatable), e.g. --set model=resnet18")
+    p.add_argument("--input-shape", metavar="C,H,W",
+                   help="shape of one example, e.g. 3,32,32 (default: the architecture's example shape)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
+    p.set_defaults(fn=cmd_layers)
+
     with_config("validate", "check a config and report every problem with its key path", cmd_validate)
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
@@ -207,8 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="a run directory")
     p.add_argument("--paper", action="store_true", help="the paper's own published results")
     p.add_argument("--compare", choices=["paper"], help="put the paper's numbers beside the run's")
-    p.add_argument("--metric", choices=["top1", "top1_best_k"], default="top1",
-                   help="final top-1 or the paper's mean of the best k evaluations")
+    p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
+                   help="final top-1 (default for runs) or the paper's mean of the best k "
+                        "evaluations (default for --paper alone)")
+    p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
+                   help="pool AnA into BnB and BnA into AnB as the paper did "
+                        "(default: when both halves have the same number of classes)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
     p.set_defaults(fn=cmd_report)

@@ -166,6 +166,20 @@ class Eval(_Strict):
     batch_size: int | None = Field(None, gt=0)
 
 
+class Performance(_Strict):
+    """Speed switches. Only ``amp`` can change results, so only it enters job hashes."""
+
+    cache_frozen: bool = Field(
+        True,
+        description="compute what frozen layers 1..n output once per job and train only the "
+        "layers above (same results; needs deterministic inputs, i.e. no augmentation)",
+    )
+    cache_frozen_max_gb: float = Field(4.0, ge=0, description="skip the cache above this size")
+    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast on CUDA")
+    channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs (CUDA)")
+    compile: bool = Field(False, description="torch.compile the model")
+
+
 class Output(_Strict):
     """Where results go."""
 
@@ -193,6 +207,7 @@ class Config(_Strict):
     train: Train
     eval: Eval = Field(default_factory=Eval)
     loader: Data = Field(default_factory=Data)
+    performance: Performance = Field(default_factory=Performance)
     output: Output = Field(default_factory=Output)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")

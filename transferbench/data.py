@@ -51,7 +51,7 @@ def load_tensor_split(source: DataSource, split: str) -> TensorSplit:
     ds = source.load(split)
     try:
         array = ds.with_format("numpy")["input"]
-        if isinstance(array, np.ndarray) and array.dtype != object:
+        if isinstance(array, np.ndarray) and array.dtype.kind in "biuf":
             inputs = torch.from_numpy(np.ascontiguousarray(array))
         else:
             inputs = torch.stack([source.to_tensor(v) for v in array])
@@ -141,6 +141,13 @@ class TaskData:
             persistent_workers=False,
         )
         yield from loader
+
+
+class FeatureData(TaskData):
+    """Precomputed inputs (what frozen layers output) with the task's labels, in memory."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, classes: Sequence[int]) -> None:
+        self.inputs, self.labels, self.classes, self.rows = inputs, labels, list(classes), None
 
 
 class BatchTransform:

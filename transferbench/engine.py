@@ -25,7 +25,7 @@ from rich.progress import (
 
 from . import __version__
 from .config import Config, dump_config
-from .plan import Job, Plan
+from .plan import Job, Plan, content_hash
 from .resolve import Components
 from .store import RunStore
 from .trainer import ProgressFn, TrainContext, TrainingFailed, resolve_device, train_job
@@ -107,7 +107,7 @@ class Reporter:
         self.console.print(f"\\[{self.done}/{self.total}] {escape(label)}: {msg}", highlight=False)
 
 
-_CONTEXTS: dict[tuple[str, str], TrainContext] = {}
+_CONTEXTS: dict[str, TrainContext] = {}
 
 
 class JobRunner:
@@ -140,7 +140,7 @@ class JobRunner:
         if self._ctx is None:
             # one context per process and experiment: a worker that runs many jobs reads the
             # data once, not once per job
-            key = (self.plan.config_hash, self.config.device)
+            key = content_hash(self.config.model_dump(mode="json"))
             if key not in _CONTEXTS:
                 _CONTEXTS[key] = TrainContext(self.config, self.components, resolve_device(self.config.device))
             self._ctx = _CONTEXTS[key]
@@ -166,6 +166,25 @@ class JobRunner:
             record = _failed(job, f"{type(exc).__name__}: {exc}", started)
             record["traceback"] = traceback.format_exc()
         store.write_record(record)
+        return record
+
+    def finished(self, job: Job) -> dict[str, Any] | None:
+        """The job's record if it already finished well (with its checkpoint, where one is
+        kept), else None: lets an executor that may start a job twice (a retry after a
+        crash) return the first result instead of training again."""
+        store = self.store
+        record = store.read_record(job.id)
+        if record is None or record.get("status") != "ok":
+            return None
+        if self.keep_checkpoint.get(job.id, False) and not store.has_checkpoint(job.id):
+            return None
+        return record
+
+    def record_failure(self, job: Job, error: str) -> dict[str, Any]:
+        """Write and return a failed record for a job that could not run at all (its worker
+        died, say), where ``runner(job)`` itself could not record anything."""
+        record = _failed(job, error, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.store.write_record(record)
         return record
 
 

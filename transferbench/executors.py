@@ -27,6 +27,12 @@ class JobRunner(Protocol):
     def __call__(self, job: Any, progress: Callable[[int, int, dict[str, float]], None] | None = None
                  ) -> dict[str, Any]: ...
 
+    def finished(self, job: Any) -> dict[str, Any] | None:
+        """The job's record if it already finished well, else None."""
+
+    def record_failure(self, job: Any, error: str) -> dict[str, Any]:
+        """Write and return a failed record for a job whose worker could not record one."""
+
 
 class Events:
     """What an executor reports while it works. The default does nothing."""

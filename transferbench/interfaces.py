@@ -207,6 +207,17 @@ class Architecture(Plugin, abc.ABC):
         """
         return {}
 
+    def split_at(self, model: nn.Module, n: int) -> tuple[nn.Module, nn.Module] | None:
+        """Optionally split ``model`` after layer ``n`` into ``(prefix, suffix)``.
+
+        ``suffix(prefix(x))`` must equal ``model(x)``, the two must share ``model``'s
+        modules (no copies), and ``prefix`` must be deterministic in training mode (any
+        dropout of layer n belongs to the suffix). The engine then computes what frozen
+        layers 1..n produce once per job and trains only the suffix on it. Returning None
+        (the default) keeps the plain path.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------- protocols
 

@@ -126,6 +126,7 @@ def result_spec(config: Config) -> dict[str, Any]:
         "architecture": config.architecture.spec(),
         "train": config.train.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
+        "amp": config.performance.amp,
     }
 
 

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.synthetic",
     "transferbench_plugins.hf",
     "transferbench_plugins.imagefolder",
+    "transferbench_plugins.timm_arch",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party

@@ -6,6 +6,7 @@ steps it takes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import Config
-from .data import BatchTransform, TaskData, TensorSplit
+from .config import Augment, Config
+from .data import BatchTransform, FeatureData, TaskData, TensorSplit
 from .errors import TransferbenchError
 from .interfaces import Layer, LayerAction
 from .plan import Job
@@ -159,6 +160,43 @@ def lr_factor(config: Config, steps_per_unit: int, total_steps: int) -> Callable
     return lambda step: 1.0
 
 
+def _can_cache(config: Config, job: Job, actions: Sequence[LayerAction], data: TaskData) -> bool:
+    """Whether the frozen-prefix cache gives the same result as the plain path."""
+    return (
+        config.performance.cache_frozen
+        and job.n > 0
+        and not config.train.augment.active  # random inputs: the prefix output changes each epoch
+        and all(not a.train for a in actions[: job.n])
+        and data.inputs is not None  # streaming sources: no tensor to run the prefix over once
+    )
+
+
+@torch.no_grad()
+def _cache_features(prefix: nn.Module, datasets: Sequence[TaskData], transform: BatchTransform,
+                    device: torch.device, batch_size: int, max_bytes: float) -> list[FeatureData] | None:
+    """Run the frozen prefix once over each dataset; None if the result would be too large."""
+    was_training = prefix.training
+    prefix.eval()  # frozen layers: no dropout in a prefix by contract, BN uses running stats
+    out = []
+    try:
+        for data in datasets:
+            first = next(data.batches(1, shuffle=False))[0]
+            per_example = prefix(transform(first.to(device), train=False)).numel() * 4
+            if per_example * len(data) > max_bytes:
+                return None
+            chunks = [prefix(transform(x.to(device), train=False)) for x, _ in data.batches(batch_size, shuffle=False)]
+            out.append(FeatureData(torch.cat(chunks).float(), data.labels, data.classes))
+    finally:
+        prefix.train(was_training)
+    return out
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TaskData, transform: BatchTransform, device: torch.device,
              batch_size: int) -> tuple[float, float]:
@@ -209,7 +247,28 @@ def train_job(
         actions = [LayerAction(copy=False, train=True)] * len(layers)
     protocol_lr, frozen = apply_transfer(model, layers, actions, source_state)
     model.to(device)
+    perf = config.performance
+    if perf.channels_last and device.type == "cuda" and len(transform.output_shape(input_shape)) == 3:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model, arch.param_multipliers(model), protocol_lr)
+
+    # Frozen-prefix cache: with layers 1..n frozen and deterministic inputs, what they compute
+    # never changes, so compute it once and train only the layers above on it.
+    net, cached = model, False
+    if _can_cache(config, job, actions, train_data):
+        split = arch.split_at(model, job.n)
+        if split is not None:
+            prefix, suffix = split
+            feats = _cache_features(prefix, (train_data, eval_data), transform, device,
+                                    config.eval.batch_size or config.train.batch_size,
+                                    perf.cache_frozen_max_gb * 1e9)
+            if feats is not None:
+                train_data, eval_data = feats
+                transform = BatchTransform(Augment(), None, device)  # inputs are features now
+                net, cached = suffix, True
+    if perf.compile:
+        net = torch.compile(net)
+    autocast = _autocast(perf.amp, device)
 
     batch = config.train.batch_size
     steps_per_epoch = max(1, math.ceil(len(train_data) / batch))
@@ -235,7 +294,8 @@ def train_job(
                 g["lr"] = lr * factor(step)
             x = transform(x.to(device, non_blocking=True), train=True, generator=data_gen)
             y = y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
+            with autocast:
+                loss = loss_fn(net(x), y)
             if not torch.isfinite(loss):
                 raise TrainingFailed(f"loss became {loss.item()} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -244,7 +304,9 @@ def train_job(
             step += 1
             running = loss.item() if step == 1 else 0.9 * running + 0.1 * loss.item()
             if step % eval_every == 0 or step == total:
-                top1, top5 = evaluate(model, eval_data, transform, device, eval_bs)
+                with autocast:
+                    top1, top5 = evaluate(net, eval_data, transform, device, eval_bs)
+                model.train()
                 set_frozen_norm_eval(model, frozen)
                 history.append({"step": step, "epoch": round(step / steps_per_epoch, 4),
                                 "top1": top1, "top5": top5, "train_loss": running})
@@ -267,6 +329,7 @@ def train_job(
         "history": history,
         "train_time_s": round(time.perf_counter() - t0, 3),
         "steps": total,
+        "frozen_cache": cached,
         "num_classes": job.num_classes,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),
