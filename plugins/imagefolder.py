@@ -314,6 +314,13 @@ class ImageFolder(DataSource):
 
     def classes(self) -> list[ClassInfo]:
         if self._classes is None:
+            if self.params.imagenet is True and not self._split_dir("train").is_dir():
+                # The config declares the ImageNet-1k label space: its classes are known
+                # without the images, so `plan` and `splits` work on a machine without the
+                # data; `check()` (before any training) still insists on the tree.
+                self._imagenet = True
+                self._classes = list(imagenet_classes())
+                return self._classes
             names = self._class_names()
             mode = self.params.imagenet
             if mode == "auto":
@@ -434,6 +441,7 @@ class ImageFolder(DataSource):
         return imagenet_normalization(self.params)
 
     def check(self) -> None:
+        self._class_names()  # the tree must exist, whatever classes() could say without it
         classes = self.classes()
         train = self._split_dir("train")
         empty = [c.id for c in classes if not _has_image(train / c.id)]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import ConfigError, TransferbenchError
+from .errors import ConfigError, DataError, TransferbenchError
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -177,6 +177,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{len(plan.jobs)} networks to train ({bases} base, {len(plan.jobs) - bases} transferred) "
         f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
     )
+    from .estimate import describe, estimate
+
+    console.print(describe(estimate(config, components, plan, args.tflops)))
+    if config.train.augment.active and config.performance.cache_frozen:
+        console.print("frozen-feature cache: off, because train.augment makes training inputs random "
+                      "(frozen layers see different inputs every epoch)")
+    return EXIT_OK
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    """Every class of every split of a config, as TSV (metadata only, no images)."""
+    config, components, plan = _load(args)
+    classes = list(components.data.classes())
+    out = sys.stdout
+    out.write("split\tindex\tid\tname\thalf\n")
+    for exp in config.experiments:
+        for seed in exp.split.seeds:
+            halves = plan.halves[(exp.name, seed)]
+            side = {i: "A" for i in halves.A} | {i: "B" for i in halves.B}
+            label = f"{exp.name}/seed{seed}"
+            for c in classes:
+                if c.index in side:
+                    out.write(f"{label}\t{c.index}\t{c.id}\t{c.name}\t{side[c.index]}\n")
     return EXIT_OK
 
 
@@ -184,7 +207,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import run_plan
 
     config, components, plan = _load(args)
-    components.data.check()
+    try:
+        components.data.check()
+    except DataError as exc:
+        raise DataError(
+            f"{exc}\nNothing was trained. Point the config at your copy without editing it, e.g. "
+            f"--set data.<key>=<path> (data source {config.data.name!r}); docs/paper-experiment.md "
+            "shows a local ILSVRC-2012 tree and a Hugging Face copy (data.name=hf, data.path=<hub id or folder>)."
+        ) from None
     run_dir = Path(args.out) if args.out else config.run_dir()
     console = _console()
     summary = run_plan(config, components, plan, run_dir, console)
@@ -259,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config("validate", "check a config and report every problem with its key path", cmd_validate)
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
-    p.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
+    p.add_argument("--tflops", type=float, default=20.0,
+                   help="effective training throughput assumed for the GPU-hour estimate (default 20)")
+    with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
 
@@ -287,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransferbenchError as exc:
         _err_console().print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
+    except BrokenPipeError:  # `transferbench splits ... | head`
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         _err_console().print("interrupted: rerun the same command to resume where it stopped")
         return EXIT_INTERRUPTED

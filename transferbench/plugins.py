@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.hf",
     "transferbench_plugins.imagefolder",
     "transferbench_plugins.timm_arch",
+    "transferbench_plugins.ray_executor",
+    "transferbench_plugins.signals",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party

@@ -1,0 +1,364 @@
+"""The ``ray`` executor: run a plan's jobs as tasks on a Ray cluster.
+
+Every job is one Ray task that reserves ``num_gpus_per_job`` GPUs and ``num_cpus_per_job``
+CPUs. A transfer job's task receives the ``ObjectRef`` of its source job's task as an
+argument, so Ray starts it only once the source network is trained and hands it the
+source's record; the weights themselves travel through the run directory, which every node
+must see at the same path (see docs/ray.md).
+
+Workers write records and checkpoints into the shared run directory themselves (atomic
+renames, as in a local run), so a job that finished is kept even if the driver dies; the
+task returns the record to the driver, which only reports it. The driver writes a record
+only for a job whose task never got to (its worker died more than ``max_retries`` times).
+
+Ray is optional: this module imports and registers ``ray`` without it, and only a config
+that uses the executor is refused, with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import time
+from typing import Any, Callable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from transferbench import hookimpl
+from transferbench.errors import ConfigError
+from transferbench.executors import Events, Executor, JobRunner
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'transferbench[ray]'"
+
+#: Seconds between the driver's looks at finished tasks and progress messages.
+POLL_S = 0.5
+#: A worker sends at most one progress message per job this often (plus the last step).
+PROGRESS_EVERY_S = 1.0
+
+#: A worker's progress message: job id, step, total steps (0: the job just started), info.
+Message = tuple[str, int, int, dict[str, float]]
+
+
+class RayParams(BaseModel):
+    """Where the cluster is and what each job reserves on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None,
+        description="auto: the cluster this machine belongs to (started with `ray start`); "
+        "ray://HOST:10001: a remote cluster through Ray Client; local: a new instance on this "
+        "machine; null: RAY_ADDRESS, else a cluster running on this machine, else a new one",
+    )
+    num_gpus_per_job: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs each job reserves (fractions share a GPU); default: 1 when the "
+        "cluster has GPUs and device is not cpu, else 0",
+    )
+    num_cpus_per_job: float = Field(1.0, ge=0, description="CPUs each job reserves")
+    memory_per_job_gb: float | None = Field(
+        None, gt=0, description="memory each job reserves when Ray schedules it (not a hard cap)"
+    )
+    max_retries: int = Field(
+        2,
+        ge=-1,
+        description="restarts of a job whose worker or node dies (-1: no limit); a job that "
+        "fails by itself (NaN loss, a bug) is recorded as failed, not retried",
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env for the workers, e.g. {env_vars: {PYTHONPATH: /code}}"
+    )
+    storage_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long a job waits for its source's record and checkpoint to become "
+        "visible on its node (network file systems cache directory listings)",
+    )
+    cancel_grace_s: float = Field(
+        10.0, ge=0, description="on Ctrl-C, seconds running jobs get to stop before their workers are killed"
+    )
+
+
+def ray_installed() -> bool:
+    """Whether ``import ray`` would find a package (without importing it: that takes a second)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}") from exc
+    return ray
+
+
+class RayExecutor(Executor):
+    """Runs every job as a Ray task: on all GPUs of one machine or of a cluster."""
+
+    description = "run jobs as tasks on a Ray cluster (shared run directory required)"
+    Params = RayParams
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__(params)
+        if not ray_installed():
+            # refused when the config is resolved (validate, plan, run), not at import
+            raise ConfigError(f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}")
+
+    # ------------------------------------------------------------------ driver
+    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
+        events = events or Events()
+        jobs = list(jobs)
+        if not jobs:
+            return
+        ray = _import_ray()
+        connected_here = not ray.is_initialized()
+        if connected_here:
+            kwargs: dict[str, Any] = {"address": self.params.address}
+            if self.params.runtime_env is not None:
+                kwargs["runtime_env"] = self.params.runtime_env
+            ray.init(**kwargs)
+        try:
+            self._run(ray, jobs, runner, events)
+        finally:
+            if connected_here:
+                ray.shutdown()  # disconnects from a cluster; stops an instance started here
+
+    def task_options(self, cluster_gpus: float, device: str) -> dict[str, Any]:
+        """The resources and retry policy of every job's task."""
+        p = self.params
+        gpus = p.num_gpus_per_job
+        if gpus is None:
+            gpus = 1.0 if cluster_gpus > 0 and device != "cpu" else 0.0
+        options: dict[str, Any] = {
+            "num_cpus": p.num_cpus_per_job,
+            "num_gpus": gpus,
+            "max_retries": p.max_retries,
+            # a job's own errors are caught and recorded by the runner; anything else that
+            # escapes (a plugin that can't be imported on the worker) would fail again
+            "retry_exceptions": False,
+        }
+        if p.memory_per_job_gb is not None:
+            options["memory"] = int(p.memory_per_job_gb * 1024**3)
+        return options
+
+    def _run(self, ray: Any, jobs: list[Any], runner: JobRunner, events: Events) -> None:
+        config = getattr(runner, "config", None)
+        device = str(getattr(config, "device", "auto"))
+        threads = getattr(config, "threads", None) or max(1, math.floor(self.params.num_cpus_per_job))
+        cluster = ray.cluster_resources()
+        options = self.task_options(cluster.get("GPU", 0.0), device)
+        _note(events, (
+            f"ray: {len(jobs)} jobs on a cluster of {cluster.get('CPU', 0):g} CPUs and "
+            f"{cluster.get('GPU', 0):g} GPUs; each job reserves {options['num_gpus']:g} GPU(s), "
+            f"{options['num_cpus']:g} CPU(s)"
+        ))
+        self._warn_if_unschedulable(ray, options, device)
+
+        task = ray.remote(_run_job)
+        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        runner_ref = ray.put(runner)  # shipped once, not once per job
+        by_id = {job.id: job for job in jobs}  # the plan never holds two identical jobs
+        refs: dict[str, Any] = {}
+        job_of: dict[Any, Any] = {}
+        for job in by_id.values():  # dependency order: a source's ref exists before its dependents
+            src = job.depends_on
+            # a source trained in an earlier run is not waited for: its files are on disk
+            source_job = by_id[src] if src in refs else None
+            ref = task.options(**options, name=f"transferbench {job.kind} {job.id[:10]}").remote(
+                runner_ref, job, source_job, refs[src] if source_job else None, sink,
+                threads, self.params.storage_wait_s,
+            )
+            refs[job.id] = ref
+            job_of[ref] = job
+
+        pending = list(job_of)
+        state = _DriverState(events, by_id)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
+                if ready and pending:
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    ready += more
+                state.progress(ray.get(sink.drain.remote()))
+                for ref in ready:
+                    job = job_of[ref]
+                    try:
+                        record = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        record = self._lost(job, exc, runner, state)
+                    state.finished(job, record)
+        except BaseException:
+            # Ctrl-C (or a bug in the driver): stop the cluster's work, keep what finished;
+            # every finished job has its record on disk, so a rerun resumes from there
+            self._cancel(ray, pending)
+            raise
+
+    def _lost(self, job: Any, exc: Exception, runner: JobRunner, state: "_DriverState") -> dict[str, Any]:
+        """The record of a job whose task failed in Ray: its worker died too often, or the
+        task could not even start (a plugin not installed on the worker's node, say)."""
+        record = runner.finished(job)  # it may have written its record just before dying
+        if record is not None:
+            return record
+        if job.depends_on is not None and job.depends_on in state.lost:
+            reason = f"source network {job.depends_on} failed: {state.lost[job.depends_on]}"
+        else:
+            cause = getattr(exc, "cause", None) or exc
+            reason = f"ray: {type(cause).__name__}: {_first_line(cause)}"
+            if isinstance(cause, ImportError):
+                reason += " (are transferbench and the config's plugins installed on every node?)"
+        state.lost[job.id] = reason
+        return runner.record_failure(job, reason)
+
+    def _cancel(self, ray: Any, refs: list[Any]) -> None:
+        """Cancel unfinished tasks: interrupt them, then kill the workers that don't stop."""
+        if not refs:
+            return
+        for ref in refs:
+            ray.cancel(ref)  # KeyboardInterrupt in a running job; a waiting one never starts
+        _, left = ray.wait(refs, num_returns=len(refs), timeout=self.params.cancel_grace_s)
+        for ref in left:
+            ray.cancel(ref, force=True)
+        if left:
+            ray.wait(left, num_returns=len(left), timeout=self.params.cancel_grace_s)
+
+    @staticmethod
+    def _warn_if_unschedulable(ray: Any, options: dict[str, Any], device: str) -> None:
+        if options["num_gpus"] > 0 and device.startswith("cuda:"):
+            log.warning("device %s: Ray gives each job its own GPU as cuda:0; use device: cuda", device)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        fits = any(
+            r.get("CPU", 0) >= options["num_cpus"] and r.get("GPU", 0) >= options["num_gpus"]
+            and r.get("memory", 0) >= options.get("memory", 0)
+            for r in nodes
+        )
+        if not fits:
+            log.warning(
+                "no node of the Ray cluster has %g GPU(s) and %g CPU(s) for one job: jobs wait "
+                "until a node that has them joins", options["num_gpus"], options["num_cpus"],
+            )
+
+
+class _DriverState:
+    """What the driver knows about running jobs; turns worker messages into events."""
+
+    def __init__(self, events: Events, jobs: dict[str, Any]) -> None:
+        self.events, self.jobs = events, jobs
+        self.started: set[str] = set()
+        self.done: set[str] = set()
+        self.lost: dict[str, str] = {}  # job id -> why Ray could not run it
+
+    def progress(self, messages: list[Message]) -> None:
+        for job_id, step, total, info in messages:
+            if job_id in self.done:
+                continue  # a late message from a job already reported finished
+            job = self.jobs[job_id]
+            self._start(job)
+            if total:
+                self.events.job_progress(job, step, total, info)
+
+    def finished(self, job: Any, record: dict[str, Any]) -> None:
+        self._start(job)
+        self.done.add(job.id)
+        self.events.job_finished(job, record)
+
+    def _start(self, job: Any) -> None:
+        if job.id not in self.started:  # a retried job starts twice; report it once
+            self.started.add(job.id)
+            self.events.job_started(job)
+
+
+def _note(events: Events, message: str) -> None:
+    console = getattr(events, "console", None)  # the CLI's progress display has one
+    if console is not None:
+        console.print(message, highlight=False)
+    else:
+        log.info(message)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+# ---------------------------------------------------------------------- worker side
+
+
+class ProgressSink:
+    """A Ray actor that buffers the workers' progress messages until the driver drains them."""
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+
+    def put(self, message: Message) -> None:
+        self._messages.append(message)
+
+    def drain(self) -> list[Message]:
+        messages, self._messages = self._messages, []
+        return messages
+
+
+def _run_job(
+    runner: JobRunner,
+    job: Any,
+    source_job: Any,
+    source_record: dict[str, Any] | None,
+    sink: Any,
+    threads: int,
+    storage_wait_s: float,
+) -> dict[str, Any]:
+    """Body of one job's Ray task, on a worker.
+
+    ``source_record`` is the record of the job's source when that source ran in the same
+    run: Ray resolved the source task's ObjectRef, so the source has finished.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    done = runner.finished(job)
+    if done is not None:
+        # a retry after the worker died once the record was written, or Ray re-running the
+        # task to rebuild a lost result: never train the same network twice
+        return done
+    sink.put.remote((job.id, 0, 0, {}))  # started
+    if source_record is not None and source_record.get("status") == "ok":
+        if not _wait_until_finished(runner, source_job, storage_wait_s):
+            return runner.record_failure(job, (
+                f"source network {source_job.id} finished, but its record or checkpoint is not "
+                f"visible on this node after {storage_wait_s:g} s: the run directory must be on "
+                "storage every node shares, at the same path (docs/ray.md)"
+            ))
+    return runner(job, _progress_to(sink, job))
+
+
+def _wait_until_finished(runner: JobRunner, job: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while runner.finished(job) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def _progress_to(sink: Any, job: Any) -> Callable[[int, int, dict[str, float]], None]:
+    last = 0.0
+
+    def progress(step: int, total: int, info: dict[str, float]) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if step == total or now - last >= PROGRESS_EVERY_S:
+            last = now
+            sink.put.remote((job.id, step, total, dict(info)))
+
+    return progress
+
+
+@hookimpl
+def register_executors(register) -> None:
+    register("ray", RayExecutor)

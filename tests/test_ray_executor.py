@@ -1,0 +1,234 @@
+"""The ``ray`` executor against a real local Ray instance (2 CPUs), on the fake plugins.
+
+Ray takes ~10 s to start, so one instance serves the whole module and the grid is small
+(2 base networks, 4 transfers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from tests import fakes
+from tests.conftest import tiny_config
+from transferbench import hookimpl, plugins
+from transferbench.config import parse_config
+from transferbench.engine import Reporter, run_plan
+from transferbench.errors import ConfigError
+from transferbench.plan import build_plan
+from transferbench.resolve import resolve
+from transferbench.store import RunStore
+from transferbench_plugins.ray_executor import INSTALL_HINT, RayExecutor, RayParams
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DyingBlobsParams(fakes.BlobParams):
+    marker: str  # created by the one worker that dies, so that only one does
+    driver_pid: int  # never die in the test process itself
+
+
+class DyingBlobs(fakes.Blobs):
+    """The fake data source, whose first load in a worker process kills that process."""
+
+    Params = DyingBlobsParams
+
+    def load(self, split):
+        p = self.params
+        if os.getpid() != p.driver_pid:
+            try:
+                fd = os.open(p.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
+                os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a lost node would
+        return super().load(split)
+
+
+class _DyingPlugin:
+    @hookimpl
+    def register_data_sources(self, register):
+        register("dying_blobs", DyingBlobs)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray", reason=f"Ray is not installed ({INSTALL_HINT})")
+    try:
+        # workers import tests.* (the fake plugins) from the repository, as the driver does
+        ray.init(num_cpus=2, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    except Exception as exc:  # noqa: BLE001 - no Ray here is a reason to skip, not to fail
+        pytest.skip(f"a local Ray instance could not start: {type(exc).__name__}: {exc}")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def plugin_host():
+    host = plugins.get_host()
+    names = [host.register(fakes, "tests.fakes.ray", origin="test"),
+             host.register(_DyingPlugin(), "tests.dying", origin="test")]
+    yield host
+    for name in names:
+        host.unregister(name)
+
+
+def _config(executor: dict[str, Any] | str = "local", **changes: Any) -> dict[str, Any]:
+    exp = {"name": "parity", "split": {"name": "parity", "seeds": [0]},
+           "treatments": ["AnB", "BnB+"], "layers": [1, 2]}
+    return tiny_config(experiments=[exp], executor=executor, **changes)
+
+
+def _run(run_dir: Path, cfg: dict[str, Any]):
+    config = parse_config(cfg)
+    components = resolve(config)
+    plan = build_plan(config, components)
+    summary = run_plan(config, components, plan, run_dir, Console(quiet=True))
+    return plan, summary, RunStore(run_dir)
+
+
+def _records(store: RunStore) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in store.records_dir.glob("*.json")}
+
+
+def _same_results(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for jid in a:
+        for key in ("status", "top1", "top5", "top1_best_k", "history"):
+            assert a[jid][key] == b[jid][key], f"job {jid}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def local_reference(plugin_host, tmp_path_factory):
+    """The grid trained by the local executor: what every Ray run must reproduce."""
+    _, summary, store = _run(tmp_path_factory.mktemp("local") / "run", _config())
+    assert summary.failed == 0
+    return _records(store)
+
+
+def _dying(tmp_path: Path, **executor: Any) -> dict[str, Any]:
+    data = {"name": "dying_blobs", "marker": str(tmp_path / "died"), "driver_pid": os.getpid()}
+    return _config({"name": "ray", **executor}, data=data)
+
+
+# ---------------------------------------------------------------------- no Ray needed
+
+
+def test_ray_executor_registers_without_ray_and_refuses_only_when_used(tmp_path):
+    script = (
+        "import sys; sys.modules['ray'] = None  # as if Ray were not installed\n"
+        "from transferbench.plugins import get_registry\n"
+        "reg = get_registry()\n"
+        "assert 'ray' in reg.names('executor'), reg.names('executor')\n"
+        "assert not reg.failures, reg.failures\n"
+        "from transferbench_plugins.ray_executor import RayExecutor\n"
+        "try:\n"
+        "    RayExecutor()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ConfigError")
+    assert INSTALL_HINT in out.stdout
+
+
+def test_missing_ray_is_a_config_error_at_the_executor_key(plugin_host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_config(_config("ray")))
+    assert err.value.problems == [("executor", f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}")]
+
+
+@pytest.mark.parametrize(
+    ("params", "cluster_gpus", "device", "gpus"),
+    [({}, 4, "auto", 1), ({}, 4, "cpu", 0), ({}, 0, "cuda", 0), ({"num_gpus_per_job": 0.5}, 0, "cpu", 0.5)],
+)
+def test_task_options(params, cluster_gpus, device, gpus):
+    pytest.importorskip("ray", reason=f"Ray is not installed ({INSTALL_HINT})")
+    options = RayExecutor(RayParams(memory_per_job_gb=1.5, **params)).task_options(cluster_gpus, device)
+    assert options["num_gpus"] == gpus
+    assert options["memory"] == int(1.5 * 1024**3)
+    assert options["max_retries"] == 2 and options["retry_exceptions"] is False
+
+
+# ---------------------------------------------------------------------- on a Ray instance
+
+
+def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_reference, tmp_path):
+    plan, summary, store = _run(tmp_path / "run", _config("ray"))
+    assert (summary.total, summary.skipped, summary.trained, summary.failed) == (6, 0, 6, 0)
+    _same_results(_records(store), local_reference)
+    ckpts = {p.stem for p in (tmp_path / "run" / "checkpoints").glob("*.safetensors")}
+    assert ckpts == {j.id for j in plan.jobs.values() if j.kind == "base"}
+
+
+def test_a_killed_worker_is_retried_and_the_grid_completes(ray_instance, plugin_host, tmp_path):
+    cfg = _dying(tmp_path, max_retries=1)
+    plan, summary, store = _run(tmp_path / "ray", cfg)
+    assert (tmp_path / "died").exists(), "no worker was killed: the test tests nothing"
+    assert summary.failed == 0 and summary.trained == len(plan.jobs)
+    # the retried job gives what an undisturbed run gives (the driver never dies: local run)
+    _, _, local = _run(tmp_path / "local", {**cfg, "executor": "local"})
+    _same_results(_records(store), _records(local))
+
+
+def test_a_job_whose_worker_dies_too_often_is_recorded_failed(ray_instance, plugin_host, tmp_path):
+    plan, summary, store = _run(tmp_path / "run", _dying(tmp_path, max_retries=0))
+    records = _records(store)
+    assert len(records) == len(plan.jobs)  # every job has a record, the lost one too
+    lost = [r for r in records.values() if r["error"] and r["error"].startswith("ray: WorkerCrashedError")]
+    assert len(lost) == 1
+    lost_id = lost[0]["job_id"]
+    assert plan.jobs[lost_id].kind == "base"  # bases start first, so one of them died
+    for job in plan.jobs.values():
+        if job.depends_on == lost_id:
+            assert records[job.id]["status"] == "failed"
+            assert records[job.id]["error"].startswith(f"source network {lost_id} failed")
+        elif job.id != lost_id:
+            assert records[job.id]["status"] == "ok"
+    assert summary.failed == 1 + len(plan.dependents(lost_id))
+    # a rerun retrains exactly the failed jobs (the marker is there: nothing dies now)
+    _, again, _ = _run(tmp_path / "run", _dying(tmp_path, max_retries=0))
+    assert (again.skipped, again.trained, again.failed) == (len(plan.jobs) - summary.failed, summary.failed, 0)
+
+
+def test_interrupted_driver_cancels_and_the_rerun_resumes(ray_instance, local_reference, tmp_path,
+                                                          monkeypatch):
+    finish = Reporter.job_finished
+
+    def interrupt_after_first(self, job, record):
+        finish(self, job, record)
+        raise KeyboardInterrupt  # Ctrl-C while the driver waits for the other jobs
+
+    monkeypatch.setattr(Reporter, "job_finished", interrupt_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "run", _config("ray"))
+    monkeypatch.undo()
+    store = RunStore(tmp_path / "run")
+    kept = _records(store)
+    assert 1 <= len(kept) < len(local_reference)
+    assert all(r["status"] == "ok" for r in kept.values())
+    # cancelled tasks are gone: nothing lands in the run directory after the driver returned
+    ray_instance.get(ray_instance.remote(lambda: None).remote())  # a round trip through a worker
+    assert _records(store).keys() == kept.keys()
+
+    plan, summary, _ = _run(tmp_path / "run", _config("ray"))
+    assert (summary.skipped, summary.trained, summary.failed) == (len(kept), len(plan.jobs) - len(kept), 0)
+    final = _records(store)
+    _same_results(final, local_reference)
+    for jid, rec in kept.items():
+        assert final[jid]["finished_at"] == rec["finished_at"]  # kept, not retrained
