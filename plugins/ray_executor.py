@@ -162,7 +162,8 @@ class RayExecutor(Executor):
         self._warn_if_unschedulable(ray, options, device)
 
         task = ray.remote(_run_job)
-        sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        # progress is best effort: if the sink's node dies, Ray restarts it empty
+        sink = ray.remote(num_cpus=0, max_restarts=-1)(ProgressSink).remote()
         runner_ref = ray.put(runner)  # shipped once, not once per job
         by_id = {job.id: job for job in jobs}  # the plan never holds two identical jobs
         refs: dict[str, Any] = {}
@@ -180,13 +181,14 @@ class RayExecutor(Executor):
 
         pending = list(job_of)
         state = _DriverState(events, by_id)
+        drain = sink.drain.remote()
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
                 if ready and pending:
                     more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                     ready += more
-                state.progress(ray.get(sink.drain.remote()))
+                drain = self._poll_progress(ray, sink, drain, state)
                 for ref in ready:
                     job = job_of[ref]
                     try:
@@ -199,6 +201,18 @@ class RayExecutor(Executor):
             # every finished job has its record on disk, so a rerun resumes from there
             self._cancel(ray, pending)
             raise
+
+    @staticmethod
+    def _poll_progress(ray: Any, sink: Any, drain: Any, state: "_DriverState") -> Any:
+        """Hand the workers' messages to the events once the sink answered; never block."""
+        answered, _ = ray.wait([drain], timeout=0)
+        if not answered:
+            return drain
+        try:
+            state.progress(ray.get(drain))
+        except ray.exceptions.RayError:
+            pass  # the sink was lost and is restarting: a few progress updates are missed
+        return sink.drain.remote()
 
     def _lost(self, job: Any, exc: Exception, runner: JobRunner, state: "_DriverState") -> dict[str, Any]:
         """The record of a job whose task failed in Ray: its worker died too often, or the

@@ -17,7 +17,7 @@ Two plugins, proving that nothing in transferbench assumes images:
 * architecture ``conv1d``: conv1..conv4 (Conv1d, BatchNorm, ReLU, max-pool 2), fc5 and
   the classifier fc6 (dropout then linear): six transferable layers.
 
-The data is small (the defaults: 40 classes x 130 signals of 128 samples, about 2.7 MB)
+The data is small (the defaults: 40 classes x 90 signals of 128 samples, under 2 MB)
 and generated in a fraction of a second, so it is held in memory, never cached on disk.
 """
 
@@ -64,13 +64,13 @@ class SignalsParams(BaseModel):
     num_superclasses: int = Field(2, ge=1, le=2, description="2: tonal / percussive; 1: one mixed style")
     length: int = Field(128, ge=16, le=16_384, description="samples per signal")
     channels: int = Field(1, ge=1, le=16, description="channels per signal (each atom has fixed gains)")
-    train_per_class: int = Field(100, ge=1, description="training signals per class")
+    train_per_class: int = Field(60, ge=1, description="training signals per class")
     eval_per_class: int = Field(30, ge=1, description="held-out signals per class")
     seed: int = Field(0, ge=0, description="seed of the class definitions and of both splits")
     parts_per_class: int = Field(3, ge=1, le=8, description="atoms that make up one class")
     distractors: int = Field(1, ge=0, le=8, description="random atoms added to every signal")
     jitter: float = Field(1.0, ge=0.0, le=3.0, description="scale of all within-class variation (0: none)")
-    noise: float = Field(0.2, ge=0.0, le=5.0, description="std of the white noise, relative to an atom's amplitude")
+    noise: float = Field(0.35, ge=0.0, le=5.0, description="std of the white noise, relative to an atom's amplitude")
 
     @model_validator(mode="after")
     def _superclasses_fit(self) -> SignalsParams:

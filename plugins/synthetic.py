@@ -198,14 +198,17 @@ def _make_styles(seed: int, num: int, bank: _Bank) -> list[_Style]:
         # Every style may use every primitive (shared low-level structure), with a 5:1
         # preference for its own kind at the two ends (different mid-level statistics).
         w = np.where(geometric, 1.0 - 0.8 * t, 0.2 + 0.8 * t)
-        # Hue: geometric palettes span the whole wheel; organic ones sit around
-        # yellow-green/brown; styles in between rotate away by the golden angle.
-        spread = 0.5 - 0.25 * t
-        centre = 0.2 + 0.381966 * s if 0 < s < num - 1 else 0.2
-        hue = centre + rng.uniform(-spread, spread, 8)
-        sat = rng.uniform(0.65 - 0.3 * t, 1.0 - 0.25 * t, 8)
-        val = rng.uniform(0.7 - 0.25 * t, 1.0 - 0.05 * t, 8)
-        bg_hue = centre + rng.uniform(-spread, spread, 6)
+        # Hue: geometric palettes span the whole wheel; organic ones the warm-to-green
+        # arc of foliage, fruit and earth; styles in between rotate away by the golden
+        # angle. Palette hues are stratified so that its colours stay distinguishable.
+        spread = 0.5 - 0.2 * t
+        centre = 0.15 + 0.381966 * s if 0 < s < num - 1 else 0.15
+        strata = (rng.permutation(8) + rng.uniform(0.2, 0.8, 8)) / 8
+        hue = centre + spread * (2 * strata - 1)
+        sat = rng.uniform(0.65 - 0.25 * t, 1.0 - 0.15 * t, 8)
+        val = rng.uniform(0.7 - 0.2 * t, 1.0, 8)
+        bg_spread = 0.5 - 0.35 * t
+        bg_hue = centre + rng.uniform(-bg_spread, bg_spread, 6)
         bg_sat = rng.uniform(0.0 + 0.2 * t, 0.15 + 0.35 * t, 6)
         bg_val = rng.uniform(0.25 - 0.1 * t, 0.9 - 0.35 * t, 6)
         styles.append(
@@ -329,7 +332,7 @@ def _instances(
     quantise = np.array([s.quantise for s in styles])[sup]
 
     # The composition as a whole: shift, scale and rotate.
-    shift = rng.uniform(-0.165 * j, 0.165 * j, (n, 1, 2)).astype(np.float32)
+    shift = rng.uniform(-0.3 * j, 0.3 * j, (n, 1, 2)).astype(np.float32)
     scale = np.exp(rng.normal(0.0, 0.09 * j, (n, 1))).astype(np.float32)
     rot = rng.normal(0.0, 0.15 * j, (n, 1)).astype(np.float32)
     cos, sin = np.cos(rot), np.sin(rot)

@@ -160,7 +160,7 @@ class Eval(_Strict):
     """Evaluation on the held-out split of the target classes."""
 
     every: float | None = Field(
-        None, gt=0, description="evaluate every this many epochs/steps (unit of train length); default: 10 times a run"
+        None, gt=0, description="evaluate every this many epochs or steps (the unit of the training length); default: once an epoch (train.epochs) or 20 times a run (train.steps)"
     )
     best_k: int = Field(10, gt=0, description="the paper's metric: mean of the k best evaluations")
     batch_size: int | None = Field(None, gt=0)

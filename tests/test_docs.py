@@ -1,0 +1,37 @@
+"""Docs that must match the code: every config key is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from transferbench import config as c
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _keys(model: type[BaseModel], prefix: str) -> list[str]:
+    return [prefix + k for k in model.model_fields]
+
+
+def test_every_config_key_is_in_docs_configuration():
+    text = (DOCS / "configuration.md").read_text()
+    keys = (
+        _keys(c.Config, "") + _keys(c.Train, "train.") + _keys(c.Schedule, "train.schedule.")
+        + _keys(c.Augment, "train.augment.") + _keys(c.Eval, "eval.") + _keys(c.Data, "loader.")
+        + _keys(c.Performance, "performance.") + _keys(c.Output, "output.")
+        + _keys(c.Experiment, "experiments[].") + _keys(c.Treatment, "experiments[].treatments[].")
+        + ["experiments[].split.seeds"]
+    )
+    missing = [k for k in keys if f"`{k}`" not in text]
+    assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_readme_starts_with_the_two_commands():
+    readme = (DOCS.parent / "README.md").read_text()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    assert "transferbench run configs/quickstart.yaml" in block
+    assert "pytest" in block
+    ci = (DOCS.parent / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci and "python -m pytest -q" in block
