@@ -164,24 +164,54 @@ class CaffeNet(nn.Module):
                 nn.init.normal_(module.weight, std=0.005 if name in ("fc6", "fc7") else 0.01)
                 nn.init.constant_(module.bias, 1.0 if name in ONE_BIAS else 0.0)
 
+    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Weight layer ``i`` (1..8) with what follows it, up to the next layer's dropout.
+
+        Dropout opens stages 7 and 8 rather than closing 6 and 7, so stages 1..n are
+        deterministic in training mode: what frozen layers compute can be cached.
+        """
+        if i == 1:
+            return self.norm(self.pool(F.relu(self.conv1(x), inplace=True)))
+        if i == 2:
+            return self.norm(self.pool(F.relu(self.conv2(x), inplace=True)))
+        if i in (3, 4):
+            return F.relu(getattr(self, f"conv{i}")(x), inplace=True)
+        if i == 5:
+            return self.pool(F.relu(self.conv5(x), inplace=True))
+        if i == 6:
+            return F.relu(self.fc6(torch.flatten(x, 1)), inplace=True)
+        if i == 7:
+            return F.relu(self.fc7(self.drop(x)), inplace=True)
+        return self.fc8(self.drop(x))
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Stages ``start+1 .. stop`` (so ``run_stages(x, 0, 8)`` is the whole net)."""
+        for i in range(start + 1, stop + 1):
+            x = self.stage(i, x)
+        return x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The convolutional stack: the conv5 output after pool5, ``(N, C5, H, W)``."""
-        x = self.norm(self.pool(F.relu(self.conv1(x), inplace=True)))
-        x = self.norm(self.pool(F.relu(self.conv2(x), inplace=True)))
-        x = F.relu(self.conv3(x), inplace=True)
-        x = F.relu(self.conv4(x), inplace=True)
-        return self.pool(F.relu(self.conv5(x), inplace=True))
+        return self.run_stages(x, 0, 5)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """fc6..fc8 on the pooled conv5 output; returns the logits."""
-        x = torch.flatten(x, 1)
-        x = self.drop(F.relu(self.fc6(x), inplace=True))
-        x = self.drop(F.relu(self.fc7(x), inplace=True))
-        return self.fc8(x)
+        return self.run_stages(x, 5, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_outputs)`` for a batch ``(N, C, H, W)`` of any size N."""
-        return self.forward_head(self.forward_features(x))
+        return self.run_stages(x, 0, 8)
+
+
+class Stages(nn.Module):
+    """A view of stages ``start+1..stop`` of a CaffeNet (shares its modules)."""
+
+    def __init__(self, net: CaffeNet, start: int, stop: int) -> None:
+        super().__init__()
+        self.net, self.start, self.stop = net, start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.run_stages(x, self.start, self.stop)
 
 
 # --------------------------------------------------------------------------- plugins
@@ -218,6 +248,15 @@ class _CaffeNetBase(Architecture):
         """conv1..conv5, fc6, fc7, fc8; each is the module of the same name."""
         return [Layer(name, (name,)) for name in LAYER_NAMES]
 
+    def split_at(self, model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
+        """Layers 1..m and m+1..8 with m = min(n, 6).
+
+        Dropout after fc6 stays active when fc6 and fc7 are frozen (as in the paper), so
+        the deterministic prefix ends at fc6: for n = 7 the frozen fc7 runs in the suffix.
+        """
+        m = min(n, 6)
+        return Stages(model, 0, m), Stages(model, m, len(LAYER_NAMES))
+
     def param_multipliers(self, model: nn.Module) -> dict[str, tuple[float, float]]:
         """Caffe's reference multipliers: weights (lr 1, wd 1), biases (lr 2, wd 0)."""
         return {
@@ -235,6 +274,7 @@ class CaffeNetArch(_CaffeNetBase):
 
     description = "CaffeNet, the paper's network (5 conv + 3 fc, 227x227 input)"
     Params = CaffeNetParams
+    example_input_shape = (3, 227, 227)
 
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         p: CaffeNetParams = self.params  # type: ignore[assignment]

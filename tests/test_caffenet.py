@@ -332,3 +332,20 @@ def test_scaled_learns_a_separable_task() -> None:
     model.eval()
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean().item() > 0.9
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 7])
+def test_split_at_composes_to_the_whole_net_and_has_a_deterministic_prefix(n):
+    from transferbench_plugins.caffenet import CaffeNetScaled
+
+    arch = CaffeNetScaled(CaffeNetScaled.Params())
+    torch.manual_seed(0)
+    model = arch.build(7, (3, 32, 32))
+    prefix, suffix = arch.split_at(model, n)
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(suffix(prefix(x)), model(x), atol=1e-6)
+        model.train()  # dropout on: the prefix must still be deterministic
+        assert torch.equal(prefix(x), prefix(x))
+    assert {id(p) for p in suffix.parameters()} == {id(p) for p in model.parameters()}

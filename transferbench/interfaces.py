@@ -208,13 +208,13 @@ class Architecture(Plugin, abc.ABC):
         return {}
 
     def split_at(self, model: nn.Module, n: int) -> tuple[nn.Module, nn.Module] | None:
-        """Optionally split ``model`` after layer ``n`` into ``(prefix, suffix)``.
+        """Optionally split ``model`` into ``(prefix, suffix)`` within its first ``n`` layers.
 
-        ``suffix(prefix(x))`` must equal ``model(x)``, the two must share ``model``'s
-        modules (no copies), and ``prefix`` must be deterministic in training mode (any
-        dropout of layer n belongs to the suffix). The engine then computes what frozen
-        layers 1..n produce once per job and trains only the suffix on it. Returning None
-        (the default) keeps the plain path.
+        ``suffix(prefix(x))`` must equal ``model(x)``; both must share ``model``'s modules
+        (no copies); ``prefix`` must hold only layers 1..m for some m <= n and be
+        deterministic in training mode (so where dropout sits between frozen layers, m stops
+        before it). The engine then computes the prefix once per frozen job and trains
+        only through the suffix. Returning None (the default) keeps the plain path.
         """
         return None
 
