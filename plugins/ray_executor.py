@@ -172,7 +172,8 @@ class RayExecutor(Executor):
             src = job.depends_on
             # a source trained in an earlier run is not waited for: its files are on disk
             source_job = by_id[src] if src in refs else None
-            ref = task.options(**options, name=f"transferbench {job.kind} {job.id[:10]}").remote(
+            name = f"transferbench {getattr(job, 'kind', 'job')} {job.id[:10]}"
+            ref = task.options(**options, name=name).remote(
                 runner_ref, job, source_job, refs[src] if source_job else None, sink,
                 threads, self.params.storage_wait_s,
             )
@@ -188,6 +189,7 @@ class RayExecutor(Executor):
                 if ready and pending:
                     more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                     ready += more
+                # progress first: a job's last messages, then its end
                 drain = self._poll_progress(ray, sink, drain, state)
                 for ref in ready:
                     job = job_of[ref]
@@ -270,9 +272,13 @@ class _DriverState:
 
     def progress(self, messages: list[Message]) -> None:
         for job_id, step, total, info in messages:
+            job = self.jobs[job_id]
             if job_id in self.done:
                 continue  # a late message from a job already reported finished
-            job = self.jobs[job_id]
+            if job.depends_on in self.jobs and job.depends_on not in self.done:
+                # its source's result reached the driver after this message: report the
+                # source's end first (this job's start is reported with a later message)
+                continue
             self._start(job)
             if total:
                 self.events.job_progress(job, step, total, info)

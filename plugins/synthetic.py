@@ -63,7 +63,7 @@ class SyntheticParams(BaseModel):
     eval_per_class: int = Field(25, ge=1, description="held-out images per class")
     seed: int = Field(0, ge=0, description="seed of the class definitions and of both splits")
     parts_per_class: int = Field(4, ge=1, le=8, description="parts that make up one class")
-    distractors: int = Field(2, ge=0, le=8, description="random clutter parts per image")
+    distractors: int = Field(1, ge=0, le=8, description="random clutter parts per image")
     jitter: float = Field(
         1.0, ge=0.0, le=3.0, description="scale of all within-class variation (0: none)"
     )
@@ -332,7 +332,7 @@ def _instances(
     quantise = np.array([s.quantise for s in styles])[sup]
 
     # The composition as a whole: shift, scale and rotate.
-    shift = rng.uniform(-0.3 * j, 0.3 * j, (n, 1, 2)).astype(np.float32)
+    shift = rng.uniform(-0.45 * j, 0.45 * j, (n, 1, 2)).astype(np.float32)
     scale = np.exp(rng.normal(0.0, 0.09 * j, (n, 1))).astype(np.float32)
     rot = rng.normal(0.0, 0.15 * j, (n, 1)).astype(np.float32)
     cos, sin = np.cos(rot), np.sin(rot)

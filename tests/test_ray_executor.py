@@ -23,7 +23,7 @@ from tests import fakes
 from tests.conftest import tiny_config
 from transferbench import hookimpl, plugins
 from transferbench.config import parse_config
-from transferbench.engine import Reporter, run_plan
+from transferbench.engine import JobRunner, Reporter, run_plan
 from transferbench.errors import ConfigError
 from transferbench.plan import build_plan
 from transferbench.resolve import resolve
@@ -193,12 +193,38 @@ def test_task_options(params, cluster_gpus, device, gpus):
 # ---------------------------------------------------------------------- on a Ray instance
 
 
-def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_reference, tmp_path):
-    plan, summary, store = _run(tmp_path / "run", _config("ray"))
+def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_reference, tmp_path,
+                                                         monkeypatch):
+    events: list[tuple[str, str]] = []
+    for name in ("job_started", "job_progress", "job_finished"):
+        def spy(self, job, *args, _name=name, _real=getattr(Reporter, name)):
+            events.append((_name, job.id))
+            _real(self, job, *args)
+
+        monkeypatch.setattr(Reporter, name, spy)
+    # a relative run directory: the workers run elsewhere (here: in the cwd Ray started in)
+    monkeypatch.chdir(tmp_path)
+    plan, summary, store = _run(Path("run"), _config("ray"))
     assert (summary.total, summary.skipped, summary.trained, summary.failed) == (6, 0, 6, 0)
     _same_results(_records(store), local_reference)
     ckpts = {p.stem for p in (tmp_path / "run" / "checkpoints").glob("*.safetensors")}
     assert ckpts == {j.id for j in plan.jobs.values() if j.kind == "base"}
+    # the progress display heard of every job: started once, finished once, in that order
+    # (step progress is best effort: these jobs end before a message is due)
+    for jid, job in plan.jobs.items():
+        mine = [e for e, j in events if j == jid]
+        assert mine[0] == "job_started" and mine[-1] == "job_finished", mine
+        assert mine.count("job_started") == 1 and mine.count("job_finished") == 1
+        if job.depends_on:
+            assert events.index(("job_finished", job.depends_on)) < events.index(("job_started", jid))
+
+    # a task started again for a finished job (a retry after the record was written, or Ray
+    # rebuilding a lost result) returns the record on disk instead of training again
+    before = _records(store)
+    config = parse_config(_config("ray"))
+    components = resolve(config)
+    components.executor.run(list(plan.jobs.values()), JobRunner(config, components, plan, tmp_path / "run"))
+    assert _records(store) == before
 
 
 def test_a_killed_worker_is_retried_and_the_grid_completes(ray_instance, plugin_host, tmp_path):

@@ -67,3 +67,13 @@ def test_random_frozen_keeps_layers_at_their_initialisation(fake_plugins):
     for k in ("h1.0.weight", "h1.0.bias", "h2.0.weight", "h2.0.bias"):
         assert torch.equal(after[k], init[k]), k
     assert not torch.equal(after["h3.0.weight"], init["h3.0.weight"])
+
+
+def test_hf_streaming_through_the_cli(fake_plugins, tmp_path):
+    params = HFImages.example_params(tmp_path / "data")
+    params.pop("superclass_column", None)  # needs a full read of the labels: not with streaming
+    cfg = _grid({"name": "hf", **params, "resize": 20, "streaming": True}, tmp_path)
+    cfg["train"] = {**cfg["train"], "epochs": None, "steps": 3}
+    records = _run(cfg, tmp_path)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records), records
+    assert all(r["steps"] == 3 for r in records)

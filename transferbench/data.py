@@ -74,6 +74,25 @@ class _RowDataset(torch.utils.data.Dataset):
         return self.source.to_tensor(row["input"]), self.remap[int(row["label"])]
 
 
+class _StreamRows(torch.utils.data.IterableDataset):
+    """A streaming ``datasets.IterableDataset`` filtered to a task's classes.
+
+    ``datasets`` shards an iterable dataset across DataLoader workers by itself (when it
+    has several shards), so each worker reads its own files.
+    """
+
+    def __init__(self, source: DataSource, ds: Any, remap: dict[int, int]) -> None:
+        self.source, self.ds, self.remap = source, ds, remap
+        self.seed: int | None = None  # set per pass: shuffle with this seed, or None
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        ds = self.ds if self.seed is None else self.ds.shuffle(seed=self.seed, buffer_size=10_000)
+        for row in ds:
+            label = self.remap.get(int(row["label"]))
+            if label is not None:
+                yield self.source.to_tensor(row["input"]), label
+
+
 class TaskData:
     """The examples of one task (a subset of the source's classes), labels 0..k-1."""
 
@@ -92,8 +111,14 @@ class TaskData:
         remap = np.full(max(max(self.classes) + 1, 1), -1, dtype=np.int64)
         remap[self.classes] = np.arange(len(self.classes))
         cache = cache if cache is not None else {}
+        self.stream: _StreamRows | None = None
         if split not in cache:
             ds = source.load(split)
+            if not hasattr(ds, "__len__"):  # an IterableDataset: stream it, every pass
+                self.inputs, self.rows = None, None
+                self.labels = None
+                self.stream = _StreamRows(source, ds, {c: i for i, c in enumerate(self.classes)})
+                return
             if estimate_bytes(ds, source.input_shape()) <= in_memory_max_bytes:
                 cache[split] = load_tensor_split(source, split)
             else:
@@ -116,12 +141,21 @@ class TaskData:
             raise DataError(f"split {split!r} has no examples of the task's {len(self.classes)} classes")
 
     def __len__(self) -> int:
+        if self.stream is not None:
+            raise DataError("a streaming data source has no known length: set train.steps, not train.epochs")
         return len(self.labels)
 
     def batches(
         self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One pass over the task's examples."""
+        if self.stream is not None:
+            self.stream.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if shuffle else None
+            yield from torch.utils.data.DataLoader(
+                self.stream, batch_size=batch_size, num_workers=self.workers,
+                pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+            )
+            return
         n = len(self)
         if self.inputs is not None:
             order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -147,7 +181,8 @@ class FeatureData(TaskData):
     """Precomputed inputs (what frozen layers output) with the task's labels, in memory."""
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, classes: Sequence[int]) -> None:
-        self.inputs, self.labels, self.classes, self.rows = inputs, labels, list(classes), None
+        self.inputs, self.labels, self.classes = inputs, labels, list(classes)
+        self.rows = self.stream = None
 
 
 class BatchTransform:

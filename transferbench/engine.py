@@ -119,7 +119,9 @@ class JobRunner:
     """
 
     def __init__(self, config: Config, components: Components, plan: Plan, run_dir: Path) -> None:
-        self.config, self.components, self.plan, self.run_dir = config, components, plan, Path(run_dir)
+        self.config, self.components, self.plan = config, components, plan
+        # absolute: a worker on another machine (Ray) need not share the driver's directory
+        self.run_dir = Path(run_dir).absolute()
         keep = config.output.checkpoints
         self.keep_checkpoint = {
             jid: keep == "all" or (keep == "sources" and bool(plan.dependents(jid))) for jid in plan.jobs

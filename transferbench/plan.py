@@ -159,7 +159,11 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if not classes:
         raise TransferbenchError("the data source has no classes")
     base_spec = result_spec(config)
-    layer_names = count_layers(components, components.data.input_shape(), max(2, len(classes) // 2))
+    from .data import BatchTransform  # the shape the network sees: after any crop
+
+    shape = BatchTransform(config.train.augment, None, torch.device("cpu")).output_shape(
+        tuple(components.data.input_shape()))
+    layer_names = count_layers(components, shape, max(2, len(classes) // 2))
     num_layers = len(layer_names)
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])

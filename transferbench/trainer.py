@@ -271,12 +271,13 @@ def train_job(
     autocast = _autocast(perf.amp, device)
 
     batch = config.train.batch_size
-    steps_per_epoch = max(1, math.ceil(len(train_data) / batch))
     if config.train.epochs is not None:
+        steps_per_epoch = max(1, math.ceil(len(train_data) / batch))
         total = max(1, round(config.train.epochs * steps_per_epoch))
         unit = steps_per_epoch
     else:
         total, unit = config.train.steps, 1
+        steps_per_epoch = max(1, math.ceil(len(train_data) / batch)) if train_data.stream is None else total
     factor = lr_factor(config, unit, total)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     eval_every = max(1, round(config.eval.every * unit)) if config.eval.every else (
