@@ -201,11 +201,11 @@ def _make_styles(seed: int, num: int, bank: _Bank) -> list[_Style]:
         # Hue: geometric palettes span the whole wheel; organic ones the warm-to-green
         # arc of foliage, fruit and earth; styles in between rotate away by the golden
         # angle. Palette hues are stratified so that its colours stay distinguishable.
-        spread = 0.5 - 0.2 * t
+        spread = 0.5 - 0.15 * t
         centre = 0.15 + 0.381966 * s if 0 < s < num - 1 else 0.15
         strata = (rng.permutation(8) + rng.uniform(0.2, 0.8, 8)) / 8
         hue = centre + spread * (2 * strata - 1)
-        sat = rng.uniform(0.65 - 0.25 * t, 1.0 - 0.15 * t, 8)
+        sat = rng.uniform(0.65 - 0.15 * t, 1.0 - 0.1 * t, 8)
         val = rng.uniform(0.7 - 0.2 * t, 1.0, 8)
         bg_spread = 0.5 - 0.35 * t
         bg_hue = centre + rng.uniform(-bg_spread, bg_spread, 6)

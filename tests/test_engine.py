@@ -222,8 +222,16 @@ def test_frozen_prefix_cache_gives_the_plain_results(fake_plugins, tmp_path):
 def test_augmentation_turns_the_cache_off(fake_plugins, tmp_path):
     from transferbench.trainer import _can_cache
 
-    config, components, plan = _setup(train={**tiny_config()["train"], "augment": {"mirror": True}})
+    from transferbench.config import Augment
+
+    config, components, plan = _setup()
+    config.train.augment = Augment(mirror=True)  # blobs are 1-D: the plan itself would refuse this
     job = next(j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "frozen")
     ctx = TrainContext(config, components, torch.device("cpu"))
     actions = job.protocol.actions(job.n, 4)
     assert not _can_cache(config, job, actions, ctx.task("train", job.classes))
+
+
+def test_augmentation_on_non_image_inputs_is_a_config_error(fake_plugins):
+    with pytest.raises(ConfigError, match="need \\(channels, height, width\\) inputs"):
+        _setup(train={**tiny_config()["train"], "augment": {"mirror": True}})

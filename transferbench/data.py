@@ -34,7 +34,7 @@ class TensorSplit:
 
 
 def _labels_of(ds: Any) -> np.ndarray:
-    return np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+    return np.asarray(ds.with_format("numpy")["label"][:], dtype=np.int64)
 
 
 def estimate_bytes(ds: Any, input_shape: Sequence[int]) -> float:
@@ -51,6 +51,8 @@ def load_tensor_split(source: DataSource, split: str) -> TensorSplit:
     ds = source.load(split)
     try:
         array = ds.with_format("numpy")["input"]
+        if not isinstance(array, np.ndarray):  # datasets >= 4 returns a lazy Column
+            array = array[:]
         if isinstance(array, np.ndarray) and array.dtype.kind in "biuf":
             inputs = torch.from_numpy(np.ascontiguousarray(array))
         else:

@@ -173,9 +173,10 @@ class Layer:
 
     Attributes:
         name: e.g. ``conv1``.
-        modules: names (as in ``model.named_modules()``) of the modules whose parameters
-            and buffers make up this layer. Copying the layer copies every state-dict entry
-            under these prefixes; freezing it stops gradients for their parameters.
+        modules: state-dict key prefixes of this layer: module names (as in
+            ``model.named_modules()``), or the names of parameters a parent module owns
+            directly (a ViT's ``cls_token``). Copying the layer copies every state-dict
+            entry under these prefixes; freezing it stops gradients for their parameters.
     """
 
     name: str

@@ -161,6 +161,9 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     base_spec = result_spec(config)
     from .data import BatchTransform  # the shape the network sees: after any crop
 
+    if config.train.augment.active and len(components.data.input_shape()) != 3:
+        raise ConfigError([("train.augment", "crops and mirroring need (channels, height, width) "
+                            f"inputs; this data source gives {tuple(components.data.input_shape())}")])
     shape = BatchTransform(config.train.augment, None, torch.device("cpu")).output_shape(
         tuple(components.data.input_shape()))
     layer_names = count_layers(components, shape, max(2, len(classes) // 2))
