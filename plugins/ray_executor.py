@@ -20,13 +20,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import socket
 import time
 from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferbench import hookimpl
-from transferbench.errors import ConfigError
+from transferbench.errors import ConfigError, TransferbenchError
 from transferbench.executors import Events, Executor, JobRunner
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,15 @@ class RayExecutor(Executor):
             kwargs: dict[str, Any] = {"address": self.params.address}
             if self.params.runtime_env is not None:
                 kwargs["runtime_env"] = self.params.runtime_env
-            ray.init(**kwargs)
+            _check_reachable(self.params.address)
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, auth, bad address ...
+                where = self.params.address or "the default address (RAY_ADDRESS or a new local instance)"
+                raise TransferbenchError(
+                    f"ray: could not start or join a Ray cluster at {where}: {type(exc).__name__}: "
+                    f"{_first_line(exc)} (is `ray start --head` running there, with the same Ray version?)"
+                ) from exc
         try:
             self._run(ray, jobs, runner, events)
         finally:
@@ -168,22 +177,22 @@ class RayExecutor(Executor):
         by_id = {job.id: job for job in jobs}  # the plan never holds two identical jobs
         refs: dict[str, Any] = {}
         job_of: dict[Any, Any] = {}
-        for job in by_id.values():  # dependency order: a source's ref exists before its dependents
-            src = job.depends_on
-            # a source trained in an earlier run is not waited for: its files are on disk
-            source_job = by_id[src] if src in refs else None
-            name = f"transferbench {getattr(job, 'kind', 'job')} {job.id[:10]}"
-            ref = task.options(**options, name=name).remote(
-                runner_ref, job, source_job, refs[src] if source_job else None, sink,
-                threads, self.params.storage_wait_s,
-            )
-            refs[job.id] = ref
-            job_of[ref] = job
-
-        pending = list(job_of)
+        pending: list[Any] = []
         state = _DriverState(events, by_id)
-        drain = sink.drain.remote()
         try:
+            for job in by_id.values():  # dependency order: sources before their dependents
+                src = job.depends_on
+                # a source trained in an earlier run is not waited for: its files are on disk
+                source_job = by_id[src] if src in refs else None
+                name = f"transferbench {getattr(job, 'kind', 'job')} {job.id[:10]}"
+                ref = task.options(**options, name=name).remote(
+                    runner_ref, job, source_job, refs[src] if source_job else None, sink,
+                    threads, self.params.storage_wait_s,
+                )
+                refs[job.id] = ref
+                job_of[ref] = job
+                pending.append(ref)
+            drain = sink.drain.remote()
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
                 if ready and pending:
@@ -294,6 +303,22 @@ class _DriverState:
             self.events.job_started(job)
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail at once on a HOST:PORT nobody listens at (Ray itself retries for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # let Ray judge an address of another form
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise TransferbenchError(
+            f"ray: nothing answers at {address} ({exc}); is `ray start --head` running there, "
+            "and is the port right (6379 for ray start, 10001 for ray://)?"
+        ) from exc
+
+
 def _note(events: Events, message: str) -> None:
     console = getattr(events, "console", None)  # the CLI's progress display has one
     if console is not None:
@@ -371,6 +396,8 @@ def _progress_to(sink: Any, job: Any) -> Callable[[int, int, dict[str, float]], 
 
     def progress(step: int, total: int, info: dict[str, float]) -> None:
         nonlocal last
+        if step != total and step % 5:
+            return  # the display shows every 5th step (as the local executors send them)
         now = time.monotonic()
         if step == total or now - last >= PROGRESS_EVERY_S:
             last = now

@@ -235,3 +235,12 @@ def test_augmentation_turns_the_cache_off(fake_plugins, tmp_path):
 def test_augmentation_on_non_image_inputs_is_a_config_error(fake_plugins):
     with pytest.raises(ConfigError, match="need \\(channels, height, width\\) inputs"):
         _setup(train={**tiny_config()["train"], "augment": {"mirror": True}})
+
+
+def test_uint8_images_reach_the_trainer_as_uint8(tmp_path):
+    from transferbench.data import load_tensor_split
+    from transferbench_plugins.synthetic import SyntheticDataSource as Synthetic
+
+    source = Synthetic(Synthetic.Params.model_validate(Synthetic.example_params(tmp_path)))
+    split = load_tensor_split(source, "train")
+    assert split.inputs.dtype == torch.uint8  # so BatchTransform scales it to [0, 1]

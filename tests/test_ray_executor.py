@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,12 +25,12 @@ from tests.conftest import tiny_config
 from transferbench import hookimpl, plugins
 from transferbench.config import parse_config
 from transferbench.engine import JobRunner, Reporter, run_plan
-from transferbench.errors import ConfigError
+from transferbench.errors import ConfigError, TransferbenchError
 from transferbench.plan import build_plan
 from transferbench.resolve import resolve
 from transferbench.store import RunStore
 from transferbench_plugins.protocols import Frozen
-from transferbench_plugins.ray_executor import INSTALL_HINT, RayExecutor, RayParams
+from transferbench_plugins.ray_executor import INSTALL_HINT, RayExecutor, RayParams, _check_reachable
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +189,24 @@ def test_task_options(params, cluster_gpus, device, gpus):
     assert options["num_gpus"] == gpus
     assert options["memory"] == int(1.5 * 1024**3)
     assert options["max_retries"] == 2 and options["retry_exceptions"] is False
+
+
+def test_every_ray_key_is_in_docs_ray():
+    text = (REPO / "docs" / "ray.md").read_text()
+    missing = [k for k in RayParams.model_fields if f"| `{k}` |" not in text]
+    assert not missing, f"undocumented keys of the ray executor: {missing}"
+
+
+def test_an_address_nobody_answers_at_fails_at_once():
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(TransferbenchError, match="nothing answers at"):
+            _check_reachable(address)
+    assert time.monotonic() - started < 5  # Ray itself would retry for minutes
+    _check_reachable("auto")  # resolved by Ray, not checked here
 
 
 # ---------------------------------------------------------------------- on a Ray instance

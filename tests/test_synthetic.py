@@ -72,6 +72,7 @@ def test_labels_are_balanced_and_in_range() -> None:
 def test_load_returns_dataset_with_input_and_label(tmp_path: Path) -> None:
     src = _source(tmp_path)
     assert src.input_shape() == (3, 16, 16)
+    assert src.load("train").features["input"].dtype == "uint8"
     for split, n in (("train", 24), ("eval", 12)):
         x, y = _arrays(src.load(split))
         assert x.shape == (n, 3, 16, 16)

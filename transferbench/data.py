@@ -33,6 +33,16 @@ class TensorSplit:
     labels: torch.Tensor  # (N,) int64, source class indices
 
 
+def _declared_dtype(feature: Any) -> str | None:
+    """The dtype a ``datasets`` feature declares (Array2D/3D, Value, nested Sequence)."""
+    while feature is not None:
+        dtype = getattr(feature, "dtype", None)
+        if isinstance(dtype, str) and dtype not in ("list", "dict"):
+            return dtype if hasattr(np, dtype) else None
+        feature = getattr(feature, "feature", None)
+    return None
+
+
 def _labels_of(ds: Any) -> np.ndarray:
     return np.asarray(ds.with_format("numpy")["label"][:], dtype=np.int64)
 
@@ -53,6 +63,9 @@ def load_tensor_split(source: DataSource, split: str) -> TensorSplit:
         array = ds.with_format("numpy")["input"]
         if not isinstance(array, np.ndarray):  # datasets >= 4 returns a lazy Column
             array = array[:]
+        declared = _declared_dtype(ds.features.get("input"))
+        if isinstance(array, np.ndarray) and declared and array.dtype != declared:
+            array = array.astype(declared)  # datasets widens uint8 images to int64 on read
         if isinstance(array, np.ndarray) and array.dtype.kind in "biuf":
             inputs = torch.from_numpy(np.ascontiguousarray(array))
         else:
