@@ -143,19 +143,57 @@ def test_architecture_builds_and_names_its_layers(name, tmp_path):
 # --------------------------------------------------------------------------- executors
 
 
+class FileRunner:
+    """A picklable runner that logs starts and ends to a file, so remote executors can use it."""
+
+    def __init__(self, log) -> None:
+        self.log = str(log)
+
+    def _lines(self) -> list[str]:
+        try:
+            with open(self.log) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def finished(self, job):
+        return {"job_id": job.id, "status": "ok"} if f"end:{job.id}" in self._lines() else None
+
+    def record_failure(self, job, error):
+        return {"job_id": job.id, "status": "failed", "error": error}
+
+    def __call__(self, job, progress=None):
+        with open(self.log, "a") as f:
+            f.write(f"start:{job.id}\n")
+        if progress is not None:
+            progress(1, 1, {"loss": 0.0})
+        with open(self.log, "a") as f:
+            f.write(f"end:{job.id}\n")
+        return {"job_id": job.id, "status": "ok"}
+
+
 @pytest.mark.parametrize("name", _names("executor"))
 def test_executor_runs_every_job_after_its_dependency(name, tmp_path):
     from types import SimpleNamespace
 
+    from transferbench.executors import Events
+
     executor = _make("executor", name, tmp_path)
     jobs = [SimpleNamespace(id="a", depends_on=None), SimpleNamespace(id="b", depends_on="a"),
             SimpleNamespace(id="c", depends_on=None), SimpleNamespace(id="d", depends_on="b")]
-    order: list[str] = []
+    runner = FileRunner(tmp_path / "log.txt")
 
-    def runner(job, progress=None):
-        order.append(job.id)
-        return {"job_id": job.id, "status": "ok"}
+    class Recorder(Events):
+        def __init__(self):
+            self.finished = []
 
-    executor.run(jobs, runner)
-    assert sorted(order) == ["a", "b", "c", "d"]
-    assert order.index("a") < order.index("b") < order.index("d")
+        def job_finished(self, job, record):
+            self.finished.append((job.id, record["status"]))
+
+    events = Recorder()
+    executor.run(jobs, runner, events)
+    lines = runner._lines()
+    assert sorted(l for l in lines if l.startswith("end:")) == ["end:a", "end:b", "end:c", "end:d"]
+    assert lines.index("end:a") < lines.index("start:b")
+    assert lines.index("end:b") < lines.index("start:d")
+    assert sorted(events.finished) == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok")]

@@ -119,8 +119,13 @@ class Plan:
 
 def result_spec(config: Config) -> dict[str, Any]:
     """The parts of a config that determine every job's result (not where or how fast)."""
+    from . import __version__
+
+    # The version is hashed too: a release that changes training or data code changes
+    # results, and a run directory must not mix networks of two releases.
     return {
         "format": PLAN_FORMAT,
+        "transferbench": __version__,
         "seed": config.seed,
         "data": config.data.spec(),
         "architecture": config.architecture.spec(),
