@@ -244,3 +244,21 @@ def test_uint8_images_reach_the_trainer_as_uint8(tmp_path):
     source = Synthetic(Synthetic.Params.model_validate(Synthetic.example_params(tmp_path)))
     split = load_tensor_split(source, "train")
     assert split.inputs.dtype == torch.uint8  # so BatchTransform scales it to [0, 1]
+
+
+def test_shared_cache_reuses_networks_across_runs(fake_plugins, tmp_path):
+    shared = str(tmp_path / "shared")
+    plan, first, store1 = _run(tmp_path / "one", output={"shared_cache": shared})
+    assert first.trained == len(plan.jobs)
+    # a second run elsewhere, with one more experiment sharing the same base networks
+    exp = tiny_config()["experiments"][0]
+    more = {**exp, "name": "more", "treatments": ["AnA"]}
+    plan2, second, store2 = _run(tmp_path / "two", output={"shared_cache": shared}, experiments=[exp, more])
+    new = set(plan2.jobs) - set(plan.jobs)
+    assert new and second.trained == len(new)  # only AnA networks are trained
+    for jid in plan.jobs:
+        rec = store2.read_record(jid)
+        assert rec["reused_from"] == shared
+        assert rec["history"] == store1.read_record(jid)["history"]
+    base = next(j for j in plan.jobs.values() if j.kind == "base" and j.target == "A")
+    assert store2.has_checkpoint(base.id)  # AnA copies from it, so its weights came along

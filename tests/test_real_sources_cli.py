@@ -30,6 +30,7 @@ def _grid(data: dict, tmp_path: Path) -> dict:
 
 
 def _run(cfg: dict, tmp_path: Path) -> list[dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
@@ -77,3 +78,20 @@ def test_hf_streaming_through_the_cli(fake_plugins, tmp_path):
     records = _run(cfg, tmp_path)
     assert len(records) == 6 and all(r["status"] == "ok" for r in records), records
     assert all(r["steps"] == 3 for r in records)
+
+
+def test_decode_cache_decodes_once_and_gives_the_streamed_results(fake_plugins, tmp_path):
+    params = ImageFolder.example_params(tmp_path / "data")
+    base = _grid({"name": "imagefolder", **params, "resize": 20}, tmp_path)
+    base["loader"] = {"in_memory_max_gb": 0}  # force the on-disk paths
+    plain = _run(base, tmp_path / "plain")
+    cached_cfg = {**base, "loader": {"in_memory_max_gb": 0, "decode_cache": True,
+                                     "cache_dir": str(tmp_path / "cache")}}
+    cached = _run(cached_cfg, tmp_path / "cached")
+    decoded = list((tmp_path / "cache" / "decoded").glob("*/inputs.npy"))
+    assert len(decoded) == 2  # train and eval, decoded once for all six networks
+    by_id = {r["job_id"]: r for r in plain}
+    for r in cached:
+        assert r["status"] == "ok"
+        # same data, different batching order within a batch only: same number of steps
+        assert r["steps"] == by_id[r["job_id"]]["steps"]

@@ -8,6 +8,7 @@ then checks each plugin's own keys against its ``Params`` model.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -185,6 +186,11 @@ class Output(_Strict):
 
     dir: str = "runs/{name}"
     checkpoints: Literal["sources", "all", "none"] = "sources"
+    shared_cache: str | None = Field(
+        None,
+        description="a folder shared by runs: a network already trained there (same content "
+        "hash) is copied instead of trained again, and what a run trains is added",
+    )
 
 
 class Data(_Strict):
@@ -193,6 +199,15 @@ class Data(_Strict):
     workers: int = Field(0, ge=0, description="DataLoader worker processes for sources not held in memory")
     in_memory_max_gb: float = Field(
         4.0, ge=0, description="hold a split in memory as one tensor when it is smaller than this"
+    )
+    decode_cache: bool = Field(
+        False,
+        description="decode a split too large for memory once into a uint8 memory-mapped "
+        "file under cache_dir, so no epoch decodes images again",
+    )
+    cache_dir: str = Field(
+        default_factory=lambda: os.environ.get("TRANSFERBENCH_CACHE", "~/.cache/transferbench"),
+        description="where decode_cache writes (default: $TRANSFERBENCH_CACHE or ~/.cache/transferbench)",
     )
 
 

@@ -14,7 +14,11 @@ device, so the same code serves a laptop CPU and a GPU.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -120,9 +124,11 @@ class TaskData:
         cache: dict[str, TensorSplit] | None = None,
         in_memory_max_bytes: float = 4e9,
         workers: int = 0,
+        decode_cache: Path | None = None,
     ) -> None:
         self.source, self.split, self.classes = source, split, list(classes)
         self.workers = workers
+        self.mmap: np.ndarray | None = None
         remap = np.full(max(max(self.classes) + 1, 1), -1, dtype=np.int64)
         remap[self.classes] = np.arange(len(self.classes))
         cache = cache if cache is not None else {}
@@ -145,6 +151,11 @@ class TaskData:
             self.inputs: torch.Tensor | None = tensors.inputs[torch.from_numpy(keep)]
             self.labels = torch.from_numpy(remap[labels[keep]])
             self.rows = None
+        elif decode_cache is not None:
+            self.mmap, labels = decoded_split(source, split, decode_cache, workers)
+            self.keep = np.nonzero(np.isin(labels, self.classes))[0]
+            self.inputs, self.rows = None, None
+            self.labels = torch.from_numpy(remap[labels[self.keep]])
         else:
             ds = source.load(split)
             labels = _labels_of(ds)
@@ -172,6 +183,12 @@ class TaskData:
             )
             return
         n = len(self)
+        if self.mmap is not None:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            for start in range(0, n, batch_size):
+                pos = np.sort(order[start : start + batch_size].numpy())  # sorted reads are sequential
+                yield torch.from_numpy(self.mmap[self.keep[pos]]), self.labels[torch.from_numpy(pos)]
+            return
         if self.inputs is not None:
             order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
             stop = n - n % batch_size if drop_last and n >= batch_size else n
@@ -192,12 +209,55 @@ class TaskData:
         yield from loader
 
 
+def decoded_split(source: DataSource, split: str, root: Path, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A split decoded once into a uint8 memory-mapped array (and its labels).
+
+    The first call decodes every example with ``source.to_tensor`` (in ``workers``
+    processes) into ``root/decoded/<hash of the source and split>``; later calls, in any
+    run or process, map the file, so no epoch decodes an image again. Built in a temporary
+    folder and renamed, so a concurrent build never exposes half a file.
+    """
+    from .plan import content_hash
+
+    key = content_hash({"source": f"{type(source).__module__}.{type(source).__qualname__}",
+                        "params": source.params.model_dump(mode="json"), "split": split})
+    folder = Path(root).expanduser() / "decoded" / key
+    if not (folder / "labels.npy").is_file():
+        ds = source.load(split)
+        labels = _labels_of(ds)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
+        try:
+            out = np.lib.format.open_memmap(tmp / "inputs.npy", mode="w+", dtype=np.uint8,
+                                            shape=(len(labels), *source.input_shape()))
+            identity = {int(c.index): int(c.index) for c in source.classes()}
+            loader = torch.utils.data.DataLoader(_RowDataset(source, ds, identity), batch_size=256,
+                                                 num_workers=workers)
+            at = 0
+            for x, _ in loader:
+                if x.dtype != torch.uint8:
+                    raise DataError("loader.decode_cache needs a source whose inputs are uint8 images")
+                out[at : at + len(x)] = x.numpy()
+                at += len(x)
+            out.flush()
+            del out
+            np.save(tmp / "labels.npy", labels)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process finished first: keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return np.load(folder / "inputs.npy", mmap_mode="r"), np.load(folder / "labels.npy")
+
+
 class FeatureData(TaskData):
     """Precomputed inputs (what frozen layers output) with the task's labels, in memory."""
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, classes: Sequence[int]) -> None:
         self.inputs, self.labels, self.classes = inputs, labels, list(classes)
-        self.rows = self.stream = None
+        self.rows = self.stream = self.mmap = None
 
 
 class BatchTransform:

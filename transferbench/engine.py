@@ -27,7 +27,7 @@ from . import __version__
 from .config import Config, dump_config
 from .plan import Job, Plan, content_hash
 from .resolve import Components
-from .store import RunStore
+from .store import JobCache, RunStore
 from .trainer import ProgressFn, TrainContext, TrainingFailed, resolve_device, train_job
 
 
@@ -168,6 +168,8 @@ class JobRunner:
             record = _failed(job, f"{type(exc).__name__}: {exc}", started)
             record["traceback"] = traceback.format_exc()
         store.write_record(record)
+        if record["status"] == "ok" and self.config.output.shared_cache:
+            JobCache(Path(self.config.output.shared_cache)).publish(job.id, store)
         return record
 
     def finished(self, job: Job) -> dict[str, Any] | None:
@@ -207,13 +209,17 @@ def _failed(job: Job, error: str, started: str) -> dict[str, Any]:
     }
 
 
-def pending_jobs(plan: Plan, store: RunStore) -> list[Job]:
+def pending_jobs(plan: Plan, store: RunStore, shared: JobCache | None = None) -> list[Job]:
     """Jobs to (re)train: no record, a failed record, or a source whose checkpoint is gone
-    while a job that copies from it still has to run."""
+    while a job that copies from it still has to run. Jobs found in ``shared`` are copied
+    into the run instead."""
     todo: dict[str, Job] = {}
     for job in plan.jobs.values():
         rec = store.read_record(job.id)
         if rec is None or rec.get("status") != "ok":
+            need_ckpt = bool(plan.dependents(job.id))
+            if shared is not None and shared.fetch(job.id, store, need_ckpt) is not None:
+                continue
             todo[job.id] = job
     for job in list(todo.values()):
         src = job.depends_on
@@ -233,10 +239,14 @@ def run_plan(
     with store.lock():
         store.check_compatible(plan.config_hash)
         store.write_start(dump_config(config), plan.to_json())
-        todo = pending_jobs(plan, store)
+        before = sum(1 for j in plan.jobs if (store.read_record(j) or {}).get("status") == "ok")
+        shared = JobCache(Path(config.output.shared_cache)) if config.output.shared_cache else None
+        todo = pending_jobs(plan, store, shared)
         skipped = len(plan.jobs) - len(todo)
-        if skipped:
-            console.print(f"resuming {run_dir}: {skipped} of {len(plan.jobs)} networks already trained")
+        if before:
+            console.print(f"resuming {run_dir}: {before} of {len(plan.jobs)} networks already trained")
+        if skipped > before:
+            console.print(f"reusing {skipped - before} networks from the shared cache {shared.root}")
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
         runner = JobRunner(config, components, plan, run_dir)
         with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:

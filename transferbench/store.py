@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -136,3 +137,56 @@ class RunStore:
     def load_checkpoint(self, job_id: str) -> dict[str, torch.Tensor]:
         # safetensors holds tensors only: loading can't execute code, unlike pickle
         return load_file(self.checkpoint_path(job_id))
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class JobCache:
+    """Trained networks shared across runs and experiments, by job id (a content hash).
+
+    A run looks a job up here before training it and adds what it trains. Records and
+    checkpoints are copied atomically in both directions, so runs that share the cache never
+    see half a file; two runs training the same job at once both publish the same result.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.expandvars(os.path.expanduser(str(root))))
+
+    def _record(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def _checkpoint(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.safetensors"
+
+    def fetch(self, job_id: str, store: RunStore, need_checkpoint: bool) -> dict[str, Any] | None:
+        """Copy a finished job into ``store`` and return its record, or None if not cached."""
+        path = self._record(job_id)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record.get("status") != "ok":
+            return None
+        if need_checkpoint:
+            if not self._checkpoint(job_id).is_file():
+                return None
+            _atomic_copy(self._checkpoint(job_id), store.checkpoint_path(job_id))
+        record = {**record, "reused_from": str(self.root)}
+        store.write_record(record)
+        return record
+
+    def publish(self, job_id: str, store: RunStore) -> None:
+        """Add a finished job of ``store`` to the cache."""
+        if store.has_checkpoint(job_id):
+            _atomic_copy(store.checkpoint_path(job_id), self._checkpoint(job_id))
+        _atomic_copy(store.record_path(job_id), self._record(job_id))

@@ -7,6 +7,7 @@ steps it takes.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class TrainContext:
             cache=self.data_cache,
             in_memory_max_bytes=self.config.loader.in_memory_max_gb * 1e9,
             workers=self.config.loader.workers,
+            decode_cache=Path(self.config.loader.cache_dir).expanduser()
+            if self.config.loader.decode_cache else None,
         )
 
 
@@ -248,7 +251,8 @@ def train_job(
     protocol_lr, frozen = apply_transfer(model, layers, actions, source_state)
     model.to(device)
     perf = config.performance
-    if perf.channels_last and device.type == "cuda" and len(transform.output_shape(input_shape)) == 3:
+    channels_last = perf.channels_last and device.type == "cuda" and len(transform.output_shape(input_shape)) == 3
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model, arch.param_multipliers(model), protocol_lr)
 
@@ -294,6 +298,8 @@ def train_job(
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor(step)
             x = transform(x.to(device, non_blocking=True), train=True, generator=data_gen)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with autocast:
                 loss = loss_fn(net(x), y)
