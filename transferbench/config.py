@@ -25,6 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _unique(items: list[Any], what: str) -> list[Any]:
+    """Refuse two items with the same ``name`` (tables and records are keyed by it)."""
+    names = [item.name for item in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+    return items
+
+
 class PluginRef(BaseModel):
     """A plugin by name plus its own parameters (every other key)."""
 
@@ -99,11 +108,7 @@ class Experiment(_Strict):
     @field_validator("treatments")
     @classmethod
     def _unique_names(cls, value: list[Treatment]) -> list[Treatment]:
-        names = [t.name for t in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"treatment names must be unique; repeated: {', '.join(dupes)}")
-        return value
+        return _unique(value, "treatment")
 
 
 class Schedule(_Strict):
@@ -231,11 +236,7 @@ class Config(_Strict):
     @field_validator("experiments")
     @classmethod
     def _unique_experiments(cls, value: list[Experiment]) -> list[Experiment]:
-        names = [e.name for e in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"experiment names must be unique; repeated: {', '.join(dupes)}")
-        return value
+        return _unique(value, "experiment")
 
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))

@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .store import atomic_write_bytes
 from .errors import RunDirError, TransferbenchError
 
 __all__ = [
@@ -253,24 +252,8 @@ def load_run(run_dir: Path | str) -> RunResults:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new version, never half of one.
-
-    The data goes to a temporary file in the same directory (same file system), which is
-    flushed, synced and then renamed over ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a file so that readers see the old or the new version, never half of one."""
+    atomic_write_bytes(Path(path), data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def rows_to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
