@@ -60,9 +60,12 @@ def estimate_bytes(ds: Any, input_shape: Sequence[int]) -> float:
     return float(n) * float(np.prod(input_shape))
 
 
-def load_tensor_split(source: DataSource, split: str) -> TensorSplit:
-    """Read a whole split into memory (inputs converted with the source's ``to_tensor``)."""
-    ds = source.load(split)
+def load_tensor_split(source: DataSource, split: str, ds: Any = None) -> TensorSplit:
+    """Read a whole split into memory (inputs converted with the source's ``to_tensor``).
+
+    ``ds`` is the split's dataset when the caller already loaded it.
+    """
+    ds = source.load(split) if ds is None else ds
     try:
         array = ds.with_format("numpy")["input"]
         if not isinstance(array, np.ndarray):  # datasets >= 4 returns a lazy Column
@@ -133,6 +136,7 @@ class TaskData:
         remap[self.classes] = np.arange(len(self.classes))
         cache = cache if cache is not None else {}
         self.stream: _StreamRows | None = None
+        ds = None
         if split not in cache:
             ds = source.load(split)
             if not hasattr(ds, "__len__"):  # an IterableDataset: stream it, every pass
@@ -141,7 +145,7 @@ class TaskData:
                 self.stream = _StreamRows(source, ds, {c: i for i, c in enumerate(self.classes)})
                 return
             if estimate_bytes(ds, source.input_shape()) <= in_memory_max_bytes:
-                cache[split] = load_tensor_split(source, split)
+                cache[split] = load_tensor_split(source, split, ds)
             else:
                 cache[split] = None  # type: ignore[assignment]
         tensors = cache[split]
@@ -157,7 +161,7 @@ class TaskData:
             self.inputs, self.rows = None, None
             self.labels = torch.from_numpy(remap[labels[self.keep]])
         else:
-            ds = source.load(split)
+            ds = source.load(split) if ds is None else ds
             labels = _labels_of(ds)
             keep = np.nonzero(np.isin(labels, self.classes))[0]
             self.inputs = None

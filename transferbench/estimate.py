@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -96,7 +95,7 @@ def _eval_every(config: Config, steps: int, n_train: int | None) -> int:
     return max(1, round(config.eval.every))
 
 
-def describe(est: Estimate | None, seq: Sequence[str] = ()) -> str:
+def describe(est: Estimate | None) -> str:
     """One paragraph for ``transferbench plan``."""
     if est is None:
         return "compute: unknown (the config trains by epochs and the data is not at hand)"

@@ -85,7 +85,6 @@ class LocalExecutor(Executor):
         progress_q = manager.Queue()
         pending = {job.id: job for job in jobs}
         running: dict[Future, Any] = {}
-        finished: set[str] = set()
         try:
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(threads,)) as pool:
@@ -103,7 +102,6 @@ class LocalExecutor(Executor):
                     for fut in done:
                         job = running.pop(fut)
                         events.job_finished(job, fut.result())
-                        finished.add(job.id)
         finally:
             manager.shutdown()
 

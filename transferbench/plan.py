@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -237,24 +237,3 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
 
 def _seed(job_id: str) -> int:
     return int(job_id[:8], 16)
-
-
-def topological(jobs: Iterable[Job]) -> list[Job]:
-    """Jobs ordered so that every job comes after the one it depends on."""
-    jobs = list(jobs)
-    done: set[str] = set()
-    ids = {j.id for j in jobs}
-    out: list[Job] = []
-    pending = jobs
-    while pending:
-        rest = []
-        for job in pending:
-            if job.depends_on is None or job.depends_on in done or job.depends_on not in ids:
-                out.append(job)
-                done.add(job.id)
-            else:
-                rest.append(job)
-        if len(rest) == len(pending):
-            raise TransferbenchError("the job graph has a cycle")
-        pending = rest
-    return out

@@ -239,10 +239,10 @@ def train_job(
 
     train_data = ctx.task("train", job.classes)
     eval_data = ctx.task("eval", job.classes)
-    input_shape = tuple(ctx.components.data.input_shape())
     transform = BatchTransform(config.train.augment, ctx.components.data.normalization(), device)
+    net_input = transform.output_shape(tuple(ctx.components.data.input_shape()))
 
-    model = arch.build(job.num_classes, transform.output_shape(input_shape))
+    model = arch.build(job.num_classes, net_input)
     layers = list(arch.layers(model))
     if job.protocol is not None:
         actions = job.protocol.actions(job.n, len(layers))
@@ -251,7 +251,7 @@ def train_job(
     protocol_lr, frozen = apply_transfer(model, layers, actions, source_state)
     model.to(device)
     perf = config.performance
-    channels_last = perf.channels_last and device.type == "cuda" and len(transform.output_shape(input_shape)) == 3
+    channels_last = perf.channels_last and device.type == "cuda" and len(net_input) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model, arch.param_multipliers(model), protocol_lr)
@@ -276,12 +276,13 @@ def train_job(
 
     batch = config.train.batch_size
     if config.train.epochs is not None:
-        steps_per_epoch = max(1, math.ceil(len(train_data) / batch))
+        steps_per_epoch = max(1, math.ceil(len(train_data) / batch))  # a stream raises: needs steps
         total = max(1, round(config.train.epochs * steps_per_epoch))
         unit = steps_per_epoch
     else:
         total, unit = config.train.steps, 1
-        steps_per_epoch = max(1, math.ceil(len(train_data) / batch)) if train_data.stream is None else total
+        # a stream has no length: its history counts the whole run as one epoch
+        steps_per_epoch = total if train_data.stream is not None else max(1, math.ceil(len(train_data) / batch))
     factor = lr_factor(config, unit, total)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     eval_every = max(1, round(config.eval.every * unit)) if config.eval.every else (
@@ -303,13 +304,14 @@ def train_job(
             y = y.to(device, non_blocking=True)
             with autocast:
                 loss = loss_fn(net(x), y)
-            if not torch.isfinite(loss):
-                raise TrainingFailed(f"loss became {loss.item()} at step {step + 1}")
+            value = loss.item()  # one device sync a step, shared by the check and the average
+            if not math.isfinite(value):
+                raise TrainingFailed(f"loss became {value} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            running = loss.item() if step == 1 else 0.9 * running + 0.1 * loss.item()
+            running = value if step == 1 else 0.9 * running + 0.1 * value
             if step % eval_every == 0 or step == total:
                 with autocast:
                     top1, top5 = evaluate(net, eval_data, transform, device, eval_bs)
