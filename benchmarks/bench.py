@@ -49,9 +49,10 @@ def _job(plan, treatment: str, n: int = 0):
 
 def framework_vs_plain(steps: int, threads: int, reps: int = 3) -> tuple[float, float, float]:
     """Seconds through train_job vs a plain loop; returns (t_framework, t_plain, gflop_per_s)."""
-    from transferbench.data import BatchTransform
-    from transferbench.estimate import forward_gflop
-    from transferbench.trainer import TrainContext, train_job
+    from transferbench.augment import BatchTransform
+    from transferbench.compute import forward_gflop
+    from transferbench.context import TrainContext
+    from transferbench.trainer import train_job
 
     torch.set_num_threads(threads)
     config, components, plan = _setup([
@@ -111,7 +112,8 @@ def _plain_loop(config, components, job, data, eval_data, transform, steps: int)
 def frozen_cache_speedup(threads: int, n: int = 5) -> tuple[float, float]:
     """Seconds of one frozen AnB job of the quickstart (its full length) with and without
     the frozen-prefix cache."""
-    from transferbench.trainer import TrainContext, train_job
+    from transferbench.context import TrainContext
+    from transferbench.trainer import train_job
 
     torch.set_num_threads(threads)
     times = []

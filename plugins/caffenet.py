@@ -17,16 +17,16 @@ Both build :class:`CaffeNet`, a plain module whose state-dict keys read ``conv1.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from transferbench import Architecture, Layer, hookimpl
-from transferbench.errors import ConfigError
+from transferbench import Architecture, ConfigError, Layer, hookimpl
 
 #: The eight weight layers, input to classifier; the transfer experiments count these.
 LAYER_NAMES: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")

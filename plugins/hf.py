@@ -22,26 +22,15 @@ a loader worker. Rows with a negative label (unlabelled test images) are dropped
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from transferbench import ClassInfo, DataSource, hookimpl
-from transferbench.errors import DataError
-from transferbench_plugins.imagefolder import (
-    ImageSourceParams,
-    decode_image,
-    imagenet_normalization,
-)
-from transferbench_plugins.imagenet import (
-    NUM_IMAGENET_CLASSES,
-    classes_for_wnids,
-    imagenet_classes,
-    wnid_to_index,
-)
+from transferbench import ClassInfo, DataError, DataSource, hookimpl, imagenet, images
 
 __all__ = ["HFImages", "HFImagesParams"]
 
@@ -55,7 +44,7 @@ _IMAGENET_NAME_MATCH = 0.9
 Kind = Literal["disk", "files", "hub"]
 
 
-class HFImagesParams(ImageSourceParams):
+class HFImagesParams(images.ImageSourceParams):
     path: str = Field(description="Hub id, save_to_disk folder, or folder of data files")
     name: str | None = Field(None, description="dataset config name")
     train_split: str = "train"
@@ -137,7 +126,7 @@ class HFImages(DataSource):
             yield
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure here is about the user's data
+        except Exception as exc:
             raise DataError(self._advice(exc)) from exc
 
     def _advice(self, exc: BaseException) -> str:
@@ -168,7 +157,7 @@ class HFImages(DataSource):
                 f"hf: no dataset {repo!r} on the Hugging Face Hub (or it is private: set "
                 "HF_TOKEN). For a local copy, set 'path' to an existing folder."
             ) from exc
-        except Exception as exc:  # noqa: BLE001 - network errors come in many types
+        except Exception as exc:
             raise DataError(
                 f"hf: {repo!r} is not a local folder and the Hugging Face Hub is out of reach "
                 f"({type(exc).__name__}: {exc}). Point 'path' at a local copy (a save_to_disk "
@@ -281,11 +270,11 @@ class HFImages(DataSource):
         mode = self.params.imagenet
         if mode is False:
             return None
-        known = wnid_to_index()
+        known = imagenet.wnid_to_index()
         if names and all(n in known for n in names):
-            return classes_for_wnids(names)
-        if len(names) == NUM_IMAGENET_CLASSES and (mode is True or _named_like_imagenet(names)):
-            return list(imagenet_classes())
+            return imagenet.classes_for_wnids(names)
+        if len(names) == imagenet.NUM_IMAGENET_CLASSES and (mode is True or _named_like_imagenet(names)):
+            return list(imagenet.imagenet_classes())
         if mode is True:
             raise DataError(
                 f"hf: imagenet: true, but the {len(names)} class names of {self.params.path!r} "
@@ -352,18 +341,18 @@ class HFImages(DataSource):
         return ds
 
     def to_tensor(self, value: Any) -> torch.Tensor:
-        return decode_image(value, self.params.resize)
+        return images.decode_image(value, self.params.resize)
 
     def input_shape(self) -> tuple[int, ...]:
         if self.params.resize is not None:
             return (3, self.params.resize, self.params.resize)
         if self._shape is None:
             first = next(iter(self.load("train")))
-            self._shape = tuple(decode_image(first["input"], None).shape)
+            self._shape = tuple(images.decode_image(first["input"], None).shape)
         return self._shape
 
     def normalization(self) -> tuple[Sequence[float], Sequence[float]]:
-        return imagenet_normalization(self.params)
+        return images.imagenet_normalization(self.params)
 
     def check(self) -> None:
         if not self.classes():
@@ -426,9 +415,9 @@ def _named_like_imagenet(names: Sequence[str]) -> bool:
     def key(s: str) -> str:
         return s.split(",")[0].strip().lower()
 
-    ref = imagenet_classes()
+    ref = imagenet.imagenet_classes()
     hits = sum(key(a) == key(b.name) for a, b in zip(names, ref))
-    return hits >= _IMAGENET_NAME_MATCH * NUM_IMAGENET_CLASSES
+    return hits >= _IMAGENET_NAME_MATCH * imagenet.NUM_IMAGENET_CLASSES
 
 
 def _may_hold_negative_labels(ds: Any) -> bool:

@@ -32,9 +32,6 @@ not sorted wnids, and that table is not shipped here. Use one of the forms above
 
 The dataset of a split holds file paths (``input``, a string) and labels, so building it is
 one directory walk; :meth:`ImageFolder.to_tensor` decodes, converts to RGB and resizes.
-
-This module also holds the image helpers the ``hf`` source shares (:func:`decode_image`,
-:class:`ImageSourceParams`, :func:`imagenet_normalization`).
 """
 
 from __future__ import annotations
@@ -44,24 +41,20 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from transferbench import ClassInfo, DataSource, hookimpl
-from transferbench.errors import DataError
-from transferbench_plugins.imagenet import classes_for_wnids, imagenet_classes, wnid_to_index
+from transferbench import ClassInfo, DataError, DataSource, hookimpl, imagenet, images
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolder",
     "ImageFolderParams",
-    "ImageSourceParams",
-    "decode_image",
-    "imagenet_normalization",
     "read_val_labels",
 ]
 
@@ -79,102 +72,6 @@ _LABEL_FILE_NAMES = (
 )
 
 Triple = tuple[float, float, float]
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-class ImageSourceParams(BaseModel):
-    """Config keys shared by the image data sources."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    resize: int | None = Field(
-        256,
-        ge=1,
-        description="resize every image to resize x resize (the paper: 256); "
-        "null keeps the stored size, which must then be the same for all images",
-    )
-    imagenet: Literal["auto"] | bool = Field(
-        "auto",
-        description="label classes with the ImageNet-1k metadata (wnid ids, names, "
-        "man-made/natural); auto: when the class names are ImageNet wnids",
-    )
-    mean: Triple | None = Field(
-        None, description="per-channel mean on the [0, 1] scale; null: timm's ImageNet mean"
-    )
-    std: Triple | None = Field(
-        None, description="per-channel std on the [0, 1] scale; null: timm's ImageNet std"
-    )
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, std: Triple | None) -> Triple | None:
-        if std is not None and any(v <= 0 for v in std):
-            raise ValueError("every std value must be positive")
-        return std
-
-
-def imagenet_normalization(params: ImageSourceParams) -> tuple[Triple, Triple]:
-    """The (mean, std) of ``params``, defaulting to timm's ImageNet constants.
-
-    The paper subtracted a mean image; a per-channel mean is the usual stand-in.
-    """
-    # Imported here: importing timm costs over a second and most commands never normalise.
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    mean = params.mean if params.mean is not None else tuple(IMAGENET_DEFAULT_MEAN)
-    std = params.std if params.std is not None else tuple(IMAGENET_DEFAULT_STD)
-    return mean, std  # type: ignore[return-value]
-
-
-def _open_image(value: Any) -> Any:
-    """A PIL image from a path, bytes, a ``{"bytes", "path"}`` dict, an array or an image."""
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):  # datasets' Image(decode=False) value
-        data, path = value.get("bytes"), value.get("path")
-        value = data if data is not None else path
-        if value is None:
-            raise DataError("an image value holds neither bytes nor a path")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return Image.open(io.BytesIO(value))
-    if isinstance(value, (str, os.PathLike)):
-        return Image.open(value)
-    if isinstance(value, torch.Tensor):
-        value = value.numpy()
-    if isinstance(value, np.ndarray):
-        return Image.fromarray(value)
-    raise DataError(f"cannot read an image from a {type(value).__name__}")
-
-
-def decode_image(value: Any, resize: int | None) -> torch.Tensor:
-    """Decode one image into a uint8 tensor of shape (3, H, W).
-
-    Any mode (grayscale, CMYK, palette, RGBA, ...) is converted to RGB; with ``resize`` the
-    image is resized to ``resize x resize`` (bilinear, aspect ratio not kept, as in the
-    paper's Caffe pipeline). A top-level function so loader workers can pickle it.
-
-    Args:
-        value: a file path, encoded bytes, a ``{"bytes", "path"}`` dict, a PIL image or an
-            H x W (x C) uint8 array.
-        resize: the side of the square output, or None to keep the image's size.
-    """
-    from PIL import Image
-
-    img = _open_image(value)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids PIL's warning about palette transparency
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if resize is not None and img.size != (resize, resize):
-        img = img.resize((resize, resize), Image.Resampling.BILINEAR)
-    # Transposed by numpy, not torch: torch's multi-threaded copy of one small image is
-    # slower by 100x on a busy machine when the caller has not limited torch's threads.
-    arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()  # C order, writable
-    return torch.from_numpy(arr)
 
 
 def _is_image(name: str) -> bool:
@@ -244,7 +141,7 @@ def read_val_labels(path: Path) -> dict[str, str] | list[str]:
 # --------------------------------------------------------------------------- the source
 
 
-class ImageFolderParams(ImageSourceParams):
+class ImageFolderParams(images.ImageSourceParams):
     root: str = Field(description="folder holding the split folders")
     train_dir: str = Field("train", description="training split folder, relative to root")
     eval_dir: str = Field("val", description="eval split folder, relative to root")
@@ -319,17 +216,17 @@ class ImageFolder(DataSource):
                 # without the images, so `plan` and `splits` work on a machine without the
                 # data; `check()` (before any training) still insists on the tree.
                 self._imagenet = True
-                self._classes = list(imagenet_classes())
+                self._classes = list(imagenet.imagenet_classes())
                 return self._classes
             names = self._class_names()
             mode = self.params.imagenet
             if mode == "auto":
-                known = wnid_to_index()
+                known = imagenet.wnid_to_index()
                 self._imagenet = all(n in known for n in names)
             else:
                 self._imagenet = mode
             if self._imagenet:
-                self._classes = classes_for_wnids(names)  # DataError names non-wnid folders
+                self._classes = imagenet.classes_for_wnids(names)  # DataError names non-wnid folders
             else:
                 self._classes = [ClassInfo(index=i, id=n, name=n) for i, n in enumerate(names)]
         return self._classes
@@ -400,7 +297,7 @@ class ImageFolder(DataSource):
 
         # An integer label is ImageNet's sorted-wnid index in ImageNet mode (Caffe's val.txt),
         # else a position among this tree's classes; a label equal to a class id wins.
-        by_int = [c.id for c in (imagenet_classes() if self._imagenet else self.classes())]
+        by_int = [c.id for c in (imagenet.imagenet_classes() if self._imagenet else self.classes())]
         paths: list[str] = []
         labels: list[int] = []
         dropped: set[str] = set()
@@ -427,18 +324,18 @@ class ImageFolder(DataSource):
         return self._dataset(split)
 
     def to_tensor(self, value: Any) -> torch.Tensor:
-        return decode_image(value, self.params.resize)
+        return images.decode_image(value, self.params.resize)
 
     def input_shape(self) -> tuple[int, ...]:
         if self.params.resize is not None:
             return (3, self.params.resize, self.params.resize)
         if self._shape is None:
             first = self._dataset("train")[0]["input"]
-            self._shape = tuple(decode_image(first, None).shape)
+            self._shape = tuple(images.decode_image(first, None).shape)
         return self._shape
 
     def normalization(self) -> tuple[Sequence[float], Sequence[float]]:
-        return imagenet_normalization(self.params)
+        return images.imagenet_normalization(self.params)
 
     def check(self) -> None:
         self._class_names()  # the tree must exist, whatever classes() could say without it

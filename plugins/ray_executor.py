@@ -17,20 +17,15 @@ that uses the executor is refused, with the command that installs it.
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import math
 import socket
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import hookimpl
-from transferbench.errors import ConfigError, TransferbenchError
-from transferbench.executors import Events, Executor, JobRunner
-
-log = logging.getLogger(__name__)
+from transferbench import ConfigError, Events, Executor, Job, JobRecord, JobRunner, TransferbenchError, hookimpl
 
 INSTALL_HINT = "pip install 'transferbench[ray]'"
 
@@ -84,14 +79,6 @@ class RayParams(BaseModel):
     )
 
 
-def ray_installed() -> bool:
-    """Whether ``import ray`` would find a package (without importing it: that takes a second)."""
-    try:
-        return importlib.util.find_spec("ray") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _import_ray() -> Any:
     try:
         import ray
@@ -105,15 +92,12 @@ class RayExecutor(Executor):
 
     description = "run jobs as tasks on a Ray cluster (shared run directory required)"
     Params = RayParams
-
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        if not ray_installed():
-            # refused when the config is resolved (validate, plan, run), not at import
-            raise ConfigError(f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}")
+    # refused when the config is resolved (validate, plan, run), not at import
+    requires = ("ray",)
+    install_hint = INSTALL_HINT
 
     # ------------------------------------------------------------------ driver
-    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
+    def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
         events = events or Events()
         jobs = list(jobs)
         if not jobs:
@@ -127,7 +111,7 @@ class RayExecutor(Executor):
             _check_reachable(self.params.address)
             try:
                 ray.init(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - ConnectionError, auth, bad address ...
+            except Exception as exc:
                 where = self.params.address or "the default address (RAY_ADDRESS or a new local instance)"
                 raise TransferbenchError(
                     f"ray: could not start or join a Ray cluster at {where}: {type(exc).__name__}: "
@@ -157,18 +141,17 @@ class RayExecutor(Executor):
             options["memory"] = int(p.memory_per_job_gb * 1024**3)
         return options
 
-    def _run(self, ray: Any, jobs: list[Any], runner: JobRunner, events: Events) -> None:
-        config = getattr(runner, "config", None)
-        device = str(getattr(config, "device", "auto"))
-        threads = getattr(config, "threads", None) or max(1, math.floor(self.params.num_cpus_per_job))
+    def _run(self, ray: Any, jobs: list[Job], runner: JobRunner, events: Events) -> None:
+        device = runner.device
+        threads = runner.threads or max(1, math.floor(self.params.num_cpus_per_job))
         cluster = ray.cluster_resources()
         options = self.task_options(cluster.get("GPU", 0.0), device)
-        _note(events, (
+        events.message(
             f"ray: {len(jobs)} jobs on a cluster of {cluster.get('CPU', 0):g} CPUs and "
             f"{cluster.get('GPU', 0):g} GPUs; each job reserves {options['num_gpus']:g} GPU(s), "
             f"{options['num_cpus']:g} CPU(s)"
-        ))
-        self._warn_if_unschedulable(ray, options, device)
+        )
+        self._warn_if_unschedulable(ray, options, device, events)
 
         task = ray.remote(_run_job)
         # progress is best effort: if the sink's node dies, Ray restarts it empty
@@ -184,7 +167,7 @@ class RayExecutor(Executor):
                 src = job.depends_on
                 # a source trained in an earlier run is not waited for: its files are on disk
                 source_job = by_id[src] if src in refs else None
-                name = f"transferbench {getattr(job, 'kind', 'job')} {job.id[:10]}"
+                name = f"transferbench {job.kind} {job.id[:10]}"
                 ref = task.options(**options, name=name).remote(
                     runner_ref, job, source_job, refs[src] if source_job else None, sink,
                     threads, self.params.storage_wait_s,
@@ -214,7 +197,7 @@ class RayExecutor(Executor):
             raise
 
     @staticmethod
-    def _poll_progress(ray: Any, sink: Any, drain: Any, state: "_DriverState") -> Any:
+    def _poll_progress(ray: Any, sink: Any, drain: Any, state: _DriverState) -> Any:
         """Hand the workers' messages to the events once the sink answered; never block."""
         answered, _ = ray.wait([drain], timeout=0)
         if not answered:
@@ -225,7 +208,7 @@ class RayExecutor(Executor):
             pass  # the sink was lost and is restarting: a few progress updates are missed
         return sink.drain.remote()
 
-    def _lost(self, job: Any, exc: Exception, runner: JobRunner, state: "_DriverState") -> dict[str, Any]:
+    def _lost(self, job: Job, exc: Exception, runner: JobRunner, state: _DriverState) -> JobRecord:
         """The record of a job whose task failed in Ray: its worker died too often, or the
         task could not even start (a plugin not installed on the worker's node, say)."""
         record = runner.finished(job)  # it may have written its record just before dying
@@ -254,9 +237,9 @@ class RayExecutor(Executor):
             ray.wait(left, num_returns=len(left), timeout=self.params.cancel_grace_s)
 
     @staticmethod
-    def _warn_if_unschedulable(ray: Any, options: dict[str, Any], device: str) -> None:
+    def _warn_if_unschedulable(ray: Any, options: dict[str, Any], device: str, events: Events) -> None:
         if options["num_gpus"] > 0 and device.startswith("cuda:"):
-            log.warning("device %s: Ray gives each job its own GPU as cuda:0; use device: cuda", device)
+            events.message(f"warning: device {device}: Ray gives each job its own GPU as cuda:0; use device: cuda")
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         fits = any(
             r.get("CPU", 0) >= options["num_cpus"] and r.get("GPU", 0) >= options["num_gpus"]
@@ -264,16 +247,16 @@ class RayExecutor(Executor):
             for r in nodes
         )
         if not fits:
-            log.warning(
-                "no node of the Ray cluster has %g GPU(s) and %g CPU(s) for one job: jobs wait "
-                "until a node that has them joins", options["num_gpus"], options["num_cpus"],
+            events.message(
+                f"warning: no node of the Ray cluster has {options['num_gpus']:g} GPU(s) and "
+                f"{options['num_cpus']:g} CPU(s) for one job: jobs wait until a node that has them joins"
             )
 
 
 class _DriverState:
     """What the driver knows about running jobs; turns worker messages into events."""
 
-    def __init__(self, events: Events, jobs: dict[str, Any]) -> None:
+    def __init__(self, events: Events, jobs: dict[str, Job]) -> None:
         self.events, self.jobs = events, jobs
         self.started: set[str] = set()
         self.done: set[str] = set()
@@ -292,12 +275,12 @@ class _DriverState:
             if total:
                 self.events.job_progress(job, step, total, info)
 
-    def finished(self, job: Any, record: dict[str, Any]) -> None:
+    def finished(self, job: Job, record: JobRecord) -> None:
         self._start(job)
         self.done.add(job.id)
         self.events.job_finished(job, record)
 
-    def _start(self, job: Any) -> None:
+    def _start(self, job: Job) -> None:
         if job.id not in self.started:  # a retried job starts twice; report it once
             self.started.add(job.id)
             self.events.job_started(job)
@@ -317,14 +300,6 @@ def _check_reachable(address: str | None) -> None:
             f"ray: nothing answers at {address} ({exc}); is `ray start --head` running there, "
             "and is the port right (6379 for ray start, 10001 for ray://)?"
         ) from exc
-
-
-def _note(events: Events, message: str) -> None:
-    console = getattr(events, "console", None)  # the CLI's progress display has one
-    if console is not None:
-        console.print(message, highlight=False)
-    else:
-        log.info(message)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -351,13 +326,13 @@ class ProgressSink:
 
 def _run_job(
     runner: JobRunner,
-    job: Any,
-    source_job: Any,
-    source_record: dict[str, Any] | None,
+    job: Job,
+    source_job: Job | None,
+    source_record: JobRecord | None,
     sink: Any,
     threads: int,
     storage_wait_s: float,
-) -> dict[str, Any]:
+) -> JobRecord:
     """Body of one job's Ray task, on a worker.
 
     ``source_record`` is the record of the job's source when that source ran in the same
@@ -372,7 +347,7 @@ def _run_job(
         # task to rebuild a lost result: never train the same network twice
         return done
     sink.put.remote((job.id, 0, 0, {}))  # started
-    if source_record is not None and source_record.get("status") == "ok":
+    if source_record is not None and source_record.ok:
         if not _wait_until_finished(runner, source_job, storage_wait_s):
             return runner.record_failure(job, (
                 f"source network {source_job.id} finished, but its record or checkpoint is not "
@@ -382,7 +357,7 @@ def _run_job(
     return runner(job, _progress_to(sink, job))
 
 
-def _wait_until_finished(runner: JobRunner, job: Any, timeout_s: float) -> bool:
+def _wait_until_finished(runner: JobRunner, job: Job, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while runner.finished(job) is None:
         if time.monotonic() >= deadline:
@@ -391,7 +366,7 @@ def _wait_until_finished(runner: JobRunner, job: Any, timeout_s: float) -> bool:
     return True
 
 
-def _progress_to(sink: Any, job: Any) -> Callable[[int, int, dict[str, float]], None]:
+def _progress_to(sink: Any, job: Job) -> Callable[[int, int, dict[str, float]], None]:
     last = 0.0
 
     def progress(step: int, total: int, info: dict[str, float]) -> None:

@@ -24,16 +24,16 @@ and generated in a fraction of a second, so it is held in memory, never cached o
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from transferbench import Architecture, ClassInfo, DataSource, Layer, hookimpl
-from transferbench.errors import ConfigError, DataError
+from transferbench import Architecture, ClassInfo, ConfigError, DataError, DataSource, Layer, hookimpl
 
 _SPLIT_STREAM = {"train": 1, "eval": 2}
 _CLASS_STREAM = 0xC1A55

@@ -6,16 +6,14 @@ only part of ImageNet, in any order, gets the classes the paper's rule gives the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from transferbench import ClassInfo, Halves, TaskSplit, hookimpl
-from transferbench.errors import ConfigError
-
-from .imagenet import NATURAL, NUM_IMAGENET_CLASSES, is_imagenet, superclass_of, wnid_to_index
+from transferbench import ClassInfo, ConfigError, Halves, TaskSplit, hookimpl, imagenet
 
 Register = Callable[[str, type], None]
 
@@ -35,7 +33,7 @@ def _halves(a: Iterable[int], b: Iterable[int], split: str) -> Halves:
 
 def _imagenet_indices(classes: Sequence[ClassInfo]) -> list[int]:
     """The ImageNet index of each class, matched by WordNet id."""
-    table = wnid_to_index()
+    table = imagenet.wnid_to_index()
     return [table[c.id] for c in classes]
 
 
@@ -93,13 +91,13 @@ class RandomSplit(TaskSplit):
     def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:
         reference = self.params.reference
         if reference == "auto":
-            reference = "imagenet" if is_imagenet(classes) else "source"
-        if reference == "imagenet" and not is_imagenet(classes):
+            reference = "imagenet" if imagenet.is_imagenet(classes) else "source"
+        if reference == "imagenet" and not imagenet.is_imagenet(classes):
             raise ConfigError(
                 "split 'random': reference 'imagenet' needs a source whose class ids are all "
                 "ImageNet-1k WordNet ids; use reference 'source' for this data source"
             )
-        universe = NUM_IMAGENET_CLASSES if reference == "imagenet" else len(classes)
+        universe = imagenet.NUM_IMAGENET_CLASSES if reference == "imagenet" else len(classes)
         size_a = self.params.size_a if self.params.size_a is not None else universe // 2
         size_b = self.params.size_b
         wanted = size_a + (size_b if size_b is not None else 1)
@@ -127,7 +125,7 @@ class RandomSplit(TaskSplit):
 class ManMadeNaturalParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     a: Literal["man-made", "natural"] = Field(
-        NATURAL,
+        imagenet.NATURAL,
         description=(
             "group that forms half A (the source task); the paper's 'man-made' target "
             "transfers features from natural classes, i.e. a='natural'"
@@ -146,13 +144,13 @@ class ManMadeNaturalSplit(TaskSplit):
     Params = ManMadeNaturalParams
 
     def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:
-        if not is_imagenet(classes):
+        if not imagenet.is_imagenet(classes):
             raise ConfigError(
                 "split 'manmade_natural' needs a source whose class ids are ImageNet-1k "
                 "WordNet ids; split another source by its classes' groups with split "
                 "'superclass' instead"
             )
-        groups = [superclass_of(k) for k in _imagenet_indices(classes)]
+        groups = [imagenet.superclass_of(k) for k in _imagenet_indices(classes)]
         a = [c.index for c, g in zip(classes, groups) if g == self.params.a]
         b = [c.index for c, g in zip(classes, groups) if g != self.params.a]
         return _halves(a, b, "manmade_natural")
@@ -188,7 +186,7 @@ class SuperclassSplit(TaskSplit):
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:
         # Contract tests run it on ImageNet classes, whose superclasses are the paper's groups.
-        return {"a": [NATURAL]}
+        return {"a": [imagenet.NATURAL]}
 
     def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:
         missing = [c for c in classes if c.superclass is None]

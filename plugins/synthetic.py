@@ -24,16 +24,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from transferbench import ClassInfo, DataSource, hookimpl
-from transferbench.errors import DataError
+from transferbench import ClassInfo, DataError, DataSource, hookimpl
 
 #: Bump whenever the rendering changes, so stale caches are never reused.
 GENERATOR_VERSION = 1

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from transferbench import Architecture, Layer, hookimpl
-from transferbench.errors import ConfigError
+from transferbench import Architecture, ConfigError, Layer, hookimpl
 
 Granularity = Literal["stage", "block"]
 

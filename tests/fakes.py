@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datasets
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -93,7 +92,7 @@ class _Named(nn.Module):
             self.add_module(k, v)
 
     @classmethod
-    def view(cls, model: "_Named", names: list[str]) -> "_Named":
+    def view(cls, model: _Named, names: list[str]) -> _Named:
         """A module running some of ``model``'s layers (shared, not copied)."""
         return cls({n: getattr(model, n) for n in names})
 

@@ -5,6 +5,9 @@ through the CLI and writes ``tests/data/golden_records.json``: for each grid, ea
 (experiment, split seed, treatment, n) with the numbers of the network that fills it.
 tests/test_equivalence.py runs the same grids and compares. Regenerate only for a change
 that is *meant* to change numbers (and say so in the commit).
+
+Bit-identical numbers need the same floating-point kernels, so the file also records the
+platform (torch version, CPU capability, one thread); the test skips elsewhere.
 """
 
 from __future__ import annotations
@@ -98,17 +101,30 @@ def run_grid(name: str, workdir: Path) -> list[dict[str, Any]]:
     return cells(out)
 
 
+def platform() -> dict[str, str]:
+    """What bit-identical floating-point results depend on (threads are fixed at one)."""
+    import platform as pf
+
+    import torch
+
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
+            "machine": pf.machine()}
+
+
 def main() -> None:  # pragma: no cover - run by hand
     import tempfile
+
+    import torch
 
     from tests import fakes
     from transferbench.plugins import get_host
 
+    torch.set_num_threads(1)  # as in the test suite (tests/conftest.py)
     get_host().register(fakes, "tests.fakes", origin="test")
     with tempfile.TemporaryDirectory() as tmp:
-        golden = {name: run_grid(name, Path(tmp)) for name in GRIDS}
+        grids = {name: run_grid(name, Path(tmp)) for name in GRIDS}
     GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+    GOLDEN.write_text(json.dumps({"platform": platform(), "grids": grids}, indent=1) + "\n")
     print(f"wrote {GOLDEN}", file=sys.stderr)
 
 

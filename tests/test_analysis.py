@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 
 from transferbench.analysis import (
-    Stat, build_grids, diff, drops, layer_metrics, specific_layer, t_quantile, table1, table1_ranges,
+    Stat,
+    build_grids,
+    diff,
+    drops,
+    layer_metrics,
+    specific_layer,
+    t_quantile,
+    table1,
+    table1_ranges,
 )
-from transferbench.errors import RunDirError, TransferbenchError
+from transferbench.errors import ResultsError, RunDirError, TransferbenchError
 from transferbench.paperdata import load_paper, reduced_data
-from transferbench.results import LONG_COLUMNS, ResultsError, export_long, load_run
+from transferbench.results import LONG_COLUMNS, export_long
+from transferbench.results import read_results as load_run
 
 # Known accuracies (top1) for split seeds 0 and 1; layers n = 1..3 of a 4-layer network.
 KNOWN: dict[tuple[str, int], tuple[float, float]] = {

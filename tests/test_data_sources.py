@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from transferbench.errors import DataError
+from transferbench.imagenet import imagenet_classes, wnid_to_index
+from transferbench.images import decode_image
 from transferbench_plugins.hf import HFImages
-from transferbench_plugins.imagefolder import ImageFolder, decode_image
-from transferbench_plugins.imagenet import imagenet_classes, wnid_to_index
+from transferbench_plugins.imagefolder import ImageFolder
 
 # Two natural and two man-made ImageNet classes, deliberately not adjacent in ImageNet order.
 WNIDS = ("n07720875", "n01440764", "n03642806", "n02979186")

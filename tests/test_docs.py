@@ -19,7 +19,7 @@ def test_every_config_key_is_in_docs_configuration():
     text = (DOCS / "configuration.md").read_text()
     keys = (
         _keys(c.Config, "") + _keys(c.Train, "train.") + _keys(c.Schedule, "train.schedule.")
-        + _keys(c.Augment, "train.augment.") + _keys(c.Eval, "eval.") + _keys(c.Data, "loader.")
+        + _keys(c.Augment, "train.augment.") + _keys(c.Eval, "eval.") + _keys(c.Loader, "loader.")
         + _keys(c.Performance, "performance.") + _keys(c.Output, "output.")
         + _keys(c.Experiment, "experiments[].") + _keys(c.Treatment, "experiments[].treatments[].")
         + ["experiments[].split.seeds"]
@@ -33,5 +33,6 @@ def test_readme_starts_with_the_two_commands():
     block = readme.split("```bash", 1)[1].split("```", 1)[0]
     assert "transferbench run configs/quickstart.yaml" in block
     assert "pytest" in block
+    assert "python -m pytest -q" in block
     ci = (DOCS.parent / ".ci" / "run").read_text()
-    assert "python -m pytest -q" in ci and "python -m pytest -q" in block
+    assert "README.md" in ci and 'eval "$setup"' in ci and 'eval "$tests"' in ci, "CI runs the README's commands"

@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from tests.conftest import tiny_config
 from transferbench.config import parse_config
+from transferbench.context import TrainContext
 from transferbench.engine import pending_jobs, run_plan
 from transferbench.errors import ConfigError, RunDirError
 from transferbench.interfaces import LayerAction
+from transferbench.network import apply_transfer
 from transferbench.plan import build_plan
 from transferbench.resolve import resolve
 from transferbench.store import RunStore
-from transferbench.trainer import TrainContext, apply_transfer, train_job
-from rich.console import Console
+from transferbench.trainer import train_job
 
 
 def _setup(**changes):
@@ -138,14 +140,14 @@ def test_failed_job_is_recorded_and_independent_jobs_still_run(fake_plugins, tmp
     plan, summary, store = _run(tmp_path, data={"name": "blobs", "poison": 0})
     recs = {jid: store.read_record(jid) for jid in plan.jobs}
     base_a = next(j for j in plan.jobs.values() if j.kind == "base" and j.target == "A")
-    assert recs[base_a.id]["status"] == "failed"
-    assert "loss" in recs[base_a.id]["error"]
+    assert recs[base_a.id].status == "failed"
+    assert "loss" in recs[base_a.id].error
     for job in plan.jobs.values():
         if job.depends_on == base_a.id:
-            assert recs[job.id]["status"] == "failed"
-            assert "source network" in recs[job.id]["error"]
+            assert recs[job.id].status == "failed"
+            assert "source network" in recs[job.id].error
         elif job.id != base_a.id:
-            assert recs[job.id]["status"] == "ok"
+            assert recs[job.id].status == "ok"
     assert summary.failed == 1 + len(plan.dependents(base_a.id))
 
 
@@ -161,9 +163,9 @@ def test_resume_skips_finished_and_redoes_missing(fake_plugins, tmp_path):
     for j in plan.jobs.values():
         rec = store.read_record(j.id)
         if j in victims:
-            assert rec["history"] == before[j.id]["history"]  # redone, same numbers
+            assert rec.history == before[j.id].history  # redone, same numbers
         else:
-            assert rec["finished_at"] == before[j.id]["finished_at"]  # untouched
+            assert rec.finished_at == before[j.id].finished_at  # untouched
 
 
 def test_resume_retrains_a_source_whose_checkpoint_is_missing(fake_plugins, tmp_path):
@@ -203,7 +205,7 @@ def test_parallel_workers_give_the_same_records_as_one(fake_plugins, tmp_path):
     assert summary.failed == 0 and set(plan.jobs) == set(plan2.jobs)
     for jid in plan.jobs:
         a, b = store1.read_record(jid), store2.read_record(jid)
-        assert a["history"] == b["history"], f"job {jid} differs between 1 and 2 workers"
+        assert a.history == b.history, f"job {jid} differs between 1 and 2 workers"
 
 
 def test_frozen_prefix_cache_gives_the_plain_results(fake_plugins, tmp_path):
@@ -213,23 +215,27 @@ def test_frozen_prefix_cache_gives_the_plain_results(fake_plugins, tmp_path):
     assert frozen
     for job in plan.jobs.values():
         a, b = cached.read_record(job.id), plain.read_record(job.id)
-        assert a["frozen_cache"] is (job in frozen) and b["frozen_cache"] is False
-        for ha, hb in zip(a["history"], b["history"]):
-            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4, abs=1e-5)
-            assert ha["top1"] == pytest.approx(hb["top1"], abs=1e-9)
+        assert a.frozen_cache is (job in frozen) and b.frozen_cache is False
+        for ha, hb in zip(a.history, b.history):
+            assert ha.train_loss == pytest.approx(hb.train_loss, rel=1e-4, abs=1e-5)
+            assert ha.top1 == pytest.approx(hb.top1, abs=1e-9)
 
 
 def test_augmentation_turns_the_cache_off(fake_plugins, tmp_path):
-    from transferbench.trainer import _can_cache
-
     from transferbench.config import Augment
+    from transferbench.jobdata import _can_cache
+    from transferbench.network import build_target
+    from transferbench.taskdata import open_task
 
     config, components, plan = _setup()
-    config.train.augment = Augment(mirror=True)  # blobs are 1-D: the plan itself would refuse this
     job = next(j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "frozen")
     ctx = TrainContext(config, components, torch.device("cpu"))
-    actions = job.protocol.actions(job.n, 4)
-    assert not _can_cache(config, job, actions, ctx.task("train", job.classes))
+    source = {k: v.clone() for k, v in components.architecture.build(job.num_classes, (12,)).state_dict().items()}
+    target = build_target(components.architecture, job.num_classes, (12,), job.protocol, job.n, source)
+    train = open_task(components.data, "train", job.classes, config.loader, ctx.memory)
+    assert _can_cache(ctx, target, job.n, train)
+    config.train.augment = Augment(mirror=True)  # blobs are 1-D: the plan itself would refuse this
+    assert not _can_cache(ctx, target, job.n, train)
 
 
 def test_augmentation_on_non_image_inputs_is_a_config_error(fake_plugins):
@@ -238,7 +244,7 @@ def test_augmentation_on_non_image_inputs_is_a_config_error(fake_plugins):
 
 
 def test_uint8_images_reach_the_trainer_as_uint8(tmp_path):
-    from transferbench.data import load_tensor_split
+    from transferbench.taskdata import load_split_tensors as load_tensor_split
     from transferbench_plugins.synthetic import SyntheticDataSource as Synthetic
 
     source = Synthetic(Synthetic.Params.model_validate(Synthetic.example_params(tmp_path)))
@@ -258,7 +264,7 @@ def test_shared_cache_reuses_networks_across_runs(fake_plugins, tmp_path):
     assert new and second.trained == len(new)  # only AnA networks are trained
     for jid in plan.jobs:
         rec = store2.read_record(jid)
-        assert rec["reused_from"] == shared
-        assert rec["history"] == store1.read_record(jid)["history"]
+        assert rec.reused_from == shared
+        assert rec.history == store1.read_record(jid).history
     base = next(j for j in plan.jobs.values() if j.kind == "base" and j.target == "A")
     assert store2.has_checkpoint(base.id)  # AnA copies from it, so its weights came along

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from transferbench import TaskSplit, hookimpl, plugins
+from transferbench import hookimpl, plugins
 from transferbench.errors import PluginError
 from transferbench.plugins import PluginHost
 

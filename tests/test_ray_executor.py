@@ -24,10 +24,12 @@ from tests import fakes
 from tests.conftest import tiny_config
 from transferbench import hookimpl, plugins
 from transferbench.config import parse_config
-from transferbench.engine import JobRunner, Reporter, run_plan
+from transferbench.engine import run_plan
 from transferbench.errors import ConfigError, TransferbenchError
 from transferbench.plan import build_plan
+from transferbench.progress import Reporter
 from transferbench.resolve import resolve
+from transferbench.runner import TrainingRunner
 from transferbench.store import RunStore
 from transferbench_plugins.protocols import Frozen
 from transferbench_plugins.ray_executor import INSTALL_HINT, RayExecutor, RayParams, _check_reachable
@@ -159,16 +161,16 @@ def test_ray_executor_registers_without_ray_and_refuses_only_when_used(tmp_path)
         "reg = get_registry()\n"
         "assert 'ray' in reg.names('executor'), reg.names('executor')\n"
         "assert not reg.failures, reg.failures\n"
-        "from transferbench_plugins.ray_executor import RayExecutor\n"
-        "try:\n"
-        "    RayExecutor()\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
+        "from transferbench.config import PluginRef\n"
+        "from transferbench.resolve import instantiate\n"
+        "problems = []\n"
+        "assert instantiate(reg, 'executor', PluginRef(name='ray'), 'executor', problems) is None\n"
+        "print(problems)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ConfigError")
+    assert "executor.name" in out.stdout and "needs ray" in out.stdout
     assert INSTALL_HINT in out.stdout
 
 
@@ -176,7 +178,8 @@ def test_missing_ray_is_a_config_error_at_the_executor_key(plugin_host, monkeypa
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError) as err:
         resolve(parse_config(_config("ray")))
-    assert err.value.problems == [("executor", f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}")]
+    expected = f"executor 'ray' needs ray, which is not installed: {INSTALL_HINT}"
+    assert err.value.problems == [("executor.name", expected)]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +219,7 @@ def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_re
                                                          monkeypatch):
     events: list[tuple[str, str]] = []
     for name in ("job_started", "job_progress", "job_finished"):
-        def spy(self, job, *args, _name=name, _real=getattr(Reporter, name)):
+        def spy(self, job, *args, _name=name, _real=getattr(Reporter, name)):  # noqa: B008 - binds now
             events.append((_name, job.id))
             _real(self, job, *args)
 
@@ -242,7 +245,7 @@ def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_re
     before = _records(store)
     config = parse_config(_config("ray"))
     components = resolve(config)
-    components.executor.run(list(plan.jobs.values()), JobRunner(config, components, plan, tmp_path / "run"))
+    components.executor.run(list(plan.jobs.values()), TrainingRunner(config, components, plan, tmp_path / "run"))
     assert _records(store) == before
 
 

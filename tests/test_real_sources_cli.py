@@ -10,9 +10,10 @@ import yaml
 
 from transferbench.cli import main
 from transferbench.config import parse_config
+from transferbench.context import TrainContext
 from transferbench.plan import build_plan
 from transferbench.resolve import resolve
-from transferbench.trainer import TrainContext, train_job
+from transferbench.trainer import train_job
 from transferbench_plugins.hf import HFImages
 from transferbench_plugins.imagefolder import ImageFolder
 

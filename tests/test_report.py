@@ -12,11 +12,11 @@ from rich.console import Console
 
 from tests.test_analysis import write_run  # the documented run-directory format, with known values
 from transferbench.analysis import CANONICAL, build_grids
-from transferbench.errors import RunDirError
+from transferbench.errors import ResultsError, RunDirError
 from transferbench.paperdata import HALF_NAMES, load_paper
 from transferbench.plots import STYLES, X_LABEL, Y_LABEL, figure2, figure3, write_plots
 from transferbench.report import print_grid, run_report
-from transferbench.results import ResultsError, load_run
+from transferbench.results import read_results as load_run
 
 
 def _console() -> Console:
@@ -173,7 +173,7 @@ def test_figure3_on_the_paper() -> None:
     grids = build_grids(load_paper(), "top1_best_k")
     fig = figure3(grids, HALF_NAMES)
     dissimilar, random_weights, relative = fig.axes
-    assert [l.get_label() for l in dissimilar.get_lines()] == [
+    assert [line.get_label() for line in dissimilar.get_lines()] == [
         "AnB (natural -> man-made)", "BnA (man-made -> natural)"]
     assert len(random_weights.get_lines()) == 1
     assert len(relative.get_lines()) == 4 + 1  # 2 directions, random weights, random halves; zero line

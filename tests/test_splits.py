@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from transferbench import ClassInfo, Halves
+from transferbench import ClassInfo, Halves, imagenet
 from transferbench.errors import ConfigError, DataError
-from transferbench_plugins import imagenet
 from transferbench_plugins.splits import (
     ManMadeNaturalSplit,
     RandomSplit,

@@ -14,10 +14,11 @@ from torch import nn
 from transferbench import ClassInfo, DataSource
 from transferbench.cli import main
 from transferbench.config import parse_config
+from transferbench.context import TrainContext
 from transferbench.errors import ConfigError
 from transferbench.plan import Job
 from transferbench.resolve import Components
-from transferbench.trainer import TrainContext, train_job
+from transferbench.trainer import train_job
 from transferbench_plugins.protocols import Frozen
 from transferbench_plugins.timm_arch import TimmArchitecture, TimmParams, timm_layers
 
@@ -160,7 +161,7 @@ def test_frozen_transfer_keeps_layers_1_to_n_bit_identical(which, n):
     job = Job("anb", "transfer", "B", "A", n, (2, 3), seed=2, depends_on="base",
               protocol_spec={"name": "frozen"}, protocol=Frozen())
     record, model = train_job(job, ctx, source_state=source)
-    assert record["status"] == "ok"
+    assert record.status == "ok"
 
     layers = list(arch.layers(model))
     owners = _owners(layers, source)

@@ -1,9 +1,33 @@
 """transferbench: how transferable are the features of each layer of a network?
 
-The public API for plugin authors is :mod:`transferbench.interfaces` plus the
-``hookimpl`` marker re-exported here.
+Everything a plugin or a notebook needs is exported here; the submodules are the engine's
+own and may change. A plugin imports from ``transferbench`` only:
+
+* the plugin interfaces: :class:`Architecture`, :class:`TaskSplit`, :class:`TransferProtocol`,
+  :class:`DataSource` (with :class:`Plugin`, :class:`NoParams`, :class:`Layer`,
+  :class:`LayerAction`, :class:`ClassInfo`, :class:`Halves`) and the ``hookimpl`` marker;
+* the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
+  :class:`JobRecord`;
+* the errors (:class:`ConfigError`, :class:`DataError`, ...);
+* helpers for image sources: the :mod:`~transferbench.imagenet` class metadata and the
+  :mod:`~transferbench.images` decoding helpers.
+
+For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md).
 """
 
+from . import imagenet, images
+from ._version import __version__
+from .api import Run, load_run, prepare, run
+from .errors import (
+    ConfigError,
+    DataError,
+    PluginError,
+    ResultsError,
+    RunDirError,
+    TrainingFailed,
+    TransferbenchError,
+)
+from .executor import Events, Executor, JobRunner, ProgressFn
 from .hookspecs import hookimpl
 from .interfaces import (
     Architecture,
@@ -17,20 +41,40 @@ from .interfaces import (
     TaskSplit,
     TransferProtocol,
 )
-
-__version__ = "0.1.0"
+from .plan import Job
+from .records import HistoryPoint, JobRecord
 
 __all__ = [
     "Architecture",
     "ClassInfo",
+    "ConfigError",
+    "DataError",
     "DataSource",
+    "Events",
+    "Executor",
     "Halves",
+    "HistoryPoint",
+    "Job",
+    "JobRecord",
+    "JobRunner",
     "Layer",
     "LayerAction",
     "NoParams",
     "Plugin",
+    "PluginError",
+    "ProgressFn",
+    "ResultsError",
+    "Run",
+    "RunDirError",
     "TaskSplit",
+    "TrainingFailed",
     "TransferProtocol",
+    "TransferbenchError",
     "__version__",
     "hookimpl",
+    "imagenet",
+    "images",
+    "load_run",
+    "prepare",
+    "run",
 ]

@@ -23,15 +23,15 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from .results import ResultRow, RunResults, check_metric
 
 __all__ = [
     "CANONICAL",
     "POOL",
-    "Estimate",
+    "Difference",
     "Grid",
     "LayerMetrics",
     "SpecificLayer",
@@ -106,7 +106,7 @@ class Stat:
         return len(self.values)
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "Stat":
+    def of(cls, values: Iterable[float]) -> Stat:
         """Summarise a non-empty collection of accuracies."""
         vals = tuple(float(v) for v in values)
         if not vals:
@@ -120,7 +120,7 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class Estimate:
+class Difference:
     """A derived quantity (a difference of means) with its 95% interval when known."""
 
     value: float
@@ -133,18 +133,18 @@ class Estimate:
         return None if self.ci_high is None else (self.ci_high - self.value)
 
 
-def diff(a: Stat, b: Stat) -> Estimate:
+def diff(a: Stat, b: Stat) -> Difference:
     """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 2 networks)."""
     value = a.mean - b.mean
     if a.std is None or b.std is None:
-        return Estimate(value)
+        return Difference(value)
     va, vb = a.std**2 / a.count, b.std**2 / b.count
     se = math.sqrt(va + vb)
     if se == 0.0:
-        return Estimate(value, value, value)
+        return Difference(value, value, value)
     df = (va + vb) ** 2 / (va**2 / (a.count - 1) + vb**2 / (b.count - 1))
     half = t_quantile(max(df, 1.0)) * se
-    return Estimate(value, value - half, value + half)
+    return Difference(value, value - half, value + half)
 
 
 # --------------------------------------------------------------------------- grid
@@ -253,7 +253,7 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
     """Group a run's rows into one :class:`Grid` per experiment.
 
     Args:
-        results: rows from :func:`transferbench.results.load_run` or the paper data.
+        results: rows from :func:`transferbench.results.read_results` or the paper data.
         metric: ``top1`` (final) or ``top1_best_k`` (the paper's mean of the best k).
         pool: merge mirror-image treatments (AnA into BnB, ...); None decides per
             experiment (pool when the halves have equal numbers of classes).
@@ -318,16 +318,16 @@ class LayerMetrics:
     """
 
     n: int
-    coadaptation: Estimate | None
-    specificity: Estimate | None
-    boost_base: Estimate | None
-    boost_selffer: Estimate | None
-    drop: Estimate | None
+    coadaptation: Difference | None
+    specificity: Difference | None
+    boost_base: Difference | None
+    boost_selffer: Difference | None
+    drop: Difference | None
     relative_drop: float | None
     generality: float | None
 
 
-def _diff(a: Stat | None, b: Stat | None) -> Estimate | None:
+def _diff(a: Stat | None, b: Stat | None) -> Difference | None:
     return None if a is None or b is None else diff(a, b)
 
 
@@ -354,13 +354,13 @@ def layer_metrics(grid: Grid) -> list[LayerMetrics]:
     return out
 
 
-def drops(grid: Grid) -> dict[str, dict[int, tuple[Estimate, float | None]]]:
+def drops(grid: Grid) -> dict[str, dict[int, tuple[Difference, float | None]]]:
     """For every non-base treatment with a base of its target half: n -> (drop, relative).
 
     ``drop = base - T(n)`` and ``relative = drop / base``. This is Figure 3's view, used for
     the dissimilar split (each direction against its own base) and for random weights.
     """
-    out: dict[str, dict[int, tuple[Estimate, float | None]]] = {}
+    out: dict[str, dict[int, tuple[Difference, float | None]]] = {}
     for name in grid.treatments:
         base = grid.base_for(name)
         if name in grid.bases or base is None:
@@ -387,8 +387,8 @@ class Table1Row:
     lo: int
     hi: int
     networks: int
-    boost_base: Estimate | None
-    boost_selffer: Estimate | None
+    boost_base: Difference | None
+    boost_selffer: Difference | None
 
 
 def table1_ranges(layers: Sequence[int]) -> list[tuple[int, int]]:

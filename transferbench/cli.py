@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,22 +34,10 @@ def _err_console() -> Console:
 
 def _load(args: argparse.Namespace):
     """Config -> (config, components, plan): everything checked, nothing written."""
-    from .config import apply_override, parse_config, read_yaml
-    from .plan import build_plan
-    from .resolve import raw_plugin_problems, resolve
+    from .api import prepare
 
-    raw = read_yaml(args.config)
-    try:
-        config = parse_config(raw, args.set or [], source=args.config)
-    except ConfigError as exc:
-        for assignment in args.set or []:
-            apply_override(raw, assignment)
-        seen = set(exc.problems)
-        extra = [p for p in raw_plugin_problems(raw) if p not in seen]
-        raise ConfigError(exc.problems + extra, source=args.config) from None
-    components = resolve(config)
-    plan = build_plan(config, components)
-    return config, components, plan
+    prepared = prepare(args.config, args.set or [])
+    return prepared.config, prepared.components, prepared.plan
 
 
 # --------------------------------------------------------------------------- commands
@@ -94,9 +82,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     """List the transferable layers an architecture exposes, with their parameter counts."""
-    import torch
-
     from .config import PluginRef, apply_override
+    from .network import build_meta
     from .plugins import get_registry
     from .resolve import instantiate
 
@@ -113,14 +100,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
         try:
             shape = tuple(int(d) for d in args.input_shape.split(","))
         except ValueError:
-            raise ConfigError([("--input-shape", f"expected integers like 3,32,32, got {args.input_shape!r}")]) from None
-    with torch.device("meta"):  # structure only: no memory, whatever the model's size
-        model = arch.build(args.classes, shape)
+            problem = f"expected integers like 3,32,32, got {args.input_shape!r}"
+            raise ConfigError([("--input-shape", problem)]) from None
+    model = build_meta(arch, args.classes, shape)
     layers = list(arch.layers(model))
     params_by_name = dict(model.named_parameters())
     owners: dict[str, int] = {name: 0 for name in params_by_name}
     table = Table()
-    for col, justify in (("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right")):
+    columns = (("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     total = sum(p.numel() for p in params_by_name.values())
     for i, layer in enumerate(layers, 1):
@@ -177,9 +165,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{len(plan.jobs)} networks to train ({bases} base, {len(plan.jobs) - bases} transferred) "
         f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
     )
-    from .estimate import describe, estimate
+    from .compute import describe, estimate_compute
 
-    console.print(describe(estimate(config, components, plan, args.tflops)))
+    console.print(describe(estimate_compute(config, components, plan, args.tflops)))
     if config.train.augment.active and config.performance.cache_frozen:
         console.print("frozen-feature cache: off, because train.augment makes training inputs random "
                       "(frozen layers see different inputs every epoch)")
@@ -260,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="transferbench",
         description="How transferable are the features of each layer of a network?",
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"transferbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

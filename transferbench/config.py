@@ -120,7 +120,7 @@ class Schedule(_Strict):
     gamma: float = Field(0.1, gt=0)
 
     @model_validator(mode="after")
-    def _needs_step(self) -> "Schedule":
+    def _needs_step(self) -> Schedule:
         if self.kind == "step" and self.step_every is None:
             raise ValueError("schedule kind 'step' needs step_every")
         return self
@@ -156,7 +156,7 @@ class Train(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _one_length(self) -> "Train":
+    def _one_length(self) -> Train:
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("set exactly one of train.epochs and train.steps")
         return self
@@ -166,7 +166,10 @@ class Eval(_Strict):
     """Evaluation on the held-out split of the target classes."""
 
     every: float | None = Field(
-        None, gt=0, description="evaluate every this many epochs or steps (the unit of the training length); default: once an epoch (train.epochs) or 20 times a run (train.steps)"
+        None,
+        gt=0,
+        description="evaluate every this many epochs or steps (the unit of the training length); "
+        "default: once an epoch (train.epochs) or 20 times a run (train.steps)",
     )
     best_k: int = Field(10, gt=0, description="the paper's metric: mean of the k best evaluations")
     batch_size: int | None = Field(None, gt=0)
@@ -198,8 +201,8 @@ class Output(_Strict):
     )
 
 
-class Data(_Strict):
-    """How examples reach the trainer."""
+class Loader(_Strict):
+    """How examples reach the trainer (the ``loader:`` key)."""
 
     workers: int = Field(0, ge=0, description="DataLoader worker processes for sources not held in memory")
     in_memory_max_gb: float = Field(
@@ -226,7 +229,7 @@ class Config(_Strict):
     experiments: list[Experiment] = Field(min_length=1)
     train: Train
     eval: Eval = Field(default_factory=Eval)
-    loader: Data = Field(default_factory=Data)
+    loader: Loader = Field(default_factory=Loader)
     performance: Performance = Field(default_factory=Performance)
     output: Output = Field(default_factory=Output)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")

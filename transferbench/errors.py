@@ -1,6 +1,23 @@
-"""Errors the CLI reports as a short message with exit code 2 (no traceback)."""
+"""The errors of transferbench.
+
+Errors caused by the user's input (a bad config, an unknown plugin, missing data, a busy or
+foreign run directory) derive from :class:`TransferbenchError`; the CLI prints them as a
+short message and exits with code 2, without a traceback. :class:`TrainingFailed` is a
+network's own failure (a NaN loss, say): it is recorded in the job's record and the rest
+of the grid goes on.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "PluginError",
+    "ResultsError",
+    "RunDirError",
+    "TrainingFailed",
+    "TransferbenchError",
+]
 
 
 class TransferbenchError(Exception):
@@ -29,4 +46,12 @@ class DataError(TransferbenchError):
 
 
 class RunDirError(TransferbenchError):
-    """The run directory is locked by another run or holds a different experiment."""
+    """The run directory is locked by another run, holds a different experiment, or is damaged."""
+
+
+class ResultsError(TransferbenchError):
+    """A report was asked for something the results cannot give (unknown metric, ...)."""
+
+
+class TrainingFailed(TransferbenchError):
+    """A job failed for a reason of its own (NaN loss, say): recorded, not raised further."""

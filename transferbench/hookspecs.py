@@ -14,7 +14,7 @@ third-party package exposes it through the entry-point group ``transferbench``::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 
@@ -46,4 +46,4 @@ def register_data_sources(register: Register) -> None:
 
 @hookspec
 def register_executors(register: Register) -> None:
-    """Register :class:`~transferbench.executors.Executor` classes by name."""
+    """Register :class:`~transferbench.Executor` classes by name."""

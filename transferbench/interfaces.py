@@ -1,6 +1,7 @@
-"""The public contract between the transferbench engine and its plugins.
+"""The public contract between the transferbench engine and its plugins: the parts of an experiment.
 
-Four kinds of plugin supply the named parts of an experiment:
+Four kinds of plugin supply the named parts of an experiment (a fifth, the executor that
+runs the jobs, is defined in :mod:`transferbench.executor`):
 
 * :class:`Architecture` builds a network for ``k`` classes and names its transferable
   layers in order (layer 1..L), so the engine can copy, freeze or re-initialise
@@ -22,9 +23,11 @@ constructor. The engine only ever sees instances of these classes, never plugin 
 from __future__ import annotations
 
 import abc
+import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -63,9 +66,27 @@ class Plugin:
 
     Params: ClassVar[type[BaseModel]] = NoParams
     description: ClassVar[str] = ""
+    #: Python packages the plugin needs beyond transferbench's own (an optional extra); a
+    #: config that names the plugin without them is refused with ``install_hint``, and the
+    #: contract tests skip it.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def missing_requirements(cls) -> list[str]:
+        """The packages of :attr:`requires` that are not installed (found without importing them)."""
+        missing = []
+        for name in cls.requires:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+        return missing
 
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:

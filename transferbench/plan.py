@@ -6,25 +6,21 @@ treatment, n) onto jobs; several cells may share one job, which is then trained 
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-
-from .config import Config
+from ._version import __version__
+from .config import Config, Experiment, Treatment
 from .errors import ConfigError, TransferbenchError
+from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
+from .network import build_meta, input_shape
 from .resolve import Components
 
+__all__ = ["Cell", "Job", "Plan", "build_plan", "layer_names", "result_spec"]
+
 PLAN_FORMAT = 1
-
-
-def content_hash(spec: Any) -> str:
-    """A short stable hash of JSON-serialisable data."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -119,8 +115,6 @@ class Plan:
 
 def result_spec(config: Config) -> dict[str, Any]:
     """The parts of a config that determine every job's result (not where or how fast)."""
-    from . import __version__
-
     # The version is hashed too: a release that changes training or data code changes
     # results, and a run directory must not mix networks of two releases.
     return {
@@ -135,10 +129,9 @@ def result_spec(config: Config) -> dict[str, Any]:
     }
 
 
-def count_layers(components: Components, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
-    """Names of the architecture's layers, from a model built on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = components.architecture.build(num_classes, input_shape)
+def layer_names(config: Config, components: Components, num_classes: int) -> list[str]:
+    """Names of the architecture's layers 1..L, from a structure-only build."""
+    model = build_meta(components.architecture, num_classes, input_shape(config.train.augment, components.data))
     return [layer.name for layer in components.architecture.layers(model)]
 
 
@@ -153,6 +146,45 @@ def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> N
         raise ConfigError([(where, "split returned class indices the data source does not have")])
 
 
+class _Builder:
+    """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
+
+    def __init__(self, base_spec: dict[str, Any]) -> None:
+        self.base_spec = base_spec
+        self.jobs: dict[str, Job] = {}
+        self.cells: list[Cell] = []
+
+    def _add(self, job: Job) -> Job:
+        return self.jobs.setdefault(job.id, job)
+
+    def base(self, task: tuple[int, ...], half: str) -> Job:
+        jid = content_hash({**self.base_spec, "kind": "base", "classes": list(task)})
+        return self._add(Job(jid, "base", half, None, 0, task, _seed(jid)))
+
+    def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
+                 source: Job | None, n: int) -> Job:
+        spec = {**self.base_spec, "kind": "transfer", "classes": list(task),
+                "source": source.id if source else None, "protocol": treatment.protocol.spec(), "n": n}
+        jid = content_hash(spec)
+        return self._add(Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(jid),
+                             source.id if source else None, treatment.protocol.spec(), protocol))
+
+    def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
+                   protocols: dict[tuple[str, str], TransferProtocol]) -> None:
+        """The bases and transferred networks of one experiment at one split seed."""
+        sources = {t.source for t in exp.treatments if t.source}
+        needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
+        bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
+        for half in needed:
+            self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
+        for t in exp.treatments:
+            proto = protocols[(exp.name, t.name)]
+            source = bases[t.source] if (t.source and proto.needs_source) else None
+            for n in layers:
+                job = self.transfer(t, proto, halves[t.target], source, n)
+                self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
+
+
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
     """Expand ``config`` into jobs and cells.
 
@@ -164,75 +196,30 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if not classes:
         raise TransferbenchError("the data source has no classes")
     base_spec = result_spec(config)
-    from .data import BatchTransform  # the shape the network sees: after any crop
-
-    if config.train.augment.active and len(components.data.input_shape()) != 3:
-        raise ConfigError([("train.augment", "crops and mirroring need (channels, height, width) "
-                            f"inputs; this data source gives {tuple(components.data.input_shape())}")])
-    shape = BatchTransform(config.train.augment, None, torch.device("cpu")).output_shape(
-        tuple(components.data.input_shape()))
-    layer_names = count_layers(components, shape, max(2, len(classes) // 2))
-    num_layers = len(layer_names)
+    names = layer_names(config, components, max(2, len(classes) // 2))
+    num_layers = len(names)
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
-    jobs: dict[str, Job] = {}
-    cells: list[Cell] = []
+    builder = _Builder(base_spec)
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = []
-
-    def add(job: Job) -> Job:
-        jobs.setdefault(job.id, job)
-        return jobs[job.id]
-
-    def base_job(task: tuple[int, ...], half: str) -> Job:
-        spec = {**base_spec, "kind": "base", "classes": list(task)}
-        jid = content_hash(spec)
-        return add(Job(jid, "base", half, None, 0, task, _seed(jid)))
-
     for i, exp in enumerate(config.experiments):
         layers = list(range(1, num_layers)) if exp.layers == "all" else sorted(set(exp.layers))
         bad = [n for n in layers if not 1 <= n <= num_layers - 1]
         if bad:
-            problems.append((f"experiments.{i}.layers",
-                             f"n must be in 1..{num_layers - 1} for this architecture "
-                             f"({', '.join(layer_names)}); got {bad}"))
+            problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
+                             f"architecture ({', '.join(names)}); got {bad}"))
             continue
-        split = components.splits[exp.name]
         for seed in exp.split.seeds:
-            where = f"experiments.{i}.split"
-            halves = split.split(classes, seed)
-            _check_halves(halves, classes, where)
+            halves = components.splits[exp.name].split(classes, seed)
+            _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
-            needed = exp.bases or sorted(
-                {t.target for t in exp.treatments} | {t.source for t in exp.treatments if t.source}
-            )
-            bases = {}
-            for half in sorted(set(needed) | {t.source for t in exp.treatments if t.source}):
-                bases[half] = base_job(halves[half], half)
-            for half in needed:
-                cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
-            for t in exp.treatments:
-                proto = components.protocols[(exp.name, t.name)]
-                source = bases[t.source] if (t.source and proto.needs_source) else None
-                task = halves[t.target]
-                for n in layers:
-                    spec = {
-                        **base_spec,
-                        "kind": "transfer",
-                        "classes": list(task),
-                        "source": source.id if source else None,
-                        "protocol": t.protocol.spec(),
-                        "n": n,
-                    }
-                    jid = content_hash(spec)
-                    add(Job(jid, "transfer", t.target, t.source, n, task, _seed(jid),
-                            source.id if source else None, t.protocol.spec(), proto))
-                    cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, jid))
+            builder.split_seed(exp, seed, halves, layers, components.protocols)
     if problems:
         raise ConfigError(problems)
-    ordered = dict(sorted(jobs.items(), key=lambda kv: kv[1].kind != "base"))
-    return Plan(config.name, content_hash(base_spec), layer_names, ordered, cells, all_halves)
+    ordered = dict(sorted(builder.jobs.items(), key=lambda kv: kv[1].kind != "base"))
+    return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves)
 
 
 def _seed(job_id: str) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure

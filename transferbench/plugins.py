@@ -9,20 +9,22 @@ import importlib
 import importlib.metadata
 import os
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 
 ENTRY_POINT_GROUP = "transferbench"
 
-#: Modules registered by the core itself; each is written like a third-party plugin.
+#: The built-in plugins (plugins/ in the repository); each is written like a third-party
+#: plugin, importing only the top-level ``transferbench`` package.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "transferbench.executors",
+    "transferbench_plugins.local_executor",
     "transferbench_plugins.protocols",
     "transferbench_plugins.splits",
     "transferbench_plugins.caffenet",
@@ -39,19 +41,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ALLOWLIST_ENV = "TRANSFERBENCH_PLUGINS"
 
 
-def _executor_base() -> type:
-    from .executors import Executor
-
-    return Executor
-
-
-# kind -> (hook name, base class getter)
-KINDS: dict[str, tuple[str, Any]] = {
-    "architecture": ("register_architectures", lambda: Architecture),
-    "split": ("register_splits", lambda: TaskSplit),
-    "protocol": ("register_protocols", lambda: TransferProtocol),
-    "data_source": ("register_data_sources", lambda: DataSource),
-    "executor": ("register_executors", _executor_base),
+#: kind -> (hook name, the interface its plugins implement)
+KINDS: dict[str, tuple[str, type[Plugin]]] = {
+    "architecture": ("register_architectures", Architecture),
+    "split": ("register_splits", TaskSplit),
+    "protocol": ("register_protocols", TransferProtocol),
+    "data_source": ("register_data_sources", DataSource),
+    "executor": ("register_executors", Executor),
 }
 
 
@@ -161,18 +157,17 @@ class PluginHost:
     def registry(self) -> Registry:
         """Call every registration hook and collect the results."""
         reg = Registry(failures=list(self.failures), plugins=dict(self._origins))
-        for kind, (hook_name, base_getter) in KINDS.items():
-            base = base_getter()
+        for kind, (hook_name, base) in KINDS.items():
             hook = getattr(self.pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
                 origin = self._origins.get(plugin_name, "runtime")
 
-                def register(name: str, factory: type, _p=plugin_name, _o=origin, _k=kind) -> None:
-                    if not isinstance(factory, type) or not issubclass(factory, base):
+                def register(name: str, factory: type, _p=plugin_name, _o=origin, _k=kind, _b=base) -> None:
+                    if not isinstance(factory, type) or not issubclass(factory, _b):
                         raise PluginError(
                             f"plugin {_p!r} registered {_k} {name!r} as {factory!r}, "
-                            f"which is not a subclass of {base.__name__}"
+                            f"which is not a subclass of {_b.__name__}"
                         )
                     known = reg.entries[_k]
                     if name in known:
@@ -209,8 +204,3 @@ def get_registry() -> Registry:
     """A registry built from the process-wide host (cheap: hooks only register classes)."""
     return get_host().registry()
 
-
-def reset_host() -> None:
-    """Forget the process-wide host (tests use this after installing a plugin)."""
-    global _host
-    _host = None

@@ -16,9 +16,9 @@ Every table fits 80 columns; the caller's rich Console decides colour and TTY ha
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from rich import box
 from rich.console import Console
@@ -26,12 +26,21 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import (
-    CANONICAL, POOL, Estimate, Grid, SpecificLayer, Stat, build_grids, drops, layer_metrics,
-    specific_layer, table1,
+    CANONICAL,
+    POOL,
+    Difference,
+    Grid,
+    SpecificLayer,
+    Stat,
+    build_grids,
+    drops,
+    layer_metrics,
+    specific_layer,
+    table1,
 )
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plots import write_plots
-from .results import ResultsError, RunResults, check_metric, export_long, load_run, rows_to_csv, write_atomic
+from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
 
 __all__ = ["DEFAULT_PAPER_OUT", "print_grid", "run_report", "write_tables"]
 
@@ -57,7 +66,7 @@ def _cell(stat: Stat | None) -> str:
     return _acc(stat.mean) if stat.std is None else f"{_acc(stat.mean)}±{_acc(stat.std)}"
 
 
-def _points(est: Estimate | None) -> str:
+def _points(est: Difference | None) -> str:
     if est is None:
         return ""
     text = f"{100 * est.value:+.1f}"
@@ -334,8 +343,8 @@ def _summary_csv(grids: Sequence[Grid]) -> str:
 def _metrics_csv(grids: Sequence[Grid]) -> str:
     rows: list[list[object]] = []
 
-    def add(g: Grid, quantity: str, layers: str, est: Estimate | float | None) -> None:
-        if isinstance(est, Estimate):
+    def add(g: Grid, quantity: str, layers: str, est: Difference | float | None) -> None:
+        if isinstance(est, Difference):
             rows.append([g.experiment, g.metric, quantity, layers, est.value, est.ci_low, est.ci_high])
         elif est is not None:
             rows.append([g.experiment, g.metric, quantity, layers, est, None, None])
@@ -380,7 +389,7 @@ def print_grid(run_dir: Path, console: Console, *, metric: str = "top1") -> None
     Raises:
         RunDirError: ``run_dir`` is missing or has no ``plan.json``.
     """
-    results = load_run(run_dir)
+    results = read_results(run_dir)
     grids = build_grids(results, metric)
     write_atomic(Path(run_dir) / "results.csv", results_csv(results, metric))
     _print_grids(console, results, grids, {}, full=False)
@@ -434,7 +443,7 @@ def run_report(
     if metric is not None:
         check_metric(metric)
     if run_dir is not None:
-        results = load_run(run_dir)
+        results = read_results(run_dir)
         grids = build_grids(results, metric or "top1", pool)
         export_long(results)
         write_tables(results, grids, Path(run_dir))

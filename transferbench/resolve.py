@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
-from .executors import Executor
+from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
 
@@ -44,6 +44,12 @@ def instantiate(
         return None
     params = {k: v for k, v in ref.params.items() if k not in _ENGINE_KEYS}
     factory: type[Plugin] = entry.factory
+    missing = factory.missing_requirements()
+    if missing:
+        hint = f": {factory.install_hint}" if factory.install_hint else ""
+        problems.append((f"{path}.name", f"{kind.replace('_', ' ')} {ref.name!r} needs {', '.join(missing)}, "
+                         f"which is not installed{hint}"))
+        return None
     try:
         validated = factory.Params.model_validate(params)
     except ValidationError as exc:
@@ -79,7 +85,8 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
             if proto.needs_source and treatment.source is None:
                 problems.append(
                     (f"experiments.{i}.treatments.{j}.source",
-                     f"protocol {treatment.protocol.name!r} copies layers, so the treatment needs a source half (A or B)")
+                     f"protocol {treatment.protocol.name!r} copies layers, so the treatment needs "
+                     "a source half (A or B)")
                 )
             protocols[(exp.name, treatment.name)] = proto
     if problems:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from .errors import ResultsError, RunDirError
+from .records import JobRecord, RecordError
 from .store import atomic_write_bytes
-from .errors import RunDirError, TransferbenchError
 
 __all__ = [
     "LONG_COLUMNS",
@@ -27,7 +29,7 @@ __all__ = [
     "RunResults",
     "check_metric",
     "export_long",
-    "load_run",
+    "read_results",
     "rows_to_csv",
     "write_atomic",
 ]
@@ -35,10 +37,6 @@ __all__ = [
 #: Accuracy fields a report can be based on: the final top-1, or the paper's mean of the
 #: best k periodic evaluations.
 METRICS: tuple[str, ...] = ("top1", "top1_best_k")
-
-
-class ResultsError(TransferbenchError):
-    """A report was asked for something the results cannot give (unknown metric, ...)."""
 
 
 def check_metric(metric: str) -> str:
@@ -166,23 +164,18 @@ def _load_plan(run_dir: Path) -> dict[str, Any]:
     return plan
 
 
-def _load_record(run_dir: Path, job_id: str) -> dict[str, Any] | None:
+def _load_record(run_dir: Path, job_id: str) -> JobRecord | None:
     path = run_dir / "records" / f"{job_id}.json"
     if not path.is_file():
         return None
     try:
-        record = _read_json(path)
-    except (OSError, ValueError) as exc:
+        return JobRecord.from_json(path.read_bytes())
+    except (OSError, RecordError) as exc:
         # Records are written atomically, so this is damage, not a job in progress.
-        return {"status": "failed", "error": f"unreadable record {path.name}: {exc}"}
-    return record if isinstance(record, dict) else {"status": "failed", "error": "record is not a mapping"}
+        return JobRecord(job_id=job_id, status="failed", error=f"unreadable record {path.name}: {exc}")
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def load_run(run_dir: Path | str) -> RunResults:
+def read_results(run_dir: Path | str) -> RunResults:
     """Read ``plan.json`` and every record of a run directory.
 
     Args:
@@ -198,7 +191,7 @@ def load_run(run_dir: Path | str) -> RunResults:
     plan = _load_plan(run_dir)
     jobs: dict[str, dict[str, Any]] = plan.get("jobs", {})
     config_hash = str(plan.get("config_hash", ""))
-    records: dict[str, dict[str, Any] | None] = {}
+    records: dict[str, JobRecord | None] = {}
     rows = []
     for i, cell in enumerate(plan["cells"]):
         try:
@@ -210,9 +203,7 @@ def load_run(run_dir: Path | str) -> RunResults:
             records[job_id] = _load_record(run_dir, job_id)
         rec = records[job_id]
         job = jobs.get(job_id, {})
-        status = "pending" if rec is None else ("ok" if rec.get("status") == "ok" else "failed")
-        rec = rec or {}
-        ok = status == "ok"
+        status = "pending" if rec is None else rec.status
         rows.append(
             ResultRow(
                 experiment=experiment,
@@ -222,19 +213,19 @@ def load_run(run_dir: Path | str) -> RunResults:
                 n=n,
                 job_id=job_id,
                 status=status,
-                top1=_num(rec.get("top1")) if ok else None,
-                top5=_num(rec.get("top5")) if ok else None,
-                top1_best_k=_num(rec.get("top1_best_k")) if ok else None,
-                best_k=rec.get("best_k"),
-                train_time_s=_num(rec.get("train_time_s")),
+                top1=rec.value("top1") if rec else None,
+                top5=rec.value("top5") if rec else None,
+                top1_best_k=rec.value("top1_best_k") if rec else None,
+                best_k=rec.best_k if rec else None,
+                train_time_s=rec.train_time_s if rec else None,
                 config_hash=config_hash,
                 kind=job.get("kind"),
                 source=job.get("source"),
                 target=job.get("target"),
                 protocol=job.get("protocol"),
-                num_classes=job.get("num_classes", rec.get("num_classes")),
-                seed=job.get("seed", rec.get("seed")),
-                error=rec.get("error") if status == "failed" else None,
+                num_classes=job.get("num_classes", rec.num_classes if rec else None),
+                seed=job.get("seed", rec.seed if rec else None),
+                error=rec.error if rec and status == "failed" else None,
             )
         )
     layer_names = tuple(str(x) for x in plan.get("layer_names", ()))

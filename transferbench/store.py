@@ -12,13 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import RunDirError
+from .records import JobRecord, RecordError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -105,17 +107,18 @@ class RunStore:
         atomic_write_json(self.root / "plan.json", plan_json)
 
     # ------------------------------------------------------------------ records
-    def read_record(self, job_id: str) -> dict[str, Any] | None:
+    def read_record(self, job_id: str) -> JobRecord | None:
+        """The job's record, or None when it has none (or an unreadable one)."""
         path = self.record_path(job_id)
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:  # cannot happen with atomic writes, unless edited by hand
+            return JobRecord.from_json(path.read_bytes())
+        except RecordError:  # cannot happen with atomic writes, unless damaged or edited by hand
             return None
 
-    def write_record(self, record: Mapping[str, Any]) -> None:
-        atomic_write_json(self.record_path(record["job_id"]), record)
+    def write_record(self, record: JobRecord) -> None:
+        atomic_write_text(self.record_path(record.job_id), record.to_json())
 
     # ------------------------------------------------------------------ checkpoints
     def has_checkpoint(self, job_id: str) -> bool:
@@ -169,19 +172,22 @@ class JobCache:
     def _checkpoint(self, job_id: str) -> Path:
         return self.root / f"{job_id}.safetensors"
 
-    def fetch(self, job_id: str, store: RunStore, need_checkpoint: bool) -> dict[str, Any] | None:
+    def fetch(self, job_id: str, store: RunStore, need_checkpoint: bool) -> JobRecord | None:
         """Copy a finished job into ``store`` and return its record, or None if not cached."""
         path = self._record(job_id)
         if not path.is_file():
             return None
-        record = json.loads(path.read_text())
-        if record.get("status") != "ok":
+        try:
+            record = JobRecord.from_json(path.read_bytes())
+        except RecordError:
+            return None
+        if not record.ok:
             return None
         if need_checkpoint:
             if not self._checkpoint(job_id).is_file():
                 return None
             _atomic_copy(self._checkpoint(job_id), store.checkpoint_path(job_id))
-        record = {**record, "reused_from": str(self.root)}
+        record = record.model_copy(update={"reused_from": str(self.root)})
         store.write_record(record)
         return record
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from transferbench import ClassInfo, Halves
-from transferbench.errors import ConfigError
-from transferbench.plugins import PluginHost
+from pydantic import ValidationError
 from transferbench_classlist import ClassListParams, ClassListSplit
 from transferbench_classlist import plugin as classlist_plugin
+
+from transferbench import ClassInfo, ConfigError, Halves
+from transferbench.plugins import PluginHost
 
 CLASSES = [
     ClassInfo(0, "n01", "tench", "natural"),
@@ -58,9 +58,9 @@ def test_overlapping_or_empty_halves_are_refused():
 
 
 def test_params_refuse_unknown_keys_and_empty_lists():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         ClassListParams(a=[0], seeds_typo=[1])
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         ClassListParams(a=[])
 
 

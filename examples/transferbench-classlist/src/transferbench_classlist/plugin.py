@@ -15,16 +15,16 @@ API, like any third-party plugin.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import ClassInfo, Halves, TaskSplit, hookimpl
-from transferbench.errors import ConfigError
+from transferbench import ClassInfo, ConfigError, Halves, TaskSplit, hookimpl
 
 #: A class as a config names it: its id or name (a string) or its index (an integer).
-ClassRef = Union[int, str]
+ClassRef = int | str
 
 
 class ClassListParams(BaseModel):

@@ -1,7 +1,7 @@
 """The 1,000 ILSVRC-2012 classes: WordNet ids, names and the paper's man-made / natural groups.
 
-A helper module (it registers nothing). Data sources use it to label ImageNet classes and
-the splits use it to map a source's classes onto the paper's class indices.
+Part of the public API (``from transferbench import imagenet``): data sources use it to label
+ImageNet classes and the splits use it to map a source's classes onto the paper's indices.
 
 Class index ``i`` is the ``i``-th WordNet id in sorted order, the usual ILSVRC-2012 / timm
 order. Ids and names come from the tables timm ships inside its package, so nothing is
@@ -19,12 +19,13 @@ Public API:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from transferbench import ClassInfo
-from transferbench.errors import DataError
+from .errors import DataError
+from .interfaces import ClassInfo
 
 __all__ = [
     "IMAGENET_WNIDS",

@@ -1,55 +1,17 @@
-"""Executors run a plan's jobs; the local one is the default.
-
-An executor receives the jobs to run in dependency order, a picklable ``runner`` that trains
-one job and writes its record (``runner(job, progress) -> record``), and an ``events``
-object to report to (the progress display). It must start a job only after the job it
-``depends_on`` has finished (when that job is among those it runs).
-"""
+"""The ``local`` executor (the default): jobs on this machine, one after another or in N processes."""
 
 from __future__ import annotations
 
-import abc
 import multiprocessing as mp
 import os
 import queue
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .hookspecs import hookimpl
-from .interfaces import Plugin
-
-
-class JobRunner(Protocol):
-    """Trains one job (or records why it failed) and returns its record."""
-
-    def __call__(self, job: Any, progress: Callable[[int, int, dict[str, float]], None] | None = None
-                 ) -> dict[str, Any]: ...
-
-    def finished(self, job: Any) -> dict[str, Any] | None:
-        """The job's record if it already finished well, else None."""
-
-    def record_failure(self, job: Any, error: str) -> dict[str, Any]:
-        """Write and return a failed record for a job whose worker could not record one."""
-
-
-class Events:
-    """What an executor reports while it works. The default does nothing."""
-
-    def job_started(self, job: Any) -> None: ...
-
-    def job_progress(self, job: Any, step: int, total: int, info: dict[str, float]) -> None: ...
-
-    def job_finished(self, job: Any, record: dict[str, Any]) -> None: ...
-
-
-class Executor(Plugin, abc.ABC):
-    """Runs jobs, respecting their dependencies."""
-
-    @abc.abstractmethod
-    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
-        """Run every job of ``jobs`` (given in dependency order) through ``runner``."""
+from transferbench import Events, Executor, Job, JobRecord, JobRunner, hookimpl
 
 
 class LocalParams(BaseModel):
@@ -66,7 +28,7 @@ class LocalExecutor(Executor):
     description = "run jobs on this machine (workers: N trains N jobs at once)"
     Params = LocalParams
 
-    def run(self, jobs: Sequence[Any], runner: JobRunner, events: Events | None = None) -> None:
+    def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
         events = events or Events()
         if self.params.workers == 1 or len(jobs) <= 1:
             for job in jobs:
@@ -76,7 +38,7 @@ class LocalExecutor(Executor):
             return
         self._run_parallel(list(jobs), runner, events)
 
-    def _run_parallel(self, jobs: list[Any], runner: JobRunner, events: Events) -> None:
+    def _run_parallel(self, jobs: list[Job], runner: JobRunner, events: Events) -> None:
         workers = min(self.params.workers, len(jobs))
         threads = self.params.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: forking a process that already ran torch's thread pools can hang
@@ -84,16 +46,17 @@ class LocalExecutor(Executor):
         manager = ctx.Manager()
         progress_q = manager.Queue()
         pending = {job.id: job for job in jobs}
-        running: dict[Future, Any] = {}
+        running: dict[Future, Job] = {}
         try:
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(threads,)) as pool:
                 while pending or running:
+                    busy = {j.id for j in running.values()}
                     for jid, job in list(pending.items()):
                         if len(running) >= workers:
                             break
                         dep = job.depends_on
-                        if dep is None or dep not in pending and all(dep != j.id for j in running.values()):
+                        if dep is None or (dep not in pending and dep not in busy):
                             del pending[jid]
                             events.job_started(job)
                             running[pool.submit(_run_one, runner, job, progress_q)] = job
@@ -112,7 +75,7 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(runner: JobRunner, job: Any, progress_q: Any) -> dict[str, Any]:
+def _run_one(runner: JobRunner, job: Job, progress_q: Any) -> JobRecord:
     def progress(step: int, total: int, info: dict[str, float]) -> None:
         if step == total or step % 5 == 0:
             progress_q.put((job.id, step, total, info))
@@ -120,7 +83,7 @@ def _run_one(runner: JobRunner, job: Any, progress_q: Any) -> dict[str, Any]:
     return runner(job, progress)
 
 
-def _drain(progress_q: Any, running: dict[str, Any], events: Events) -> None:
+def _drain(progress_q: Any, running: dict[str, Job], events: Events) -> None:
     while True:
         try:
             jid, step, total, info = progress_q.get_nowait()

@@ -1,0 +1,157 @@
+"""The public API is the whole contract: plugins import only ``transferbench``, the core has no
+import cycles, every exported name is documented, and functions stay short enough to read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import transferbench
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "transferbench"
+PLUGIN_TREES = [REPO / "plugins", REPO / "examples" / "transferbench-classlist" / "src"]
+MAX_FUNCTION_LINES = 60
+
+
+def _sources(*roots: Path) -> list[Path]:
+    return sorted(p for root in roots for p in root.rglob("*.py") if "build" not in p.parts)
+
+
+def _imports(tree: ast.AST, skip_type_checking: bool = True) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth (in functions too), except under TYPE_CHECKING."""
+    skipped: set[int] = set()
+    if skip_type_checking:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skipped]
+
+
+@pytest.mark.parametrize("path", _sources(*PLUGIN_TREES), ids=lambda p: str(p.relative_to(REPO)))
+def test_plugins_import_only_the_public_api(path):
+    public = set(transferbench.__all__)
+    bad = []
+    for node in _imports(ast.parse(path.read_text()), skip_type_checking=False):
+        if isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if a.name.startswith("transferbench.")
+                    or a.name.startswith("transferbench_plugins")]
+        elif node.level == 0 and node.module and node.module.split(".")[0] == "transferbench_plugins":
+            bad.append(f"from {node.module} import ... (plugins must not import each other)")
+        elif node.level == 0 and node.module and node.module.startswith("transferbench."):
+            bad.append(f"from {node.module} import ... (a private module)")
+        elif node.level == 0 and node.module == "transferbench":
+            bad += [f"transferbench.{a.name} (not in transferbench.__all__)"
+                    for a in node.names if a.name not in public]
+    assert not bad, f"{path.relative_to(REPO)} imports what is not public API: {bad}"
+
+
+def _core_graph() -> dict[str, set[str]]:
+    modules = {p.stem if p.stem != "__init__" else "__init__": p for p in CORE.glob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for node in _imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    graph[name].add(node.module.split(".")[0])
+                else:  # from . import x: a submodule, or a name of the package itself
+                    graph[name].update(a.name if a.name in modules else "__init__" for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                if parts[0] == "transferbench":
+                    graph[name].add(parts[1] if len(parts) > 1 else "__init__")
+    return graph
+
+
+def test_the_core_has_no_import_cycle():
+    graph = _core_graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle in transferbench/: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_the_cycle_check_can_fail(monkeypatch):
+    import tests.test_public_api as me
+
+    monkeypatch.setattr(me, "_core_graph", lambda: {"a": {"b"}, "b": {"c"}, "c": {"a"}})
+    with pytest.raises(pytest.fail.Exception, match="a -> b -> c -> a"):
+        test_the_core_has_no_import_cycle()
+
+
+def test_every_public_name_is_documented():
+    docs = "\n".join(p.read_text() for p in (REPO / "docs").glob("*.md"))
+    missing = [name for name in transferbench.__all__ if not name.startswith("_") and f"`{name}" not in docs
+               and f"transferbench.{name}" not in docs]
+    assert not missing, f"exported but not in docs/: {missing}"
+
+
+def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring does not count
+    return 0 if not body else body[-1].end_lineno - body[0].lineno + 1
+
+
+def test_no_long_functions_in_the_core():
+    long = []
+    for path in _sources(CORE):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > MAX_FUNCTION_LINES:
+                above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                if not above.startswith("# long:"):  # a reason, written above the def
+                    long.append(f"{path.name}:{node.name} ({_body_lines(node)} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines without a '# long:' reason: {long}"
+
+
+def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+
+    text = (REPO / "docs" / "python-api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "docs/python-api.md has no example"
+    monkeypatch.chdir(tmp_path)  # the example writes runs/notebook
+    exec(compile("\n".join(blocks), "docs/python-api.md", "exec"), {})
+    assert (tmp_path / "runs" / "notebook" / "plan.json").is_file()
+
+
+def test_a_run_directory_of_version_0_1_still_loads_and_reports(tmp_path):
+    """tests/data/run-v0.1 was written by transferbench 0.1 (ok and failed records)."""
+    import shutil
+
+    from rich.console import Console
+
+    from transferbench.report import run_report
+    from transferbench.store import RunStore
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(REPO / "tests" / "data" / "run-v0.1", run_dir)
+    run = transferbench.load_run(run_dir)
+    statuses = set(run.rows.status)
+    assert statuses == {"ok", "failed"}
+    assert run.rows[run.rows.status == "ok"].top1.between(0, 1).all()
+    store = RunStore(run_dir)
+    for path in (run_dir / "records").glob("*.json"):
+        record = store.read_record(path.stem)
+        assert record is not None and record.job_id == path.stem  # every old record validates
+    console = Console(record=True, width=120)
+    assert run_report(run_dir, console=console, plots=False) == 0
+    assert "derived metrics" in console.export_text()

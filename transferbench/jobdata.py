@@ -1,0 +1,111 @@
+"""Everything a job needs from data, prepared before its training loop in one call.
+
+:func:`prepare_job_data` returns what the loop iterates: the train and eval examples, the
+batch transform, and the module to train. With the frozen-prefix cache, that is one swap:
+the examples become what the frozen layers 1..m output (computed once), the transform
+becomes the identity, and the module becomes the layers above m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .augment import BatchTransform
+from .config import Augment
+from .context import TrainContext, autocast
+from .network import Target
+from .taskdata import InMemoryTask, TaskData, open_task
+
+__all__ = ["JobData", "prepare_job_data"]
+
+
+@dataclass
+class JobData:
+    """What a job's training loop iterates.
+
+    Attributes:
+        train, eval: the task's examples (or the frozen prefix's outputs for them).
+        transform: turns a batch of ``train``/``eval`` inputs into network inputs.
+        net: the module the loop runs: the whole network, or the suffix above the cache.
+        cached: whether the frozen-prefix cache is in use.
+    """
+
+    train: TaskData
+    eval: TaskData
+    transform: BatchTransform
+    net: nn.Module
+    cached: bool = False
+
+
+def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, n: int) -> JobData:
+    """The examples of the task ``classes`` and the module to train on them.
+
+    Args:
+        ctx: the run's shared context (config, plugins, device, data in memory).
+        classes: the source's class indices of the task.
+        target: the job's network after transfer (on ``ctx.device``).
+        n: layers transferred (0 for a base network).
+    """
+    config, source, device = ctx.config, ctx.components.data, ctx.device
+    perf = config.performance
+    channels_last = perf.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3
+    train = open_task(source, "train", classes, config.loader, ctx.memory)
+    evaluation = open_task(source, "eval", classes, config.loader, ctx.memory)
+    transform = BatchTransform(config.train.augment, source.normalization(), device, channels_last=channels_last)
+    data = JobData(train, evaluation, transform, target.model)
+    if _can_cache(ctx, target, n, train):
+        split = ctx.components.architecture.split_at(target.model, n)
+        if split is not None:
+            prefix, suffix = split
+            feats = _features(prefix, (train, evaluation), transform, ctx)
+            if feats is not None:
+                identity = BatchTransform(Augment(), None, device, channels_last=channels_last)
+                data = JobData(feats[0], feats[1], identity, suffix, cached=True)
+    if perf.compile:
+        data.net = torch.compile(data.net)
+    return data
+
+
+def _can_cache(ctx: TrainContext, target: Target, n: int, train: TaskData) -> bool:
+    """Whether the frozen-prefix cache gives the same result as the plain path."""
+    return (
+        ctx.config.performance.cache_frozen
+        and n > 0
+        and not ctx.config.train.augment.active  # random inputs: the prefix output changes each epoch
+        and all(not a.train for a in target.actions[:n])
+        and train.tensors() is not None  # the prefix runs over examples held in memory
+    )
+
+
+@torch.no_grad()
+def _features(prefix: nn.Module, tasks: Sequence[TaskData], transform: BatchTransform,
+              ctx: TrainContext) -> list[InMemoryTask] | None:
+    """Run the frozen prefix once over each task's examples; None if that would be too large.
+
+    Runs under the same autocast as training, so cached and plain paths compute alike.
+    """
+    config = ctx.config
+    batch_size = config.eval.batch_size or config.train.batch_size
+    max_bytes = config.performance.cache_frozen_max_gb * 1e9
+    was_training = prefix.training
+    prefix.eval()  # frozen layers: no dropout in a prefix by contract, BN uses running stats
+    out = []
+    try:
+        with autocast(config.performance.amp, ctx.device):
+            for task in tasks:
+                first = next(task.batches(1, shuffle=False))[0]
+                per_example = prefix(transform(first.to(ctx.device), train=False)).numel() * 4
+                if per_example * len(task) > max_bytes:
+                    return None
+                inputs, labels = [], []
+                for x, y in task.batches(batch_size, shuffle=False):
+                    inputs.append(prefix(transform(x.to(ctx.device), train=False)))
+                    labels.append(y)
+                out.append(InMemoryTask(torch.cat(inputs).float(), torch.cat(labels), task.classes))
+    finally:
+        prefix.train(was_training)
+    return out

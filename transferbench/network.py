@@ -1,0 +1,160 @@
+"""A job's network: the input shape it sees, structure-only builds, and transfer.
+
+Transfer is generic: a protocol gives one :class:`~transferbench.LayerAction` per layer and
+:func:`apply_transfer` copies, freezes and sets learning-rate multipliers by the layers'
+state-dict prefixes, for any architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .augment import output_shape
+from .config import Augment
+from .errors import ConfigError, TransferbenchError
+from .interfaces import Architecture, DataSource, Layer, LayerAction, TransferProtocol
+
+__all__ = [
+    "Target",
+    "apply_transfer",
+    "build_meta",
+    "build_target",
+    "input_shape",
+    "set_frozen_norm_eval",
+    "under",
+]
+
+
+def input_shape(augment: Augment, source: DataSource) -> tuple[int, ...]:
+    """The shape of one example as the network sees it: the source's, after any crop.
+
+    Raises:
+        ConfigError: augmentation asked for inputs that are not (channels, height, width).
+    """
+    shape = tuple(source.input_shape())
+    if augment.active and len(shape) != 3:
+        raise ConfigError([("train.augment", "crops and mirroring need (channels, height, width) "
+                            f"inputs; this data source gives {shape}")])
+    return output_shape(augment, shape)
+
+
+def build_meta(arch: Architecture, num_classes: int, shape: Sequence[int]) -> nn.Module:
+    """The network's structure on the meta device: no memory and no init, whatever its size."""
+    with torch.device("meta"):
+        return arch.build(num_classes, tuple(shape))
+
+
+def under(name: str, prefixes: Sequence[str]) -> bool:
+    """Whether a parameter or module ``name`` lies under one of the state-dict ``prefixes``."""
+    return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def apply_transfer(
+    model: nn.Module,
+    layers: Sequence[Layer],
+    actions: Sequence[LayerAction],
+    source_state: Mapping[str, torch.Tensor] | None,
+) -> tuple[dict[str, float], list[str]]:
+    """Copy and freeze layers as the protocol says.
+
+    Parameters of layers that are not copied keep the fresh initialisation the model was
+    built with: that is what "re-initialised" means.
+
+    Returns:
+        The protocol's per-parameter learning-rate multipliers and the state-dict prefixes
+        of the frozen layers.
+    """
+    if len(actions) != len(layers):
+        raise TransferbenchError(f"protocol gave {len(actions)} actions for {len(layers)} layers")
+    state = model.state_dict()
+    lr_mult: dict[str, float] = {}
+    frozen_prefixes: list[str] = []
+    for layer, action in zip(layers, actions):
+        if action.copy:
+            _copy_layer(state, layer, source_state)
+        if not action.train:
+            frozen_prefixes.extend(layer.modules)
+        for name, _ in model.named_parameters():
+            if under(name, layer.modules):
+                lr_mult[name] = action.lr_mult
+    for name, p in model.named_parameters():
+        if under(name, frozen_prefixes):
+            p.requires_grad_(False)
+    return lr_mult, frozen_prefixes
+
+
+def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None) -> None:
+    if source is None:
+        raise TransferbenchError(f"layer {layer.name} is to be copied but the job has no source")
+    keys = [k for k in state if under(k, layer.modules)]
+    if not keys:
+        raise TransferbenchError(f"layer {layer.name} names modules with no parameters: {layer.modules}")
+    for k in keys:
+        if k not in source:
+            raise TransferbenchError(f"source checkpoint lacks {k!r} (layer {layer.name})")
+        if source[k].shape != state[k].shape:
+            raise TransferbenchError(
+                f"cannot copy {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
+            )
+        state[k].copy_(source[k])
+
+
+def set_frozen_norm_eval(model: nn.Module, frozen_prefixes: Sequence[str]) -> None:
+    """Frozen normalisation layers use their running statistics (eval mode).
+
+    Dropout in frozen layers stays active, as in the paper (Caffe's frozen fc6/fc7 kept
+    dropout); only BatchNorm-style running statistics are pinned.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and under(name, frozen_prefixes):
+            module.eval()
+
+
+@dataclass
+class Target:
+    """A job's network after transfer, ready to train.
+
+    Attributes:
+        model: the whole network.
+        layers: its transferable layers, 1..L.
+        actions: the protocol's action for each layer.
+        lr_mult: the protocol's learning-rate multiplier of each parameter.
+        frozen: state-dict prefixes of the frozen layers.
+    """
+
+    model: nn.Module
+    layers: list[Layer]
+    actions: list[LayerAction]
+    lr_mult: dict[str, float]
+    frozen: list[str]
+
+    def train_mode(self) -> None:
+        """Training mode, with frozen layers' normalisation statistics pinned."""
+        self.model.train()
+        set_frozen_norm_eval(self.model, self.frozen)
+
+
+def build_target(
+    arch: Architecture,
+    num_classes: int,
+    shape: Sequence[int],
+    protocol: TransferProtocol | None,
+    n: int,
+    source_state: Mapping[str, torch.Tensor] | None,
+) -> Target:
+    """Build a fresh network (from torch's current RNG state) and apply the protocol at ``n``.
+
+    Without a protocol (a base network) every layer is trained from its initialisation.
+    """
+    model = arch.build(num_classes, tuple(shape))
+    layers = list(arch.layers(model))
+    if protocol is not None:
+        actions = list(protocol.actions(n, len(layers)))
+    else:
+        actions = [LayerAction(copy=False, train=True)] * len(layers)
+    lr_mult, frozen = apply_transfer(model, layers, actions, source_state)
+    return Target(model, layers, actions, lr_mult, frozen)

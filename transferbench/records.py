@@ -1,0 +1,136 @@
+"""The record of one trained network: what the trainer writes and everything else reads.
+
+One :class:`JobRecord` per job, stored as ``records/<job_id>.json`` in the run directory.
+Its JSON form is the one transferbench 0.1 wrote, so older run directories still load.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["HistoryPoint", "JobRecord", "RecordError", "utc_now"]
+
+
+class RecordError(ValueError):
+    """A record file is not a valid :class:`JobRecord` (damaged, or not a record at all)."""
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601, to the second (the records' time stamps)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class HistoryPoint(BaseModel):
+    """One periodic evaluation during training."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: int = Field(ge=0)
+    epoch: float = Field(ge=0, allow_inf_nan=False)
+    top1: float = Field(ge=0, le=1)
+    top5: float = Field(ge=0, le=1)
+    train_loss: float = Field(allow_inf_nan=False)
+
+
+class JobRecord(BaseModel):
+    """What one job produced: its accuracies and how it got them, or why it failed.
+
+    Attributes:
+        job_id: the job's content hash.
+        status: ``ok`` or ``failed``.
+        error: why it failed (None when ok).
+        top1, top5: final held-out accuracies (fractions).
+        top1_best_k: the paper's metric, the mean of the ``best_k`` best evaluations.
+        best_k: k of ``top1_best_k`` (fewer when there were fewer evaluations).
+        history: every periodic evaluation, in step order.
+        train_time_s: wall time of the job.
+        steps: optimizer steps taken.
+        frozen_cache: whether the frozen-prefix cache was used.
+        num_classes: classes of the target task.
+        trainable_params: parameters that were trained (not frozen).
+        device: where it trained.
+        seed: torch seed of the job.
+        started_at, finished_at: UTC time stamps.
+        transferbench_version, torch_version: what trained it.
+        traceback: the Python traceback of an unexpected failure.
+        reused_from: the shared cache it was copied from, if it was.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(min_length=1)
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    top1: float | None = Field(None, ge=0, le=1)
+    top5: float | None = Field(None, ge=0, le=1)
+    top1_best_k: float | None = Field(None, ge=0, le=1)
+    best_k: int | None = Field(None, ge=1)
+    history: list[HistoryPoint] | None = None
+    train_time_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+    steps: int | None = Field(None, ge=0)
+    frozen_cache: bool | None = None
+    num_classes: int | None = Field(None, ge=1)
+    trainable_params: int | None = Field(None, ge=0)
+    device: str | None = None
+    seed: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    transferbench_version: str | None = None
+    torch_version: str | None = None
+    traceback: str | None = None
+    reused_from: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the network trained to the end."""
+        return self.status == "ok"
+
+    def value(self, metric: str) -> float | None:
+        """An accuracy field by name (``top1``, ``top1_best_k``, ...), None unless ok."""
+        return getattr(self, metric) if self.ok else None
+
+    @classmethod
+    def failed(cls, job_id: str, error: str, *, started_at: str | None = None, **fields: Any) -> JobRecord:
+        """The record of a job that failed with ``error``."""
+        import torch
+
+        from ._version import __version__
+
+        return cls(job_id=job_id, status="failed", error=error, started_at=started_at,
+                   finished_at=utc_now(), transferbench_version=__version__,
+                   torch_version=torch.__version__, **fields)
+
+    def to_json(self) -> str:
+        """The record as JSON text (every field, None as null; readable by transferbench 0.1)."""
+        data = self.model_dump(mode="json")
+        for optional in ("traceback", "reused_from"):
+            if data[optional] is None:
+                del data[optional]
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobRecord:
+        """Parse and validate a record.
+
+        Raises:
+            RecordError: the text is not JSON, or not a valid record.
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecordError(f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"a record is a JSON object, this is a {type(data).__name__}")
+        try:
+            record = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise RecordError(f"{where}: {first['msg']}") from None
+        if record.ok and record.top1 is None:
+            raise RecordError("an ok record without top1")
+        return record
