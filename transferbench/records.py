@@ -58,6 +58,9 @@ class JobRecord(BaseModel):
         transferbench_version, torch_version: what trained it.
         traceback: the Python traceback of an unexpected failure.
         reused_from: the shared cache it was copied from, if it was.
+        fingerprint: the code that trained it (:func:`transferbench.fingerprint.code_fingerprint`).
+        checkpoint_sha256: SHA-256 of its checkpoint file, when one was kept.
+        source_sha256: SHA-256 of the source checkpoint its copied layers came from.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -83,11 +86,19 @@ class JobRecord(BaseModel):
     torch_version: str | None = None
     traceback: str | None = None
     reused_from: str | None = None
+    fingerprint: dict[str, Any] | None = None
+    checkpoint_sha256: str | None = None
+    source_sha256: str | None = None
 
     @property
     def ok(self) -> bool:
         """Whether the network trained to the end."""
         return self.status == "ok"
+
+    @property
+    def fingerprint_id(self) -> str | None:
+        """The id of the code that trained it (None for records of transferbench 0.1)."""
+        return None if self.fingerprint is None else self.fingerprint.get("id")
 
     def value(self, metric: str) -> float | None:
         """An accuracy field by name (``top1``, ``top1_best_k``, ...), None unless ok."""
@@ -107,7 +118,7 @@ class JobRecord(BaseModel):
     def to_json(self) -> str:
         """The record as JSON text (every field, None as null; readable by transferbench 0.1)."""
         data = self.model_dump(mode="json")
-        for optional in ("traceback", "reused_from"):
+        for optional in ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256"):
             if data[optional] is None:
                 del data[optional]
         return json.dumps(data, indent=2) + "\n"
