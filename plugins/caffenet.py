@@ -241,8 +241,38 @@ def _fc8_outputs(fc8_outputs: int | None, num_classes: int) -> int:
     return fc8_outputs
 
 
+#: Standard deviation of ImageNet pixels on Caffe's 0-255 scale after mean subtraction (timm's
+#: ImageNet std, about 0.226 on the [0, 1] scale, times 255): the inputs the paper's init saw.
+CAFFE_INPUT_STD = 57.7
+
+
 class _CaffeNetBase(Architecture):
-    """Layer names and multipliers shared by both variants."""
+    """Layer names, multipliers and input scale shared by both variants."""
+
+    def _paper_init(self) -> bool:
+        return getattr(self.params, "init", "paper") == "paper"
+
+    def expected_input_std(self) -> float:
+        """Caffe's 0-255 scale for the paper's N(0, 0.01) init; unit variance for He init."""
+        return CAFFE_INPUT_STD if self._paper_init() else 1.0
+
+    def input_normalization(self, data):
+        """With the paper's init: Caffe's input, pixels on the 0-255 scale minus the mean.
+
+        The data source's per-channel mean is kept (the paper subtracted the mean image; a
+        per-channel mean is the usual stand-in; timm's ImageNet mean when the source has
+        none) and its std is replaced by 1/255, so the scale the init expects travels with
+        the network, whichever data config it is given.
+        """
+        if not self._paper_init():
+            return data
+        if data is None:
+            from timm.data import IMAGENET_DEFAULT_MEAN
+
+            mean = tuple(IMAGENET_DEFAULT_MEAN)
+        else:
+            mean = tuple(data[0])
+        return mean, tuple(1 / 255 for _ in mean)
 
     def layers(self, model: nn.Module) -> Sequence[Layer]:
         """conv1..conv5, fc6, fc7, fc8; each is the module of the same name."""

@@ -25,7 +25,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import ConfigError, Events, Executor, Job, JobRecord, JobRunner, TransferbenchError, hookimpl
+from transferbench import (
+    ConfigError,
+    DataError,
+    Events,
+    Executor,
+    Job,
+    JobRecord,
+    JobRunner,
+    TransferbenchError,
+    hookimpl,
+)
 
 INSTALL_HINT = "pip install 'transferbench[ray]'"
 
@@ -95,6 +105,7 @@ class RayExecutor(Executor):
     # refused when the config is resolved (validate, plan, run), not at import
     requires = ("ray",)
     install_hint = INSTALL_HINT
+    runs_here = False  # workers on other nodes have their own devices
 
     # ------------------------------------------------------------------ driver
     def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
@@ -211,6 +222,9 @@ class RayExecutor(Executor):
     def _lost(self, job: Job, exc: Exception, runner: JobRunner, state: _DriverState) -> JobRecord:
         """The record of a job whose task failed in Ray: its worker died too often, or the
         task could not even start (a plugin not installed on the worker's node, say)."""
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DataError):
+            raise cause  # the data is broken, not this job: the run stops and says why
         record = runner.finished(job)  # it may have written its record just before dying
         if record is not None:
             return record

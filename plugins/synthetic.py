@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from transferbench import ClassInfo, DataError, DataSource, hookimpl
+from transferbench import ClassInfo, DataError, DataSource, cached_dir, hookimpl
 
 #: Bump whenever the rendering changes, so stale caches are never reused.
 GENERATOR_VERSION = 1
@@ -503,53 +501,48 @@ def _to_dataset(images: np.ndarray, labels: np.ndarray) -> Any:
     return datasets.Dataset.from_dict({"input": images, "label": labels}, features=features)
 
 
+def _cache_is_whole(folder: Path, p: SyntheticParams) -> bool:
+    """Whether ``folder`` holds both splits of ``p``, readable, with the rows they should have."""
+    import datasets
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("generator_version") != GENERATOR_VERSION:
+            return False
+        with _quiet_datasets():
+            rows = {split: datasets.load_from_disk(str(folder / split)).num_rows for split in _SPLIT_STREAM}
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign files all mean "not whole"
+        return False
+    per_class = {"train": p.train_per_class, "eval": p.eval_per_class}
+    return all(rows[s] == per_class[s] * p.num_classes for s in _SPLIT_STREAM)
+
+
 def build_cache(p: SyntheticParams) -> Path:
     """Generate both splits into the cache unless they are already there; return the folder.
 
-    The data is written to a temporary folder beside the target and renamed into place, so
-    a reader never sees a half-written cache; when two processes race, the first rename
-    wins and the other discards its copy.
+    Built with :func:`transferbench.cached_dir`: in a temporary folder renamed into place
+    (no reader sees half a cache), one builder at a time, temporary folders of killed builds
+    removed, and a damaged cache moved aside (never deleted) and built again.
     """
-    target = cache_path(p)
-    if (target / "meta.json").is_file():
-        return target
-    if target.exists():
-        raise DataError(
-            f"synthetic: incomplete cache folder {target} (no meta.json); delete it and retry"
-        )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    except OSError as e:
-        raise DataError(f"synthetic: cannot write the cache under {target.parent}: {e}") from e
-    try:
+
+    def build(tmp: Path) -> None:
         stats: dict[str, Any] = {}
         with _quiet_datasets():
             for split in _SPLIT_STREAM:
                 images, labels = render_split(p, split)
                 if split == "train":
                     x = images.astype(np.float32) / 255.0
-                    stats = {
-                        "mean": x.mean(axis=(0, 2, 3)).tolist(),
-                        "std": x.std(axis=(0, 2, 3)).tolist(),
-                    }
+                    stats = {"mean": x.mean(axis=(0, 2, 3)).tolist(), "std": x.std(axis=(0, 2, 3)).tolist()}
                 _to_dataset(images, labels).save_to_disk(str(tmp / split))
-        meta = {
-            "generator_version": GENERATOR_VERSION,
-            "params": p.model_dump(exclude={"cache_dir"}),
-            "normalization": stats,
-        }
+        meta = {"generator_version": GENERATOR_VERSION, "params": p.model_dump(exclude={"cache_dir"}),
+                "normalization": stats}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache root must stay readable
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "meta.json").is_file():
-                raise
-            # Another process finished first; its copy is identical.
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    target = cache_path(p)
+    try:
+        return cached_dir(target, build, valid=lambda folder: _cache_is_whole(folder, p))
+    except OSError as e:
+        raise DataError(f"synthetic: cannot write the cache under {target.parent}: {e}") from e
 
 
 # --------------------------------------------------------------------------- the plugin

@@ -107,7 +107,7 @@ def test_missing_run_dir_or_plan_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(TransferbenchError, match="no plan.json"):
         load_run(tmp_path)
     (tmp_path / "plan.json").write_text("{not json")
-    with pytest.raises(RunDirError, match="cannot read"):
+    with pytest.raises(RunDirError, match="plan.json is damaged"):
         load_run(tmp_path)
 
 

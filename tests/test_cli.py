@@ -92,7 +92,7 @@ def test_run_then_report_then_resume(env, tmp_path):
     out_dir = tmp_path / "run"
     proc = tb(env, "run", cfg, "--out", out_dir, "--set", "train.epochs=2", check_code=0)
     assert "[14/14]" in proc.stdout
-    assert (out_dir / "results.csv").is_file()
+    assert (out_dir / "results_top1.csv").is_file()
     assert yaml.safe_load((out_dir / "config.yaml").read_text())["train"]["epochs"] == 2
     again = tb(env, "run", cfg, "--out", out_dir, "--set", "train.epochs=2", check_code=0)
     assert "14 of 14 networks already trained" in again.stdout

@@ -183,7 +183,7 @@ def test_installed_example_runs_a_tiny_grid_through_the_cli(installed_example, t
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
     assert sorted(r["num_classes"] for r in records) == [2, 4, 4, 4]  # baseA on A, the rest on B
-    assert "AnB+" in (out / "results.csv").read_text()
+    assert "AnB+" in (out / "results_top1.csv").read_text()
 
 
 def test_installed_example_is_discovered_and_obeys_the_allowlist(installed_example, monkeypatch):

@@ -90,15 +90,43 @@ def test_duplicate_name_is_refused_naming_both_plugins(site):
     assert "transferbench_plugins.splits" in msg and "tb_clash" in msg
 
 
-def test_misspelt_hook_fails_loudly(site):
-    make_dist(site, "tb_typo", "tb_typo_mod", """
-        from transferbench import hookimpl
-        @hookimpl
-        def register_split(register):
-            pass
-    """)
-    with pytest.raises(Exception, match="unknown hook 'register_split'"):
-        PluginHost()
+TYPO_PLUGIN = """
+    from transferbench import hookimpl
+    @hookimpl
+    def register_split(register):
+        pass
+"""
+
+WRONG_ARGS_PLUGIN = """
+    from transferbench import hookimpl
+    @hookimpl
+    def register_splits(add):
+        pass
+"""
+
+
+@pytest.mark.parametrize("source", [TYPO_PLUGIN, WRONG_ARGS_PLUGIN], ids=["misspelt-hook", "wrong-arguments"])
+def test_a_plugin_with_a_bad_hook_is_listed_as_broken_and_skipped(site, source):
+    make_dist(site, "tb_firstthree", "tb_firstthree_mod", GOOD_PLUGIN)
+    make_dist(site, "tb_typo", "tb_typo_mod", source)
+    host = PluginHost()  # no exception: every other plugin still loads
+    reg = host.registry()
+    assert "first_three" in reg.names("split") and "random" in reg.names("split")
+    (failure,) = [f for f in reg.failures if f.plugin == "tb_typo"]
+    assert failure.origin == "package tb_typo 0.1"
+    if source is TYPO_PLUGIN:
+        assert "register_split" in failure.error and "did you mean register_splits?" in failure.error
+    assert not host.pm.has_plugin("tb_typo")
+
+
+def test_cli_commands_work_beside_a_plugin_with_a_misspelt_hook(site):
+    make_dist(site, "tb_typo", "tb_typo_mod", TYPO_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "transferbench.cli", "plugins"], capture_output=True,
+                          text=True, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "failed to load plugin tb_typo" in proc.stdout and "register_split" in proc.stdout
 
 
 def test_registering_something_that_is_not_a_plugin_class_is_refused():

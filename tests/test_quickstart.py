@@ -37,4 +37,4 @@ def test_reduced_quickstart_runs_and_reports(tmp_path):
     assert rep.returncode == 0, rep.stderr
     assert "derived metrics" in rep.stdout
     assert list(out.glob("*.png")) or list(out.rglob("*.png")), "report writes plots"
-    assert (out / "results.csv").is_file() and (out / "results_long.csv").is_file()
+    assert (out / "results_top1.csv").is_file() and (out / "results_long.csv").is_file()

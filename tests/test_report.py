@@ -43,9 +43,24 @@ def test_report_fits_80_columns_and_writes_files(tmp_path: Path) -> None:
     assert row3.split()[2:] == [".800±.000", ".820±.000", ".710±.014", ".840±.000"]
     assert "1 pending" in text and "1 failed" in text and "NaN loss" in text
     assert "Features turn specific at n=3" in text
-    for name in ("results.csv", "results_long.csv", "results_long.jsonl", "results_summary.csv",
-                 "results_metrics.csv"):
+    for name in ("results_top1.csv", "results_long.csv", "results_long.jsonl", "results_summary_top1.csv",
+                 "results_metrics_top1.csv"):
         assert (run / name).stat().st_size > 0, name
+
+
+def test_reports_of_two_metrics_never_overwrite_each_other(tmp_path: Path) -> None:
+    run = write_run(tmp_path)
+    run_report(run, console=_console(), metric="top1")
+    first = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix in (".csv", ".png")}
+    run_report(run, console=_console(), metric="top1_best_k")
+    for name, data in first.items():
+        if not name.startswith("results_long"):  # the tidy export holds every metric
+            assert (run / name).read_bytes() == data, f"{name} was overwritten by a report of another metric"
+            assert "top1" in name
+    for stem in ("results_top1_best_k.csv", "results_summary_top1_best_k.csv", "figure2_main_top1_best_k.png"):
+        assert (run / stem).is_file()
+    with open(run / "results_top1_best_k.csv", newline="") as fh:
+        assert {r["metric"] for r in csv.DictReader(fh)} == {"top1_best_k"}
 
 
 def test_unpooled_report_splits_wide_grids(tmp_path: Path) -> None:
@@ -67,13 +82,13 @@ def test_report_of_a_run_with_nothing_finished(tmp_path: Path) -> None:
     text = console.export_text()
     assert "no top1 results yet (30 networks pending, 0 failed)" in text
     assert "beside the paper" not in text
-    assert (run / "results.csv").read_text().count("\n") == 1 + 8  # header + 2 seeds x 4 n
+    assert (run / "results_top1.csv").read_text().count("\n") == 1 + 8  # header + 2 seeds x 4 n
 
 
 def test_results_csv_has_one_row_per_experiment_seed_and_n(tmp_path: Path) -> None:
     run = write_run(tmp_path)
     print_grid(run, _console())
-    with open(run / "results.csv", newline="") as fh:
+    with open(run / "results_top1.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["split_seed"], r["n"]) for r in rows] == [(s, n) for s in "01" for n in "0123"]
     assert list(rows[0])[:5] == ["experiment", "split", "split_seed", "n", "metric"]
@@ -125,7 +140,7 @@ def test_paper_report_reproduces_paper_md(tmp_path: Path) -> None:
     assert [v[0][:4] for v in table1.values()] == ["+1.6", "+1.8", "+2.1"]
     assert ".291" in text and ".399" in text and ".492" in text and ".403" in text
     assert "24.6 (45.8%)" in text  # man-made at n=7: 25 points below its base
-    assert (tmp_path / "results.csv").stat().st_size > 0
+    assert (tmp_path / "results_top1_best_k.csv").stat().st_size > 0
 
 
 def test_compare_with_the_paper(tmp_path: Path) -> None:
@@ -185,14 +200,15 @@ def test_figure3_on_the_paper() -> None:
 def test_write_plots_png_and_svg(tmp_path: Path) -> None:
     grids = build_grids(load_paper(), "top1_best_k")
     paths = write_plots(grids, tmp_path, HALF_NAMES)
-    assert {p.name for p in paths} == {"figure2_random.png", "figure2_random.svg", "figure3.png", "figure3.svg"}
+    assert {p.name for p in paths} == {"figure2_random_top1_best_k.png", "figure2_random_top1_best_k.svg",
+                                       "figure3_top1_best_k.png", "figure3_top1_best_k.svg"}
     assert all(p.stat().st_size > 1000 for p in paths)
-    assert (tmp_path / "figure3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<svg" in (tmp_path / "figure2_random.svg").read_text()[:2000]
+    assert (tmp_path / "figure3_top1_best_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (tmp_path / "figure2_random_top1_best_k.svg").read_text()[:2000]
 
 
 def test_report_writes_plots_into_the_run_dir(tmp_path: Path) -> None:
     run = write_run(tmp_path)
     run_report(run, console=_console())
-    assert (run / "figure2_main.png").stat().st_size > 0
-    assert (run / "figure2_main.svg").stat().st_size > 0
+    assert (run / "figure2_main_top1.png").stat().st_size > 0
+    assert (run / "figure2_main_top1.svg").stat().st_size > 0

@@ -225,7 +225,7 @@ def test_reduced_grid_through_the_cli(tmp_path, capsys):
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
     assert len(records) == len(plan["jobs"]) == 2 + 4 * 2
     assert all(r["status"] == "ok" for r in records)
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results_top1.csv").open()))
     by_n = {int(r["n"]): r for r in rows if r["metric"] == "top1"}
     assert set(by_n) == {0, 1, 5}
     for treatment in ("BnB", "BnB+", "AnB", "AnB+"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,8 @@ def test_cache_hit_does_not_regenerate(
     first = _arrays(_source(tmp_path).load("train"))
     folder = cache_path(_source(tmp_path).params)
     assert (folder / "meta.json").is_file()
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temp dirs left
+    left = [p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock")]
+    assert left == [folder.name]  # no temporary folders left (the builders' lock file stays)
 
     def fail(*_: Any) -> None:
         raise AssertionError("regenerated although the cache was complete")
@@ -116,34 +118,46 @@ def test_cache_dir_defaults_to_env(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cache_path(SyntheticParams(**TINY)).parent == tmp_path / "env" / "synthetic"
 
 
-def test_losing_a_cache_race_keeps_the_winners_copy(
+def test_concurrent_builders_take_turns_and_build_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process finishes the same cache while this one is still generating."""
+    """Two builders of the same cache at once (threads, each with its own lock descriptor, as
+    two processes would have): the second waits for the first and reuses its copy."""
+    import threading
+
     p = SyntheticParams(**TINY, cache_dir=str(tmp_path))
     real_render = synthetic.render_split
-    raced = []
+    renders: list[str] = []
+    started = threading.Event()
 
-    def render_then_lose(params: SyntheticParams, split: str) -> Any:
-        if not raced:
-            raced.append(True)
-            monkeypatch.setattr(synthetic, "render_split", real_render)
-            build_cache(params)  # the "other process" wins the rename
+    def slow_render(params: SyntheticParams, split: str) -> Any:
+        renders.append(split)
+        started.set()
+        time.sleep(0.3)  # the other builder arrives while this one holds the lock
         return real_render(params, split)
 
-    monkeypatch.setattr(synthetic, "render_split", render_then_lose)
-    folder = build_cache(p)
-    assert raced and (folder / "meta.json").is_file()
-    assert [q.name for q in folder.parent.iterdir()] == [folder.name]
+    monkeypatch.setattr(synthetic, "render_split", slow_render)
+    results: list[Path] = []
+    first = threading.Thread(target=lambda: results.append(build_cache(p)))
+    first.start()
+    started.wait(10)
+    results.append(build_cache(p))
+    first.join()
+    assert results[0] == results[1] and (results[0] / "meta.json").is_file()
+    assert sorted(renders) == ["eval", "train"], "the data was generated once"
     x, _ = _arrays(SyntheticDataSource(p).load("eval"))
     np.testing.assert_array_equal(x, real_render(p, "eval")[0])
 
 
-def test_incomplete_cache_folder_is_reported(tmp_path: Path) -> None:
+def test_incomplete_cache_folder_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
     src = _source(tmp_path)
-    cache_path(src.params).mkdir(parents=True)
-    with pytest.raises(DataError, match="incomplete cache"):
-        src.load("train")
+    folder = cache_path(src.params)
+    folder.mkdir(parents=True)
+    (folder / "half-written.arrow").write_bytes(b"...")
+    x, _ = _arrays(src.load("train"))
+    assert (folder / "meta.json").is_file() and len(x) > 0
+    kept = list((folder.parent / "damaged").iterdir())
+    assert len(kept) == 1 and (kept[0] / "half-written.arrow").is_file()  # moved aside, never deleted
 
 
 def test_normalization_matches_the_train_split(tmp_path: Path) -> None:

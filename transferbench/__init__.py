@@ -9,8 +9,9 @@ own and may change. A plugin imports from ``transferbench`` only:
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
-* helpers for image sources: the :mod:`~transferbench.imagenet` class metadata and the
-  :mod:`~transferbench.images` decoding helpers.
+* helpers for data sources: the :mod:`~transferbench.imagenet` class metadata, the
+  :mod:`~transferbench.images` decoding helpers and :func:`cached_dir` (a cache folder
+  built once, atomically, under a lock).
 
 For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md).
 """
@@ -28,6 +29,7 @@ from .errors import (
     TransferbenchError,
 )
 from .executor import Events, Executor, JobRunner, ProgressFn
+from .files import cached_dir
 from .hookspecs import hookimpl
 from .interfaces import (
     Architecture,
@@ -71,6 +73,7 @@ __all__ = [
     "TransferProtocol",
     "TransferbenchError",
     "__version__",
+    "cached_dir",
     "hookimpl",
     "imagenet",
     "images",

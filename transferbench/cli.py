@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import ConfigError, DataError, TransferbenchError
+from .errors import ConfigError, TransferbenchError
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -131,7 +131,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .preflight import environment_problems
+
     config, components, plan = _load(args)
+    problems = environment_problems(config, components, Path(args.out) if args.out else None)
+    if problems:
+        raise ConfigError(problems, source=args.config)
     _console().print(
         f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs)} networks, "
         f"{len(plan.layer_names)} layers: {', '.join(plan.layer_names)})"
@@ -195,14 +200,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import run_plan
 
     config, components, plan = _load(args)
-    try:
-        components.data.check()
-    except DataError as exc:
-        raise DataError(
-            f"{exc}\nNothing was trained. Point the config at your copy without editing it, e.g. "
-            f"--set data.<key>=<path> (data source {config.data.name!r}); docs/paper-experiment.md "
-            "shows a local ILSVRC-2012 tree and a Hugging Face copy (data.name=hf, data.path=<hub id or folder>)."
-        ) from None
     run_dir = Path(args.out) if args.out else config.run_dir()
     console = _console()
     summary = run_plan(config, components, plan, run_dir, console)
@@ -223,6 +220,26 @@ def _print_grid(run_dir: Path, console: Console) -> None:
     print_grid(run_dir, console)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Verify a run directory; exit 1 when a file is damaged."""
+    from .check import check_run_dir
+
+    report = check_run_dir(Path(args.run_dir))
+    console = _console()
+    console.print(f"{args.run_dir}: {report.networks} networks planned, {report.ok} with a usable record")
+    for path, why in report.damaged:
+        console.print(f"[red]damaged[/red] {escape(path)}: {escape(why)}")
+    for why, count in sorted(report.redo.items(), key=lambda kv: -kv[1]):
+        console.print(f"a rerun trains {count} networks: {escape(why)}")
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
+    if not report.damaged and not report.redo:
+        console.print("intact: a rerun would train nothing")
+    elif report.damaged:
+        console.print("a rerun moves the damaged files under damaged/ (never deletes them) and recomputes them")
+    return EXIT_FAILED_JOBS if report.damaged else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import run_report
 
@@ -241,6 +258,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` greater than zero (argparse reports the rest)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,17 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an architecture parameter (repeatable), e.g. --set model=resnet18")
     p.add_argument("--input-shape", metavar="C,H,W",
                    help="shape of one example, e.g. 3,32,32 (default: the architecture's example shape)")
-    p.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
+    p.add_argument("--classes", type=_positive(int), default=10, help="number of classes (default: 10)")
     p.set_defaults(fn=cmd_layers)
 
-    with_config("validate", "check a config and report every problem with its key path", cmd_validate)
+    p = with_config("validate", "check a config and report every problem with its key path", cmd_validate)
+    p.add_argument("--out", metavar="RUN_DIR", help="the run directory to check (default: the config's output.dir)")
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
-    p.add_argument("--tflops", type=float, default=20.0,
+    p.add_argument("--tflops", type=_positive(float), default=20.0,
                    help="effective training throughput assumed for the GPU-hour estimate (default 20)")
     with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
+
+    p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
+    p.add_argument("run_dir", help="a run directory")
+    p.set_defaults(fn=cmd_check)
 
     p = sub.add_parser("report", help="tables, metrics and plots of a run (or of the paper)")
     p.add_argument("run_dir", nargs="?", help="a run directory")
@@ -311,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `transferbench splits ... | head`
         sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:  # a path of the user's that the system refuses (disk full, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        _err_console().print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _err_console().print("interrupted: rerun the same command to resume where it stopped")
         return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ then checks each plugin's own keys against its ``Params`` model.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -231,7 +232,8 @@ class Loader(_Strict):
 class Config(_Strict):
     """A whole transferbench experiment."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                      description="letters, digits, _ . -; not starting with a dot (it names the run directory)")
     seed: int = 0
     data: PluginRef
     architecture: PluginRef
@@ -257,11 +259,46 @@ class Config(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen and key != "<<":
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice in one mapping (first on line {seen[key]}); "
+                "YAML would silently keep only the last one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
+
+
+def non_finite_values(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """(key path, message) for every infinite or NaN number in a raw config (YAML's .inf, .nan)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(path, f"{node} is not a finite number")]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    out: list[tuple[str, str]] = []
+    for key, value in items:
+        out += non_finite_values(value, f"{path}.{key}" if path else str(key))
+    return out
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -314,7 +351,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError([("", f"config file not found: {p}")])
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text (byte {exc.start}): save the config as UTF-8")],
+                          source=str(p)) from None
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read the config: {exc.strerror or exc}")], source=str(p)) from None
+    try:
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"not valid YAML: {exc}")], source=str(p)) from None
     if not isinstance(raw, dict):
@@ -340,6 +384,9 @@ def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | N
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
+    bad = non_finite_values(raw)
+    if bad:
+        raise ConfigError(bad, source=source)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

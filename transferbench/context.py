@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -12,25 +11,7 @@ from .network import input_shape
 from .resolve import Components
 from .taskdata import SplitTensors
 
-__all__ = ["TrainContext", "autocast", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, then Apple's MPS, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """bf16 autocast on CUDA when ``performance.amp`` asks for it, else nothing."""
-    if amp == "off" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16)
+__all__ = ["TrainContext"]
 
 
 @dataclass

@@ -14,13 +14,15 @@ from rich.console import Console
 
 from .audit import Audit, audit_run
 from .config import Config, dump_config
-from .context import resolve_device
-from .errors import RunDirError
+from .devices import resolve_device
+from .errors import ConfigError, DataError, RunDirError
 from .plan import Plan, merge_plan_json
+from .preflight import check_data, environment_problems
 from .progress import Reporter
 from .resolve import Components
 from .runner import TrainingRunner
 from .store import JobCache, RunStore
+from .taskdata import bad_data_error
 
 __all__ = ["RunSummary", "run_plan"]
 
@@ -75,6 +77,10 @@ def run_plan(
     config: Config, components: Components, plan: Plan, run_dir: Path, console: Console
 ) -> RunSummary:
     """Train every unfinished job of ``plan`` into ``run_dir`` (resuming what is there)."""
+    problems = environment_problems(config, components, run_dir)
+    if problems:
+        raise ConfigError(problems)
+    check_data(config, components)
     store = RunStore(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -90,7 +96,10 @@ def run_plan(
         skipped = len(plan.jobs) - len(todo)
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
         runner = TrainingRunner(config, components, plan, run_dir)
-        with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
-            components.executor.run(todo, runner, reporter)
+        try:
+            with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
+                components.executor.run(todo, runner, reporter)
+        except DataError as exc:
+            raise bad_data_error(components.data, exc, console, config.loader.workers) from None
         failed = sum(1 for j in plan.jobs.values() if runner.finished(j) is None)
     return RunSummary(run_dir, len(plan.jobs), skipped, len(todo), failed)

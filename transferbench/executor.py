@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from .interfaces import Plugin
 
@@ -79,7 +79,14 @@ class Events:
 
 
 class Executor(Plugin, abc.ABC):
-    """Runs jobs, respecting their dependencies."""
+    """Runs jobs, respecting their dependencies.
+
+    Attributes:
+        runs_here: whether jobs run on this machine (the config's ``device`` is then checked
+            against it before any work); a cluster executor sets False.
+    """
+
+    runs_here: ClassVar[bool] = True
 
     @abc.abstractmethod
     def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:

@@ -87,6 +87,14 @@ def _open_image(value: Any) -> Any:
     raise DataError(f"cannot read an image from a {type(value).__name__}")
 
 
+def _name_of(value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return f"({type(value).__name__})"
+
+
 def decode_image(value: Any, resize: int | None) -> torch.Tensor:
     """Decode one image into a uint8 tensor of shape (3, H, W).
 
@@ -101,13 +109,18 @@ def decode_image(value: Any, resize: int | None) -> torch.Tensor:
     """
     from PIL import Image
 
-    img = _open_image(value)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids PIL's warning about palette transparency
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if resize is not None and img.size != (resize, resize):
-        img = img.resize((resize, resize), Image.Resampling.BILINEAR)
+    try:
+        img = _open_image(value)
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")  # avoids PIL's warning about palette transparency
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        if resize is not None and img.size != (resize, resize):
+            img = img.resize((resize, resize), Image.Resampling.BILINEAR)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds; the message names the file
+        raise DataError(f"cannot decode the image {_name_of(value)}: {type(exc).__name__}: {exc}") from None
     # Transposed by numpy, not torch: torch's multi-threaded copy of one small image is
     # slower by 100x on a busy machine when the caller has not limited torch's threads.
     arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()  # C order, writable

@@ -235,6 +235,24 @@ class Architecture(Plugin, abc.ABC):
     def layers(self, model: nn.Module) -> Sequence[Layer]:
         """The transferable layers of ``model`` in order, from input (1) to classifier (L)."""
 
+    def expected_input_std(self) -> float | None:
+        """The standard deviation of network inputs its initialisation is designed for (1.0
+        for inputs normalised to unit variance; about 58 for Caffe's mean-subtracted 0-255
+        pixels), or None when it does not matter. Every record stores the measured value,
+        and the report flags networks whose inputs were far off."""
+        return None
+
+    def input_normalization(
+        self, data: tuple[Sequence[float], Sequence[float]] | None
+    ) -> tuple[Sequence[float], Sequence[float]] | None:
+        """The per-channel (mean, std) applied to image inputs on the [0, 1] scale.
+
+        The default is the data source's own. An architecture whose initialisation expects
+        another input scale (Caffe's 0-255 pixels) returns it here, so the scale belongs to
+        the network and cannot be lost by swapping the data config.
+        """
+        return data
+
     def param_multipliers(self, model: nn.Module) -> dict[str, tuple[float, float]]:
         """Per-parameter (learning-rate, weight-decay) multipliers, by parameter name.
 

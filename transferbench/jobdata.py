@@ -16,7 +16,8 @@ from torch import nn
 
 from .augment import BatchTransform
 from .config import Augment
-from .context import TrainContext, autocast
+from .context import TrainContext
+from .devices import autocast
 from .network import Target
 from .taskdata import InMemoryTask, TaskData, open_task
 
@@ -32,6 +33,7 @@ class JobData:
         transform: turns a batch of ``train``/``eval`` inputs into network inputs.
         net: the module the loop runs: the whole network, or the suffix above the cache.
         cached: whether the frozen-prefix cache is in use.
+        input_std: the standard deviation of network inputs (set from the first batch).
     """
 
     train: TaskData
@@ -39,6 +41,7 @@ class JobData:
     transform: BatchTransform
     net: nn.Module
     cached: bool = False
+    input_std: float | None = None
 
 
 def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, n: int) -> JobData:
@@ -55,7 +58,8 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, 
     channels_last = perf.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3
     train = open_task(source, "train", classes, config.loader, ctx.memory)
     evaluation = open_task(source, "eval", classes, config.loader, ctx.memory)
-    transform = BatchTransform(config.train.augment, source.normalization(), device, channels_last=channels_last)
+    norm = ctx.components.architecture.input_normalization(source.normalization())
+    transform = BatchTransform(config.train.augment, norm, device, channels_last=channels_last)
     data = JobData(train, evaluation, transform, target.model)
     if _can_cache(ctx, target, n, train):
         split = ctx.components.architecture.split_at(target.model, n)
@@ -64,7 +68,9 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, 
             feats = _features(prefix, (train, evaluation), transform, ctx)
             if feats is not None:
                 identity = BatchTransform(Augment(), None, device, channels_last=channels_last)
-                data = JobData(feats[0], feats[1], identity, suffix, cached=True)
+                first = train.tensors()[0][: config.train.batch_size].to(device)
+                data = JobData(feats[0], feats[1], identity, suffix, cached=True,
+                               input_std=float(transform(first, train=False).float().std()))
     if perf.compile:
         data.net = torch.compile(data.net)
     return data

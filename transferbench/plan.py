@@ -96,6 +96,7 @@ class Plan:
     jobs: dict[str, Job]
     cells: list[Cell]
     halves: dict[tuple[str, int], Halves]
+    expected_input_std: float | None = None
 
     @property
     def num_layers(self) -> int:
@@ -114,6 +115,7 @@ class Plan:
             "config_hash": self.config_hash,
             "num_layers": self.num_layers,
             "layer_names": self.layer_names,
+            "expected_input_std": self.expected_input_std,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
         }
@@ -240,7 +242,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if problems:
         raise ConfigError(problems)
     ordered = dict(sorted(builder.jobs.items(), key=lambda kv: kv[1].kind != "base"))
-    return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves)
+    return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
+                components.architecture.expected_input_std())
 
 
 def _seed(role: dict[str, Any]) -> int:

@@ -235,16 +235,16 @@ def write_plots(grids: Sequence[Grid], out_dir: Path,
     when it has anything to show (unpooled directions are drawn there, not in Figure 2).
 
     Returns:
-        The files written (``figure2_<experiment>.{png,svg}``, ``figure3.{png,svg}``).
+        The files written (``figure2_<experiment>_<metric>.{png,svg}``, ``figure3_<metric>.{png,svg}``).
     """
     written: list[Path] = []
     for grid in grids:
         has = {t for t in ("BnB", "AnB") for n in grid.transfer_layers if grid.get(t, n)}
         if "BnB" in has or (grid.pooled and "AnB" in has):
-            written += save_figure(figure2(grid), out_dir, f"figure2_{_safe(grid.experiment)}")
+            written += save_figure(figure2(grid), out_dir, f"figure2_{_safe(grid.experiment)}_{grid.metric}")
     fig3 = figure3(grids, half_names)
     if fig3 is not None:
-        written += save_figure(fig3, out_dir, "figure3")
+        written += save_figure(fig3, out_dir, f"figure3_{grids[0].metric}")
     return written
 
 

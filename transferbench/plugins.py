@@ -5,6 +5,7 @@ Names are resolved here, at the edge; the engine itself only receives plugin ins
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -116,7 +117,7 @@ class PluginHost:
             self._register_module(module_name, module_name, "built-in")
         if load_entry_points:
             self._load_entry_points()
-        self.pm.check_pending()  # a misspelt hook name fails loudly here
+        self.pm.check_pending()  # cannot fail: register() refuses plugins with unknown hooks
 
     def _register_module(self, plugin_name: str, module_name: str, origin: str) -> None:
         try:
@@ -146,9 +147,29 @@ class PluginHost:
         name = name or type(plugin).__name__
         if self.pm.has_plugin(name):
             raise PluginError(f"a plugin named {name!r} is already registered")
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # a hook with the wrong arguments
+            raise PluginError(f"plugin {name!r}: {exc}") from None
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.pm.unregister(name=name)
+            raise PluginError(f"plugin {name!r} implements hooks transferbench does not have: {'; '.join(unknown)}")
         self._origins[name] = origin
         return name
+
+    def _unknown_hooks(self, plugin: object) -> list[str]:
+        """Each ``@hookimpl`` of ``plugin`` whose name no hook has (a misspelling), with a suggestion."""
+        known = [name for name in dir(hookspecs) if name.startswith("register_")]
+        out = []
+        for attr in dir(plugin):
+            if self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                continue
+            caller = getattr(self.pm.hook, attr, None)
+            if caller is None or caller.spec is None:
+                near = difflib.get_close_matches(attr, known, n=1)
+                out.append(f"{attr}" + (f" (did you mean {near[0]}?)" if near else ""))
+        return out
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)

@@ -61,6 +61,8 @@ class JobRecord(BaseModel):
         fingerprint: the code that trained it (:func:`transferbench.fingerprint.code_fingerprint`).
         checkpoint_sha256: SHA-256 of its checkpoint file, when one was kept.
         source_sha256: SHA-256 of the source checkpoint its copied layers came from.
+        input_std: standard deviation of its first training batch as the network saw it
+            (after scaling, augmentation and normalisation).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -89,6 +91,7 @@ class JobRecord(BaseModel):
     fingerprint: dict[str, Any] | None = None
     checkpoint_sha256: str | None = None
     source_sha256: str | None = None
+    input_std: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     @property
     def ok(self) -> bool:
@@ -118,7 +121,8 @@ class JobRecord(BaseModel):
     def to_json(self) -> str:
         """The record as JSON text (every field, None as null; readable by transferbench 0.1)."""
         data = self.model_dump(mode="json")
-        for optional in ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256"):
+        for optional in ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256",
+                         "input_std"):
             if data[optional] is None:
                 del data[optional]
         return json.dumps(data, indent=2) + "\n"

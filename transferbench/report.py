@@ -2,7 +2,7 @@
 
 Entry points:
 
-* :func:`print_grid`: the main table only, and ``results.csv``; the engine calls it when a
+* :func:`print_grid`: the main table only, and ``results_<metric>.csv``; the engine calls it when a
   run ends.
 * :func:`run_report`: everything (``transferbench report RUN_DIR [--paper]
   [--compare paper] [--no-plots] [--metric top1|top1_best_k]``).
@@ -167,7 +167,7 @@ def metrics_section(grid: Grid) -> Section | None:
         ("specif.", "BnB-AnB", lambda m: _points(m.specificity)),
         ("boost", "AnB+-baseB", lambda m: _points(m.boost_base)),
         ("boost/sf", "AnB+-BnB+", lambda m: _points(m.boost_selffer)),
-        # generality (AnB / baseB) is 1 - this; it is in results_metrics.csv
+        # generality (AnB / baseB) is 1 - this; it is in results_metrics_<metric>.csv
         ("drop", "% of baseB", lambda m: _pct(m.relative_drop)),
     ]
     cells = [[fmt(m) for _, _, fmt in columns] for m in rows]
@@ -261,6 +261,19 @@ def _status_line(results: RunResults) -> str:
     return line
 
 
+def input_scale_mismatch(results: RunResults, factor: float = 3.0) -> str | None:
+    """A warning when networks saw inputs far from the scale their initialisation expects."""
+    expected = results.expected_input_std
+    measured = [r.input_std for r in results.rows if r.status == "ok" and r.input_std]
+    if not expected or not measured:
+        return None
+    median = sorted(measured)[len(measured) // 2]
+    if expected / factor <= median <= expected * factor:
+        return None
+    return (f"the networks' inputs have a std of {median:.3g}, but the architecture's initialisation expects "
+            f"about {expected:.3g}: check the data's normalisation (data.mean / data.std) or the init")
+
+
 def _print_failures(console: Console, results: RunResults, limit: int = 3) -> None:
     seen: dict[str, str] = {}
     for r in results.rows:
@@ -270,6 +283,16 @@ def _print_failures(console: Console, results: RunResults, limit: int = 3) -> No
         console.print(Text(f"  failed: {line}"))
     if len(seen) > limit:
         console.print(Text(f"  ... and {len(seen) - limit} more failed networks"))
+    for path, why in results.unreadable:
+        console.print(Text(f"  unreadable: {path}: {why} (counted as pending; a rerun moves it aside "
+                           "and trains the network again)"))
+    off = input_scale_mismatch(results)
+    if off:
+        console.print(Text(f"  warning: {off}"))
+    differences = results.code_differences()
+    if differences:
+        console.print(Text(f"  warning: these networks were trained by different code ({'; '.join(differences)}): "
+                           "compare them with care (docs/run-directory.md)"))
 
 
 def _print_grids(console: Console, results: RunResults, grids: Sequence[Grid],
@@ -309,7 +332,7 @@ def _specific_line(spec: SpecificLayer, results: RunResults) -> str:
 
 
 def results_csv(results: RunResults, metric: str) -> str:
-    """``results.csv``: one row per experiment, split seed and n; one column per treatment
+    """``results_<metric>.csv``: one row per experiment, split seed and n; one column per treatment
     (not pooled), holding that seed's network's accuracy."""
     names = list(dict.fromkeys(r.treatment for r in results.rows))
     names = [t for t in CANONICAL if t in names] + [t for t in names if t not in CANONICAL]
@@ -368,12 +391,13 @@ def _metrics_csv(grids: Sequence[Grid]) -> str:
 
 
 def write_tables(results: RunResults, grids: Sequence[Grid], out_dir: Path) -> list[Path]:
-    """Write ``results.csv``, ``results_summary.csv`` and ``results_metrics.csv``."""
+    """Write ``results_<metric>.csv``, ``results_summary_<metric>.csv`` and ``results_metrics_<metric>.csv``
+    (the metric in every name, so reports of two metrics never overwrite each other)."""
     metric = grids[0].metric if grids else "top1"
     files = {
-        "results.csv": results_csv(results, metric),
-        "results_summary.csv": _summary_csv(grids),
-        "results_metrics.csv": _metrics_csv(grids),
+        f"results_{metric}.csv": results_csv(results, metric),
+        f"results_summary_{metric}.csv": _summary_csv(grids),
+        f"results_metrics_{metric}.csv": _metrics_csv(grids),
     }
     for name, text in files.items():
         write_atomic(Path(out_dir) / name, text)
@@ -384,14 +408,14 @@ def write_tables(results: RunResults, grids: Sequence[Grid], out_dir: Path) -> l
 
 
 def print_grid(run_dir: Path, console: Console, *, metric: str = "top1") -> None:
-    """Print the main table of every experiment of a run and write ``results.csv``.
+    """Print the main table of every experiment of a run and write ``results_<metric>.csv``.
 
     Raises:
         RunDirError: ``run_dir`` is missing or has no ``plan.json``.
     """
     results = read_results(run_dir)
     grids = build_grids(results, metric)
-    write_atomic(Path(run_dir) / "results.csv", results_csv(results, metric))
+    write_atomic(Path(run_dir) / f"results_{metric}.csv", results_csv(results, metric))
     _print_grids(console, results, grids, {}, full=False)
 
 

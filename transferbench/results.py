@@ -13,13 +13,13 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError, RunDirError
 from .records import JobRecord, RecordError
-from .store import atomic_write_bytes
+from .store import RunStore, atomic_write_bytes
 
 __all__ = [
     "LONG_COLUMNS",
@@ -71,6 +71,8 @@ class ResultRow:
         num_classes: classes of the target task.
         seed: torch seed of the job.
         error: why the job failed, when it did.
+        fingerprint: id of the code that trained the network (None for 0.1 records).
+        input_std: standard deviation of the network's inputs, measured on its first batch.
     """
 
     experiment: str
@@ -93,6 +95,8 @@ class ResultRow:
     num_classes: int | None = None
     seed: int | None = None
     error: str | None = None
+    fingerprint: str | None = None
+    input_std: float | None = None
 
     def value(self, metric: str) -> float | None:
         """The accuracy ``metric`` of this cell, or None when not ok or not measured."""
@@ -121,6 +125,9 @@ class RunResults:
         layer_names: their names, layer 1 first.
         rows: one row per plan cell.
         run_dir: where it was read from (None for built-in data).
+        unreadable: (file, why) of every damaged record; its cells count as pending.
+        expected_input_std: the input std the architecture's initialisation expects, if known.
+        code: fingerprint id -> the fingerprint (what code trained the networks).
     """
 
     name: str
@@ -129,10 +136,40 @@ class RunResults:
     layer_names: tuple[str, ...]
     rows: tuple[ResultRow, ...]
     run_dir: Path | None = None
+    unreadable: tuple[tuple[str, str], ...] = ()
+    expected_input_std: float | None = None
+    code: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         """Number of distinct networks (jobs) with this status."""
         return len({r.job_id for r in self.rows if r.status == status})
+
+    def code_differences(self) -> list[str]:
+        """How the code that trained the finished networks differs between them (empty: one code).
+
+        Compares the parts of the fingerprints (transferbench, its training code, each plugin
+        module, torch, timm, numpy, Python), not their ids: a base network and a transferred
+        one use different plugins and so have different ids, with the same code.
+        """
+        jobs = {r.job_id: r.fingerprint for r in self.rows if r.status == "ok"}
+        values: dict[str, set[str]] = {}
+        for fp in {f for f in jobs.values() if f}:
+            detail = self.code.get(fp, {})
+            parts = {"transferbench": detail.get("transferbench"), "training code": detail.get("core"),
+                     **{k: v for k, v in detail.get("versions", {}).items()},
+                     **{f"plugin {m}": d for m, d in detail.get("plugins", {}).items()}}
+            for key, value in parts.items():
+                values.setdefault(key, set()).add(str(value))
+        out = []
+        for key, seen in values.items():
+            if len(seen) > 1:
+                digest = key in ("training code",) or key.startswith("plugin ")
+                out.append(f"{key}: {len(seen)} versions" if digest else f"{key} {' / '.join(sorted(seen))}")
+        unknown = sum(1 for f in jobs.values() if not f)
+        known = len(jobs) - unknown
+        if unknown and known:
+            out.append(f"{unknown} networks by transferbench 0.1 (no fingerprint) beside {known} by later code")
+        return out
 
     @property
     def experiments(self) -> list[str]:
@@ -140,39 +177,30 @@ class RunResults:
         return list(dict.fromkeys(r.experiment for r in self.rows))
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _load_plan(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise RunDirError(f"run directory not found: {run_dir}")
-    plan_path = run_dir / "plan.json"
-    if not plan_path.is_file():
+    store = RunStore(run_dir)
+    if not store.plan_path.is_file():
         raise RunDirError(
             f"{run_dir} is not a run directory: it has no plan.json "
             "(run `transferbench run CONFIG` first, or check the path)"
         )
     try:
-        plan = _read_json(plan_path)
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"cannot read {plan_path}: {exc}") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
-        raise RunDirError(f"{plan_path} is malformed: it has no list of cells")
-    if not isinstance(plan.get("jobs", {}), dict):
-        raise RunDirError(f"{plan_path} is malformed: 'jobs' is not a mapping")
+        plan = store.read_plan()
+    except RunDirError as exc:
+        raise RunDirError(f"{exc}; rerun `transferbench run` with the run's config.yaml and --out {run_dir} "
+                          "to rebuild it (the damaged file is moved aside, the records are kept)") from None
+    assert plan is not None
     return plan
 
 
-def _load_record(run_dir: Path, job_id: str) -> JobRecord | None:
-    path = run_dir / "records" / f"{job_id}.json"
-    if not path.is_file():
-        return None
+def _load_record(store: RunStore, job_id: str, unreadable: list[tuple[str, str]]) -> JobRecord | None:
     try:
-        return JobRecord.from_json(path.read_bytes())
-    except (OSError, RecordError) as exc:
-        # Records are written atomically, so this is damage, not a job in progress.
-        return JobRecord(job_id=job_id, status="failed", error=f"unreadable record {path.name}: {exc}")
+        return store.read_record(job_id)
+    except RecordError as exc:  # damage: records are written atomically
+        unreadable.append((str(store.record_path(job_id)), str(exc)))
+        return None
 
 
 def read_results(run_dir: Path | str) -> RunResults:
@@ -192,6 +220,8 @@ def read_results(run_dir: Path | str) -> RunResults:
     jobs: dict[str, dict[str, Any]] = plan.get("jobs", {})
     config_hash = str(plan.get("config_hash", ""))
     records: dict[str, JobRecord | None] = {}
+    unreadable: list[tuple[str, str]] = []
+    store = RunStore(run_dir)
     rows = []
     for i, cell in enumerate(plan["cells"]):
         try:
@@ -200,7 +230,7 @@ def read_results(run_dir: Path | str) -> RunResults:
         except (KeyError, TypeError, ValueError):
             raise RunDirError(f"{run_dir / 'plan.json'}: cell {i} lacks job_id, experiment, treatment or n") from None
         if job_id not in records:
-            records[job_id] = _load_record(run_dir, job_id)
+            records[job_id] = _load_record(store, job_id, unreadable)
         rec = records[job_id]
         job = jobs.get(job_id, {})
         status = "pending" if rec is None else rec.status
@@ -226,6 +256,8 @@ def read_results(run_dir: Path | str) -> RunResults:
                 num_classes=job.get("num_classes", rec.num_classes if rec else None),
                 seed=job.get("seed", rec.seed if rec else None),
                 error=rec.error if rec and status == "failed" else None,
+                fingerprint=rec.fingerprint_id if rec else None,
+                input_std=rec.input_std if rec else None,
             )
         )
     layer_names = tuple(str(x) for x in plan.get("layer_names", ()))
@@ -236,6 +268,9 @@ def read_results(run_dir: Path | str) -> RunResults:
         layer_names=layer_names,
         rows=tuple(rows),
         run_dir=run_dir,
+        unreadable=tuple(unreadable),
+        expected_input_std=plan.get("expected_input_std"),
+        code={r.fingerprint_id: r.fingerprint for r in records.values() if r is not None and r.fingerprint},
     )
 
 
@@ -294,6 +329,6 @@ def _arrow_schema(pa: Any) -> Any:
     types = {
         "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
         "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
-        "train_time_s": pa.float64(),
+        "train_time_s": pa.float64(), "input_std": pa.float64(),
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .context import TrainContext, resolve_device
+from .context import TrainContext
+from .devices import resolve_device
 from .errors import DataError, TrainingFailed
 from .executor import ProgressFn
 from .files import sha256_file

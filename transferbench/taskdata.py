@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import abc
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from .config import Loader
 from .errors import DataError
+from .files import cached_dir
 from .hashing import content_hash
 from .interfaces import DataSource
 
@@ -36,6 +35,7 @@ __all__ = [
     "SplitTensors",
     "StreamTask",
     "TaskData",
+    "bad_data_error",
     "decoded_split",
     "labels_of",
     "load_split_tensors",
@@ -43,6 +43,13 @@ __all__ = [
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _loader_generator() -> torch.Generator:
+    """A DataLoader's own generator: without one, every pass over a DataLoader draws from
+    torch's global RNG (for its workers' seeds), so a job's dropout would depend on how its
+    data is held. Workers only decode; the shuffling uses the job's generator."""
+    return torch.Generator().manual_seed(0)
 
 
 class TaskData(abc.ABC):
@@ -108,8 +115,11 @@ class MemoryMapTask(TaskData):
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
-            pos = np.sort(order[start : start + batch_size].numpy())  # sorted reads are sequential
-            yield torch.from_numpy(self.mmap[self.keep[pos]]), self.labels[torch.from_numpy(pos)]
+            pos = order[start : start + batch_size].numpy()
+            ascending = np.argsort(pos, kind="stable")  # sorted reads are sequential ...
+            rows = np.empty((len(pos), *self.mmap.shape[1:]), dtype=self.mmap.dtype)
+            rows[ascending] = self.mmap[self.keep[pos[ascending]]]  # ... the batch keeps the shuffled order
+            yield torch.from_numpy(rows), self.labels[torch.from_numpy(pos)]
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -139,10 +149,12 @@ class RowsTask(TaskData):
 
     def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
                 ) -> Iterator[Batch]:
-        sampler = torch.utils.data.RandomSampler(self.rows, generator=generator) if shuffle else None
+        # the order is drawn up front, exactly as the other backends draw it (RandomSampler
+        # would draw a second, unused permutation at the end of each epoch)
+        sampler = torch.randperm(len(self.rows), generator=generator).tolist() if shuffle else None
         yield from torch.utils.data.DataLoader(
             self.rows, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available(), generator=_loader_generator(),
         )
 
 
@@ -184,6 +196,7 @@ class StreamTask(TaskData):
         self.stream.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if shuffle else None
         yield from torch.utils.data.DataLoader(
             self.stream, batch_size=batch_size, num_workers=self.workers, pin_memory=torch.cuda.is_available(),
+            generator=_loader_generator(),
         )
 
 
@@ -294,37 +307,95 @@ def decoded_split(source: DataSource, split: str, root: Path, workers: int = 0) 
 
     The first call decodes every example with ``source.to_tensor`` (in ``workers``
     processes) into ``root/decoded/<hash of the source and split>``; later calls, in any
-    run or process, map the file, so no epoch decodes an image again. Built in a temporary
-    folder and renamed, so a concurrent build never exposes half a file.
+    run or process, map the file, so no epoch decodes an image again. Built with
+    :func:`transferbench.files.cached_dir`: atomically, one builder at a time, a damaged
+    copy moved aside and rebuilt.
     """
     key = content_hash({"source": f"{type(source).__module__}.{type(source).__qualname__}",
                         "params": source.params.model_dump(mode="json"), "split": split})
-    folder = Path(root).expanduser() / "decoded" / key
-    if not (folder / "labels.npy").is_file():
+
+    def build(tmp: Path) -> None:
         ds = source.load(split)
         labels = labels_of(ds)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
+        out = np.lib.format.open_memmap(tmp / "inputs.npy", mode="w+", dtype=np.uint8,
+                                        shape=(len(labels), *source.input_shape()))
+        identity = {int(c.index): int(c.index) for c in source.classes()}
+        loader = torch.utils.data.DataLoader(_Rows(source, ds, identity), batch_size=256, num_workers=workers,
+                                             generator=torch.Generator().manual_seed(0))
+        at = 0
+        for x, _ in loader:
+            if x.dtype != torch.uint8:
+                raise DataError("loader.decode_cache needs a source whose inputs are uint8 images")
+            out[at : at + len(x)] = x.numpy()
+            at += len(x)
+        out.flush()
+        del out
+        np.save(tmp / "labels.npy", labels)
+
+    def whole(folder: Path) -> bool:
         try:
-            out = np.lib.format.open_memmap(tmp / "inputs.npy", mode="w+", dtype=np.uint8,
-                                            shape=(len(labels), *source.input_shape()))
-            identity = {int(c.index): int(c.index) for c in source.classes()}
-            loader = torch.utils.data.DataLoader(_Rows(source, ds, identity), batch_size=256,
-                                                 num_workers=workers)
-            at = 0
-            for x, _ in loader:
-                if x.dtype != torch.uint8:
-                    raise DataError("loader.decode_cache needs a source whose inputs are uint8 images")
-                out[at : at + len(x)] = x.numpy()
-                at += len(x)
-            out.flush()
-            del out
-            np.save(tmp / "labels.npy", labels)
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # another process finished first: keep its copy
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            inputs = np.load(folder / "inputs.npy", mmap_mode="r")
+            labels = np.load(folder / "labels.npy")
+        except (OSError, ValueError):
+            return False
+        return inputs.shape == (len(labels), *source.input_shape())
+
+    try:
+        folder = cached_dir(Path(root).expanduser() / "decoded" / key, build, valid=whole)
+    except OSError as exc:
+        raise DataError(f"loader.decode_cache: cannot write under {root}: {exc.strerror or exc} "
+                        "(set loader.cache_dir to a writable folder)") from None
     return np.load(folder / "inputs.npy", mmap_mode="r"), np.load(folder / "labels.npy")
+
+
+# --------------------------------------------------------------------------- bad data
+
+
+def _describe(value: Any, index: int) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return f"example {index}"
+
+
+class _Probe(torch.utils.data.Dataset):
+    """Decodes every row and returns what went wrong (or "") instead of the tensor."""
+
+    def __init__(self, source: DataSource, ds: Any) -> None:
+        self.source, self.ds = source, ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> str:
+        value = self.ds[int(i)]["input"]
+        try:
+            self.source.to_tensor(value)
+        except Exception as exc:  # noqa: BLE001 - every kind of failure is what we look for
+            return f"{_describe(value, int(i))}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return ""
+
+
+def scan_bad_examples(source: DataSource, split: str, workers: int = 0) -> list[str]:
+    """Every example of ``split`` that the source cannot turn into a tensor, described."""
+    ds = source.load(split)
+    if not hasattr(ds, "__len__"):
+        return []  # a stream cannot be scanned up front
+    loader = torch.utils.data.DataLoader(_Probe(source, ds), batch_size=64, num_workers=workers,
+                                         collate_fn=list, generator=torch.Generator().manual_seed(0))
+    return [problem for batch in loader for problem in batch if problem]
+
+
+def bad_data_error(source: DataSource, exc: DataError, console: Any, workers: int = 0) -> DataError:
+    """The error that stops a run on unreadable data, naming every bad example of both splits."""
+    console.print("a data problem stopped the run; looking for every unreadable example ...")
+    lines = []
+    try:
+        for split in ("train", "eval"):
+            lines += [f"  {split}: {problem}" for problem in scan_bad_examples(source, split, workers)]
+    except Exception as scan_exc:  # noqa: BLE001 - the first error still says what is wrong
+        lines.append(f"  (the data could not be scanned: {scan_exc})")
+    shown = lines[:50] + ([f"  ... and {len(lines) - 50} more"] if len(lines) > 50 else [])
+    found = f"{len(lines)} unreadable examples:\n" + "\n".join(shown) if lines else "no other unreadable example"
+    return DataError(f"{exc}\n{found}\nFix or remove them and rerun: finished networks are kept.")

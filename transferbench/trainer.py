@@ -17,7 +17,8 @@ from torch import nn
 from ._version import __version__
 from .augment import BatchTransform
 from .config import Config
-from .context import TrainContext, autocast
+from .context import TrainContext
+from .devices import autocast
 from .errors import TrainingFailed, TransferbenchError
 from .executor import ProgressFn
 from .jobdata import JobData, prepare_job_data
@@ -101,6 +102,8 @@ def train_loop(
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * factor(step)
             x = data.transform(x.to(device, non_blocking=True), train=True, generator=generator)
+            if data.input_std is None:  # what the network's inputs look like (its init expects a scale)
+                data.input_std = float(x.detach().float().std())
             with amp:
                 loss = loss_fn(data.net(x), y.to(device, non_blocking=True))
             value = loss.item()  # one device sync a step, shared by the check and the average
@@ -156,6 +159,6 @@ def train_job(
         num_classes=job.num_classes,
         trainable_params=sum(p.numel() for p in target.model.parameters() if p.requires_grad),
         device=str(device), seed=job.seed, started_at=started, finished_at=utc_now(),
-        transferbench_version=__version__, torch_version=torch.__version__,
+        transferbench_version=__version__, torch_version=torch.__version__, input_std=data.input_std,
     )
     return record, target.model

@@ -1,0 +1,100 @@
+"""``transferbench check RUN_DIR``: verify a run directory and say what a rerun would redo.
+
+Reads (never changes) the plan, every record and every checkpoint. With the run's own
+``config.yaml`` resolvable here, it audits the run exactly as ``run`` would (same code:
+:func:`transferbench.audit.audit_run`), so its answer is what a rerun does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import RunDirError, TransferbenchError
+from .records import RecordError
+from .store import RunStore
+
+__all__ = ["CheckReport", "check_run_dir"]
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` found.
+
+    Attributes:
+        damaged: (file, what is wrong) for every damaged file.
+        redo: reason -> number of networks a rerun trains for it.
+        notes: anything else worth saying (config not resolvable here, an older format, ...).
+        networks: networks in the plan; ok: how many have a usable record.
+    """
+
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    redo: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    networks: int = 0
+    ok: int = 0
+
+
+def _files_only(store: RunStore, plan: dict, report: CheckReport) -> None:
+    """Without the config: validate every record and checkpoint the plan names."""
+    for job_id in plan.get("jobs", {}):
+        try:
+            rec = store.read_record(job_id)
+        except RecordError as exc:
+            report.damaged.append((str(store.record_path(job_id)), f"damaged record: {exc}"))
+            continue
+        if rec is not None and rec.ok:
+            report.ok += 1
+            if store.has_checkpoint(job_id):
+                problem = store.checkpoint_problem(job_id, rec.checkpoint_sha256)
+                if problem:
+                    report.damaged.append((str(store.checkpoint_path(job_id)), f"checkpoint {problem}"))
+
+
+def _audit(store: RunStore, report: CheckReport) -> bool:
+    """Audit against the run's own config, as ``run`` would; False when it cannot be resolved."""
+    from .api import prepare
+    from .audit import audit_run
+
+    try:
+        prepared = prepare(store.root / "config.yaml")
+    except TransferbenchError as exc:
+        report.notes.append(f"the run's config.yaml cannot be resolved here ({str(exc).splitlines()[0]}): "
+                            "checked the files only")
+        return False
+    old = store.read_plan()
+    if old is not None and old.get("format") != prepared.plan.to_json()["format"]:
+        report.notes.append(f"written by another transferbench (plan format {old.get('format')}): `report` reads "
+                            "it; `run` cannot resume it")
+        return False
+    audit = audit_run(prepared.plan, store, reuse_across_code=prepared.config.output.reuse_across_code)
+    report.damaged += [(str(p), why) for p, why in audit.damaged]
+    report.redo = audit.counts()
+    report.ok = audit.kept
+    return True
+
+
+def check_run_dir(run_dir: Path) -> CheckReport:
+    """Verify ``run_dir`` (see the module docstring).
+
+    Raises:
+        RunDirError: the folder does not exist or is not a run directory.
+    """
+    store = RunStore(run_dir)
+    if not store.root.is_dir() or not store.is_run_dir():
+        raise RunDirError(f"{run_dir} is not a run directory (no plan.json)")
+    report = CheckReport()
+    try:
+        plan = store.read_plan() or {}
+    except RunDirError as exc:
+        report.damaged.append((str(store.plan_path), str(exc).split(" is damaged ")[-1]))
+        report.notes.append("a rerun of the run's config moves plan.json aside and rebuilds it")
+        plan = {}
+    report.networks = len(plan.get("jobs", {}))
+    if not plan or not _audit(store, report):
+        _files_only(store, plan, report)
+    planned = set(plan.get("jobs", {}))
+    orphans = [p.stem for p in store.records_dir.glob("*.json") if p.stem not in planned] if planned else []
+    if orphans:
+        report.notes.append(f"{len(orphans)} records belong to no job of the plan (kept, not reported)")
+    return report
