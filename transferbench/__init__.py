@@ -8,6 +8,7 @@ own and may change. A plugin imports from ``transferbench`` only:
   :class:`LayerAction`, :class:`ClassInfo`, :class:`Halves`) and the ``hookimpl`` marker;
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
+* run observers (experiment trackers): :class:`Observer`, :class:`RunInfo`, :class:`ReportInfo`;
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for image sources: the :mod:`~transferbench.imagenet` class metadata and the
   :mod:`~transferbench.images` decoding helpers.
@@ -41,6 +42,7 @@ from .interfaces import (
     TaskSplit,
     TransferProtocol,
 )
+from .observers import Observer, ReportInfo, RunInfo
 from .plan import Job
 from .records import HistoryPoint, JobRecord
 
@@ -60,12 +62,15 @@ __all__ = [
     "Layer",
     "LayerAction",
     "NoParams",
+    "Observer",
     "Plugin",
     "PluginError",
     "ProgressFn",
+    "ReportInfo",
     "ResultsError",
     "Run",
     "RunDirError",
+    "RunInfo",
     "TaskSplit",
     "TrainingFailed",
     "TransferProtocol",

@@ -8,6 +8,7 @@ message and exit with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +22,20 @@ from .errors import ConfigError, DataError, TransferbenchError
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _console() -> Console:
-    return Console(highlight=False)
+#: The width of output that goes to a pipe or a file: wide enough that no table wraps an
+#: identifier (``transferbench plugins | grep``); an explicit ``COLUMNS`` still wins.
+PIPE_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
 
 
 def _err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _console(stderr=True)
 
 
 # --------------------------------------------------------------------------- helpers

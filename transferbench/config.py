@@ -235,6 +235,10 @@ class Config(_Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")
     executor: PluginRef = Field(default_factory=lambda: PluginRef(name="local"))
+    observers: list[PluginRef] = Field(
+        default_factory=list,
+        description="run observers (experiment trackers): names or {name: ..., <keys>}; never hashed",
+    )
 
     @field_validator("experiments")
     @classmethod

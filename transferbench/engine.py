@@ -14,6 +14,7 @@ from rich.console import Console
 
 from .config import Config, dump_config
 from .context import resolve_device
+from .observers import observing, run_info
 from .plan import Job, Plan
 from .progress import Reporter
 from .resolve import Components
@@ -74,7 +75,11 @@ def run_plan(
             console.print(f"reusing {skipped - before} networks from the shared cache {shared.root}")
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
         runner = TrainingRunner(config, components, plan, run_dir)
-        with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
-            components.executor.run(todo, runner, reporter)
+        watching = [(f"observers.{i}", o) for i, o in enumerate(components.observers)]
+        info = run_info(config.name, config.model_dump(mode="json"), plan, run_dir, todo)
+        with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
+                observing(reporter, watching, info) as events:
+            components.executor.run(todo, runner, events)
+            events.report_written(run_dir)
         failed = sum(1 for j in plan.jobs if (rec := store.read_record(j)) is None or not rec.ok)
     return RunSummary(run_dir, len(plan.jobs), skipped, len(todo), failed)
