@@ -26,7 +26,11 @@ def test_every_kind_has_a_check_and_a_builtin_plugin():
     assert {kind for kind, _, _ in PLUGINS} == set(KINDS)
 
 
-@pytest.mark.parametrize("kind,name,cls", PLUGINS, ids=[f"{k}:{n}" for k, n, _ in PLUGINS])
+CASES = [pytest.param(kind, name, cls, id=f"{kind}:{name}", marks=[pytest.mark.extras] if cls.requires else [])
+         for kind, name, cls in PLUGINS]
+
+
+@pytest.mark.parametrize("kind,name,cls", CASES)
 def test_plugin_honours_its_contract(kind, name, cls, tmp_path):
     assert testing.kind_of(cls) == kind
     testing.check_plugin(cls, tmp_path)
