@@ -46,11 +46,14 @@ Kind = Literal["disk", "files", "hub"]
 
 class HFImagesParams(images.ImageSourceParams):
     path: str = Field(description="Hub id, save_to_disk folder, or folder of data files")
-    name: str | None = Field(None, description="dataset config name")
-    train_split: str = "train"
-    eval_split: str = "validation"
-    image_column: str = "image"
-    label_column: str = "label"
+    # Not `name`: that key of the config's `data:` mapping names the plugin itself.
+    config_name: str | None = Field(
+        None, description="the dataset's configuration (load_dataset's second argument), e.g. 'plain_text'"
+    )
+    train_split: str = Field("train", description="the dataset's split used for training")
+    eval_split: str = Field("validation", description="the dataset's split used for evaluation")
+    image_column: str = Field("image", description="column holding the images")
+    label_column: str = Field("label", description="column holding the class labels (a ClassLabel or strings)")
     superclass_column: str | None = Field(
         None, description="column giving each example's superclass (e.g. coarse_label)"
     )
@@ -193,7 +196,7 @@ class HFImages(DataSource):
                 return ds.to_iterable_dataset() if streaming else ds
             return datasets.load_dataset(
                 self._location(),
-                self.params.name,
+                self.params.config_name,
                 split=name,
                 streaming=streaming,
                 cache_dir=self.params.cache_dir,
@@ -209,7 +212,7 @@ class HFImages(DataSource):
             self._probe_hub()
         with self._reading():
             builder = datasets.load_dataset_builder(
-                self._location(), self.params.name,
+                self._location(), self.params.config_name,
                 cache_dir=self.params.cache_dir,
             )
         if builder.info.features is not None:

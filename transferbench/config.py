@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .settings import unknown_key_message, valid_keys
 
 Half = Literal["A", "B", "all"]
 
@@ -317,15 +319,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    """One (key path, message) per pydantic error."""
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None, also_valid: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """One (key path, message) per pydantic error. Given the validated ``model``, an unknown
+    key's message lists the valid keys there (plus ``also_valid`` at the top level), with
+    "did you mean ...?" for near misses."""
     problems = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
         path = ".".join(([prefix] if prefix else []) + loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            valid = valid_keys(model, loc[:-1]) + (list(also_valid) if len(loc) == 1 else [])
+            msg = unknown_key_message(loc[-1], sorted(set(valid))) if model is not None else "unknown key"
         problems.append((path, msg))
     return problems
 
@@ -338,7 +345,7 @@ def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | N
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc), source=source) from None
+        raise ConfigError(format_validation_error(exc, model=Config), source=source) from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -55,7 +55,8 @@ def instantiate(
     try:
         validated = factory.Params.model_validate(params)
     except ValidationError as exc:
-        problems.extend(format_validation_error(exc, prefix=path))
+        engine_keys = ["name", *(_ENGINE_KEYS if kind == "split" else ())]
+        problems.extend(format_validation_error(exc, prefix=path, model=factory.Params, also_valid=engine_keys))
         return None
     try:
         return factory(validated)
