@@ -276,6 +276,16 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
                    help="print one JSON document instead of tables (shapes: docs/json-output.md)")
 
 
+def _add_plugins_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list every plugin and what it registers; with NAME or -v, every setting")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a registered name (hf, caffenet_scaled, ...): its settings and an example config block")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also every setting (type, default, description) of every registered name")
+    _json_flag(p)
+    p.set_defaults(fn=cmd_plugins)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferbench",
@@ -295,13 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = sub.add_parser("plugins", help="list every plugin and what it registers; with NAME or -v, every setting")
-    p.add_argument("name", nargs="?", metavar="NAME",
-                   help="a registered name (hf, caffenet_scaled, ...): its settings and an example config block")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also every setting (type, default, description) of every registered name")
-    _json_flag(p)
-    p.set_defaults(fn=cmd_plugins)
+    _add_plugins_parser(sub)
 
     p = sub.add_parser("layers", help="list the transferable layers of an architecture with parameter counts")
     p.add_argument("architecture", help="an architecture name (see `transferbench plugins`)")
