@@ -13,7 +13,8 @@ own and may change. A plugin imports from ``transferbench`` only:
 * helpers for image sources: the :mod:`~transferbench.imagenet` class metadata and the
   :mod:`~transferbench.images` decoding helpers.
 
-For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md).
+For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md). For a plugin's own
+tests: the contract checks in :mod:`transferbench.testing` (docs/writing-plugins.md).
 """
 
 from . import imagenet, images
