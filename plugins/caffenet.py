@@ -56,6 +56,46 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1 if size + 2 * padding >= kernel else 0
 
 
+def _pool5_side(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Side of the conv5 output after pool5 for an input side ``size`` (conv2..conv5 keep it)."""
+    return _pool_out(_pool_out(_pool_out(_conv_out(size, kernel, stride, padding))))
+
+
+def min_input_side(kernel: int, stride: int, padding: int) -> int:
+    """The smallest input side that leaves at least one pixel after pool5."""
+    return next(s for s in range(1, 100_000) if _pool5_side(s, kernel, stride, padding) >= 1)
+
+
+#: The config keys that set the input size of the built-in data sources, for error messages.
+INPUT_SIZE_KEYS = "data.resize for the hf and imagefolder sources, data.image_size for synthetic"
+
+
+def too_small_message(arch: str, side: int, kernel: int, stride: int, padding: int,
+                      padding_follows_kernel: bool = False) -> str:
+    """Why an input of ``side`` x ``side`` is too small for ``arch``, and the settings that fix it,
+    with values that work for this input."""
+    need = min_input_side(kernel, stride, padding)
+    head = (f"input {side}x{side} is too small for {arch} (conv1 {kernel}x{kernel} stride {stride} padding "
+            f"{padding}, then three 3/2 max-pools): nothing is left after pool5.")
+    fixes = []
+    if arch == "caffenet":
+        scaled = min_input_side(5, 2, 2)
+        works = "works for this input" if side >= scaled else f"works from {scaled}x{scaled}"
+        fixes.append(f"use architecture: caffenet_scaled, the paper's layers for small images (its defaults: "
+                     f"conv1 5x5 stride 2; {works})")
+        fixes.append(f"or make the input at least {need}x{need} ({INPUT_SIZE_KEYS}; the paper used "
+                     "resize 256 with 227x227 crops, train.augment.crop: 227)")
+    else:
+        for s in range(stride - 1, 0, -1):
+            pad = kernel // 2 if padding_follows_kernel else padding
+            if _pool5_side(side, kernel, s, pad) >= 1:
+                fixes.append(f"set architecture.conv1_stride: {s} (works for {side}x{side})")
+                break
+        fixes.append(f"{'or ' if fixes else ''}make the input at least {need}x{need} ({INPUT_SIZE_KEYS})")
+    fixes.append("and keep train.augment.crop (if set) at least as large")
+    return head + " Fix: " + "; ".join(fixes) + "."
+
+
 class CaffeNet(nn.Module):
     """CaffeNet: five convolutions and three fully connected layers.
 
@@ -116,12 +156,8 @@ class CaffeNet(nn.Module):
 
         h, w = self.feature_size(height, width, conv1_kernel, conv1_stride, conv1_padding)
         if h < 1 or w < 1:
-            raise ConfigError(
-                f"input {height}x{width} is too small for this CaffeNet "
-                f"(conv1 {conv1_kernel}x{conv1_kernel} stride {conv1_stride}, three 3/2 "
-                "max-pools): nothing is left after pool5; use a larger input or, for small "
-                "images, the caffenet_scaled architecture"
-            )
+            raise ConfigError(too_small_message("this CaffeNet", min(height, width), conv1_kernel, conv1_stride,
+                                                conv1_padding))
         self.fc6 = nn.Linear(c5 * h * w, fc_width)
         self.fc7 = nn.Linear(fc_width, fc_width)
         self.fc8 = nn.Linear(fc_width, num_outputs)
@@ -246,6 +282,15 @@ def _fc8_outputs(fc8_outputs: int | None, num_classes: int) -> int:
 CAFFE_INPUT_STD = 57.7
 
 
+def _check_input(arch: str, input_shape: Sequence[int], kernel: int, stride: int, padding: int,
+                 padding_follows_kernel: bool = False) -> None:
+    """Refuse an input too small for the network, naming the settings that fix it."""
+    if len(input_shape) == 3:
+        side = min(input_shape[1:])
+        if _pool5_side(side, kernel, stride, padding) < 1:
+            raise ConfigError([("", too_small_message(arch, side, kernel, stride, padding, padding_follows_kernel))])
+
+
 class _CaffeNetBase(Architecture):
     """Layer names, multipliers and input scale shared by both variants."""
 
@@ -308,6 +353,7 @@ class CaffeNetArch(_CaffeNetBase):
 
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         p: CaffeNetParams = self.params  # type: ignore[assignment]
+        _check_input("caffenet", input_shape, 11, 4, 0)
         return CaffeNet(
             num_outputs=_fc8_outputs(p.fc8_outputs, num_classes),
             input_shape=tuple(input_shape),
@@ -366,6 +412,8 @@ class CaffeNetScaled(_CaffeNetBase):
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         p: CaffeNetScaledParams = self.params  # type: ignore[assignment]
         padding = p.conv1_kernel // 2 if p.conv1_padding is None else p.conv1_padding
+        _check_input("caffenet_scaled", input_shape, p.conv1_kernel, p.conv1_stride, padding,
+                     padding_follows_kernel=p.conv1_padding is None)
         return CaffeNet(
             num_outputs=_fc8_outputs(p.fc8_outputs, num_classes),
             input_shape=tuple(input_shape),

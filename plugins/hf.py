@@ -46,11 +46,14 @@ Kind = Literal["disk", "files", "hub"]
 
 class HFImagesParams(images.ImageSourceParams):
     path: str = Field(description="Hub id, save_to_disk folder, or folder of data files")
-    name: str | None = Field(None, description="dataset config name")
-    train_split: str = "train"
-    eval_split: str = "validation"
-    image_column: str = "image"
-    label_column: str = "label"
+    # Not `name`: that key of the config's `data:` mapping names the plugin itself.
+    config_name: str | None = Field(
+        None, description="the dataset's configuration (load_dataset's second argument), e.g. 'plain_text'"
+    )
+    train_split: str = Field("train", description="the dataset's split used for training")
+    eval_split: str = Field("validation", description="the dataset's split used for evaluation")
+    image_column: str = Field("image", description="column holding the images")
+    label_column: str = Field("label", description="column holding the class labels (a ClassLabel or strings)")
     superclass_column: str | None = Field(
         None, description="column giving each example's superclass (e.g. coarse_label)"
     )
@@ -84,6 +87,7 @@ class HFImages(DataSource):
         self._shape: tuple[int, ...] | None = None
         self._hub_checked = False
         self._disk: Any = None  # the DatasetDict of a save_to_disk folder, memory-mapped
+        self._size_checked = False  # whether the stored image size was compared with resize
 
     def __getstate__(self) -> dict[str, Any]:
         # Loader workers call to_tensor only; they need the params, not open datasets.
@@ -193,7 +197,7 @@ class HFImages(DataSource):
                 return ds.to_iterable_dataset() if streaming else ds
             return datasets.load_dataset(
                 self._location(),
-                self.params.name,
+                self.params.config_name,
                 split=name,
                 streaming=streaming,
                 cache_dir=self.params.cache_dir,
@@ -209,7 +213,7 @@ class HFImages(DataSource):
             self._probe_hub()
         with self._reading():
             builder = datasets.load_dataset_builder(
-                self._location(), self.params.name,
+                self._location(), self.params.config_name,
                 cache_dir=self.params.cache_dir,
             )
         if builder.info.features is not None:
@@ -359,7 +363,22 @@ class HFImages(DataSource):
             ds = ds.rename_columns({k: v for k, v in renames.items() if k != v})
             if _may_hold_negative_labels(ds):
                 ds = ds.filter(lambda y: y >= 0, input_columns="label")
+        if split == "train" and isinstance(ds, datasets.Dataset):
+            self._check_size(ds)  # cheap here: the first rows of a memory-mapped table
         return ds
+
+    def _check_size(self, rows: Any) -> None:
+        """Warn once when ``resize`` upsamples the stored images a lot (8x8 to 256x256)."""
+        if self._size_checked or self.params.resize is None:
+            return
+        self._size_checked = True
+        try:
+            sample = [r for _, r in zip(range(8), iter(rows))]
+            column = "input" if sample and "input" in sample[0] else self.params.image_column
+            sizes = [images.image_size(r[column]) for r in sample]
+        except Exception:  # noqa: BLE001 - only advice: never fail a run for it
+            return
+        images.warn_if_upsampled("hf", repr(self.params.path), sizes, self.params.resize)
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         return images.decode_image(value, self.params.resize)
@@ -379,11 +398,14 @@ class HFImages(DataSource):
         if not self.classes():
             raise DataError(f"hf: {self.params.path!r} has no classes")
         for split in ("train", "eval"):
-            features = self._raw_split(split, streaming=self._kind() != "disk").features
+            raw = self._raw_split(split, streaming=self._kind() != "disk")
+            features = raw.features
             if features is not None:
                 _require_columns(
                     features, [self.params.image_column, self.params.label_column], self.params.path
                 )
+            if split == "train" and not (self._kind() == "hub" and _offline()):
+                self._check_size(raw)  # streaming: reads the first rows only
 
     # ------------------------------------------------------------------ contract tests
 
@@ -419,6 +441,12 @@ class HFImages(DataSource):
             "superclass_column": "coarse",
             "resize": 16,
         }
+
+
+def _offline() -> bool:
+    import datasets
+
+    return bool(datasets.config.HF_HUB_OFFLINE)
 
 
 def _require_columns(features: Any, columns: list[str | None], path: str) -> None:

@@ -167,6 +167,7 @@ class ImageFolder(DataSource):
         self._shape: tuple[int, ...] | None = None
         # split -> its datasets.Dataset (1.28M paths for ImageNet), kept out of pickles.
         self._datasets: dict[str, Any] = {}
+        self._size_checked = False  # whether the stored image size was compared with resize
 
     def __getstate__(self) -> dict[str, Any]:
         # Loader workers only need to_tensor; don't ship 1.28M paths to each of them.
@@ -340,7 +341,22 @@ class ImageFolder(DataSource):
         return out
 
     def load(self, split: str) -> Any:
-        return self._dataset(split)
+        ds = self._dataset(split)
+        if split == "train":
+            self._check_size(ds)
+        return ds
+
+    def _check_size(self, ds: Any) -> None:
+        """Warn once when ``resize`` upsamples the stored images a lot (8x8 to 256x256)."""
+        if self._size_checked or self.params.resize is None:
+            return
+        self._size_checked = True
+        step = max(1, len(ds) // 8)  # a few images spread over the classes
+        try:
+            sizes = [images.image_size(ds[i]["input"]) for i in range(0, len(ds), step)[:8]]
+        except Exception:  # noqa: BLE001 - only advice: never fail a run for it
+            return
+        images.warn_if_upsampled("imagefolder", repr(str(self.root)), sizes, self.params.resize)
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         return images.decode_image(value, self.params.resize)
@@ -367,6 +383,7 @@ class ImageFolder(DataSource):
                 f"(e.g. {empty[:3]}); remove them or add images"
             )
         self._dataset("eval")  # small (50k for ImageNet); checks labels and class names
+        self._check_size(self._dataset("train"))
 
     # ------------------------------------------------------------------ contract tests
 

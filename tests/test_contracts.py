@@ -1,209 +1,109 @@
 """Contract tests: every registered plugin of every kind honours its interface.
 
-New plugins (built-in or installed) are picked up automatically; each is exercised with its
-own ``example_params(workdir)``.
+The checks themselves are public (``transferbench.testing``), so third-party packages run
+the same ones; this file runs them over every registered plugin, built-in or installed,
+each built from its own ``example_params(workdir)``. Plugins whose optional extra is not
+installed are skipped, saying which.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-from transferbench import Architecture, ClassInfo, DataSource, Halves, JobRecord, TaskSplit, TransferProtocol
-from transferbench.plugins import PluginHost
+from transferbench import testing
+from transferbench.plugins import KINDS, PluginHost
 
 REGISTRY = PluginHost().registry()
-
-
-def _names(kind: str) -> list[str]:
-    return REGISTRY.names(kind)
-
-
-def _make(kind: str, name: str, workdir):
-    factory = REGISTRY.get(kind, name).factory
-    missing = factory.missing_requirements()
-    if missing:  # an optional extra that is not installed here
-        pytest.skip(f"{kind} {name!r} needs {', '.join(missing)}: {factory.install_hint}")
-    params = factory.Params.model_validate(factory.example_params(workdir))
-    return factory(params)
+PLUGINS = testing.registered_plugins(REGISTRY)
 
 
 def test_no_builtin_plugin_failed_to_load():
     assert [f for f in REGISTRY.failures if f.origin == "built-in"] == []
 
 
-# --------------------------------------------------------------------------- data sources
+def test_every_kind_has_a_check_and_a_builtin_plugin():
+    assert set(testing.CHECKS) == set(KINDS)
+    assert {kind for kind, _, _ in PLUGINS} == set(KINDS)
 
 
-@pytest.fixture(scope="module", params=_names("data_source"))
-def source(request, tmp_path_factory) -> DataSource:
-    return _make("data_source", request.param, tmp_path_factory.mktemp(request.param))
+CASES = [pytest.param(kind, name, cls, id=f"{kind}:{name}", marks=[pytest.mark.extras] if cls.requires else [])
+         for kind, name, cls in PLUGINS]
 
 
-def test_data_source_classes_are_indexed_in_order(source):
-    classes = list(source.classes())
-    assert len(classes) >= 2
-    assert [c.index for c in classes] == list(range(len(classes)))
-    assert all(isinstance(c, ClassInfo) and c.id and c.name for c in classes)
-    assert len({c.id for c in classes}) == len(classes), "class ids must be unique"
+@pytest.mark.parametrize("kind,name,cls", CASES)
+def test_plugin_honours_its_contract(kind, name, cls, tmp_path):
+    assert testing.kind_of(cls) == kind
+    testing.check_plugin(cls, tmp_path)
 
 
-@pytest.mark.parametrize("split", ["train", "eval"])
-def test_data_source_rows_have_input_and_valid_label(source, split):
-    source.check()
-    ds = source.load(split)
-    assert {"input", "label"} <= set(ds.column_names)
-    row = next(iter(ds))
-    x = source.to_tensor(row["input"])
-    assert tuple(x.shape) == tuple(source.input_shape())
-    assert x.dtype in (torch.uint8, torch.float32, torch.float16, torch.bfloat16, torch.float64)
-    labels = np.asarray(ds.with_format("numpy")["label"]) if hasattr(ds, "__len__") else None
-    if labels is not None:
-        assert labels.min() >= 0 and labels.max() < len(source.classes())
-    norm = source.normalization()
-    if norm is not None:
-        mean, std = norm
-        assert len(mean) == len(std) == x.shape[0] and all(s > 0 for s in std)
+# --------------------------------------------------------------------------- the checks can fail
 
 
-# --------------------------------------------------------------------------- splits
+def test_a_broken_split_fails_with_the_rule_it_breaks(tmp_path):
+    from transferbench import Halves, TaskSplit
+
+    class Overlapping(TaskSplit):
+        def split(self, classes, seed):
+            return Halves(A=(0, 1), B=(1, 2))
+
+    class GlobalRng(TaskSplit):
+        def split(self, classes, seed):
+            import numpy as np
+
+            np.random.seed(seed)
+            return Halves(A=(0,), B=(1,))
+
+    with pytest.raises(testing.ContractError, match="disjoint"):
+        testing.check_split(Overlapping, tmp_path)
+    with pytest.raises(testing.ContractError, match="numpy's global RNG"):
+        testing.check_split(GlobalRng(), tmp_path)
 
 
-def _classes_for(split_name: str) -> list[ClassInfo]:
-    # ImageNet-style ids so that wnid-based splits work; 20 classes, two superclasses
-    from transferbench.imagenet import IMAGENET_WNIDS, classes_for_wnids
+def test_an_executor_that_ignores_dependencies_fails(tmp_path):
+    from transferbench import Executor
 
-    return list(classes_for_wnids(IMAGENET_WNIDS[390:410]))
+    class Backwards(Executor):
+        def run(self, jobs, runner, events=None):
+            for job in reversed(list(jobs)):
+                events.job_started(job)
+                events.job_finished(job, runner(job))
 
-
-@pytest.mark.parametrize("name", _names("split"))
-def test_split_gives_disjoint_deterministic_halves(name, tmp_path):
-    split: TaskSplit = _make("split", name, tmp_path)
-    classes = _classes_for(name)
-    state = np.random.get_state()
-    torch_state = torch.random.get_rng_state()
-    halves = split.split(classes, 0)
-    assert isinstance(halves, Halves)
-    assert halves.A and halves.B and not set(halves.A) & set(halves.B)
-    assert set(halves.A) | set(halves.B) <= set(range(len(classes)))
-    assert list(halves.A) == sorted(halves.A) and list(halves.B) == sorted(halves.B)
-    assert split.split(classes, 0) == halves
-    assert np.array_equal(np.random.get_state()[1], state[1]), "must not touch numpy's global RNG"
-    assert torch.equal(torch.random.get_rng_state(), torch_state), "must not touch torch's global RNG"
+    with pytest.raises(testing.ContractError, match="copies from"):
+        testing.check_executor(Backwards, tmp_path)
 
 
-# --------------------------------------------------------------------------- protocols
+def test_a_plugin_with_a_missing_requirement_is_skipped(tmp_path):
+    from transferbench import Halves, TaskSplit
+
+    class NeedsNothingThere(TaskSplit):
+        requires = ("surely_not_an_installed_module_xyz",)
+        install_hint = "pip install it"
+
+        def split(self, classes, seed):
+            return Halves(A=(0,), B=(1,))
+
+    with pytest.raises(pytest.skip.Exception, match="surely_not_an_installed_module_xyz: pip install it"):
+        testing.check_split(NeedsNothingThere, tmp_path)
 
 
-@pytest.mark.parametrize("name", _names("protocol"))
-@pytest.mark.parametrize("n", [1, 3, 7])
-def test_protocol_gives_one_action_per_layer(name, n, tmp_path):
-    proto: TransferProtocol = _make("protocol", name, tmp_path)
-    actions = proto.actions(n, 8)
-    assert len(actions) == 8
-    assert actions[-1].copy is False, "the classifier is never copied"
-    assert actions[-1].train, "the classifier always trains"
-    assert all(not a.copy for a in actions[n:]), "layers above n are re-initialised"
-    if proto.needs_source:
-        assert all(a.copy for a in actions[:n]), "layers 1..n are copied"
-    else:
-        assert not any(a.copy for a in actions)
-    assert all(a.lr_mult >= 0 for a in actions)
+def test_check_registers_reads_a_module_s_hooks():
+    import types
 
+    from transferbench import Halves, TaskSplit, hookimpl
 
-# --------------------------------------------------------------------------- architectures
+    class Mine(TaskSplit):
+        def split(self, classes, seed):
+            return Halves(A=(0,), B=(1,))
 
+    module = types.ModuleType("my_plugin")
 
-@pytest.mark.parametrize("name", _names("architecture"))
-def test_architecture_builds_and_names_its_layers(name, tmp_path):
-    arch: Architecture = _make("architecture", name, tmp_path)
-    shape = tuple(arch.example_input_shape)
-    torch.manual_seed(0)
-    model = arch.build(5, shape)
-    layers = list(arch.layers(model))
-    assert len(layers) >= 2
-    assert len({line.name for line in layers}) == len(layers)
-    modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
-    state = model.state_dict()
-    for layer in layers:
-        for m in layer.modules:
-            assert m in modules or m in state, f"layer {layer.name} names unknown module {m!r}"
-        owned = [p for p in params if any(p == m or p.startswith(m + ".") for m in layer.modules)]
-        assert owned, f"layer {layer.name} owns no parameters"
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.randn(2, *shape))
-    assert out.shape[0] == 2 and out.shape[1] >= 5
-    for pname, (lr_m, wd_m) in arch.param_multipliers(model).items():
-        assert pname in params and lr_m >= 0 and wd_m >= 0
-    torch.manual_seed(0)
-    again = arch.build(5, shape)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    @hookimpl
+    def register_splits(register):
+        register("mine", Mine)
 
-
-# --------------------------------------------------------------------------- executors
-
-
-class FileRunner:
-    """A picklable runner that logs starts and ends to a file, so remote executors can use it.
-
-    It implements the public JobRunner contract and nothing more.
-    """
-
-    device = "cpu"
-    threads = 1
-
-    def __init__(self, log) -> None:
-        self.log = str(log)
-
-    def _lines(self) -> list[str]:
-        try:
-            with open(self.log) as f:
-                return f.read().split()
-        except FileNotFoundError:
-            return []
-
-    def finished(self, job):
-        return JobRecord(job_id=job.id, status="ok", top1=0.5) if f"end:{job.id}" in self._lines() else None
-
-    def record_failure(self, job, error):
-        return JobRecord(job_id=job.id, status="failed", error=error)
-
-    def __call__(self, job, progress=None):
-        with open(self.log, "a") as f:
-            f.write(f"start:{job.id}\n")
-        if progress is not None:
-            progress(1, 1, {"loss": 0.0})
-        with open(self.log, "a") as f:
-            f.write(f"end:{job.id}\n")
-        return JobRecord(job_id=job.id, status="ok", top1=0.5)
-
-
-@pytest.mark.parametrize("name", _names("executor"))
-def test_executor_runs_every_job_after_its_dependency(name, tmp_path):
-    from transferbench import Events, Job
-
-    executor = _make("executor", name, tmp_path)
-
-    def job(jid, dep=None):
-        return Job(jid, "transfer" if dep else "base", "B", "A" if dep else None, 1 if dep else 0, (0, 1), 0, dep)
-
-    jobs = [job("a"), job("b", "a"), job("c"), job("d", "b")]
-    runner = FileRunner(tmp_path / "log.txt")
-
-    class Recorder(Events):
-        def __init__(self):
-            self.finished = []
-
-        def job_finished(self, job, record):
-            self.finished.append((job.id, record.status))
-
-    events = Recorder()
-    executor.run(jobs, runner, events)
-    lines = runner._lines()
-    assert sorted(line for line in lines if line.startswith("end:")) == ["end:a", "end:b", "end:c", "end:d"]
-    assert lines.index("end:a") < lines.index("start:b")
-    assert lines.index("end:b") < lines.index("start:d")
-    assert sorted(events.finished) == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok")]
+    module.register_splits = register_splits
+    assert testing.check_registers(module, "split", "mine", Mine) is Mine
+    with pytest.raises(testing.ContractError, match="registers no 'other'"):
+        testing.check_registers(module, "split", "other")
+    with pytest.raises(testing.ContractError, match="not a protocol"):
+        testing.check_registers(module, "protocol", "mine")

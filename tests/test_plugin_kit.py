@@ -88,6 +88,7 @@ def guide_plugin():
         ("register_splits", "split", "first_k"),
         ("register_protocols", "protocol", "frozen_bottom"),
         ("register_executors", "executor", "one_by_one"),
+        ("register_observers", "observer", "jsonl_log"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):
@@ -116,6 +117,18 @@ def test_the_guide_examples_run_a_grid_through_the_cli(guide_plugin, tmp_path, c
     trainable = {r["job_id"]: r["trainable_params"] for r in records}
     assert trainable[bottom[2]] > trainable[anb[2]]
     assert trainable[bottom[1]] == trainable[anb[1]]
+    # the guide's observer logged the run
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["run_started", *["job_finished"] * len(records), "report_written"]
+    assert {e["status"] for e in events if e["event"] == "job_finished"} == {"ok"}
+
+
+def test_the_guide_observer_passes_its_contract(guide_plugin, tmp_path):
+    from transferbench.testing import check_observer
+
+    check_observer(guide_plugin.JsonlLog, tmp_path)
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["event"] == "run_started" and len(lines) == 5
 
 
 # --------------------------------------------------------------------------- the example package

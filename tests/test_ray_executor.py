@@ -34,7 +34,7 @@ from transferbench.store import RunStore
 from transferbench_plugins.protocols import Frozen
 from transferbench_plugins.ray_executor import INSTALL_HINT, RayExecutor, RayParams, _check_reachable
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extras]
 
 REPO = Path(__file__).resolve().parents[1]
 

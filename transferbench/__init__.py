@@ -8,12 +8,14 @@ own and may change. A plugin imports from ``transferbench`` only:
   :class:`LayerAction`, :class:`ClassInfo`, :class:`Halves`) and the ``hookimpl`` marker;
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
+* run observers (experiment trackers): :class:`Observer`, :class:`RunInfo`, :class:`ReportInfo`;
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for data sources: the :mod:`~transferbench.imagenet` class metadata, the
   :mod:`~transferbench.images` decoding helpers and :func:`cached_dir` (a cache folder
   built once, atomically, under a lock).
 
-For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md).
+For notebooks: :func:`run` and :func:`load_run` (see docs/python-api.md). For a plugin's own
+tests: the contract checks in :mod:`transferbench.testing` (docs/writing-plugins.md).
 """
 
 from . import imagenet, images
@@ -43,6 +45,7 @@ from .interfaces import (
     TaskSplit,
     TransferProtocol,
 )
+from .observers import Observer, ReportInfo, RunInfo
 from .plan import Job
 from .records import HistoryPoint, JobRecord
 
@@ -62,12 +65,15 @@ __all__ = [
     "Layer",
     "LayerAction",
     "NoParams",
+    "Observer",
     "Plugin",
     "PluginError",
     "ProgressFn",
+    "ReportInfo",
     "ResultsError",
     "Run",
     "RunDirError",
+    "RunInfo",
     "TaskSplit",
     "TrainingFailed",
     "TransferProtocol",

@@ -8,6 +8,7 @@ message and exit with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,12 +22,20 @@ from .errors import ConfigError, TransferbenchError
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _console() -> Console:
-    return Console(highlight=False)
+#: The width of output that goes to a pipe or a file: wide enough that no table wraps an
+#: identifier (``transferbench plugins | grep``); an explicit ``COLUMNS`` still wins.
+PIPE_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
 
 
 def _err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _console(stderr=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -44,39 +53,35 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import KINDS, get_registry
+    """The plugins table; with -v or NAME every setting of each name and an example block."""
+    from .catalog import find_entries, plugins_json, print_entry, print_plugins
+    from .plugins import get_registry
 
     registry = get_registry()
+    if args.json:
+        return _print_json(plugins_json(registry, args.name))
     console = _console()
-    by_plugin: dict[str, list[str]] = {}
-    for entry in registry:
-        by_plugin.setdefault(entry.plugin, []).append(entry)
-    table = Table(title="transferbench plugins", title_justify="left")
-    table.add_column("plugin", style="bold", overflow="fold")
-    table.add_column("from", overflow="fold")
-    table.add_column("registers", overflow="fold")
-    for plugin, origin in registry.plugins.items():
-        entries = by_plugin.get(plugin, [])
-        kinds = {}
-        for e in entries:
-            kinds.setdefault(e.kind.replace("_", " "), []).append(e.name)
-        what = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in kinds.items()) or "(nothing)"
-        table.add_row(plugin, origin, what)
-    console.print(table)
+    if args.name:
+        for entry in find_entries(registry, args.name):
+            print_entry(console, entry)
+        return EXIT_OK
+    print_plugins(console, registry)
     if args.verbose:
-        detail = Table(title="registered names", title_justify="left")
-        for col in ("kind", "name", "description"):
-            detail.add_column(col, overflow="fold")
-        for kind in KINDS:
-            for name in registry.names(kind):
-                e = registry.entries[kind][name]
-                detail.add_row(kind.replace("_", " "), name, e.description)
-        console.print(detail)
+        console.print()
+        for entry in registry:
+            print_entry(console, entry)
     for failure in registry.failures:
         console.print(
             f"[red]failed to load[/red] plugin {escape(failure.plugin)} ({escape(failure.origin)}): "
             f"{escape(failure.error)}"
         )
+    return EXIT_OK
+
+
+def _print_json(document: dict) -> int:
+    from .jsonout import dump
+
+    dump(document, sys.stdout)
     return EXIT_OK
 
 
@@ -102,28 +107,27 @@ def cmd_layers(args: argparse.Namespace) -> int:
         except ValueError:
             problem = f"expected integers like 3,32,32, got {args.input_shape!r}"
             raise ConfigError([("--input-shape", problem)]) from None
+    from .jsonout import layer_table
+
     model = build_meta(arch, args.classes, shape)
-    layers = list(arch.layers(model))
-    params_by_name = dict(model.named_parameters())
-    owners: dict[str, int] = {name: 0 for name in params_by_name}
+    info = layer_table(args.architecture, model, list(arch.layers(model)), shape, args.classes)
+    if args.json:
+        return _print_json(info.to_json())
     table = Table()
     columns = (("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right"))
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
-    total = sum(p.numel() for p in params_by_name.values())
-    for i, layer in enumerate(layers, 1):
-        mine = [n for n in params_by_name if any(n == m or n.startswith(m + ".") for m in layer.modules)]
-        for n in mine:
-            owners[n] += 1
-        count = sum(params_by_name[n].numel() for n in mine)
-        table.add_row(str(i), escape(layer.name), escape(", ".join(layer.modules)), f"{count:,}",
-                      f"{100 * count / total:.1f}%" if total else "-")
+    for row in info.layers:
+        share = "-" if row["share"] is None else f"{100 * row['share']:.1f}%"
+        table.add_row(str(row["n"]), escape(row["name"]), escape(", ".join(row["modules"])),
+                      f"{row['parameters']:,}", share)
     console = _console()
     console.print(f"layers of {escape(args.architecture)} for input {shape} and {args.classes} classes")
     console.print(table)
-    console.print(f"{len(layers)} layers, {total:,} parameters; transfer experiments use n in 1..{len(layers) - 1}")
-    for what, names in (("belong to no layer (never copied, always trained)", [n for n, c in owners.items() if c == 0]),
-                        ("belong to several layers", [n for n, c in owners.items() if c > 1])):
+    n_layers = len(info.layers)
+    console.print(f"{n_layers} layers, {info.parameters:,} parameters; transfer experiments use n in 1..{n_layers - 1}")
+    for what, names in (("belong to no layer (never copied, always trained)", info.unowned),
+                        ("belong to several layers", info.shared)):
         if names:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             console.print(f"[yellow]warning:[/yellow] {len(names)} parameter tensors {what}: {escape(shown)}")
@@ -133,6 +137,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .preflight import environment_problems
 
+    if args.json:
+        from .api import prepare
+        from .jsonout import validate_json
+
+        try:
+            prepared = prepare(args.config, args.set or [])
+            problems = environment_problems(prepared.config, prepared.components,
+                                            Path(args.out) if args.out else None)
+            if problems:
+                raise ConfigError(problems, source=args.config)
+        except TransferbenchError as exc:
+            _print_json(validate_json(args.config, exc=exc))
+            return EXIT_USAGE
+        return _print_json(validate_json(args.config, prepared))
     config, components, plan = _load(args)
     problems = environment_problems(config, components, Path(args.out) if args.out else None)
     if problems:
@@ -146,6 +164,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
+    if args.json:
+        from .api import Prepared
+        from .compute import estimate_compute
+        from .jsonout import plan_json
+
+        estimate = estimate_compute(config, components, plan, args.tflops)
+        return _print_json(plan_json(Prepared(config, components, plan), estimate))
     console = _console()
     table = Table(title=f"plan of {config.name}", title_justify="left")
     for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
@@ -245,6 +270,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and not args.paper:
         raise ConfigError([("report", "give a RUN_DIR, or --paper for the paper's own results")])
+    if args.json:
+        from .jsonout import report_json
+
+        return _print_json(report_json(
+            Path(args.run_dir) if args.run_dir else None, paper=args.paper, compare=args.compare,
+            plots=not args.no_plots, metric=args.metric, pool=args.pool,
+            out=Path(args.plots_dir) if args.plots_dir else None))
     return run_report(
         Path(args.run_dir) if args.run_dir else None,
         paper=args.paper,
@@ -276,6 +308,20 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document instead of tables (shapes: docs/json-output.md)")
+
+
+def _add_plugins_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list every plugin and what it registers; with NAME or -v, every setting")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a registered name (hf, caffenet_scaled, ...): its settings and an example config block")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also every setting (type, default, description) of every registered name")
+    _json_flag(p)
+    p.set_defaults(fn=cmd_plugins)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -296,9 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = sub.add_parser("plugins", help="list every plugin and what it registers")
-    p.add_argument("-v", "--verbose", action="store_true", help="also describe every registered name")
-    p.set_defaults(fn=cmd_plugins)
+    _add_plugins_parser(sub)
 
     p = sub.add_parser("layers", help="list the transferable layers of an architecture with parameter counts")
     p.add_argument("architecture", help="an architecture name (see `transferbench plugins`)")
@@ -307,11 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", metavar="C,H,W",
                    help="shape of one example, e.g. 3,32,32 (default: the architecture's example shape)")
     p.add_argument("--classes", type=_positive(int), default=10, help="number of classes (default: 10)")
+    _json_flag(p)
     p.set_defaults(fn=cmd_layers)
 
     p = with_config("validate", "check a config and report every problem with its key path", cmd_validate)
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory to check (default: the config's output.dir)")
+    _json_flag(p)
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
+    _json_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
     p.add_argument("--tflops", type=_positive(float), default=20.0,
                    help="effective training throughput assumed for the GPU-hour estimate (default 20)")
@@ -335,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: when both halves have the same number of classes)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
+    _json_flag(p)
     p.set_defaults(fn=cmd_report)
     return parser
 
@@ -345,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except TransferbenchError as exc:
+        if getattr(args, "json", False):
+            from .jsonout import error_json
+
+            _print_json(error_json(args.command, exc))
         _err_console().print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
     except BrokenPipeError:  # `transferbench splits ... | head`

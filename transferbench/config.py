@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .settings import unknown_key_message, valid_keys
 
 Half = Literal["A", "B", "all"]
 
@@ -246,6 +248,10 @@ class Config(_Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")
     executor: PluginRef = Field(default_factory=lambda: PluginRef(name="local"))
+    observers: list[PluginRef] = Field(
+        default_factory=list,
+        description="run observers (experiment trackers): names or {name: ..., <keys>}; never hashed",
+    )
 
     @field_validator("experiments")
     @classmethod
@@ -366,15 +372,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    """One (key path, message) per pydantic error."""
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None, also_valid: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """One (key path, message) per pydantic error. Given the validated ``model``, an unknown
+    key's message lists the valid keys there (plus ``also_valid`` at the top level), with
+    "did you mean ...?" for near misses."""
     problems = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
         path = ".".join(([prefix] if prefix else []) + loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            valid = valid_keys(model, loc[:-1]) + (list(also_valid) if len(loc) == 1 else [])
+            msg = unknown_key_message(loc[-1], sorted(set(valid))) if model is not None else "unknown key"
         problems.append((path, msg))
     return problems
 
@@ -390,7 +401,7 @@ def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | N
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc), source=source) from None
+        raise ConfigError(format_validation_error(exc, model=Config), source=source) from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -16,6 +16,7 @@ from .audit import Audit, audit_run
 from .config import Config, dump_config
 from .devices import resolve_device
 from .errors import ConfigError, DataError, RunDirError
+from .observers import observing, run_info
 from .plan import Plan, merge_plan_json
 from .preflight import check_data, environment_problems
 from .progress import Reporter
@@ -96,9 +97,13 @@ def run_plan(
         skipped = len(plan.jobs) - len(todo)
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
         runner = TrainingRunner(config, components, plan, run_dir)
+        watching = [(f"observers.{i}", o) for i, o in enumerate(components.observers)]
+        info = run_info(config.name, config.model_dump(mode="json"), plan, run_dir, todo)
         try:
-            with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
-                components.executor.run(todo, runner, reporter)
+            with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
+                    observing(reporter, watching, info) as events:
+                components.executor.run(todo, runner, events)
+                events.report_written(run_dir)
         except DataError as exc:
             raise bad_data_error(components.data, exc, console, config.loader.workers) from None
         failed = sum(1 for j in plan.jobs.values() if runner.finished(j) is None)

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import DataError
 
-__all__ = ["ImageSourceParams", "Triple", "decode_image", "imagenet_normalization"]
+__all__ = ["ImageSourceParams", "Triple", "decode_image", "image_size", "imagenet_normalization",
+           "warn_if_upsampled"]
+
+#: Marks, in the environment, the image sources already warned about (so that worker
+#: processes spawned after the main process warned do not warn again).
+_WARNED_ENV = "TRANSFERBENCH_WARNED_UPSAMPLING"
+
+#: resize at least this many times the largest stored side (per side) is "much larger".
+UPSAMPLING_FACTOR = 2.0
 
 Triple = tuple[float, float, float]
 
@@ -127,3 +135,49 @@ def decode_image(value: Any, resize: int | None) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+
+
+def image_size(value: Any) -> tuple[int, int]:
+    """``(width, height)`` of one stored image (any value :func:`decode_image` takes),
+    read from its header without decoding the pixels where the format allows."""
+    img = _open_image(value)
+    return tuple(img.size)  # type: ignore[return-value]
+
+
+def warn_if_upsampled(source: str, where: str, sizes: list[tuple[int, int]], resize: int | None) -> bool:
+    """Warn, once, when ``resize`` makes the stored images much larger (at least
+    :data:`UPSAMPLING_FACTOR` times their largest side): 8x8 images resized to 256 cost
+    1,000 times the pixels and add nothing. Returns whether it warned.
+
+    Args:
+        source: the data source's name, for the message (``hf``).
+        where: what identifies the data (its path), so each data set warns once per run,
+            in worker processes too.
+        sizes: ``(width, height)`` of a sample of the stored images.
+        resize: the source's ``resize`` setting.
+    """
+    if resize is None or not sizes:
+        return False
+    side = max(max(w, h) for w, h in sizes)
+    if resize < UPSAMPLING_FACTOR * side:
+        return False
+    mark = f"{source}:{where}:{resize}"
+    if mark in os.environ.get(_WARNED_ENV, "").split("|"):
+        return False
+    os.environ[_WARNED_ENV] = "|".join(filter(None, [os.environ.get(_WARNED_ENV), mark]))
+    same = len(set(sizes)) == 1
+    stored = f"{sizes[0][0]}x{sizes[0][1]}" if same else f"up to {side}x{side}"
+    factor = resize / side
+    keep = f"data.resize: {side}" + (" (or null, which keeps the stored size)" if same else "")
+    import warnings
+
+    warnings.warn(
+        f"{source}: the images of {where} are stored at {stored} pixels, and resize: {resize} upsamples "
+        f"them {factor:.3g}x per side ({factor * factor:,.0f}x the pixels), which costs compute and adds "
+        f"nothing. Set {keep} to train at the stored size, with an architecture for images that small "
+        "(e.g. architecture: caffenet_scaled; `transferbench layers NAME --input-shape 3,H,W` shows "
+        "what fits).",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True

@@ -139,7 +139,11 @@ def result_spec(config: Config, components: Components) -> dict[str, Any]:
 
 def layer_names(config: Config, components: Components, num_classes: int) -> list[str]:
     """Names of the architecture's layers 1..L, from a structure-only build."""
-    model = build_meta(components.architecture, num_classes, input_shape(config.train.augment, components.data))
+    shape = input_shape(config.train.augment, components.data)
+    try:
+        model = build_meta(components.architecture, num_classes, shape)
+    except ConfigError as exc:  # the architecture's own problem: report it at its key
+        raise ConfigError([(f"architecture.{p}" if p else "architecture", m) for p, m in exc.problems]) from None
     return [layer.name for layer in components.architecture.layers(model)]
 
 

@@ -19,6 +19,7 @@ from . import hookspecs
 from .errors import PluginError
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+from .observers import Observer
 
 ENTRY_POINT_GROUP = "transferbench"
 
@@ -35,6 +36,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.timm_arch",
     "transferbench_plugins.ray_executor",
     "transferbench_plugins.signals",
+    "transferbench_plugins.tensorboard_observer",
+    "transferbench_plugins.mlflow_observer",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -49,6 +52,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "protocol": ("register_protocols", TransferProtocol),
     "data_source": ("register_data_sources", DataSource),
     "executor": ("register_executors", Executor),
+    "observer": ("register_observers", Observer),
 }
 
 

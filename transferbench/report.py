@@ -483,7 +483,8 @@ def run_report(
     if paper:
         reference = load_paper()
         pgrids = build_grids(reference, metric or PAPER_METRIC, pool)
-        console.rule("Yosinski et al. (2014), recomputed from the published logs")
+        title = "Yosinski et al. (2014), recomputed from the published logs"
+        console.rule(title) if console.width <= 400 else console.print(Text(f"== {title} ==", style="bold"))
         _print_grids(console, reference, pgrids, HALF_NAMES, full=True)
         if run_dir is None:
             target = Path(out) if out else DEFAULT_PAPER_OUT

@@ -6,7 +6,7 @@ reports all of them at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +15,7 @@ from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+from .observers import Observer
 from .plugins import Registry, get_registry
 
 
@@ -27,6 +28,7 @@ class Components:
     splits: dict[str, TaskSplit]  # experiment name -> split
     protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
     executor: Executor
+    observers: list[Observer] = field(default_factory=list)  # in the config's order
 
 
 # config keys the engine consumes itself, not passed to the plugin
@@ -53,7 +55,8 @@ def instantiate(
     try:
         validated = factory.Params.model_validate(params)
     except ValidationError as exc:
-        problems.extend(format_validation_error(exc, prefix=path))
+        engine_keys = ["name", *(_ENGINE_KEYS if kind == "split" else ())]
+        problems.extend(format_validation_error(exc, prefix=path, model=factory.Params, also_valid=engine_keys))
         return None
     try:
         return factory(validated)
@@ -89,9 +92,12 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                      "a source half (A or B)")
                 )
             protocols[(exp.name, treatment.name)] = proto
+    observers = [instantiate(registry, "observer", ref, f"observers.{i}", problems)
+                 for i, ref in enumerate(config.observers)]
     if problems:
         raise ConfigError(problems)
-    return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor)
+    return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor,
+                      observers=observers)
 
 
 def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
@@ -104,6 +110,9 @@ def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -
         ("architecture", "architecture", raw.get("architecture")),
         ("executor", "executor", raw.get("executor", "local")),
     ]
+    observers = raw.get("observers")
+    for i, ref in enumerate(observers if isinstance(observers, list) else []):
+        refs.append(("observer", f"observers.{i}", ref))
     experiments = raw.get("experiments")
     for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
         if not isinstance(exp, dict):

@@ -1,4 +1,8 @@
-"""Tests of the classlist split, runnable from this folder: ``pytest`` (needs transferbench)."""
+"""Tests of the classlist split: ``pytest`` from this folder, or from anywhere once the package
+is installed (needs transferbench installed, not a checkout of it).
+
+The contract checks every transferbench plugin passes come from ``transferbench.testing``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from transferbench_classlist import ClassListParams, ClassListSplit
 from transferbench_classlist import plugin as classlist_plugin
 
 from transferbench import ClassInfo, ConfigError, Halves
-from transferbench.plugins import PluginHost
+from transferbench.testing import check_registers, check_split
 
 CLASSES = [
     ClassInfo(0, "n01", "tench", "natural"),
@@ -65,8 +69,10 @@ def test_params_refuse_unknown_keys_and_empty_lists():
 
 
 def test_the_module_registers_the_split_through_its_hook():
-    host = PluginHost(load_entry_points=False)
-    host.register(classlist_plugin, "classlist-test")
-    entry = host.registry().get("split", "classlist")
-    assert entry.factory is ClassListSplit
-    assert entry.description.startswith("halves from explicit class lists")
+    assert check_registers(classlist_plugin, "split", "classlist", ClassListSplit) is ClassListSplit
+    assert ClassListSplit.description.startswith("halves from explicit class lists")
+
+
+def test_the_split_honours_transferbench_s_contract(tmp_path):
+    check_split(ClassListSplit, tmp_path)  # built from ClassListSplit.example_params
+    check_split(ClassListSplit(ClassListParams(a=["tench", 2], b=[3, 4])), tmp_path, classes=CLASSES)

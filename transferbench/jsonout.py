@@ -1,0 +1,219 @@
+"""The ``--json`` output of ``plan``, ``validate``, ``layers`` and ``report`` (``plugins``:
+:mod:`transferbench.catalog`): plain data with a ``format`` key, ``transferbench.<command>/1``,
+that changes only when a field is removed or changes meaning. The shapes are documented in
+docs/json-output.md and tested in tests/test_json_output.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .errors import ConfigError, TransferbenchError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["LayerTable", "dump", "error_json", "layer_table", "layers_json", "plan_json", "report_json",
+           "validate_json"]
+
+
+def _format(command: str) -> str:
+    return f"transferbench.{command}/1"
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities become null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dump(document: dict[str, Any], out: TextIO) -> None:
+    """Write one JSON document (indented, NaN as null, a newline at the end)."""
+    out.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
+
+
+def _problems(exc: TransferbenchError) -> list[dict[str, str]]:
+    if isinstance(exc, ConfigError):
+        return [{"path": p, "message": m} for p, m in exc.problems]
+    return [{"path": "", "message": str(exc)}]
+
+
+def error_json(command: str, exc: TransferbenchError) -> dict[str, Any]:
+    """What a command prints with ``--json`` when it fails with a user error (exit code 2)."""
+    return {"format": _format("error"), "command": command, "error": type(exc).__name__, "message": str(exc),
+            "problems": _problems(exc)}
+
+
+# --------------------------------------------------------------------------- validate / plan
+
+
+def validate_json(config_path: str, prepared: Any = None, exc: TransferbenchError | None = None) -> dict[str, Any]:
+    """``validate --json``: ``ok`` and the problems (each with its key path), or the config's size."""
+    doc: dict[str, Any] = {"format": _format("validate"), "config": str(config_path), "ok": exc is None,
+                           "problems": [] if exc is None else _problems(exc)}
+    if prepared is not None:
+        plan = prepared.plan
+        doc.update(name=prepared.config.name, experiments=len(prepared.config.experiments), networks=len(plan.jobs),
+                   cells=len(plan.cells), layer_names=list(plan.layer_names), config_hash=plan.config_hash)
+    return doc
+
+
+def plan_json(prepared: Any, estimate: Any = None) -> dict[str, Any]:
+    """``plan --json``: every network (job) with the table cells it fills, and the compute."""
+    config, plan = prepared.config, prepared.plan
+    jobs = []
+    for job in plan.jobs.values():
+        cells = plan.cells_of(job.id)
+        jobs.append({"id": job.id, **job.summary(), "classes": list(job.classes),
+                     "treatments": sorted({c.treatment for c in cells}),
+                     "used_by": sorted({f"{c.experiment}/{c.split_seed}" for c in cells})})
+    bases = sum(1 for j in plan.jobs.values() if j.kind == "base")
+    compute = None
+    if estimate is not None:
+        compute = {"networks": estimate.networks, "train_images": estimate.train_images,
+                   "eval_images": estimate.eval_images, "forward_gflop": estimate.forward_gflop,
+                   "total_flop": estimate.total_flop, "tflops": estimate.tflops, "gpu_hours": estimate.gpu_hours}
+    return {
+        "format": _format("plan"), "name": config.name, "config_hash": plan.config_hash,
+        "layer_names": list(plan.layer_names),
+        "summary": {"networks": len(plan.jobs), "base": bases, "transferred": len(plan.jobs) - bases,
+                    "cells": len(plan.cells)},
+        "jobs": jobs,
+        "cells": [dict(c.__dict__) for c in plan.cells],
+        "compute": compute,
+        "frozen_cache": bool(config.performance.cache_frozen and not config.train.augment.active),
+    }
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@dataclass
+class LayerTable:
+    """The layers of an architecture with the parameters each owns (``transferbench layers``)."""
+
+    architecture: str
+    input_shape: tuple[int, ...]
+    classes: int
+    layers: list[dict[str, Any]]  # n, name, modules, parameters, share
+    parameters: int
+    unowned: list[str]  # parameter tensors in no layer
+    shared: list[str]  # parameter tensors in several layers
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": _format("layers"), "architecture": self.architecture, "input_shape": list(self.input_shape),
+                "classes": self.classes, "layers": self.layers, "parameters": self.parameters,
+                "transfer_n": list(range(1, len(self.layers))), "unowned": self.unowned, "shared": self.shared}
+
+
+def layer_table(name: str, model: nn.Module, layers: Sequence[Any], shape: tuple[int, ...], classes: int) -> LayerTable:
+    """Count each layer's parameters in ``model`` (built on the meta device)."""
+    params = dict(model.named_parameters())
+    owners = {n: 0 for n in params}
+    total = sum(p.numel() for p in params.values())
+    rows = []
+    for i, layer in enumerate(layers, 1):
+        mine = [n for n in params if any(n == m or n.startswith(m + ".") for m in layer.modules)]
+        for n in mine:
+            owners[n] += 1
+        count = sum(params[n].numel() for n in mine)
+        rows.append({"n": i, "name": layer.name, "modules": list(layer.modules), "parameters": count,
+                     "share": count / total if total else None})
+    return LayerTable(name, tuple(shape), classes, rows, total, [n for n, c in owners.items() if c == 0],
+                      [n for n, c in owners.items() if c > 1])
+
+
+def layers_json(table: LayerTable) -> dict[str, Any]:
+    """``layers --json``."""
+    return table.to_json()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _diff(d: Any) -> dict[str, Any] | None:
+    return None if d is None else {"value": d.value, "ci95_low": d.ci_low, "ci95_high": d.ci_high}
+
+
+def _grid_json(grid: Any, layer_names: Sequence[str]) -> dict[str, Any]:
+    from .analysis import layer_metrics, specific_layer, table1
+
+    cells = []
+    for t in grid.treatments:
+        for n in grid.layers:
+            s = grid.get(t, n)
+            if s is not None:
+                cells.append({"treatment": t, "n": n, "layer": layer_names[n - 1] if 0 < n <= len(layer_names) else "",
+                              "count": s.count, "mean": s.mean, "std": s.std, "ci95_low": s.ci_low,
+                              "ci95_high": s.ci_high, "values": list(s.values)})
+    metrics = [{"n": m.n, "quantity": q, **_diff(getattr(m, q))} for m in layer_metrics(grid)
+               for q in ("coadaptation", "specificity", "boost_base", "boost_selffer", "drop")
+               if getattr(m, q) is not None]
+    spec = specific_layer(grid)
+    return {
+        "experiment": grid.experiment, "split": grid.split, "metric": grid.metric, "pooled": grid.pooled,
+        "treatments": list(grid.treatments), "cells": cells, "metrics": metrics,
+        "table1": [{"layers": f"{r.lo}-{r.hi}", "networks": r.networks, "boost_base": _diff(r.boost_base),
+                    "boost_selffer": _diff(r.boost_selffer)} for r in table1(grid)],
+        "specific_layer": None if spec is None else {"n": spec.n, "gap": spec.gap, "threshold": spec.threshold,
+                                                     "noise_sd": spec.noise_sd, "rule": spec.rule},
+        "pending": grid.pending, "failed": grid.failed,
+    }
+
+
+def results_json(results: Any, metric: str, pool: bool | None) -> dict[str, Any]:
+    """One run's (or the paper's) results: network counts, failures and every grid."""
+    from .analysis import build_grids
+
+    failures: dict[str, dict[str, Any]] = {}
+    for r in results.rows:
+        if r.status == "failed" and r.job_id not in failures:
+            failures[r.job_id] = {"job_id": r.job_id, "experiment": r.experiment, "treatment": r.treatment,
+                                  "n": r.n, "error": r.error}
+    names = list(results.layer_names)
+    return {
+        "name": results.name, "config_hash": results.config_hash,
+        "run_dir": str(results.run_dir) if results.run_dir else None, "layer_names": names,
+        "networks": {"total": len({r.job_id for r in results.rows}), "ok": results.count("ok"),
+                     "pending": results.count("pending"), "failed": results.count("failed")},
+        "failures": list(failures.values()),
+        "experiments": [_grid_json(g, names) for g in build_grids(results, metric, pool)],
+    }
+
+
+def report_json(run_dir: Path | None, *, paper: bool, compare: str | None, plots: bool, metric: str | None,
+                pool: bool | None, out: Path | None) -> dict[str, Any]:
+    """``report --json``: write the report's files as ``report`` does, and return its numbers."""
+    from rich.console import Console
+
+    from .paperdata import PAPER_METRIC, load_paper
+    from .report import DEFAULT_PAPER_OUT, run_report
+    from .results import read_results
+
+    quiet = Console(file=io.StringIO(), width=10_000, color_system=None)
+    run_report(run_dir, paper=paper, compare=compare, plots=plots, metric=metric, console=quiet, out=out,
+               pool=pool)
+    files = [line[len("wrote "):] for line in quiet.file.getvalue().splitlines() if line.startswith("wrote ")]
+    tables = Path(run_dir) if run_dir is not None else (Path(out) if out else DEFAULT_PAPER_OUT)
+    m = metric or ("top1" if run_dir is not None else PAPER_METRIC)
+    names = (f"results_{m}.csv", f"results_summary_{m}.csv", f"results_metrics_{m}.csv", "results_long.csv",
+             "results_long.jsonl", "results_long.parquet")
+    files = [str(tables / n) for n in names if (tables / n).is_file()] + files
+    doc: dict[str, Any] = {"format": _format("report"), "metric": metric or ("top1" if run_dir else PAPER_METRIC),
+                           "run": None, "paper": None, "files": files}
+    if run_dir is not None:
+        doc["run"] = results_json(read_results(run_dir), metric or "top1", pool)
+    if paper or compare == "paper":
+        doc["paper"] = results_json(load_paper(), metric or (PAPER_METRIC if run_dir is None else "top1"), pool)
+    return doc

@@ -1,0 +1,409 @@
+"""The plugin contract tests, for plugin authors: ``from transferbench.testing import check_split``.
+
+Every built-in plugin passes these checks (transferbench's own ``tests/test_contracts.py``
+runs them over every registered plugin); a third-party package runs them in its own tests,
+against an installed transferbench, without a checkout::
+
+    from transferbench.testing import check_split
+    from my_package.plugin import MySplit
+
+    def test_my_split_honours_the_contract(tmp_path):
+        check_split(MySplit, tmp_path)
+
+Each ``check_*`` function takes a plugin class (built from its ``example_params(workdir)``)
+or an instance, and raises :class:`ContractError` (an ``AssertionError``, so pytest shows
+it as a failed test) naming the broken rule. A class whose optional ``requires`` are not
+installed is skipped under pytest (:class:`RequirementsMissing` elsewhere).
+
+:func:`check_plugin` picks the check by the plugin's kind; :func:`registered_plugins` lists
+every registered plugin, for one parametrized test over all of them; :func:`check_registers`
+checks that a plugin module registers a class through its hook. pytest is not needed to
+import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .executor import Events, Executor
+from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, TaskSplit, TransferProtocol
+from .observers import Observer, ReportInfo, RunInfo
+from .plan import Job
+from .plugins import KINDS, PluginHost, Registry
+from .records import HistoryPoint, JobRecord
+
+__all__ = [
+    "ContractError",
+    "CHECKS",
+    "FileRunner",
+    "RequirementsMissing",
+    "build",
+    "check_architecture",
+    "check_data_source",
+    "check_executor",
+    "check_observer",
+    "check_plugin",
+    "check_protocol",
+    "check_registers",
+    "check_split",
+    "contract_classes",
+    "registered_plugins",
+]
+
+
+class ContractError(AssertionError):
+    """A plugin broke its interface's contract; the message names the rule."""
+
+
+class RequirementsMissing(Exception):
+    """A plugin's optional requirements (``requires``) are not installed (outside pytest)."""
+
+
+def _expect(condition: Any, message: str) -> None:
+    if not condition:
+        raise ContractError(message)
+
+
+def _skip(reason: str) -> None:
+    try:
+        import pytest
+    except ImportError:  # not under pytest
+        raise RequirementsMissing(reason) from None
+    pytest.skip(reason)
+
+
+def _workdir(workdir: str | Path | None) -> Path:
+    return Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="transferbench-contract-"))
+
+
+def build(plugin: type[Plugin] | Plugin, workdir: str | Path | None = None, base: type[Plugin] = Plugin) -> Any:
+    """An instance of ``plugin``: itself if it already is one, else the class built from its
+    validated ``example_params(workdir)`` (a fresh temporary folder when ``workdir`` is None).
+
+    Skips (under pytest) when the class's ``requires`` are not installed.
+    """
+    if not isinstance(plugin, type):
+        _expect(isinstance(plugin, base), f"{plugin!r} is not a {base.__name__}")
+        return plugin
+    _expect(issubclass(plugin, base), f"{plugin.__name__} is not a subclass of {base.__name__}")
+    missing = plugin.missing_requirements()
+    if missing:
+        _skip(f"{plugin.__name__} needs {', '.join(missing)}: {plugin.install_hint}")
+    params = plugin.Params.model_validate(plugin.example_params(_workdir(workdir)))
+    return plugin(params)
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+def check_data_source(source: type[DataSource] | DataSource, workdir: str | Path | None = None) -> None:
+    """Classes indexed in order with unique ids; each split has ``input`` and a valid
+    ``label``; ``to_tensor`` gives ``input_shape()``; ``normalization()`` fits the channels."""
+    src: DataSource = build(source, workdir, DataSource)
+    classes = list(src.classes())
+    _expect(len(classes) >= 2, f"classes() gave {len(classes)} classes; a split needs at least 2")
+    _expect([c.index for c in classes] == list(range(len(classes))), "classes()[i].index must be i")
+    _expect(all(isinstance(c, ClassInfo) and c.id and c.name for c in classes),
+            "every class must be a ClassInfo with an id and a name")
+    _expect(len({c.id for c in classes}) == len(classes), "class ids must be unique")
+    src.check()
+    for split in ("train", "eval"):
+        _check_rows(src, split, len(classes))
+
+
+def _check_rows(src: DataSource, split: str, num_classes: int) -> None:
+    ds = src.load(split)
+    _expect({"input", "label"} <= set(ds.column_names or ()),
+            f"load({split!r}) must have columns input and label, has {ds.column_names}")
+    row = next(iter(ds))
+    x = src.to_tensor(row["input"])
+    _expect(tuple(x.shape) == tuple(src.input_shape()),
+            f"to_tensor gave shape {tuple(x.shape)} but input_shape() is {tuple(src.input_shape())}")
+    _expect(x.dtype in (torch.uint8, torch.float32, torch.float16, torch.bfloat16, torch.float64),
+            f"to_tensor must give uint8 or float, gave {x.dtype}")
+    if hasattr(ds, "__len__"):
+        labels = np.asarray(ds.with_format("numpy")["label"])
+        _expect(labels.min() >= 0 and labels.max() < num_classes,
+                f"load({split!r}) has labels outside 0..{num_classes - 1}")
+    norm = src.normalization()
+    if norm is not None:
+        mean, std = norm
+        _expect(len(mean) == len(std) == x.shape[0], "normalization() needs one mean and std per channel")
+        _expect(all(s > 0 for s in std), "normalization() std values must be positive")
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def example_classes() -> list[ClassInfo]:
+    """The classes :func:`check_split` splits by default: 20 ImageNet classes (wnid ids)
+    of two superclasses, man-made and natural."""
+    from .imagenet import IMAGENET_WNIDS, classes_for_wnids
+
+    return list(classes_for_wnids(IMAGENET_WNIDS[390:410]))
+
+
+def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None = None,
+                classes: Sequence[ClassInfo] | None = None) -> None:
+    """Disjoint, non-empty, sorted, deterministic halves, without touching numpy's or torch's
+    global random state (on :func:`example_classes` unless ``classes`` are given)."""
+    s: TaskSplit = build(split, workdir, TaskSplit)
+    classes = list(classes) if classes is not None else example_classes()
+    state, torch_state = np.random.get_state(), torch.random.get_rng_state()
+    halves = s.split(classes, 0)
+    _expect(isinstance(halves, Halves), f"split() must return Halves, returned {type(halves).__name__}")
+    _expect(halves.A and halves.B, "both halves must be non-empty")
+    _expect(not set(halves.A) & set(halves.B), "the halves must be disjoint")
+    _expect(set(halves.A) | set(halves.B) <= set(range(len(classes))), "halves must hold class indices")
+    _expect(list(halves.A) == sorted(halves.A) and list(halves.B) == sorted(halves.B), "halves must be sorted")
+    _expect(s.split(classes, 0) == halves, "split() must be deterministic for a seed")
+    _expect(np.array_equal(np.random.get_state()[1], state[1]), "split() must not touch numpy's global RNG")
+    _expect(torch.equal(torch.random.get_rng_state(), torch_state), "split() must not touch torch's global RNG")
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir: str | Path | None = None,
+                   num_layers: int = 8) -> None:
+    """One action per layer for every n; layers 1..n copied (when ``needs_source``), the
+    rest re-initialised; the classifier neither copied nor frozen; multipliers >= 0."""
+    proto: TransferProtocol = build(protocol, workdir, TransferProtocol)
+    for n in range(1, num_layers):
+        actions = proto.actions(n, num_layers)
+        _expect(len(actions) == num_layers, f"n={n}: {len(actions)} actions for {num_layers} layers")
+        _expect(actions[-1].copy is False, "the classifier is never copied")
+        _expect(actions[-1].train, "the classifier always trains")
+        _expect(all(not a.copy for a in actions[n:]), f"n={n}: layers above n are re-initialised")
+        if proto.needs_source:
+            _expect(all(a.copy for a in actions[:n]), f"n={n}: layers 1..n are copied")
+        else:
+            _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
+        _expect(all(a.lr_mult >= 0 for a in actions), "lr_mult must be >= 0")
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def check_architecture(arch: type[Architecture] | Architecture, workdir: str | Path | None = None,
+                       input_shape: Sequence[int] | None = None, num_classes: int = 5) -> None:
+    """Built for ``example_input_shape``: at least two layers with unique names that name
+    real modules and own parameters, a forward pass, valid multipliers, deterministic init."""
+    a: Architecture = build(arch, workdir, Architecture)
+    shape = tuple(input_shape or a.example_input_shape)
+    torch.manual_seed(0)
+    model = a.build(num_classes, shape)
+    layers = list(a.layers(model))
+    _expect(len(layers) >= 2, "an architecture needs at least two layers (features and classifier)")
+    _expect(len({layer.name for layer in layers}) == len(layers), "layer names must be unique")
+    modules, params, state = dict(model.named_modules()), dict(model.named_parameters()), model.state_dict()
+    for layer in layers:
+        for m in layer.modules:
+            _expect(m in modules or m in state, f"layer {layer.name} names unknown module {m!r}")
+        owned = [p for p in params if any(p == m or p.startswith(m + ".") for m in layer.modules)]
+        _expect(owned, f"layer {layer.name} owns no parameters")
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, *shape))
+    _expect(out.shape[0] == 2 and out.shape[1] >= num_classes,
+            f"the output for 2 examples and {num_classes} classes has shape {tuple(out.shape)}")
+    for pname, (lr_m, wd_m) in a.param_multipliers(model).items():
+        _expect(pname in params, f"param_multipliers names unknown parameter {pname!r}")
+        _expect(lr_m >= 0 and wd_m >= 0, f"multipliers of {pname!r} must be >= 0")
+    torch.manual_seed(0)
+    again = a.build(num_classes, shape)
+    same = all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), again.state_dict().values()))
+    _expect(same, "build() must initialise deterministically from torch's seed")
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class FileRunner:
+    """A picklable :class:`~transferbench.JobRunner` that logs starts and ends to a file, so
+    that executors running jobs in other processes can be checked. It trains nothing."""
+
+    device = "cpu"
+    threads = 1
+
+    def __init__(self, log: str | Path) -> None:
+        self.log = str(log)
+
+    def lines(self) -> list[str]:
+        """``start:<id>`` and ``end:<id>`` in the order they happened."""
+        try:
+            with open(self.log) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def finished(self, job: Job) -> JobRecord | None:
+        return JobRecord(job_id=job.id, status="ok", top1=0.5) if f"end:{job.id}" in self.lines() else None
+
+    def record_failure(self, job: Job, error: str) -> JobRecord:
+        return JobRecord(job_id=job.id, status="failed", error=error)
+
+    def __call__(self, job: Job, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> JobRecord:
+        with open(self.log, "a") as f:
+            f.write(f"start:{job.id}\n")
+        if progress is not None:
+            progress(1, 1, {"loss": 0.0, "top1": math.nan})
+        with open(self.log, "a") as f:
+            f.write(f"end:{job.id}\n")
+        return JobRecord(job_id=job.id, status="ok", top1=0.5)
+
+
+def _job(jid: str, dep: str | None = None, n: int = 1) -> Job:
+    return Job(jid, "transfer" if dep else "base", "B", "A" if dep else None, n if dep else 0, (0, 1), 0, dep,
+               {"name": "frozen"} if dep else None)
+
+
+class _Recorder(Events):
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[tuple[str, str]] = []
+
+    def job_started(self, job: Job) -> None:
+        self.started.append(job.id)
+
+    def job_finished(self, job: Job, record: JobRecord) -> None:
+        self.finished.append((job.id, record.status))
+
+
+def check_executor(executor: type[Executor] | Executor, workdir: str | Path | None = None) -> None:
+    """Every job run once, each after the job it depends on, each start and end reported."""
+    workdir = _workdir(workdir)
+    ex: Executor = build(executor, workdir, Executor)
+    jobs = [_job("a"), _job("b", "a"), _job("c"), _job("d", "b")]
+    runner = FileRunner(workdir / "executor-log.txt")
+    events = _Recorder()
+    ex.run(jobs, runner, events)
+    lines = runner.lines()
+    ends = sorted(line for line in lines if line.startswith("end:"))
+    _expect(ends == ["end:a", "end:b", "end:c", "end:d"], f"every job must run once; ran {ends}")
+    _expect(lines.index("end:a") < lines.index("start:b"), "b started before a, the job it copies from, ended")
+    _expect(lines.index("end:b") < lines.index("start:d"), "d started before b, the job it copies from, ended")
+    _expect(sorted(events.finished) == [(j, "ok") for j in "abcd"], f"job_finished reports: {events.finished}")
+    _expect(sorted(events.started) == list("abcd"), f"job_started reports: {events.started}")
+
+
+# --------------------------------------------------------------------------- observers
+
+
+def example_run(run_dir: str | Path) -> tuple[RunInfo, list[Job], list[JobRecord], ReportInfo]:
+    """A small made-up run for :func:`check_observer`: two base networks and one transfer,
+    one of them failed, with their records and a report (files written under ``run_dir``)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [_job("base-a"), _job("base-b"), _job("anb-2", "base-a", 2)]
+    labels = {"base-a": "baseA (exp, seed 0)", "base-b": "baseB (exp, seed 0)", "anb-2": "AnB n=2 (exp, seed 0)"}
+    networks: dict[str, dict[str, Any]] = {
+        j.id: {"label": labels[j.id], "experiment": "exp", "treatment": labels[j.id].split()[0], "split_seed": 0,
+               "n": j.n, "kind": j.kind, "target": j.target, "source": j.source,
+               "protocol": j.protocol_spec["name"] if j.protocol_spec else None, "num_classes": j.num_classes,
+               "seed": j.seed, "depends_on": j.depends_on, "cells": 1} for j in jobs}
+    config = {"name": "contract", "data": {"name": "blobs"}, "architecture": {"name": "mlp", "widths": [4, 4]},
+              "train": {"lr": 0.1, "epochs": 2}, "eval": {"best_k": 1}}
+    info = RunInfo("contract", run_dir, config, "0" * 64, ("h1", "h2", "out"), tuple(jobs),
+                   tuple(j.id for j in jobs), networks)
+    history = [HistoryPoint(step=s, epoch=s / 4, top1=0.25 * s, top5=1.0, train_loss=1.0 / s) for s in (1, 2, 4)]
+    records = [JobRecord(job_id="base-a", status="ok", top1=1.0, top5=1.0, top1_best_k=1.0, best_k=1,
+                         history=history, train_time_s=0.5, steps=4, num_classes=2),
+               JobRecord(job_id="base-b", status="failed", error="loss is NaN"),
+               JobRecord(job_id="anb-2", status="ok", top1=0.5, top5=1.0, top1_best_k=0.5, best_k=1,
+                         history=history[:2], train_time_s=0.25, steps=2, num_classes=2)]
+    table = run_dir / "results_top1.csv"
+    table.write_text("experiment,split,split_seed,n,metric,baseA,AnB\nexp,s,0,0,top1,1.0,\nexp,s,0,2,top1,,0.5\n")
+    cells = ({"experiment": "exp", "treatment": "baseA", "n": 0, "layer": "", "count": 1, "mean": 1.0,
+              "std": None, "ci95_low": None, "ci95_high": None},
+             {"experiment": "exp", "treatment": "AnB", "n": 2, "layer": "h2", "count": 1, "mean": 0.5,
+              "std": None, "ci95_low": None, "ci95_high": None})
+    return info, jobs, records, ReportInfo(run_dir, (table,), "top1", cells)
+
+
+def check_observer(observer: type[Observer] | Observer, workdir: str | Path | None = None) -> None:
+    """Every event of :func:`example_run` (a failed job and NaN in progress included) is
+    taken without an error, then :meth:`~transferbench.Observer.close`. What the observer
+    wrote is for its own tests to read back."""
+    workdir = _workdir(workdir)
+    obs: Observer = build(observer, workdir, Observer)
+    info, jobs, records, report = example_run(workdir / "run")
+    obs.run_started(info)
+    for job, record in zip(jobs, records):
+        obs.job_started(job)
+        for step in (1, 2, 3, 4):
+            top1 = math.nan if step < 2 else 0.5
+            obs.job_progress(job, step, 4, {"loss": 1.0 / step, "top1": top1})
+        obs.job_finished(job, record)
+    obs.report_written(report)
+    obs.close()
+    json.dumps([r.model_dump(mode="json") for r in records])  # the records themselves are sound
+
+
+# --------------------------------------------------------------------------- by kind
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "data_source": check_data_source,
+    "split": check_split,
+    "protocol": check_protocol,
+    "architecture": check_architecture,
+    "executor": check_executor,
+    "observer": check_observer,
+}
+
+
+def kind_of(plugin: type[Plugin] | Plugin) -> str:
+    """The plugin kind (``split``, ``observer``, ...) of a plugin class or instance."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    for kind, (_, base) in KINDS.items():
+        if issubclass(cls, base):
+            return kind
+    raise ContractError(f"{cls.__name__} implements none of the plugin interfaces")
+
+
+def check_plugin(plugin: type[Plugin] | Plugin, workdir: str | Path | None = None) -> None:
+    """The contract check of the plugin's kind (``check_split`` for a split, ...)."""
+    kind = kind_of(plugin)
+    check = CHECKS.get(kind)
+    _expect(check is not None, f"no contract check for plugins of kind {kind!r}")
+    check(plugin, workdir)
+
+
+def registered_plugins(registry: Registry | None = None, origin: str | None = None) -> list[tuple[str, str, type]]:
+    """``(kind, name, class)`` of every registered plugin (built-in and installed packages,
+    or those whose origin starts with ``origin``), for ``pytest.mark.parametrize``."""
+    registry = registry or PluginHost().registry()
+    return [(e.kind, e.name, e.factory) for e in registry
+            if origin is None or e.origin.startswith(origin)]
+
+
+def contract_classes(module: types.ModuleType | object) -> dict[str, tuple[str, type]]:
+    """What a plugin module registers through its hooks: ``{name: (kind, class)}``, read
+    without loading any other plugin."""
+    host = PluginHost(load_entry_points=False)
+    if host.pm.is_registered(module):  # a built-in plugin module
+        return {e.name: (e.kind, e.factory) for e in host.registry() if e.plugin == host.pm.get_name(module)}
+    plugin_name = host.register(module, "transferbench-testing-subject", origin="test")
+    return {e.name: (e.kind, e.factory) for e in host.registry() if e.plugin == plugin_name}
+
+
+def check_registers(module: types.ModuleType | object, kind: str, name: str, cls: type | None = None) -> type:
+    """Check that ``module``'s hooks register ``name`` as a plugin of ``kind`` (and as
+    ``cls``, when given); return the registered class."""
+    found = contract_classes(module)
+    _expect(name in found, f"{getattr(module, '__name__', module)!r} registers no {name!r}; it registers "
+            f"{sorted(found) or 'nothing'}")
+    got_kind, got_cls = found[name]
+    _expect(got_kind == kind, f"{name!r} is registered as a {got_kind}, not a {kind}")
+    _expect(cls is None or got_cls is cls, f"{name!r} is registered as {got_cls!r}, not {cls!r}")
+    return got_cls
