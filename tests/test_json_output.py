@@ -118,7 +118,7 @@ def test_report_json(run_dir, capsys):
     cell = next(c for c in grid["cells"] if c["treatment"] == "AnB" and c["n"] == 2)
     assert cell["layer"] == "h2" and cell["count"] == 1 and 0 <= cell["mean"] <= 1
     assert {m["quantity"] for m in grid["metrics"]} >= {"specificity", "coadaptation"}
-    assert str(run_dir / "results_summary.csv") in doc["files"]
+    assert str(run_dir / "results_summary_top1.csv") in doc["files"]
 
 
 def test_report_json_with_the_paper(run_dir, capsys):

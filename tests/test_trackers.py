@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_config
 from transferbench import testing
 from transferbench.cli import main
 from transferbench_plugins.mlflow_observer import MLflowObserver, metric_name
@@ -115,7 +116,7 @@ def test_both_trackers_watch_a_real_run_through_the_cli(tiny_config_file, tmp_pa
     folders = sorted(p.name for p in (out / "tensorboard" / "parity").iterdir())
     assert len(folders) == jobs and "baseB_seed0" in folders and "AnB+_n1_seed0" in folders
     curves = _scalars(out / "tensorboard" / "parity" / "baseB_seed0")
-    assert len(curves["eval/top1"]) == 3  # 3 epochs, one evaluation each
+    assert len(curves["eval/top1"]) == tiny_config()["train"]["epochs"]  # one evaluation an epoch
     grid = _scalars(out / "tensorboard" / "grids" / "parity" / "AnB")["grid/top1"]
     assert [n for n, _ in grid] == [1, 2, 3]
     # MLflow: the file store in the run directory, one run per network plus the report

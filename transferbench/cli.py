@@ -323,6 +323,23 @@ def _add_plugins_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_plugins)
 
 
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="tables, metrics and plots of a run (or of the paper)")
+    p.add_argument("run_dir", nargs="?", help="a run directory")
+    p.add_argument("--paper", action="store_true", help="the paper's own published results")
+    p.add_argument("--compare", choices=["paper"], help="put the paper's numbers beside the run's")
+    p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
+                   help="final top-1 (default for runs) or the paper's mean of the best k "
+                        "evaluations (default for --paper alone)")
+    p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
+                   help="pool AnA into BnB and BnA into AnB as the paper did "
+                        "(default: when both halves have the same number of classes)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
+    _json_flag(p)
+    p.set_defaults(fn=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferbench",
@@ -370,20 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory")
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("report", help="tables, metrics and plots of a run (or of the paper)")
-    p.add_argument("run_dir", nargs="?", help="a run directory")
-    p.add_argument("--paper", action="store_true", help="the paper's own published results")
-    p.add_argument("--compare", choices=["paper"], help="put the paper's numbers beside the run's")
-    p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
-                   help="final top-1 (default for runs) or the paper's mean of the best k "
-                        "evaluations (default for --paper alone)")
-    p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
-                   help="pool AnA into BnB and BnA into AnB as the paper did "
-                        "(default: when both halves have the same number of classes)")
-    p.add_argument("--no-plots", action="store_true", help="tables only")
-    p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
-    _json_flag(p)
-    p.set_defaults(fn=cmd_report)
+    _add_report_parser(sub)
     return parser
 
 
