@@ -55,8 +55,7 @@ class LocalExecutor(Executor):
                     for jid, job in list(pending.items()):
                         if len(running) >= workers:
                             break
-                        dep = job.depends_on
-                        if dep is None or (dep not in pending and dep not in busy):
+                        if all(dep not in pending and dep not in busy for dep in job.dependencies):
                             del pending[jid]
                             events.job_started(job)
                             running[pool.submit(_run_one, runner, job, progress_q)] = job

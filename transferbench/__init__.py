@@ -8,6 +8,7 @@ own and may change. A plugin imports from ``transferbench`` only:
   :class:`LayerAction`, :class:`ClassInfo`, :class:`Halves`) and the ``hookimpl`` marker;
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
+* the estimator contract: :class:`Estimator` and the :class:`LayerFeatures` it scores;
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for image sources: the :mod:`~transferbench.imagenet` class metadata and the
   :mod:`~transferbench.images` decoding helpers.
@@ -27,6 +28,7 @@ from .errors import (
     TrainingFailed,
     TransferbenchError,
 )
+from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor, JobRunner, ProgressFn
 from .hookspecs import hookimpl
 from .interfaces import (
@@ -50,6 +52,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataSource",
+    "Estimator",
     "Events",
     "Executor",
     "Halves",
@@ -59,6 +62,7 @@ __all__ = [
     "JobRunner",
     "Layer",
     "LayerAction",
+    "LayerFeatures",
     "NoParams",
     "Plugin",
     "PluginError",

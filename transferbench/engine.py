@@ -47,9 +47,9 @@ def pending_jobs(plan: Plan, store: RunStore, shared: JobCache | None = None) ->
                 continue
             todo[job.id] = job
     for job in list(todo.values()):
-        src = job.depends_on
-        if src and src not in todo and not store.has_checkpoint(src):
-            todo[src] = plan.jobs[src]
+        for src in job.dependencies:
+            if src not in todo and not store.has_checkpoint(src):
+                todo[src] = plan.jobs[src]
     return [j for j in plan.jobs.values() if j.id in todo]  # keep dependency order
 
 

@@ -47,3 +47,8 @@ def register_data_sources(register: Register) -> None:
 @hookspec
 def register_executors(register: Register) -> None:
     """Register :class:`~transferbench.Executor` classes by name."""
+
+
+@hookspec
+def register_estimators(register: Register) -> None:
+    """Register :class:`~transferbench.Estimator` classes by name."""

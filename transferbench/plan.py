@@ -7,29 +7,34 @@ treatment, n) onto jobs; several cells may share one job, which is then trained 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._version import __version__
 from .config import Config, Experiment, Treatment
 from .errors import ConfigError, TransferbenchError
+from .estimator import Estimator
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .network import build_meta, input_shape
 from .resolve import Components
 
-__all__ = ["Cell", "Job", "Plan", "build_plan", "layer_names", "result_spec"]
+__all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "result_spec"]
 
 PLAN_FORMAT = 1
+
+#: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
+FEATURES_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class Job:
-    """One network to train.
+    """One network to train, or one estimator to run on a trained network.
 
     Attributes:
         id: content hash of everything that determines the result.
-        kind: ``base`` (trained from scratch) or ``transfer``.
+        kind: ``base`` (trained from scratch), ``transfer``, or ``estimate`` (an estimator
+            scores layer n of the ``source`` half's base network on the ``target`` half).
         target: the half trained on (``A``, ``B`` or ``all``).
         source: the half the copied layers come from, if any.
         n: layers 1..n are transferred (0 for base networks).
@@ -38,6 +43,10 @@ class Job:
         depends_on: id of the job whose trained weights are copied, if any.
         protocol_spec: the protocol's name and params, or None for base networks.
         protocol: the protocol instance (not part of equality).
+        after: ids of further jobs that must finish first (an estimator's reference
+            network); :attr:`dependencies` lists them with ``depends_on``.
+        estimator_spec: the estimator's name and params (estimate jobs).
+        estimator: the estimator instance (not part of equality).
     """
 
     id: str
@@ -50,12 +59,25 @@ class Job:
     depends_on: str | None = None
     protocol_spec: dict[str, Any] | None = None
     protocol: TransferProtocol | None = field(default=None, compare=False, repr=False)
+    after: tuple[str, ...] = ()
+    estimator_spec: dict[str, Any] | None = None
+    estimator: Estimator | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every job that must finish before this one: ``depends_on``, then ``after``."""
+        return ((self.depends_on,) if self.depends_on else ()) + self.after
+
     def summary(self) -> dict[str, Any]:
+        if self.kind == "estimate":
+            assert self.estimator_spec is not None
+            return {"kind": self.kind, "target": self.target, "source": self.source, "n": self.n,
+                    "estimator": self.estimator_spec["name"], "depends_on": self.depends_on,
+                    "after": list(self.after), "num_classes": self.num_classes, "seed": self.seed}
         return {
             "kind": self.kind,
             "target": self.target,
@@ -80,9 +102,28 @@ class Cell:
     job_id: str
 
 
+@dataclass(frozen=True)
+class EstimateCell:
+    """A point of an estimator's curve: ``estimator`` on layer n of the ``source`` half's base
+    network, on the ``target`` half's examples; filled by one estimate job."""
+
+    experiment: str
+    split: str
+    split_seed: int
+    source: str
+    target: str
+    n: int
+    estimator: str
+    job_id: str
+
+
 @dataclass
 class Plan:
-    """The job graph of a config. ``jobs`` is in dependency order (sources first)."""
+    """The job graph of a config. ``jobs`` is in dependency order (sources first).
+
+    ``estimates`` are the estimator points (``experiments[].estimators``); an
+    ``estimate_only`` plan holds the base networks and estimators alone.
+    """
 
     name: str
     config_hash: str
@@ -90,13 +131,27 @@ class Plan:
     jobs: dict[str, Job]
     cells: list[Cell]
     halves: dict[tuple[str, int], Halves]
+    estimates: list[EstimateCell] = field(default_factory=list)
+    estimate_only: bool = False
 
     @property
     def num_layers(self) -> int:
         return len(self.layer_names)
 
     def dependents(self, job_id: str) -> list[Job]:
-        return [j for j in self.jobs.values() if j.depends_on == job_id]
+        return [j for j in self.jobs.values() if job_id in j.dependencies]
+
+    def without_transfers(self) -> Plan:
+        """The base networks and estimator jobs alone (``run --estimate-only``).
+
+        Raises:
+            ConfigError: the plan has no estimator to run.
+        """
+        if not self.estimates:
+            raise ConfigError([("experiments", "--estimate-only needs `estimators:` on an experiment "
+                                "(e.g. estimators: [linear, knn, logme, cka])")])
+        jobs = {jid: j for jid, j in self.jobs.items() if j.kind != "transfer"}
+        return replace(self, jobs=jobs, cells=[c for c in self.cells if c.job_id in jobs], estimate_only=True)
 
     def cells_of(self, job_id: str) -> list[Cell]:
         return [c for c in self.cells if c.job_id == job_id]
@@ -110,6 +165,8 @@ class Plan:
             "layer_names": self.layer_names,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
+            **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
+            **({"estimate_only": True} if self.estimate_only else {}),
         }
 
 
@@ -149,10 +206,12 @@ def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> N
 class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
-    def __init__(self, base_spec: dict[str, Any]) -> None:
+    def __init__(self, base_spec: dict[str, Any], features: dict[str, Any] | None = None) -> None:
         self.base_spec = base_spec
+        self.features = features or {}
         self.jobs: dict[str, Job] = {}
         self.cells: list[Cell] = []
+        self.estimates: list[EstimateCell] = []
 
     def _add(self, job: Job) -> Job:
         return self.jobs.setdefault(job.id, job)
@@ -169,9 +228,36 @@ class _Builder:
         return self._add(Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(jid),
                              source.id if source else None, treatment.protocol.spec(), protocol))
 
+    def estimate(self, spec: dict[str, Any], estimator: Estimator, task: tuple[int, ...], source: Job,
+                 reference: Job, n: int) -> Job:
+        """``estimator`` on layer n of ``source``, on ``task`` (the ``reference`` network's task)."""
+        ref = reference.id if estimator.needs_reference else None
+        jid = content_hash({**self.base_spec, "kind": "estimate", "classes": list(task), "source": source.id,
+                            "reference": ref, "estimator": spec, "features": self.features, "n": n})
+        return self._add(Job(jid, "estimate", reference.target, source.target, n, task, _seed(jid), source.id,
+                             after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
+                             estimator=estimator))
+
+    def estimators(self, exp: Experiment, seed: int, halves: Halves, layers: list[int], bases: dict[str, Job],
+                   components: Components) -> None:
+        """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
+        between, and on each target's own base (the pair depth cannot tell apart)."""
+        pairs = {(t.source, t.target) for t in exp.treatments if t.source and t.target in ("A", "B")
+                 and components.protocols[(exp.name, t.name)].needs_source}
+        pairs |= {(tgt, tgt) for _, tgt in pairs}
+        for half in sorted({h for pair in pairs for h in pair} - set(bases)):
+            bases[half] = self.base(halves[half], half)
+        for src, tgt in sorted(pairs):
+            for n in layers:
+                for ref in exp.estimators:
+                    est = components.estimators[(exp.name, ref.name)]
+                    job = self.estimate(ref.spec(), est, halves[tgt], bases[src], bases[tgt], n)
+                    self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
+
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
-                   protocols: dict[tuple[str, str], TransferProtocol]) -> None:
-        """The bases and transferred networks of one experiment at one split seed."""
+                   components: Components) -> None:
+        """The bases, transferred networks and estimators of one experiment at one split seed."""
+        protocols = components.protocols
         sources = {t.source for t in exp.treatments if t.source}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
         bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
@@ -183,6 +269,8 @@ class _Builder:
             for n in layers:
                 job = self.transfer(t, proto, halves[t.target], source, n)
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
+        if exp.estimators:
+            self.estimators(exp, seed, halves, layers, bases, components)
 
 
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
@@ -201,7 +289,7 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
-    builder = _Builder(base_spec)
+    builder = _Builder(base_spec, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = []
     for i, exp in enumerate(config.experiments):
@@ -215,11 +303,13 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
-            builder.split_seed(exp, seed, halves, layers, components.protocols)
+            builder.split_seed(exp, seed, halves, layers, components)
     if problems:
         raise ConfigError(problems)
-    ordered = dict(sorted(builder.jobs.items(), key=lambda kv: kv[1].kind != "base"))
-    return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves)
+    # bases first, then the estimators (a proxy of the whole curve early), then the transfers
+    rank = {"base": 0, "estimate": 1}
+    ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
+    return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves, builder.estimates)
 
 
 def _seed(job_id: str) -> int:

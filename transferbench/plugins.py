@@ -16,6 +16,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 
@@ -34,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.timm_arch",
     "transferbench_plugins.ray_executor",
     "transferbench_plugins.signals",
+    "transferbench_plugins.estimators",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -48,6 +50,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "protocol": ("register_protocols", TransferProtocol),
     "data_source": ("register_data_sources", DataSource),
     "executor": ("register_executors", Executor),
+    "estimator": ("register_estimators", Estimator),
 }
 
 

@@ -6,13 +6,14 @@ reports all of them at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
+from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
@@ -27,6 +28,7 @@ class Components:
     splits: dict[str, TaskSplit]  # experiment name -> split
     protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
     executor: Executor
+    estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
 
 
 # config keys the engine consumes itself, not passed to the plugin
@@ -73,6 +75,7 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
     executor = instantiate(registry, "executor", config.executor, "executor", problems)
     splits: dict[str, TaskSplit] = {}
     protocols: dict[tuple[str, str], TransferProtocol] = {}
+    estimators: dict[tuple[str, str], Estimator] = {}
     for i, exp in enumerate(config.experiments):
         split = instantiate(registry, "split", exp.split, f"experiments.{i}.split", problems)
         if split is not None:
@@ -89,9 +92,14 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                      "a source half (A or B)")
                 )
             protocols[(exp.name, treatment.name)] = proto
+        for j, ref in enumerate(exp.estimators):
+            est = instantiate(registry, "estimator", ref, f"experiments.{i}.estimators.{j}", problems)
+            if est is not None:
+                estimators[(exp.name, ref.name)] = est
     if problems:
         raise ConfigError(problems)
-    return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor)
+    return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor,
+                      estimators=estimators)
 
 
 def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
@@ -113,6 +121,9 @@ def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -
         for j, t in enumerate(treatments if isinstance(treatments, list) else []):
             if isinstance(t, dict) and "protocol" in t:
                 refs.append(("protocol", f"experiments.{i}.treatments.{j}.protocol", t["protocol"]))
+        estimators = exp.get("estimators")
+        for j, e in enumerate(estimators if isinstance(estimators, list) else []):
+            refs.append(("estimator", f"experiments.{i}.estimators.{j}", e))
     for kind, path, value in refs:
         if value is None:
             continue

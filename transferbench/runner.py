@@ -9,6 +9,7 @@ from typing import Any
 from .config import Config
 from .context import TrainContext, resolve_device
 from .errors import TrainingFailed
+from .estimation import estimate_job
 from .executor import ProgressFn
 from .hashing import content_hash
 from .plan import Job, Plan
@@ -73,16 +74,19 @@ class TrainingRunner:
         store = self.store
         started = utc_now()
         try:
-            source_state = None
-            if job.depends_on is not None:
-                source = store.read_record(job.depends_on)
+            for dep in job.dependencies:
+                source = store.read_record(dep)
                 if source is None or not source.ok:
                     why = source.error if source else "did not run"
-                    raise TrainingFailed(f"source network {job.depends_on} failed: {why}")
-                source_state = store.load_checkpoint(job.depends_on)
-            record, model = train_job(job, self.ctx, source_state, progress)
-            if self.keep_checkpoint.get(job.id, False):
-                store.save_checkpoint(job.id, model.state_dict())
+                    raise TrainingFailed(f"source network {dep} failed: {why}")
+            if job.kind == "estimate":
+                record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes,
+                                                                  store.load_checkpoint(jid)))
+            else:
+                source_state = store.load_checkpoint(job.depends_on) if job.depends_on is not None else None
+                record, model = train_job(job, self.ctx, source_state, progress)
+                if self.keep_checkpoint.get(job.id, False):
+                    store.save_checkpoint(job.id, model.state_dict())
         except TrainingFailed as exc:
             record = self._failed(job, str(exc), started)
         except Exception as exc:  # noqa: BLE001 - one broken job must not stop the grid
