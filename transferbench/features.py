@@ -30,7 +30,7 @@ from torch import nn
 from .errors import TransferbenchError
 from .interfaces import Architecture, Layer
 
-__all__ = ["layer_features", "pool_features", "prefix_gflop"]
+__all__ = ["layer_features", "pool_features", "prefix_cost"]
 
 
 class _Reached(Exception):
@@ -114,15 +114,16 @@ def layer_features(model: nn.Module, layers: Sequence[Layer], n: int, inputs: It
     return torch.cat(rows) if rows else torch.empty(0, 0)
 
 
-def prefix_gflop(arch: Architecture, num_classes: int, shape: Sequence[int], n: int) -> float:
-    """GFLOP of one example through layers 1..n (what computing its features costs),
-    counted on the meta device."""
+def prefix_cost(arch: Architecture, num_classes: int, shape: Sequence[int], n: int, max_features: int
+                ) -> tuple[float, int]:
+    """GFLOP of one example through layers 1..n (what computing its features costs) and the
+    length of its feature vector, both found on the meta device (no memory, no data)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
         model = arch.build(num_classes, tuple(shape))
         layers = list(arch.layers(model))
         with FlopCounterMode(display=False) as counter:
-            for _ in _caught(model, layers, n, [torch.empty(1, *shape)]):
-                pass
-    return counter.get_total_flops() / 1e9
+            out = next(_caught(model, layers, n, [torch.empty(1, *shape)]))
+        dim = pool_features(out, max_features).shape[1]
+    return counter.get_total_flops() / 1e9, int(dim)
