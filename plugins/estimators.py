@@ -140,7 +140,9 @@ def _evidence(sigma: torch.Tensor, z2: torch.Tensor, y2: float, n: int, d: int, 
         gamma = float((beta * sigma / t).sum())
         m2 = float((beta**2 * sigma * z2 / t**2).sum())
         res2 = float(((alpha / t) ** 2 * z2).sum()) + rest
-        new_alpha, new_beta = gamma / max(m2, 1e-300), (n - gamma) / max(res2, 1e-300)
+        # bounded: with more features than examples the fit can be exact (gamma -> n, res2 -> 0)
+        new_alpha = min(max(gamma / max(m2, 1e-300), 1e-12), 1e12)
+        new_beta = min(max((n - gamma) / max(res2, 1e-300), 1e-12), 1e12)
         done = abs(new_alpha / new_beta - alpha / beta) <= 1e-3 * (alpha / beta)
         alpha, beta = new_alpha, new_beta
         if done:

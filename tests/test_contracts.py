@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from transferbench import Architecture, ClassInfo, DataSource, Halves, JobRecord, TaskSplit, TransferProtocol
+from transferbench import (
+    Architecture,
+    ClassInfo,
+    DataSource,
+    Estimator,
+    Halves,
+    JobRecord,
+    LayerFeatures,
+    TaskSplit,
+    TransferProtocol,
+)
 from transferbench.plugins import PluginHost
 
 REGISTRY = PluginHost().registry()
@@ -190,7 +200,9 @@ def test_executor_runs_every_job_after_its_dependency(name, tmp_path):
     def job(jid, dep=None):
         return Job(jid, "transfer" if dep else "base", "B", "A" if dep else None, 1 if dep else 0, (0, 1), 0, dep)
 
-    jobs = [job("a"), job("b", "a"), job("c"), job("d", "b")]
+    # "e" waits for two jobs (an estimator on baseA's features with baseB as its reference)
+    two = Job("e", "estimate", "B", "A", 1, (0, 1), 0, "a", after=("d",))
+    jobs = [job("a"), job("b", "a"), job("c"), job("d", "b"), two]
     runner = FileRunner(tmp_path / "log.txt")
 
     class Recorder(Events):
@@ -203,7 +215,46 @@ def test_executor_runs_every_job_after_its_dependency(name, tmp_path):
     events = Recorder()
     executor.run(jobs, runner, events)
     lines = runner._lines()
-    assert sorted(line for line in lines if line.startswith("end:")) == ["end:a", "end:b", "end:c", "end:d"]
+    assert sorted(line for line in lines if line.startswith("end:")) == ["end:a", "end:b", "end:c", "end:d", "end:e"]
     assert lines.index("end:a") < lines.index("start:b")
     assert lines.index("end:b") < lines.index("start:d")
-    assert sorted(events.finished) == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok")]
+    assert lines.index("end:a") < lines.index("start:e") and lines.index("end:d") < lines.index("start:e")
+    assert sorted(events.finished) == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok"), ("e", "ok")]
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def _layer_features(informative: bool, seed: int = 0) -> LayerFeatures:
+    """Features whose labels follow well separated clusters (with a rotated copy as the
+    reference network's), or noise with unrelated labels and an unrelated reference."""
+    g = torch.Generator().manual_seed(seed)
+    k, d = 5, 12
+    centres = torch.randn(k, d, generator=g) * 4
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % k
+        x = centres[y] + torch.randn(n, d, generator=g) if informative else torch.randn(n, d, generator=g)
+        return x, y
+
+    (x, y), (xe, ye) = split(200), split(100)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    if informative:
+        ref = LayerFeatures(x @ q, y, xe @ q, ye, k, 2)
+    else:
+        ref = LayerFeatures(torch.randn(200, d, generator=g), y, torch.randn(100, d, generator=g), ye, k, 2)
+    return LayerFeatures(x, y, xe, ye, k, 2, ref, seed)
+
+
+@pytest.mark.parametrize("name", _names("estimator"))
+def test_estimator_scores_informative_features_above_noise(name, tmp_path):
+    estimator: Estimator = _make("estimator", name, tmp_path)
+    good, bad = _layer_features(True), _layer_features(False)
+    before = good.train.clone()
+    high, low = estimator.score(good), estimator.score(bad)
+    assert isinstance(high, float) and np.isfinite(high) and np.isfinite(low)
+    assert high > low, "higher must mean more transferable"
+    assert estimator.score(good) == high, "deterministic for the same features"
+    assert torch.equal(good.train, before), "must not change the features it is given"
+    cost = estimator.cost_flops(200, 100, 12, 5)
+    assert cost is None or cost > 0

@@ -88,6 +88,7 @@ def guide_plugin():
         ("register_splits", "split", "first_k"),
         ("register_protocols", "protocol", "frozen_bottom"),
         ("register_executors", "executor", "one_by_one"),
+        ("register_estimators", "estimator", "centroid"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):

@@ -139,29 +139,36 @@ def _curve_table(results: RunResults, estimates: Sequence[EstimateRow], experime
 # --------------------------------------------------------------------------- validation
 
 
-def _ci(ci: tuple[float, float] | None) -> str:
-    return "" if ci is None else f" [{ci[0]:+.2f},{ci[1]:+.2f}]"
+def _short(value: float | None) -> str:
+    """``+.93``, ``-1.00``: two decimals without the leading zero, so tables fit 80 columns."""
+    if value is None:
+        return ""
+    text = f"{value:+.2f}"
+    return text.replace("0.", ".", 1) if abs(value) < 1 else text
 
 
 def _validation_table(rows: Sequence[Agreement]) -> Table:
     table = _table()
-    for head, justify in (("vs", "left"), ("estimator", "left"), ("Spearman [95%]", "right"),
-                          ("Kendall", "right"), ("depth ρ", "right"), ("depth τ", "right"), ("pts", "right")):
+    for head, justify in (("vs", "left"), ("estimator", "left"), ("ρ", "right"), ("95%", "right"),
+                          ("τ", "right"), ("depth ρ", "right"), ("pts", "right")):
         table.add_column(head, justify=justify)  # type: ignore[arg-type]
     order = {"layers": 0, "gap": 1, "same_n": 2}
     for a in sorted(rows, key=lambda a: (order.get(a.comparison, 3), a.reference)):
-        vs = f"{a.reference} ({a.comparison.replace('_', ' ')})" if a.comparison != "layers" else a.reference
-        table.add_row(vs, a.estimator, f"{_num(a.spearman)}{_ci(a.spearman_ci)}", _num(a.kendall),
-                      _num(a.depth_spearman), _num(a.depth_kendall), str(a.points))
+        vs = a.reference + {"gap": " gap", "same_n": " same n"}.get(a.comparison, "")
+        ci = "" if a.spearman_ci is None else f"{_short(a.spearman_ci[0])}/{_short(a.spearman_ci[1])}"
+        table.add_row(vs, a.estimator, _short(a.spearman), ci, _short(a.kendall), _short(a.depth_spearman),
+                      str(a.points))
     return table
 
 
 _VALIDATION_NOTE = (
-    "rank correlation of each estimator with retraining; depth = the same statistic for the rank "
-    "of n alone (what any depth trend scores). layers: estimator on S->T vs the treatment's "
-    "accuracy across n and seeds; gap: e(T->T) - e(S->T) vs BnB - AnB; same n: transfers at "
-    "equal n (other sources, targets, seeds), e(S->T) - e(T->T) vs acc/base, where depth "
-    "knows nothing. [95%]: Fisher z; read as a guide (points within a seed are not independent)")
+    "ρ, τ: Spearman and Kendall rank correlation of each estimator with retraining; depth ρ: "
+    "the same for the rank of n alone, deeper = worse (what any depth trend scores; all of it in "
+    "results_estimator_validation.csv). AnB: the estimator on A->B vs AnB's accuracy across n "
+    "and split seeds; BnB-AnB gap: e(B->B) - e(A->B) vs BnB - AnB; frozen same n: transfers at "
+    "equal n (other sources, targets, seeds), e(S->T) - e(T->T) vs accuracy / base, where depth "
+    "knows nothing (ρ: mean within n). 95%: Fisher z, a guide only (points within a seed are not "
+    "independent)")
 
 
 def _specific_lines(results: RunResults, estimates: Sequence[EstimateRow], metric: str) -> list[str]:
@@ -169,7 +176,7 @@ def _specific_lines(results: RunResults, estimates: Sequence[EstimateRow], metri
     for s in specific_layers(results, estimates, metric):
         by_retraining = "no layer" if s.retraining is None or s.retraining.n is None else f"n={s.retraining.n}"
         if s.retraining is None:
-            by_retraining = "not measured"
+            by_retraining = "nothing: it needs BnB and AnB"
         by_estimate = "no layer" if s.estimate is None or s.estimate.n is None else f"n={s.estimate.n}"
         lines.append(f"{s.experiment}: {s.estimator} says features turn specific at {by_estimate}; "
                      f"retraining says {by_retraining}")
@@ -218,10 +225,12 @@ def print_estimator_report(console: Console, results: RunResults, estimates: Seq
         if not full:
             return
     elif full:
-        for exp in dict.fromkeys(a.experiment for a in rows):
+        experiments = list(dict.fromkeys(a.experiment for a in rows))
+        for exp in experiments:
             title = "all experiments" if exp == "*" else exp
             _print(console, f"{title}: estimators against retraining ({metric})",
-                   _validation_table([a for a in rows if a.experiment == exp]), _VALIDATION_NOTE)
+                   _validation_table([a for a in rows if a.experiment == exp]),
+                   _VALIDATION_NOTE if exp == experiments[-1] else "")
     if full:
         lines = _specific_lines(results, estimates, metric)
         if lines and rows:

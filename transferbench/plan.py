@@ -299,6 +299,11 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
                              f"architecture ({', '.join(names)}); got {bad}"))
             continue
+        if exp.estimators and not any(t.source and t.target in ("A", "B") and components.protocols[
+                (exp.name, t.name)].needs_source for t in exp.treatments):
+            problems.append((f"experiments.{i}.estimators", "estimators score layer n of a base network on a "
+                             "target half: the experiment needs a treatment that copies layers from a source half"))
+            continue
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")

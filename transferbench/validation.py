@@ -277,7 +277,9 @@ def _stratified(exp: str, est: str, ref: str, points: list[_Point]) -> Agreement
     per_n = [spearman([p.estimate for p in g], [p.retrained for p in g]) for g in by_n.values()]
     per_n = [r for r in per_n if r is not None]
     stat = Stat.of(per_n) if per_n else None
-    ci = (stat.ci_low, stat.ci_high) if stat is not None and stat.ci_low is not None else None
+    ci = None
+    if stat is not None and stat.ci_low is not None and stat.ci_high is not None:
+        ci = (max(-1.0, stat.ci_low), min(1.0, stat.ci_high))  # a correlation's interval stays in [-1, 1]
     return Agreement(exp, est, ref, "same_n", len(points), len({p.seed for p in points}),
                      stat.mean if stat else None, ci, tau, None, stat, 0.0, 0.0)  # type: ignore[arg-type]
 
