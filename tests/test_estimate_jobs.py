@@ -179,3 +179,38 @@ def test_cli_estimate_only_then_full_run_on_the_fake_plugins(tmp_path, fake_plug
     assert {r["reference"] for r in validation} >= {"AnB", "AnB+", "BnB", "BnB-AnB"}
     assert all(r["points"] == "3" for r in validation)
     assert (out / "estimators.png").is_file() and (out / "results_estimator_cost.csv").is_file()
+
+
+# --------------------------------------------------------------------------- cost before running
+
+
+def test_plan_prints_what_the_estimators_cost_beside_retraining(tmp_path, fake_plugins, capsys):
+    import yaml
+
+    from transferbench.estimator_cost import estimate_estimators
+
+    config, components, plan = _setup(_config())
+    cost = estimate_estimators(config, components, plan, 20.0)
+    assert cost.jobs == len(plan.estimates) and cost.transfer_networks == 9
+    assert cost.feature_flop > 0 and cost.estimator_flop > 0 and cost.retraining_flop > 0 and not cost.unknown
+    assert estimate_estimators(*_setup(_config(estimators=[]))[:2], _setup(_config(estimators=[]))[2], 20.0) is None
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(_config()))
+    assert main(["plan", str(path), "-q"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "11 networks to train (2 base, 9 transferred)" in out and "24 estimator jobs" in out
+    assert "estimators: 24 jobs" in out and "times as much" in out
+
+
+def test_the_paper_scale_quoted_by_the_report_is_what_plan_computes():
+    from transferbench.api import prepare
+    from transferbench.estimator_cost import estimate_estimators
+    from transferbench.estimator_report import PAPER_SCALE
+
+    four = "[linear,knn,logme,cka]"
+    repo = Path(__file__).resolve().parents[1]
+    prepared = prepare(repo / "configs" / "yosinski.yaml", [f"experiments.0.estimators={four}",
+                                                            f"experiments.1.estimators={four}"])
+    cost = estimate_estimators(prepared.config, prepared.components, prepared.plan, 20.0)
+    assert cost.gpu_hours(cost.total_flop) == pytest.approx(PAPER_SCALE[0], rel=0.01)
+    assert cost.gpu_hours(cost.retraining_flop) == pytest.approx(PAPER_SCALE[1], rel=0.01)

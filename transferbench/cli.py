@@ -132,8 +132,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
+    estimates = sum(1 for j in plan.jobs.values() if j.kind == "estimate")
     _console().print(
-        f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs)} networks, "
+        f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs) - estimates} networks, "
+        + (f"{estimates} estimator jobs, " if estimates else "") +
         f"{len(plan.layer_names)} layers: {', '.join(plan.layer_names)})"
     )
     return EXIT_OK

@@ -102,17 +102,22 @@ def estimate_estimators(config: Config, components: Components, plan: Plan, tflo
                          retrain.total_flop if retrain is not None else None, tflops)
 
 
+def _hours(value: float) -> str:
+    return f"{value:,.1f}" if value >= 1 else f"{value:.3g}"
+
+
 def describe_estimators(cost: EstimatorCost | None) -> str:
     """One paragraph for ``transferbench plan``."""
     if cost is None:
         return ""
     text = (f"estimators: {cost.jobs} jobs, about {cost.total_flop / 1e12:.3g} TFLOP "
             f"({cost.feature_flop / 1e12:.3g} computing layer-n features, {cost.estimator_flop / 1e12:.3g} "
-            f"in the estimators), {cost.gpu_hours(cost.total_flop):.3g} GPU-hours at {cost.tflops:g} TFLOP/s")
+            f"in the estimators), {_hours(cost.gpu_hours(cost.total_flop))} GPU-hours at {cost.tflops:g} TFLOP/s")
     if cost.unknown:
         text += f" (not counted: {', '.join(cost.unknown)}, which give no cost)"
     if cost.retraining_flop:
+        ratio = cost.retraining_flop / max(cost.total_flop, 1.0)
+        times = f"{ratio:.2g}" if ratio < 10 else f"{ratio:,.0f}"
         text += (f"; the {cost.transfer_networks} transferred networks they stand in for need "
-                 f"{cost.gpu_hours(cost.retraining_flop):,.1f} GPU-hours, about "
-                 f"{cost.retraining_flop / max(cost.total_flop, 1.0):,.0f} times as much")
+                 f"{_hours(cost.gpu_hours(cost.retraining_flop))} GPU-hours, {times} times as much")
     return text

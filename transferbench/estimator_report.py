@@ -37,6 +37,7 @@ from .validation import (
 __all__ = [
     "COST_COLUMNS",
     "ESTIMATE_COLUMNS",
+    "PAPER_SCALE",
     "VALIDATED",
     "VALIDATION_COLUMNS",
     "estimator_figure",
@@ -59,6 +60,13 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 #: Columns of ``results_estimator_cost.csv``.
 COST_COLUMNS: tuple[str, ...] = ("estimator", "jobs", "seconds", "retraining_seconds", "finetune_seconds",
                                  "transfer_networks", "retraining_per_estimator_second")
+
+#: The paper's grid with the four built-in estimators on its two transfer experiments, as
+#: ``transferbench plan configs/yosinski.yaml --set 'experiments.0.estimators=[linear,knn,logme,cka]'
+#: --set 'experiments.1.estimators=[linear,knn,logme,cka]'`` counts it: (GPU-hours of the
+#: estimators, GPU-hours of the 245 transferred networks) at an effective 20 TFLOP/s. A test
+#: recomputes it.
+PAPER_SCALE: tuple[float, float] = (0.0612, 1703.8)
 
 #: How each built-in estimator tracked retraining where it was validated (docs/estimators.md
 #: gives the commands): what an ``--estimate-only`` report quotes.
@@ -208,13 +216,17 @@ def _cost_table(cost: CostSummary) -> Table:
 
 
 def _cost_note(cost: CostSummary) -> str:
+    est, retrain = PAPER_SCALE
+    paper = (f"At the paper's scale (`transferbench plan configs/yosinski.yaml` with these four "
+             f"estimators) the estimators need {est:.2g} GPU-hours against {retrain:,.0f} for the "
+             f"transferred networks, {retrain / est:,.0f} times less; `transferbench plan CONFIG` "
+             "projects any config.")
     if not cost.transfer_networks:
-        return (f"no network was retrained here; the base networks took {cost.base_s:.0f} s. "
-                "`transferbench plan CONFIG` projects both costs to any scale.")
+        return f"no network was retrained here; the base networks took {cost.base_s:.0f} s. {paper}"
     return (f"the {cost.transfer_networks} retrained networks took {cost.retraining_s:.0f} s, "
             f"{cost.finetune_s:.0f} s of it fine-tuned (no frozen-feature cache helps those); the base "
             f"networks, needed by both, {cost.base_s:.0f} s. Estimator seconds are wall time on this "
-            "machine, features included; `transferbench plan CONFIG` projects both to any scale")
+            f"machine, features included. {paper}")
 
 
 # --------------------------------------------------------------------------- entry points
