@@ -15,6 +15,8 @@ float64 where sums of squares are taken, deterministic on the CPU:
 * ``cka``: linear CKA (Kornblith et al., ICML 2019; debiased by default, Nguyen et al.,
   ICLR 2021) between the source network's and the target's own base network's layer-n
   features of the same held-out examples.
+
+They run on the device the features are on (the job's CUDA device, else the CPU).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class LinearProbe(Estimator):
         p: LinearParams = self.params  # type: ignore[assignment]
         x, xe = _standardise(features.train.float(), features.eval.float())
         y, k = features.train_labels, features.num_classes
-        weight = torch.zeros(x.shape[1], k, requires_grad=True)
-        bias = torch.zeros(k, requires_grad=True)
+        weight = torch.zeros(x.shape[1], k, device=x.device, requires_grad=True)
+        bias = torch.zeros(k, device=x.device, requires_grad=True)
         opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=p.max_iter, history_size=10,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
 
@@ -101,7 +103,7 @@ class KNearest(Estimator):
         correct = 0
         for start in range(0, len(evaluation), _CHUNK):
             sims, idx = (evaluation[start:start + _CHUNK] @ train.T).topk(k, dim=1)
-            votes = torch.zeros(len(sims), features.num_classes, dtype=torch.float64)
+            votes = torch.zeros(len(sims), features.num_classes, dtype=torch.float64, device=sims.device)
             votes.scatter_add_(1, labels[idx], (sims.double() / p.temperature).exp())
             correct += int((votes.argmax(1) == features.eval_labels[start:start + _CHUNK]).sum())
         return correct / len(evaluation)
@@ -167,6 +169,7 @@ class LogME(Estimator):
         n, d = x.shape
         targets = F.one_hot(features.train_labels, features.num_classes).double()
         sigma, z2 = _spectrum(x, targets)
+        sigma, z2 = sigma.cpu(), z2.cpu()  # the fixed-point loop is scalar work
         scores = [_evidence(sigma, z2[:, c], float(targets[:, c].sum()), n, d, self.params.max_iter)
                   for c in range(features.num_classes)]
         return sum(scores) / len(scores)

@@ -117,12 +117,17 @@ def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
     """
     assert job.estimator is not None and job.estimator_spec is not None and job.depends_on is not None
     started, t0 = utc_now(), time.perf_counter()
-    (tx, ty, ex, ey), features_s = network_features(ctx, job.depends_on, load, job.n, job.classes)
+    # the estimator runs where the networks do when that is a CUDA device (the arithmetic of a
+    # linear probe on ImageNet-sized features is GPU work), else on the CPU
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    feats, features_s = network_features(ctx, job.depends_on, load, job.n, job.classes)
+    tx, ty, ex, ey = (t.to(device) for t in feats)
     reference = None
     if job.estimator.needs_reference:
         ref_id = job.after[0] if job.after else job.depends_on
-        (rtx, rty, rex, rey), ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
+        ref, ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
         features_s += ref_s
+        rtx, rty, rex, rey = (t.to(device) for t in ref)
         reference = LayerFeatures(rtx, rty, rex, rey, job.num_classes, job.n)
     features = LayerFeatures(tx, ty, ex, ey, job.num_classes, job.n, reference, job.seed)
     t1 = time.perf_counter()

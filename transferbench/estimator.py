@@ -27,7 +27,8 @@ class LayerFeatures:
 
     Attributes:
         train: ``(N_train, D)`` float32, one row per training example of the target half
-            (a fixed random subset of at most ``estimation.max_train`` of them).
+            (a fixed random subset of at most ``estimation.max_train`` of them); on the
+            job's device when that is CUDA, else on the CPU (every tensor here alike).
         train_labels: ``(N_train,)`` int64 labels in ``0..num_classes-1``.
         eval: ``(N_eval, D)`` float32 features of the target half's held-out examples.
         eval_labels: ``(N_eval,)`` int64 labels.
