@@ -315,8 +315,9 @@ def write_estimator_files(results: RunResults, estimates: Sequence[EstimateRow],
 
 # --------------------------------------------------------------------------- figure
 
-_EST_STYLES = [("#009E73", "v", "-"), ("#E69F00", "P", "--"), ("#56B4E9", "X", "-."), ("#CC79A7", "<", ":"),
-               ("#000000", ">", (0, (5, 1)))]
+# Okabe-Ito colours the retrained treatments (STYLES) leave free, then greys
+_EST_STYLES = [("#009E73", "v", "-"), ("#E69F00", "P", "--"), ("#000000", "X", "-."), ("#888888", "<", ":"),
+               ("#009E73", ">", (0, (5, 1))), ("#E69F00", "*", (0, (1, 1)))]
 
 
 def _scaled(series: dict[int, float], how: str) -> dict[int, float]:
@@ -360,7 +361,7 @@ def _panel(top: Axes, bottom: Axes, results: RunResults, estimates: Sequence[Est
         look = (style.color, style.marker, style.linestyle) if style else ("#D55E00", "D", "-")
         _draw(top, _scaled(series, "range"), f"{t} (retrained)", look, filled=not t.endswith("+"))
         selffer = _selffer(results, exp, t, tgt)
-        if src == tgt:
+        if src == tgt or t.endswith("+"):  # the specificity gap is the frozen transfer's
             continue
         if selffer:
             own = _means(_retrained(results, exp, (tgt, tgt), metric)[selffer])
@@ -380,7 +381,7 @@ def _panel(top: Axes, bottom: Axes, results: RunResults, estimates: Sequence[Est
             _draw(bottom, _scaled(_gap(own_curves[name], series), "peak"), f"{name}: e({tgt}n{tgt}) - e({src}n{tgt})",
                   style)
     top.set_title(f"{exp}: {src}n{tgt}, each series min-max scaled over n", fontsize=9)
-    bottom.set_title("specificity gap, each divided by its largest |value|", fontsize=9)
+    bottom.set_title("specificity gap (frozen), each divided by its largest |value|", fontsize=9)
     for ax in (top, bottom):
         ax.set_xticks(sorted({e.n for e in estimates if e.experiment == exp}))
         ax.set_xlabel("Layer n")
