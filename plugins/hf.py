@@ -314,6 +314,27 @@ class HFImages(DataSource):
 
     # ------------------------------------------------------------------ DataSource API
 
+    location_params = ("path", "cache_dir")
+
+    def identity(self) -> dict[str, Any]:
+        """The params that shape the inputs, plus the data by content: a Hub id as it is,
+        a save_to_disk copy by the datasets fingerprints of its splits, a folder of data
+        files by their names and sizes; never a local path."""
+        out = super().identity()
+        try:
+            kind = self._kind()
+            if kind == "hub":
+                out["path"] = self.params.path
+            elif kind == "disk":
+                out["content"] = {s: self._raw_split(s, streaming=False)._fingerprint for s in ("train", "eval")}
+            else:
+                root = Path(self.params.path).expanduser()
+                out["content"] = sorted((str(p.relative_to(root)), p.stat().st_size)
+                                        for p in root.rglob("*") if p.is_file())
+        except DataError:
+            out["content"] = "not at hand"
+        return out
+
     def load(self, split: str) -> Any:
         import datasets
 

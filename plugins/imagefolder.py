@@ -37,6 +37,7 @@ one directory walk; :meth:`ImageFolder.to_tensor` decodes, converts to RGB and r
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -319,6 +320,24 @@ class ImageFolder(DataSource):
         return paths, labels
 
     # ------------------------------------------------------------------ DataSource API
+
+    location_params = ("root", "val_labels")
+
+    def identity(self) -> dict[str, Any]:
+        """The params that shape the inputs, and each split's file names (relative to root)
+        and labels: the same tree elsewhere, or moved, keeps its job ids."""
+        out = super().identity()
+        try:
+            root = str(self.root)
+            for split in ("train", "eval"):
+                ds = self._dataset(split)
+                digest = hashlib.sha256()
+                for path, label in zip(ds["input"], ds["label"]):
+                    digest.update(f"{os.path.relpath(path, root)}\t{label}\n".encode())
+                out[f"{split}_files"] = f"{len(ds)}:{digest.hexdigest()[:16]}"
+        except DataError:
+            out["files"] = "not at hand"  # plan/splits without the data: ids of this machine only
+        return out
 
     def load(self, split: str) -> Any:
         return self._dataset(split)

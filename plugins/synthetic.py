@@ -561,6 +561,11 @@ class SyntheticDataSource(DataSource):
     description = "procedurally generated offline image classes (geometric vs organic styles)"
     Params = SyntheticParams
     params: SyntheticParams
+    location_params = ("cache_dir",)
+
+    def identity(self) -> dict[str, Any]:
+        """The params that shape the images, and the generator's version (not the cache folder)."""
+        return {**super().identity(), "generator_version": GENERATOR_VERSION}
 
     def __init__(self, params: SyntheticParams | None = None) -> None:
         super().__init__(params)

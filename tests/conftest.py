@@ -41,7 +41,7 @@ def tiny_config(**changes: Any) -> dict[str, Any]:
                 "treatments": ["BnB", "BnB+", "AnB", "AnB+"],
             }
         ],
-        "train": {"lr": 0.1, "batch_size": 32, "epochs": 3, "weight_decay": 0.0},
+        "train": {"lr": 0.1, "batch_size": 32, "epochs": 5, "weight_decay": 0.0},
         "eval": {"best_k": 2},
         "device": "cpu",
     }

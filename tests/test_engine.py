@@ -10,9 +10,10 @@ import torch
 from rich.console import Console
 
 from tests.conftest import tiny_config
+from transferbench.audit import audit_run
 from transferbench.config import parse_config
 from transferbench.context import TrainContext
-from transferbench.engine import pending_jobs, run_plan
+from transferbench.engine import run_plan
 from transferbench.errors import ConfigError, RunDirError
 from transferbench.interfaces import LayerAction
 from transferbench.network import apply_transfer
@@ -157,7 +158,7 @@ def test_resume_skips_finished_and_redoes_missing(fake_plugins, tmp_path):
     before = {j.id: store.read_record(j.id) for j in plan.jobs.values()}
     for j in victims:
         store.record_path(j.id).unlink()  # as if the run was killed before these finished
-    assert [j.id for j in pending_jobs(plan, store)] == [j.id for j in victims]
+    assert [j.id for j in audit_run(plan, store).todo] == [j.id for j in victims]
     _, summary, _ = _run(tmp_path)
     assert summary.skipped == len(plan.jobs) - 3 and summary.trained == 3
     for j in plan.jobs.values():
@@ -172,9 +173,18 @@ def test_resume_retrains_a_source_whose_checkpoint_is_missing(fake_plugins, tmp_
     plan, _, store = _run(tmp_path)
     base = next(j for j in plan.jobs.values() if j.kind == "base")
     dependent = plan.dependents(base.id)[0]
+    before = {j.id: store.read_record(j.id) for j in plan.jobs.values()}
     store.checkpoint_path(base.id).unlink()
     store.record_path(dependent.id).unlink()
-    assert {j.id for j in pending_jobs(plan, store)} == {base.id, dependent.id}
+    audit = audit_run(plan, store)
+    assert audit.reasons[base.id].startswith("checkpoint needed") and audit.reasons[dependent.id] == "not trained yet"
+    # the source's other dependents are checked again: kept if the source retrains to the same weights
+    assert {j.id for j in audit.todo} == {base.id} | {j.id for j in plan.dependents(base.id)}
+    _run(tmp_path)
+    assert store.read_record(base.id).checkpoint_sha256 == before[base.id].checkpoint_sha256  # deterministic
+    for other in plan.dependents(base.id):
+        if other.id != dependent.id:
+            assert store.read_record(other.id).finished_at == before[other.id].finished_at  # not retrained
 
 
 def test_locked_run_dir_is_refused(fake_plugins, tmp_path):

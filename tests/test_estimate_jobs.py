@@ -11,9 +11,10 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import tiny_config
+from transferbench.audit import audit_run
 from transferbench.cli import main
 from transferbench.config import parse_config
-from transferbench.engine import pending_jobs, run_plan
+from transferbench.engine import run_plan
 from transferbench.errors import ConfigError
 from transferbench.plan import build_plan
 from transferbench.records import JobRecord, RecordError
@@ -94,15 +95,21 @@ def test_estimate_jobs_run_resume_and_rerun_what_is_missing(fake_plugins, tmp_pa
     # a lost estimate is recomputed alone; one whose network lost its checkpoint retrains that network
     lost = plan.estimates[0]
     store.record_path(lost.job_id).unlink()
-    assert [j.id for j in pending_jobs(plan, store)] == [lost.job_id]
-    ref = next(j for j in plan.jobs.values() if j.kind == "estimate" and j.after)
-    store.record_path(ref.id).unlink()
-    store.checkpoint_path(ref.after[0]).unlink()
-    todo = [j.id for j in pending_jobs(plan, store)]
-    assert set(todo) == {lost.job_id, ref.id, ref.after[0]} and todo[0] == ref.after[0]
+    assert [j.id for j in audit_run(plan, store).todo] == [lost.job_id]
     rerun = run_plan(config, components, plan, run_dir, Console(quiet=True))
-    assert (rerun.trained, rerun.failed) == (3, 0)
+    assert (rerun.trained, rerun.failed) == (1, 0)
     assert store.read_record(lost.job_id).estimate == records[0].estimate  # deterministic
+    # an estimate whose second network (the reference, `after`) lost its checkpoint: that
+    # network retrains, and every job reading it is recomputed (kept if the weights are the same)
+    ref = next(j for j in plan.jobs.values() if j.kind == "estimate" and j.after)
+    store.checkpoint_path(ref.after[0]).unlink()
+    store.record_path(ref.id).unlink()
+    audit = audit_run(plan, store)
+    todo = [j.id for j in audit.todo]
+    assert todo[0] == ref.after[0] and ref.id in todo
+    assert set(todo) >= {j.id for j in plan.dependents(ref.after[0])}
+    rerun = run_plan(config, components, plan, run_dir, Console(quiet=True))
+    assert rerun.failed == 0 and store.read_record(ref.id).ok
 
 
 def test_estimates_of_a_failed_base_are_recorded_as_failed(fake_plugins, tmp_path):
@@ -214,3 +221,24 @@ def test_the_paper_scale_quoted_by_the_report_is_what_plan_computes():
     cost = estimate_estimators(prepared.config, prepared.components, prepared.plan, 20.0)
     assert cost.gpu_hours(cost.total_flop) == pytest.approx(PAPER_SCALE[0], rel=0.01)
     assert cost.gpu_hours(cost.retraining_flop) == pytest.approx(PAPER_SCALE[1], rel=0.01)
+
+
+def test_estimator_code_is_not_the_networks_code(fake_plugins):
+    from transferbench.fingerprint import ESTIMATION_ENTRY, training_modules
+
+    assert "estimation" not in training_modules() and "features" not in training_modules()
+    assert {"estimation", "features", "estimator"} <= set(training_modules(ESTIMATION_ENTRY))
+    _, _, plan = _setup(_config())
+    kinds = {j.kind: j.fingerprint for j in plan.jobs.values()}
+    assert kinds["estimate"] and kinds["estimate"] != kinds["base"]
+
+
+def test_estimate_only_into_a_finished_run_keeps_its_retrained_networks(fake_plugins, tmp_path):
+    config, components, plan = _setup(_config(estimators=["knn"]))
+    run_dir = tmp_path / "run"
+    run_plan(config, components, plan, run_dir, Console(quiet=True))
+    again = run_plan(config, components, plan.without_transfers(), run_dir, Console(quiet=True))
+    assert again.trained == 0
+    saved = json.loads((run_dir / "plan.json").read_text())
+    assert len(saved["cells"]) == len(plan.cells) and "estimate_only" not in saved
+    assert len(saved["estimates"]) == len(plan.estimates)

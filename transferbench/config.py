@@ -203,11 +203,20 @@ class Output(_Strict):
     """Where results go."""
 
     dir: str = "runs/{name}"
-    checkpoints: Literal["sources", "all", "none"] = "sources"
+    checkpoints: Literal["sources", "all", "none"] = Field(
+        "sources",
+        description="which trained networks keep their weights: the sources transferred "
+        "networks copy from, all, or none (only for configs without transfer)",
+    )
     shared_cache: str | None = Field(
         None,
         description="a folder shared by runs: a network already trained there (same content "
-        "hash) is copied instead of trained again, and what a run trains is added",
+        "hash, same code) is copied instead of trained again, and what a run trains is added",
+    )
+    reuse_across_code: bool = Field(
+        False,
+        description="keep (and take from the shared cache) networks trained by other code "
+        "(another transferbench, plugin, torch or timm version); off: they are retrained",
     )
 
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from .audit import Audit, audit_run
 from .config import Config, dump_config
 from .context import resolve_device
-from .plan import Job, Plan
+from .errors import RunDirError
+from .plan import Plan, merge_plan_json
 from .progress import Reporter
 from .resolve import Components
 from .runner import TrainingRunner
 from .store import JobCache, RunStore
 
-__all__ = ["RunSummary", "pending_jobs", "run_plan"]
+__all__ = ["RunSummary", "run_plan"]
 
 
 @dataclass
@@ -34,23 +36,39 @@ class RunSummary:
     failed: int
 
 
-def pending_jobs(plan: Plan, store: RunStore, shared: JobCache | None = None) -> list[Job]:
-    """Jobs to (re)train: no record, a failed record, or a source whose checkpoint is gone
-    while a job that copies from it still has to run. Jobs found in ``shared`` are copied
-    into the run instead."""
-    todo: dict[str, Job] = {}
-    for job in plan.jobs.values():
-        rec = store.read_record(job.id)
-        if rec is None or not rec.ok:
-            need_ckpt = bool(plan.dependents(job.id))
-            if shared is not None and shared.fetch(job.id, store, need_ckpt) is not None:
-                continue
-            todo[job.id] = job
-    for job in list(todo.values()):
-        for src in job.dependencies:
-            if src not in todo and not store.has_checkpoint(src):
-                todo[src] = plan.jobs[src]
-    return [j for j in plan.jobs.values() if j.id in todo]  # keep dependency order
+def _previous_plan(store: RunStore, plan: Plan, console: Console) -> dict | None:
+    """The plan.json already in the run directory (a damaged one is moved aside and rebuilt)."""
+    try:
+        old = store.read_plan()
+    except RunDirError as exc:
+        where = store.quarantine(store.plan_path)
+        console.print(f"warning: {exc}; moved to {where} and rebuilt from the config "
+                      "(experiments only it named are no longer listed)")
+        return None
+    if old is not None and old.get("format") != plan.to_json()["format"]:
+        raise RunDirError(
+            f"{store.root} was written by another version of transferbench (plan format "
+            f"{old.get('format')}, this one writes {plan.to_json()['format']}); its networks cannot "
+            "be resumed by this version, but `transferbench report` still reads them: use another --out"
+        )
+    store.check_compatible(plan.config_hash, old)
+    return old
+
+
+def _say_audit(console: Console, audit: Audit, run_dir: Path, total: int, kept_experiments: list[str]) -> None:
+    for path, why in audit.damaged:
+        console.print(f"warning: {path}: {why}; moved under {run_dir / 'damaged'} and recomputed")
+    if kept_experiments:
+        console.print(f"keeping the cells of experiments no longer in the config ({', '.join(kept_experiments)}): "
+                      "they stay in the report; their unfinished networks stay pending")
+    if audit.kept:
+        console.print(f"resuming {run_dir}: {audit.kept} of {total} networks already trained")
+    if audit.reused:
+        console.print(f"reusing {audit.reused} networks from the shared cache")
+    other = sum(1 for why in audit.reasons.values() if why.startswith("trained by other code"))
+    if other:
+        console.print(f"retraining {other} networks trained by other code (records kept under superseded/; "
+                      "set output.reuse_across_code: true to keep using them)")
 
 
 def run_plan(
@@ -62,19 +80,17 @@ def run_plan(
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     with store.lock():
-        store.check_compatible(plan.config_hash)
-        store.write_start(dump_config(config), plan.to_json())
-        before = sum(1 for j in plan.jobs if (rec := store.read_record(j)) is not None and rec.ok)
+        old = _previous_plan(store, plan, console)
+        plan_json, kept_experiments = merge_plan_json(old, plan)
+        store.write_start(dump_config(config), plan_json)
         shared = JobCache(Path(config.output.shared_cache)) if config.output.shared_cache else None
-        todo = pending_jobs(plan, store, shared)
+        audit = audit_run(plan, store, reuse_across_code=config.output.reuse_across_code, fix=True, shared=shared)
+        _say_audit(console, audit, run_dir, len(plan.jobs), kept_experiments)
+        todo = audit.todo
         skipped = len(plan.jobs) - len(todo)
-        if before:
-            console.print(f"resuming {run_dir}: {before} of {len(plan.jobs)} networks already trained")
-        if shared is not None and skipped > before:
-            console.print(f"reusing {skipped - before} networks from the shared cache {shared.root}")
         console.print(f"training {len(todo)} networks on {device} into {run_dir}")
         runner = TrainingRunner(config, components, plan, run_dir)
         with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter:
             components.executor.run(todo, runner, reporter)
-        failed = sum(1 for j in plan.jobs if (rec := store.read_record(j)) is None or not rec.ok)
+        failed = sum(1 for j in plan.jobs.values() if runner.finished(j) is None)
     return RunSummary(run_dir, len(plan.jobs), skipped, len(todo), failed)

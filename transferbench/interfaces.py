@@ -156,6 +156,19 @@ class DataSource(Plugin, abc.ABC):
         """Raise :class:`transferbench.errors.DataError` with a helpful message when the
         data is not where the config says. Called before any work starts."""
 
+    #: Params that say where the data lies, not what it is (a folder, a cache): left out of
+    #: :meth:`identity`, so a moved or copied data set keeps its job ids.
+    location_params: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """What the data *is*, for job ids: the params without :attr:`location_params`.
+
+        A source whose location params point at data adds what identifies that data by
+        content (file names and sizes, a dataset fingerprint), never its path.
+        """
+        data = self.params.model_dump(mode="json")
+        return {k: v for k, v in data.items() if k not in self.location_params}
+
 
 # --------------------------------------------------------------------------- splits
 

@@ -10,18 +10,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._version import __version__
 from .config import Config, Experiment, Treatment
 from .errors import ConfigError, TransferbenchError
 from .estimator import Estimator
+from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .network import build_meta, input_shape
 from .resolve import Components
 
-__all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "result_spec"]
+__all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
 
-PLAN_FORMAT = 1
+#: 2: job ids from what a job computes (data by content, validated plugin params), seeds from
+#: the job's role, code fingerprints per job.
+PLAN_FORMAT = 2
 
 #: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
 FEATURES_FORMAT = 1
@@ -39,10 +41,12 @@ class Job:
         source: the half the copied layers come from, if any.
         n: layers 1..n are transferred (0 for base networks).
         classes: the source's class indices of the target task (label i = classes[i]).
-        seed: torch seed of this job (derived from its hash).
+        seed: torch seed of this job, derived from the experiment's seed and the job's role
+            (kind, classes, source, protocol, n): never from paths or hyper-parameters.
         depends_on: id of the job whose trained weights are copied, if any.
         protocol_spec: the protocol's name and params, or None for base networks.
         protocol: the protocol instance (not part of equality).
+        fingerprint: id of the code that trains it (see :mod:`transferbench.fingerprint`).
         after: ids of further jobs that must finish first (an estimator's reference
             network); :attr:`dependencies` lists them with ``depends_on``.
         estimator_spec: the estimator's name and params (estimate jobs).
@@ -59,6 +63,7 @@ class Job:
     depends_on: str | None = None
     protocol_spec: dict[str, Any] | None = None
     protocol: TransferProtocol | None = field(default=None, compare=False, repr=False)
+    fingerprint: str = field(default="", compare=False)
     after: tuple[str, ...] = ()
     estimator_spec: dict[str, Any] | None = None
     estimator: Estimator | None = field(default=None, compare=False, repr=False)
@@ -87,6 +92,7 @@ class Job:
             "depends_on": self.depends_on,
             "num_classes": self.num_classes,
             "seed": self.seed,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -170,16 +176,16 @@ class Plan:
         }
 
 
-def result_spec(config: Config) -> dict[str, Any]:
-    """The parts of a config that determine every job's result (not where or how fast)."""
-    # The version is hashed too: a release that changes training or data code changes
-    # results, and a run directory must not mix networks of two releases.
+def result_spec(config: Config, components: Components) -> dict[str, Any]:
+    """What determines every job's result: the data by content (not where it lies), the
+    architecture and its validated params, the solver, the evaluation and the seed. Where and
+    how fast a job runs is left out; which code runs it is the job's fingerprint."""
     return {
         "format": PLAN_FORMAT,
-        "transferbench": __version__,
         "seed": config.seed,
-        "data": config.data.spec(),
-        "architecture": config.architecture.spec(),
+        "data": {"name": config.data.name, **components.data.identity()},
+        "architecture": {"name": config.architecture.name,
+                         **components.architecture.params.model_dump(mode="json")},
         "train": config.train.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
         "amp": config.performance.amp,
@@ -206,37 +212,56 @@ def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> N
 class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
-    def __init__(self, base_spec: dict[str, Any], features: dict[str, Any] | None = None) -> None:
+    def __init__(self, base_spec: dict[str, Any], components: Components,
+                 features: dict[str, Any] | None = None) -> None:
         self.base_spec = base_spec
+        self.seed = base_spec["seed"]
+        self.components = components
         self.features = features or {}
         self.jobs: dict[str, Job] = {}
         self.cells: list[Cell] = []
         self.estimates: list[EstimateCell] = []
+        self.roles: dict[str, dict[str, Any]] = {}  # job id -> its role (what seeds it)
 
-    def _add(self, job: Job) -> Job:
+    def _add(self, job: Job, role: dict[str, Any]) -> Job:
+        self.roles.setdefault(job.id, role)
         return self.jobs.setdefault(job.id, job)
 
+    def _fingerprint(self, protocol: TransferProtocol | None) -> str:
+        c = self.components
+        return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
+
     def base(self, task: tuple[int, ...], half: str) -> Job:
-        jid = content_hash({**self.base_spec, "kind": "base", "classes": list(task)})
-        return self._add(Job(jid, "base", half, None, 0, task, _seed(jid)))
+        role = {"seed": self.seed, "kind": "base", "classes": list(task)}
+        jid = content_hash({**self.base_spec, **role})
+        return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
+                         role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
                  source: Job | None, n: int) -> Job:
-        spec = {**self.base_spec, "kind": "transfer", "classes": list(task),
-                "source": source.id if source else None, "protocol": treatment.protocol.spec(), "n": n}
-        jid = content_hash(spec)
-        return self._add(Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(jid),
-                             source.id if source else None, treatment.protocol.spec(), protocol))
+        protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
+        role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
+                "source": self.roles[source.id] if source else None}
+        jid = content_hash({**self.base_spec, **role, "source": source.id if source else None})
+        job = Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(role),
+                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol))
+        return self._add(job, role)
 
-    def estimate(self, spec: dict[str, Any], estimator: Estimator, task: tuple[int, ...], source: Job,
-                 reference: Job, n: int) -> Job:
+    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
+                 n: int) -> Job:
         """``estimator`` on layer n of ``source``, on ``task`` (the ``reference`` network's task)."""
+        spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
-        jid = content_hash({**self.base_spec, "kind": "estimate", "classes": list(task), "source": source.id,
-                            "reference": ref, "estimator": spec, "features": self.features, "n": n})
-        return self._add(Job(jid, "estimate", reference.target, source.target, n, task, _seed(jid), source.id,
-                             after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
-                             estimator=estimator))
+        role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
+                "features": self.features, "source": self.roles[source.id],
+                "reference": self.roles[reference.id] if ref else None}
+        jid = content_hash({**self.base_spec, **role, "source": source.id, "reference": ref})
+        c = self.components
+        fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
+        job = Job(jid, "estimate", reference.target, source.target, n, task, _seed(role), source.id,
+                  fingerprint=fingerprint, after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
+                  estimator=estimator)
+        return self._add(job, role)
 
     def estimators(self, exp: Experiment, seed: int, halves: Halves, layers: list[int], bases: dict[str, Job],
                    components: Components) -> None:
@@ -251,7 +276,7 @@ class _Builder:
             for n in layers:
                 for ref in exp.estimators:
                     est = components.estimators[(exp.name, ref.name)]
-                    job = self.estimate(ref.spec(), est, halves[tgt], bases[src], bases[tgt], n)
+                    job = self.estimate(ref.name, est, halves[tgt], bases[src], bases[tgt], n)
                     self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
@@ -283,13 +308,13 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     classes = list(classes if classes is not None else components.data.classes())
     if not classes:
         raise TransferbenchError("the data source has no classes")
-    base_spec = result_spec(config)
+    base_spec = result_spec(config, components)
     names = layer_names(config, components, max(2, len(classes) // 2))
     num_layers = len(names)
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
-    builder = _Builder(base_spec, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
+    builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = []
     for i, exp in enumerate(config.experiments):
@@ -309,6 +334,9 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
             builder.split_seed(exp, seed, halves, layers, components)
+    if config.output.checkpoints == "none" and any(j.depends_on for j in builder.jobs.values()):
+        problems.append(("output.checkpoints", "'none' keeps no weights, but transfer treatments copy "
+                         "layers from base networks: use 'sources' (the default) or 'all'"))
     if problems:
         raise ConfigError(problems)
     # bases first, then the estimators (a proxy of the whole curve early), then the transfers
@@ -317,5 +345,61 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves, builder.estimates)
 
 
-def _seed(job_id: str) -> int:
-    return int(job_id[:8], 16)
+def _seed(role: dict[str, Any]) -> int:
+    """A job's torch seed: from the experiment's seed and the job's role alone."""
+    return int(content_hash(role)[:8], 16)
+
+
+def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, Any], list[str]]:
+    """The plan.json of a run directory that ``new`` continues: every cell ever planned there.
+
+    Cells of the old plan that the new one does not have (an experiment, a seed or an n
+    dropped from the config) are kept, with their jobs, so their results stay reported.
+
+    Returns:
+        The merged plan.json and the names of experiments kept from the old plan only.
+
+    Raises:
+        RunDirError: a cell of both plans is filled by different jobs (the same experiment
+            and treatment name now mean another network): that would hide results.
+    """
+    from .errors import RunDirError
+
+    merged = new.to_json()
+    if old is None:
+        return merged, []
+    key = ("experiment", "split_seed", "treatment", "n")
+    have = {tuple(c[k] for k in key): c["job_id"] for c in merged["cells"]}
+    kept: list[dict[str, Any]] = []
+    for cell in old.get("cells", []):
+        at = tuple(cell.get(k) for k in key)
+        if at not in have:
+            kept.append(cell)
+        elif have[at] != cell.get("job_id"):
+            raise RunDirError(
+                f"experiment {at[0]!r}, treatment {at[2]!r} at n={at[3]} (split seed {at[1]}) now names a "
+                "different network than the one this run directory holds for it (a changed protocol or "
+                "experiment definition under the same names); rename the experiment or treatment, or use "
+                "another --out"
+            )
+    merged["cells"] += kept
+    kept_estimates = _merge_estimates(merged, old)
+    for cell in kept + kept_estimates:
+        if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):
+            merged["jobs"][cell["job_id"]] = old["jobs"][cell["job_id"]]
+    if any(merged["jobs"].get(c["job_id"], {}).get("kind") == "transfer" for c in kept):
+        merged.pop("estimate_only", None)  # retrained networks of an earlier run stay reported
+    only_old = sorted({c["experiment"] for c in kept} - {c.experiment for c in new.cells})
+    return merged, only_old
+
+
+def _merge_estimates(merged: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep the estimator points of the old plan that the new one does not have; a point the
+    new plan computes otherwise (other estimator params or ``estimation:`` settings) is the
+    new plan's. Returns the points kept."""
+    key = ("experiment", "split_seed", "source", "target", "n", "estimator")
+    have = {tuple(e[k] for k in key) for e in merged.get("estimates", [])}
+    kept = [e for e in old.get("estimates", []) if tuple(e.get(k) for k in key) not in have]
+    if kept:
+        merged["estimates"] = merged.get("estimates", []) + kept
+    return kept

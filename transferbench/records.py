@@ -26,7 +26,8 @@ def utc_now() -> str:
 
 
 #: Fields left out of a record's JSON when empty (so a network's record reads as in 0.1).
-_OPTIONAL = ("traceback", "reused_from", "estimator", "estimate", "estimate_s", "features_s", "feature_dim")
+_OPTIONAL = ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256", "estimator", "estimate",
+             "estimate_s", "features_s", "feature_dim")
 
 
 class HistoryPoint(BaseModel):
@@ -63,6 +64,9 @@ class JobRecord(BaseModel):
         transferbench_version, torch_version: what trained it.
         traceback: the Python traceback of an unexpected failure.
         reused_from: the shared cache it was copied from, if it was.
+        fingerprint: the code that trained it (:func:`transferbench.fingerprint.code_fingerprint`).
+        checkpoint_sha256: SHA-256 of its checkpoint file, when one was kept.
+        source_sha256: SHA-256 of the source checkpoint its copied layers came from.
         estimator: the estimator's name (estimate jobs only).
         estimate: the estimator's score, higher = more transferable (estimate jobs only).
         estimate_s: seconds the estimator itself took, features aside.
@@ -94,6 +98,9 @@ class JobRecord(BaseModel):
     torch_version: str | None = None
     traceback: str | None = None
     reused_from: str | None = None
+    fingerprint: dict[str, Any] | None = None
+    checkpoint_sha256: str | None = None
+    source_sha256: str | None = None
     estimator: str | None = None
     estimate: float | None = Field(None, allow_inf_nan=False)
     estimate_s: float | None = Field(None, ge=0, allow_inf_nan=False)
@@ -104,6 +111,11 @@ class JobRecord(BaseModel):
     def ok(self) -> bool:
         """Whether the network trained to the end."""
         return self.status == "ok"
+
+    @property
+    def fingerprint_id(self) -> str | None:
+        """The id of the code that trained it (None for records of transferbench 0.1)."""
+        return None if self.fingerprint is None else self.fingerprint.get("id")
 
     def value(self, metric: str) -> float | None:
         """An accuracy field by name (``top1``, ``top1_best_k``, ...), None unless ok."""

@@ -8,12 +8,14 @@ from typing import Any
 
 from .config import Config
 from .context import TrainContext, resolve_device
-from .errors import TrainingFailed
+from .errors import DataError, TrainingFailed
 from .estimation import estimate_job
 from .executor import ProgressFn
+from .files import sha256_file
+from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .plan import Job, Plan
-from .records import JobRecord, utc_now
+from .records import JobRecord, RecordError, utc_now
 from .resolve import Components
 from .store import JobCache, RunStore
 from .trainer import train_job
@@ -71,22 +73,23 @@ class TrainingRunner:
         return self._ctx
 
     def __call__(self, job: Job, progress: ProgressFn | None = None) -> JobRecord:
+        done = self.finished(job)
+        if done is not None:  # a retry, or a dependent whose source retrained to the same weights
+            return done
         store = self.store
         started = utc_now()
         try:
-            for dep in job.dependencies:
-                source = store.read_record(dep)
-                if source is None or not source.ok:
-                    why = source.error if source else "did not run"
-                    raise TrainingFailed(f"source network {dep} failed: {why}")
             if job.kind == "estimate":
-                record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes,
-                                                                  store.load_checkpoint(jid)))
+                record = self._estimate(job)
             else:
-                source_state = store.load_checkpoint(job.depends_on) if job.depends_on is not None else None
+                source_state, source_sha = self._source(job)
                 record, model = train_job(job, self.ctx, source_state, progress)
+                updates = {"fingerprint": self._fingerprint(job), "source_sha256": source_sha}
                 if self.keep_checkpoint.get(job.id, False):
-                    store.save_checkpoint(job.id, model.state_dict())
+                    updates["checkpoint_sha256"] = store.save_checkpoint(job.id, model.state_dict())
+                record = record.model_copy(update=updates)
+        except DataError:
+            raise  # the data, not this network, is broken: the run stops and says why
         except TrainingFailed as exc:
             record = self._failed(job, str(exc), started)
         except Exception as exc:  # noqa: BLE001 - one broken job must not stop the grid
@@ -96,13 +99,71 @@ class TrainingRunner:
             JobCache(Path(self.config.output.shared_cache)).publish(job.id, store)
         return record
 
+    def _fingerprint(self, job: Job) -> dict:
+        c = self.components
+        if job.kind == "estimate":  # the estimation code, not the training code, made its record
+            return code_fingerprint([c.data, c.architecture, job.estimator], entry=ESTIMATION_ENTRY)
+        return code_fingerprint([c.data, c.architecture] + ([job.protocol] if job.protocol else []))
+
+    def _source(self, job: Job) -> tuple[dict | None, str | None]:
+        """The source network's weights and their SHA-256 (None, None for a job without one).
+
+        Raises:
+            TrainingFailed: see :meth:`_verified`.
+        """
+        if job.depends_on is None:
+            return None, None
+        sha = self._verified(job.depends_on)
+        return self.store.load_checkpoint(job.depends_on), sha
+
+    def _verified(self, src: str) -> str:
+        """The SHA-256 of the checkpoint of network ``src``, after checking that it trained well.
+
+        Raises:
+            TrainingFailed: the network failed, or its record or checkpoint is damaged (moved
+                aside, so that a rerun trains it again).
+        """
+        store = self.store
+        try:
+            source = store.read_record(src)
+        except RecordError as exc:
+            store.quarantine(store.record_path(src))
+            raise TrainingFailed(f"the record of source network {src} is damaged ({exc}); it was moved "
+                                 "under damaged/: rerun to train the source again") from None
+        if source is None or not source.ok:
+            raise TrainingFailed(f"source network {src} failed: {source.error if source else 'did not run'}")
+        problem = store.checkpoint_problem(src, source.checkpoint_sha256)
+        if problem is not None:
+            if store.has_checkpoint(src):
+                store.quarantine(store.checkpoint_path(src))
+            store.supersede(src)
+            raise TrainingFailed(f"the checkpoint of source network {src} is {problem}; it was moved aside: "
+                                 "rerun to train the source again")
+        return source.checkpoint_sha256 or sha256_file(store.checkpoint_path(src))
+
+    def _estimate(self, job: Job) -> JobRecord:
+        """An estimator job: every network it reads checked as a transfer's source is, then scored."""
+        shas = [self._verified(dep) for dep in job.dependencies]
+        store = self.store
+        record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)))
+        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": shas[0]})
+
     def finished(self, job: Job) -> JobRecord | None:
         store = self.store
-        record = store.read_record(job.id)
+        try:
+            record = store.read_record(job.id)
+            source = store.read_record(job.depends_on) if job.depends_on else None
+        except RecordError:
+            return None
         if record is None or not record.ok:
             return None
-        if self.keep_checkpoint.get(job.id, False) and not store.has_checkpoint(job.id):
+        if not self.config.output.reuse_across_code and record.fingerprint_id != job.fingerprint:
             return None
+        if self.keep_checkpoint.get(job.id, False) and store.checkpoint_problem(job.id, record.checkpoint_sha256):
+            return None
+        if source is not None and source.checkpoint_sha256 and record.source_sha256 \
+                and source.checkpoint_sha256 != record.source_sha256:
+            return None  # trained from earlier weights of its source
         return record
 
     def record_failure(self, job: Job, error: str) -> JobRecord:
