@@ -71,15 +71,16 @@ PAPER_SCALE: tuple[float, float] = (0.0612, 1703.8)
 #: How each built-in estimator tracked retraining where it was validated (docs/estimators.md
 #: gives the commands): what an ``--estimate-only`` report quotes.
 VALIDATED: dict[str, str] = {
-    "linear": "against AnB across layers rho +.92 on synthetic images (depth alone +.91) and -.06 on "
-              "signals (depth +.58); at equal n, across sources and targets, +.64 and +.80 (depth 0); "
-              "found the specific layer retraining found on both",
-    "knn": "against AnB across layers +.92 on synthetic images (depth +.91), -.16 on signals (depth "
-           "+.58); at equal n +.74 and +.50 (depth 0); found retraining's specific layer on both",
-    "logme": "against AnB across layers +.09 on synthetic images (depth +.91), -.38 on signals (depth "
-             "+.58); at equal n +.54 and +.70 (depth 0); specific layer 1-2 layers early",
-    "cka": "against AnB across layers +.74 on synthetic images (depth +.91), +.72 on signals (depth "
-           "+.58); at equal n +.14 and -.40: no better than chance; says features turn specific at n=1",
+    "linear": "ranks the layers no better than depth alone (rho with AnB +.79 and +.35 against "
+              "depth's +.92 and +.35, synthetic images and signals); at equal n, where depth knows "
+              "nothing, +.64 and +.40 (+.40 to +.80 over two replicates)",
+    "knn": "ranks the layers no better than depth alone (+.85 and +.14 against +.92 and +.35); "
+           "tracks BnB - AnB (+.88, +.41); at equal n +.48 and +.00; found retraining's specific "
+           "layer each time there was one",
+    "logme": "does not rank the layers (-.08 and -.19 against depth's +.92 and +.35); tracks BnB - "
+             "AnB (+.92, +.38); at equal n +.44 and +.60 (+.44 to +.70 over two replicates)",
+    "cka": "ranks the layers worse than depth (+.69 and +.31 against +.92 and +.35); its gap and its "
+           "ranking at equal n are unreliable (-.40 to +.40); says features turn specific at n=1",
 }
 
 
