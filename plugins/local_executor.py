@@ -72,8 +72,7 @@ class LocalExecutor(Executor):
             for jid, job in list(pending.items()):
                 if len(running) >= workers:
                     break
-                dep = job.depends_on
-                if jid not in busy and (dep is None or (dep not in pending and dep not in busy)):
+                if jid not in busy and all(dep not in pending and dep not in busy for dep in job.dependencies):
                     if jid not in attempts:
                         events.job_started(job)
                     attempts[jid] = attempts.get(jid, 0) + 1

@@ -1,10 +1,10 @@
 """The ``ray`` executor: run a plan's jobs as tasks on a Ray cluster.
 
 Every job is one Ray task that reserves ``num_gpus_per_job`` GPUs and ``num_cpus_per_job``
-CPUs. A transfer job's task receives the ``ObjectRef`` of its source job's task as an
-argument, so Ray starts it only once the source network is trained and hands it the
-source's record; the weights themselves travel through the run directory, which every node
-must see at the same path (see docs/ray.md).
+CPUs. A job's task receives the ``ObjectRef`` of each job it depends on (the source
+network; an estimator's reference network too) as an argument, so Ray starts it only once
+they are done and hands it their records; the weights themselves travel through the run
+directory, which every node must see at the same path (see docs/ray.md).
 
 Workers write records and checkpoints into the shared run directory themselves (atomic
 renames, as in a local run), so a job that finished is kept even if the driver dies; the
@@ -175,13 +175,12 @@ class RayExecutor(Executor):
         state = _DriverState(events, by_id)
         try:
             for job in by_id.values():  # dependency order: sources before their dependents
-                src = job.depends_on
                 # a source trained in an earlier run is not waited for: its files are on disk
-                source_job = by_id[src] if src in refs else None
+                deps = [d for d in job.dependencies if d in refs]
                 name = f"transferbench {job.kind} {job.id[:10]}"
                 ref = task.options(**options, name=name).remote(
-                    runner_ref, job, source_job, refs[src] if source_job else None, sink,
-                    threads, self.params.storage_wait_s,
+                    runner_ref, job, [by_id[d] for d in deps], sink, threads, self.params.storage_wait_s,
+                    *(refs[d] for d in deps),  # top-level refs: Ray starts the task once they are done
                 )
                 refs[job.id] = ref
                 job_of[ref] = job
@@ -228,8 +227,9 @@ class RayExecutor(Executor):
         record = runner.finished(job)  # it may have written its record just before dying
         if record is not None:
             return record
-        if job.depends_on is not None and job.depends_on in state.lost:
-            reason = f"source network {job.depends_on} failed: {state.lost[job.depends_on]}"
+        lost = next((d for d in job.dependencies if d in state.lost), None)
+        if lost is not None:
+            reason = f"source network {lost} failed: {state.lost[lost]}"
         else:
             cause = getattr(exc, "cause", None) or exc
             reason = f"ray: {type(cause).__name__}: {_first_line(cause)}"
@@ -281,7 +281,7 @@ class _DriverState:
             job = self.jobs[job_id]
             if job_id in self.done:
                 continue  # a late message from a job already reported finished
-            if job.depends_on in self.jobs and job.depends_on not in self.done:
+            if any(d in self.jobs and d not in self.done for d in job.dependencies):
                 # its source's result reached the driver after this message: report the
                 # source's end first (this job's start is reported with a later message)
                 continue
@@ -341,16 +341,16 @@ class ProgressSink:
 def _run_job(
     runner: JobRunner,
     job: Job,
-    source_job: Job | None,
-    source_record: JobRecord | None,
+    source_jobs: list[Job],
     sink: Any,
     threads: int,
     storage_wait_s: float,
+    *source_records: JobRecord,
 ) -> JobRecord:
     """Body of one job's Ray task, on a worker.
 
-    ``source_record`` is the record of the job's source when that source ran in the same
-    run: Ray resolved the source task's ObjectRef, so the source has finished.
+    ``source_records`` are the records of the ``source_jobs`` (the job's dependencies that
+    ran in the same run): Ray resolved their tasks' ObjectRefs, so they have finished.
     """
     import torch
 
@@ -361,8 +361,8 @@ def _run_job(
         # task to rebuild a lost result: never train the same network twice
         return done
     sink.put.remote((job.id, 0, 0, {}))  # started
-    if source_record is not None and source_record.ok:
-        if not _wait_until_finished(runner, source_job, storage_wait_s):
+    for source_job, source_record in zip(source_jobs, source_records):
+        if source_record.ok and not _wait_until_finished(runner, source_job, storage_wait_s):
             return runner.record_failure(job, (
                 f"source network {source_job.id} finished, but its record or checkpoint is not "
                 f"visible on this node after {storage_wait_s:g} s: the run directory must be on "

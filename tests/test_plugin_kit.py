@@ -89,6 +89,7 @@ def guide_plugin():
         ("register_protocols", "protocol", "frozen_bottom"),
         ("register_executors", "executor", "one_by_one"),
         ("register_observers", "observer", "jsonl_log"),
+        ("register_estimators", "estimator", "centroid"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):

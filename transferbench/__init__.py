@@ -9,6 +9,7 @@ own and may change. A plugin imports from ``transferbench`` only:
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
 * run observers (experiment trackers): :class:`Observer`, :class:`RunInfo`, :class:`ReportInfo`;
+* the estimator contract: :class:`Estimator` and the :class:`LayerFeatures` it scores;
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for data sources: the :mod:`~transferbench.imagenet` class metadata, the
   :mod:`~transferbench.images` decoding helpers and :func:`cached_dir` (a cache folder
@@ -30,6 +31,7 @@ from .errors import (
     TrainingFailed,
     TransferbenchError,
 )
+from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor, JobRunner, ProgressFn
 from .files import cached_dir
 from .hookspecs import hookimpl
@@ -55,6 +57,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataSource",
+    "Estimator",
     "Events",
     "Executor",
     "Halves",
@@ -64,6 +67,7 @@ __all__ = [
     "JobRunner",
     "Layer",
     "LayerAction",
+    "LayerFeatures",
     "NoParams",
     "Observer",
     "Plugin",

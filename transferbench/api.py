@@ -153,6 +153,7 @@ def run(
     overrides: Sequence[str] = (),
     out: str | Path | None = None,
     console: Console | None = None,
+    estimate_only: bool = False,
 ) -> Run:
     """Train every network of a config (resuming what ``out`` already holds) and load the results.
 
@@ -161,6 +162,8 @@ def run(
         overrides: ``key.path=value`` assignments, as ``--set`` takes them.
         out: the run directory (default: the config's ``output.dir``).
         console: where progress goes (default: a new rich console).
+        estimate_only: train the base networks and run the config's estimators only
+            (``run --estimate-only``; docs/estimators.md).
 
     Raises:
         ConfigError, PluginError, DataError, RunDirError: bad input, before anything trains.
@@ -170,7 +173,8 @@ def run(
     from .engine import run_plan
 
     prepared = prepare(config, overrides)
+    plan = prepared.plan.without_transfers() if estimate_only else prepared.plan
     prepared.components.data.check()
     run_dir = Path(out) if out is not None else prepared.config.run_dir()
-    run_plan(prepared.config, prepared.components, prepared.plan, run_dir, console or Console())
+    run_plan(prepared.config, prepared.components, plan, run_dir, console or Console())
     return load_run(run_dir)

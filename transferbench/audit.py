@@ -87,11 +87,12 @@ class _Auditor:
         return None
 
     def source_state(self, job: Job) -> None:
-        """A transfer job whose source retrains, or whose source weights changed, trains too."""
+        """A job whose source (or any network it reads) retrains, or whose source weights
+        changed, trains too."""
         src = job.depends_on
         if src is None or job.id in self.result.reasons:
             return
-        if src in self.result.reasons:
+        if any(dep in self.result.reasons for dep in job.dependencies):
             self.train(job, "source retrains: kept if its new weights are identical")
             return
         mine, theirs = self.records.get(job.id), self.records.get(src)
@@ -121,16 +122,19 @@ class _Auditor:
     def sources_needed(self) -> None:
         """A source whose checkpoint is missing or damaged retrains when a dependent must train."""
         for job in list(self.plan.jobs.values()):
-            src = job.depends_on
-            if job.id not in self.result.reasons or src is None or src in self.result.reasons:
+            if job.id not in self.result.reasons:
                 continue
-            rec = self.records.get(src)
-            if rec is not None and self.store.checkpoint_problem(src, rec.checkpoint_sha256) is not None:
-                if self.fix:
-                    self.store.supersede(src)
-                self.result.reasons[src] = "checkpoint needed by a dependent is missing or damaged"
-                for other in self.plan.dependents(src):
-                    self.result.reasons.setdefault(other.id, "source retrains: kept if its new weights are identical")
+            for src in job.dependencies:  # the source, and any other network the job reads
+                if src in self.result.reasons:
+                    continue
+                rec = self.records.get(src)
+                if rec is not None and self.store.checkpoint_problem(src, rec.checkpoint_sha256) is not None:
+                    if self.fix:
+                        self.store.supersede(src)
+                    self.result.reasons[src] = "checkpoint needed by a dependent is missing or damaged"
+                    for other in self.plan.dependents(src):
+                        self.result.reasons.setdefault(other.id, "source retrains: kept if its new weights are "
+                                                       "identical")
 
 
 def audit_run(plan: Plan, store: RunStore, *, reuse_across_code: bool = False, fix: bool = False,

@@ -155,8 +155,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = environment_problems(config, components, Path(args.out) if args.out else None)
     if problems:
         raise ConfigError(problems, source=args.config)
+    estimates = sum(1 for j in plan.jobs.values() if j.kind == "estimate")
     _console().print(
-        f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs)} networks, "
+        f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs) - estimates} networks, "
+        + (f"{estimates} estimator jobs, " if estimates else "") +
         f"{len(plan.layer_names)} layers: {', '.join(plan.layer_names)})"
     )
     return EXIT_OK
@@ -175,9 +177,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     table = Table(title=f"plan of {config.name}", title_justify="left")
     for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
         table.add_column(col)
+    if args.estimate_only:
+        plan = plan.without_transfers()
     for job in plan.jobs.values():
         cells = plan.cells_of(job.id)
         treatments = sorted({c.treatment for c in cells})
+        if job.kind == "estimate":
+            cells = [e for e in plan.estimates if e.job_id == job.id]  # type: ignore[misc]
+            treatments = sorted({f"{e.estimator} on {e.source}n{e.target}" for e in cells})
         used = sorted({f"{c.experiment}/{c.split_seed}" for c in cells})
         table.add_row(
             job.id[:10],
@@ -191,13 +198,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.quiet:
         console.print(table)
     bases = sum(1 for j in plan.jobs.values() if j.kind == "base")
+    estimates = sum(1 for j in plan.jobs.values() if j.kind == "estimate")
+    networks = len(plan.jobs) - estimates
     console.print(
-        f"{len(plan.jobs)} networks to train ({bases} base, {len(plan.jobs) - bases} transferred) "
+        f"{networks} networks to train ({bases} base, {networks - bases} transferred) "
         f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
+        + (f"; {estimates} estimator jobs" if estimates else "")
     )
     from .compute import describe, estimate_compute
+    from .estimator_cost import describe_estimators, estimate_estimators
 
     console.print(describe(estimate_compute(config, components, plan, args.tflops)))
+    if estimates:
+        console.print(describe_estimators(estimate_estimators(config, components, plan, args.tflops)))
     if config.train.augment.active and config.performance.cache_frozen:
         console.print("frozen-feature cache: off, because train.augment makes training inputs random "
                       "(frozen layers see different inputs every epoch)")
@@ -225,6 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import run_plan
 
     config, components, plan = _load(args)
+    if args.estimate_only:
+        plan = plan.without_transfers()
     run_dir = Path(args.out) if args.out else config.run_dir()
     console = _console()
     summary = run_plan(config, components, plan, run_dir, console)
@@ -235,7 +250,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "rerun the same command to retry them"
         )
         return EXIT_FAILED_JOBS
-    console.print(f"done: {summary.total} networks, results in {run_dir}")
+    console.print(f"done: {summary.total} {'jobs' if plan.estimates else 'networks'}, results in {run_dir}")
+    if plan.estimate_only:
+        console.print("--estimate-only: only the base networks were trained; the estimator curves are a "
+                      "proxy for retraining (`transferbench report RUN_DIR` says how well each tracked it)")
     return EXIT_OK
 
 
@@ -379,9 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
     p.add_argument("--tflops", type=_positive(float), default=20.0,
                    help="effective training throughput assumed for the GPU-hour estimate (default 20)")
+    p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
     with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="train only the base networks and run the config's estimators: a proxy of the "
+                        "transfer curve in a fraction of the time (docs/estimators.md)")
 
     p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
     p.add_argument("run_dir", help="a run directory")

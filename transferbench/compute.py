@@ -67,14 +67,15 @@ def estimate_compute(config: Config, components: Components, plan: Plan, tflops:
             return None
     eval_counts = _examples_per_class(components, "eval", num_classes)
     train_images = eval_images = 0.0
-    for job in plan.jobs.values():
+    networks = [job for job in plan.jobs.values() if job.kind != "estimate"]  # estimators train nothing
+    for job in networks:
         examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
         length = TrainingLength.of(config.train, config.eval, examples)
         train_images += length.total * config.train.batch_size
         if eval_counts is not None:
             eval_images += int(eval_counts[list(job.classes)].sum()) * length.evaluations
     gflop = forward_gflop(config, components, max(2, num_classes // 2))
-    return ComputeEstimate(len(plan.jobs), train_images, eval_images, gflop, tflops)
+    return ComputeEstimate(len(networks), train_images, eval_images, gflop, tflops)
 
 
 def describe(est: ComputeEstimate | None) -> str:

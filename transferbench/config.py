@@ -107,11 +107,21 @@ class Experiment(_Strict):
         None,
         description="base networks to train (default: every half a treatment trains on or copies from)",
     )
+    estimators: list[PluginRef] = Field(
+        default_factory=list,
+        description="cheap estimators of transferability to run on layer n of the base networks "
+        "(linear, knn, logme, cka; docs/estimators.md)",
+    )
 
     @field_validator("treatments")
     @classmethod
     def _unique_names(cls, value: list[Treatment]) -> list[Treatment]:
         return _unique(value, "treatment")
+
+    @field_validator("estimators")
+    @classmethod
+    def _unique_estimators(cls, value: list[PluginRef]) -> list[PluginRef]:
+        return _unique(value, "estimator")
 
 
 class Schedule(_Strict):
@@ -231,6 +241,20 @@ class Loader(_Strict):
     )
 
 
+class Estimation(_Strict):
+    """How estimator jobs compute the features of layer n (the ``estimation:`` key).
+
+    Every setting enters the estimator jobs' hashes (not the networks')."""
+
+    max_train: int = Field(
+        10_000, ge=2, description="training examples of the target half the features are computed on "
+        "(a fixed random subset when there are more)")
+    max_eval: int = Field(5_000, ge=2, description="held-out examples of the target half, likewise")
+    max_features: int = Field(
+        4096, ge=1, description="numbers per example: a larger layer output is average-pooled down "
+        "to at most this (docs/estimators.md)")
+
+
 class Config(_Strict):
     """A whole transferbench experiment."""
 
@@ -244,6 +268,7 @@ class Config(_Strict):
     eval: Eval = Field(default_factory=Eval)
     loader: Loader = Field(default_factory=Loader)
     performance: Performance = Field(default_factory=Performance)
+    estimation: Estimation = Field(default_factory=Estimation)
     output: Output = Field(default_factory=Output)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")

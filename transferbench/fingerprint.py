@@ -23,10 +23,14 @@ from typing import Any
 from ._version import __version__
 from .hashing import content_hash
 
-__all__ = ["TRAINING_ENTRY", "code_fingerprint", "training_modules"]
+__all__ = ["ESTIMATION_ENTRY", "TRAINING_ENTRY", "code_fingerprint", "training_modules"]
 
 #: The module whose imports, followed transitively, make up "the code that trains".
 TRAINING_ENTRY = "runner"
+
+#: The module of estimator jobs (docs/estimators.md): left out of the networks' code (a change
+#: to the estimators retrains no network), and the entry of the estimator jobs' own code.
+ESTIMATION_ENTRY = "estimation"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -41,14 +45,17 @@ def _local_imports(path: Path) -> set[str]:
     return {n for n in names if (_PACKAGE / f"{n}.py").is_file()}
 
 
-@lru_cache(maxsize=1)
-def training_modules() -> tuple[str, ...]:
-    """The transferbench modules the training path imports, transitively (sorted)."""
+@lru_cache(maxsize=4)
+def training_modules(entry: str = TRAINING_ENTRY) -> tuple[str, ...]:
+    """The transferbench modules the training path imports, transitively (sorted); from
+    ``ESTIMATION_ENTRY``, those of the estimator jobs. The training path does not follow the
+    runner into the estimation modules."""
+    skip = {ESTIMATION_ENTRY} if entry != ESTIMATION_ENTRY else set()
     seen: set[str] = set()
-    todo = [TRAINING_ENTRY]
+    todo = [entry]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in skip:
             continue
         seen.add(name)
         todo.extend(_local_imports(_PACKAGE / f"{name}.py") - seen)
@@ -59,9 +66,9 @@ def _file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=1)
-def _core_digest() -> str:
-    return content_hash({m: _file_digest(_PACKAGE / f"{m}.py") for m in training_modules()})
+@lru_cache(maxsize=4)
+def _core_digest(entry: str = TRAINING_ENTRY) -> str:
+    return content_hash({m: _file_digest(_PACKAGE / f"{m}.py") for m in training_modules(entry)})
 
 
 def _version(dist: str) -> str | None:
@@ -81,8 +88,9 @@ def _plugin_digests(plugins: Iterable[Any]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def code_fingerprint(plugins: Iterable[Any]) -> dict[str, Any]:
-    """The fingerprint of the code that trains a network with these plugin instances.
+def code_fingerprint(plugins: Iterable[Any], entry: str = TRAINING_ENTRY) -> dict[str, Any]:
+    """The fingerprint of the code that trains a network with these plugin instances (or,
+    with ``entry=ESTIMATION_ENTRY``, that runs an estimator job with them).
 
     Returns:
         ``{"id": short hash of the rest, "transferbench": version, "core": digest of the
@@ -93,7 +101,7 @@ def code_fingerprint(plugins: Iterable[Any]) -> dict[str, Any]:
 
     detail = {
         "transferbench": __version__,
-        "core": _core_digest(),
+        "core": _core_digest(entry),
         "plugins": _plugin_digests(plugins),
         "versions": {"torch": torch.__version__, "timm": _version("timm"), "numpy": _version("numpy"),
                      "python": platform.python_version()},

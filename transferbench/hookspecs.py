@@ -52,3 +52,8 @@ def register_executors(register: Register) -> None:
 @hookspec
 def register_observers(register: Register) -> None:
     """Register :class:`~transferbench.Observer` classes by name (run observers: trackers, loggers)."""
+
+
+@hookspec
+def register_estimators(register: Register) -> None:
+    """Register :class:`~transferbench.Estimator` classes by name."""

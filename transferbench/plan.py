@@ -7,31 +7,36 @@ treatment, n) onto jobs; several cells may share one job, which is then trained 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import Config, Experiment, Treatment
 from .errors import ConfigError, TransferbenchError
-from .fingerprint import code_fingerprint
+from .estimator import Estimator
+from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .network import build_meta, input_shape
 from .resolve import Components
 
-__all__ = ["Cell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
+__all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
 
 #: 2: job ids from what a job computes (data by content, validated plugin params), seeds from
 #: the job's role, code fingerprints per job.
 PLAN_FORMAT = 2
 
+#: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
+FEATURES_FORMAT = 1
+
 
 @dataclass(frozen=True)
 class Job:
-    """One network to train.
+    """One network to train, or one estimator to run on a trained network.
 
     Attributes:
         id: content hash of everything that determines the result.
-        kind: ``base`` (trained from scratch) or ``transfer``.
+        kind: ``base`` (trained from scratch), ``transfer``, or ``estimate`` (an estimator
+            scores layer n of the ``source`` half's base network on the ``target`` half).
         target: the half trained on (``A``, ``B`` or ``all``).
         source: the half the copied layers come from, if any.
         n: layers 1..n are transferred (0 for base networks).
@@ -42,6 +47,10 @@ class Job:
         protocol_spec: the protocol's name and params, or None for base networks.
         protocol: the protocol instance (not part of equality).
         fingerprint: id of the code that trains it (see :mod:`transferbench.fingerprint`).
+        after: ids of further jobs that must finish first (an estimator's reference
+            network); :attr:`dependencies` lists them with ``depends_on``.
+        estimator_spec: the estimator's name and params (estimate jobs).
+        estimator: the estimator instance (not part of equality).
     """
 
     id: str
@@ -55,12 +64,25 @@ class Job:
     protocol_spec: dict[str, Any] | None = None
     protocol: TransferProtocol | None = field(default=None, compare=False, repr=False)
     fingerprint: str = field(default="", compare=False)
+    after: tuple[str, ...] = ()
+    estimator_spec: dict[str, Any] | None = None
+    estimator: Estimator | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every job that must finish before this one: ``depends_on``, then ``after``."""
+        return ((self.depends_on,) if self.depends_on else ()) + self.after
+
     def summary(self) -> dict[str, Any]:
+        if self.kind == "estimate":
+            assert self.estimator_spec is not None
+            return {"kind": self.kind, "target": self.target, "source": self.source, "n": self.n,
+                    "estimator": self.estimator_spec["name"], "depends_on": self.depends_on,
+                    "after": list(self.after), "num_classes": self.num_classes, "seed": self.seed}
         return {
             "kind": self.kind,
             "target": self.target,
@@ -86,9 +108,28 @@ class Cell:
     job_id: str
 
 
+@dataclass(frozen=True)
+class EstimateCell:
+    """A point of an estimator's curve: ``estimator`` on layer n of the ``source`` half's base
+    network, on the ``target`` half's examples; filled by one estimate job."""
+
+    experiment: str
+    split: str
+    split_seed: int
+    source: str
+    target: str
+    n: int
+    estimator: str
+    job_id: str
+
+
 @dataclass
 class Plan:
-    """The job graph of a config. ``jobs`` is in dependency order (sources first)."""
+    """The job graph of a config. ``jobs`` is in dependency order (sources first).
+
+    ``estimates`` are the estimator points (``experiments[].estimators``); an
+    ``estimate_only`` plan holds the base networks and estimators alone.
+    """
 
     name: str
     config_hash: str
@@ -96,6 +137,8 @@ class Plan:
     jobs: dict[str, Job]
     cells: list[Cell]
     halves: dict[tuple[str, int], Halves]
+    estimates: list[EstimateCell] = field(default_factory=list)
+    estimate_only: bool = False
     expected_input_std: float | None = None
 
     @property
@@ -103,7 +146,19 @@ class Plan:
         return len(self.layer_names)
 
     def dependents(self, job_id: str) -> list[Job]:
-        return [j for j in self.jobs.values() if j.depends_on == job_id]
+        return [j for j in self.jobs.values() if job_id in j.dependencies]
+
+    def without_transfers(self) -> Plan:
+        """The base networks and estimator jobs alone (``run --estimate-only``).
+
+        Raises:
+            ConfigError: the plan has no estimator to run.
+        """
+        if not self.estimates:
+            raise ConfigError([("experiments", "--estimate-only needs `estimators:` on an experiment "
+                                "(e.g. estimators: [linear, knn, logme, cka])")])
+        jobs = {jid: j for jid, j in self.jobs.items() if j.kind != "transfer"}
+        return replace(self, jobs=jobs, cells=[c for c in self.cells if c.job_id in jobs], estimate_only=True)
 
     def cells_of(self, job_id: str) -> list[Cell]:
         return [c for c in self.cells if c.job_id == job_id]
@@ -118,6 +173,8 @@ class Plan:
             "expected_input_std": self.expected_input_std,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
+            **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
+            **({"estimate_only": True} if self.estimate_only else {}),
         }
 
 
@@ -161,12 +218,15 @@ def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> N
 class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
-    def __init__(self, base_spec: dict[str, Any], components: Components) -> None:
+    def __init__(self, base_spec: dict[str, Any], components: Components,
+                 features: dict[str, Any] | None = None) -> None:
         self.base_spec = base_spec
         self.seed = base_spec["seed"]
         self.components = components
+        self.features = features or {}
         self.jobs: dict[str, Job] = {}
         self.cells: list[Cell] = []
+        self.estimates: list[EstimateCell] = []
         self.roles: dict[str, dict[str, Any]] = {}  # job id -> its role (what seeds it)
 
     def _add(self, job: Job, role: dict[str, Any]) -> Job:
@@ -193,9 +253,42 @@ class _Builder:
                   source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol))
         return self._add(job, role)
 
+    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
+                 n: int) -> Job:
+        """``estimator`` on layer n of ``source``, on ``task`` (the ``reference`` network's task)."""
+        spec = {"name": name, **estimator.params.model_dump(mode="json")}
+        ref = reference.id if estimator.needs_reference else None
+        role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
+                "features": self.features, "source": self.roles[source.id],
+                "reference": self.roles[reference.id] if ref else None}
+        jid = content_hash({**self.base_spec, **role, "source": source.id, "reference": ref})
+        c = self.components
+        fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
+        job = Job(jid, "estimate", reference.target, source.target, n, task, _seed(role), source.id,
+                  fingerprint=fingerprint, after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
+                  estimator=estimator)
+        return self._add(job, role)
+
+    def estimators(self, exp: Experiment, seed: int, halves: Halves, layers: list[int], bases: dict[str, Job],
+                   components: Components) -> None:
+        """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
+        between, and on each target's own base (the pair depth cannot tell apart)."""
+        pairs = {(t.source, t.target) for t in exp.treatments if t.source and t.target in ("A", "B")
+                 and components.protocols[(exp.name, t.name)].needs_source}
+        pairs |= {(tgt, tgt) for _, tgt in pairs}
+        for half in sorted({h for pair in pairs for h in pair} - set(bases)):
+            bases[half] = self.base(halves[half], half)
+        for src, tgt in sorted(pairs):
+            for n in layers:
+                for ref in exp.estimators:
+                    est = components.estimators[(exp.name, ref.name)]
+                    job = self.estimate(ref.name, est, halves[tgt], bases[src], bases[tgt], n)
+                    self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
+
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
-                   protocols: dict[tuple[str, str], TransferProtocol]) -> None:
-        """The bases and transferred networks of one experiment at one split seed."""
+                   components: Components) -> None:
+        """The bases, transferred networks and estimators of one experiment at one split seed."""
+        protocols = components.protocols
         sources = {t.source for t in exp.treatments if t.source}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
         bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
@@ -207,6 +300,8 @@ class _Builder:
             for n in layers:
                 job = self.transfer(t, proto, halves[t.target], source, n)
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
+        if exp.estimators:
+            self.estimators(exp, seed, halves, layers, bases, components)
 
 
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
@@ -225,7 +320,7 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
-    builder = _Builder(base_spec, components)
+    builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = []
     for i, exp in enumerate(config.experiments):
@@ -235,19 +330,26 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
                              f"architecture ({', '.join(names)}); got {bad}"))
             continue
+        if exp.estimators and not any(t.source and t.target in ("A", "B") and components.protocols[
+                (exp.name, t.name)].needs_source for t in exp.treatments):
+            problems.append((f"experiments.{i}.estimators", "estimators score layer n of a base network on a "
+                             "target half: the experiment needs a treatment that copies layers from a source half"))
+            continue
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
-            builder.split_seed(exp, seed, halves, layers, components.protocols)
+            builder.split_seed(exp, seed, halves, layers, components)
     if config.output.checkpoints == "none" and any(j.depends_on for j in builder.jobs.values()):
         problems.append(("output.checkpoints", "'none' keeps no weights, but transfer treatments copy "
                          "layers from base networks: use 'sources' (the default) or 'all'"))
     if problems:
         raise ConfigError(problems)
-    ordered = dict(sorted(builder.jobs.items(), key=lambda kv: kv[1].kind != "base"))
+    # bases first, then the estimators (a proxy of the whole curve early), then the transfers
+    rank = {"base": 0, "estimate": 1}
+    ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
-                components.architecture.expected_input_std())
+                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std())
 
 
 def _seed(role: dict[str, Any]) -> int:
@@ -288,8 +390,23 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
                 "another --out"
             )
     merged["cells"] += kept
-    for cell in kept:
+    kept_estimates = _merge_estimates(merged, old)
+    for cell in kept + kept_estimates:
         if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):
             merged["jobs"][cell["job_id"]] = old["jobs"][cell["job_id"]]
+    if any(merged["jobs"].get(c["job_id"], {}).get("kind") == "transfer" for c in kept):
+        merged.pop("estimate_only", None)  # retrained networks of an earlier run stay reported
     only_old = sorted({c["experiment"] for c in kept} - {c.experiment for c in new.cells})
     return merged, only_old
+
+
+def _merge_estimates(merged: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep the estimator points of the old plan that the new one does not have; a point the
+    new plan computes otherwise (other estimator params or ``estimation:`` settings) is the
+    new plan's. Returns the points kept."""
+    key = ("experiment", "split_seed", "source", "target", "n", "estimator")
+    have = {tuple(e[k] for k in key) for e in merged.get("estimates", [])}
+    kept = [e for e in old.get("estimates", []) if tuple(e.get(k) for k in key) not in have]
+    if kept:
+        merged["estimates"] = merged.get("estimates", []) + kept
+    return kept

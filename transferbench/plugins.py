@@ -17,6 +17,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
@@ -38,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.signals",
     "transferbench_plugins.tensorboard_observer",
     "transferbench_plugins.mlflow_observer",
+    "transferbench_plugins.estimators",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -53,6 +55,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "data_source": ("register_data_sources", DataSource),
     "executor": ("register_executors", Executor),
     "observer": ("register_observers", Observer),
+    "estimator": ("register_estimators", Estimator),
 }
 
 

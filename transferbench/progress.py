@@ -24,6 +24,8 @@ __all__ = ["Reporter", "job_label"]
 
 def job_label(plan: Plan, job: Job) -> str:
     """A short human name for a job, from the first cell that uses it."""
+    if job.kind == "estimate" and job.estimator_spec is not None:
+        return f"{job.estimator_spec['name']} on {job.source}n{job.target} n={job.n}"
     cells = plan.cells_of(job.id)
     if not cells:
         return job.id
@@ -77,7 +79,9 @@ class Reporter(Events):
             self.progress.remove_task(task)
         self.done += 1
         self.progress.update(self.jobs_task, completed=self.done)
-        if record.ok:
+        if record.ok and record.estimate is not None:
+            msg = f"{record.estimate:.4g} in {record.train_time_s or 0:.1f} s"
+        elif record.ok:
             msg = f"top1 {record.top1:.3f} in {record.train_time_s or 0:.1f} s"
         else:
             msg = f"[red]FAILED[/red]: {escape(str(record.error))}"

@@ -1,7 +1,8 @@
-"""The record of one trained network: what the trainer writes and everything else reads.
+"""The record of one job: what the trainer (or an estimator) writes and everything else reads.
 
 One :class:`JobRecord` per job, stored as ``records/<job_id>.json`` in the run directory.
-Its JSON form is the one transferbench 0.1 wrote, so older run directories still load.
+Its JSON form is the one transferbench 0.1 wrote, so older run directories still load; an
+estimator job's record adds the estimator's fields and has no accuracies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ class RecordError(ValueError):
 def utc_now() -> str:
     """The current UTC time as ISO 8601, to the second (the records' time stamps)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: Fields left out of a record's JSON when empty (so a network's record reads as in 0.1).
+_OPTIONAL = ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256", "input_std", "estimator",
+             "estimate",
+             "estimate_s", "features_s", "feature_dim")
 
 
 class HistoryPoint(BaseModel):
@@ -63,6 +70,12 @@ class JobRecord(BaseModel):
         source_sha256: SHA-256 of the source checkpoint its copied layers came from.
         input_std: standard deviation of its first training batch as the network saw it
             (after scaling, augmentation and normalisation).
+        estimator: the estimator's name (estimate jobs only).
+        estimate: the estimator's score, higher = more transferable (estimate jobs only).
+        estimate_s: seconds the estimator itself took, features aside.
+        features_s: seconds spent computing the layer-n features this job used (0 when a
+            job before it in the same process computed them).
+        feature_dim: numbers per example of those features.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -92,6 +105,11 @@ class JobRecord(BaseModel):
     checkpoint_sha256: str | None = None
     source_sha256: str | None = None
     input_std: float | None = Field(None, ge=0, allow_inf_nan=False)
+    estimator: str | None = None
+    estimate: float | None = Field(None, allow_inf_nan=False)
+    estimate_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+    features_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+    feature_dim: int | None = Field(None, ge=1)
 
     @property
     def ok(self) -> bool:
@@ -121,8 +139,7 @@ class JobRecord(BaseModel):
     def to_json(self) -> str:
         """The record as JSON text (every field, None as null; readable by transferbench 0.1)."""
         data = self.model_dump(mode="json")
-        for optional in ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256",
-                         "input_std"):
+        for optional in _OPTIONAL:
             if data[optional] is None:
                 del data[optional]
         return json.dumps(data, indent=2) + "\n"
@@ -146,6 +163,6 @@ class JobRecord(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             raise RecordError(f"{where}: {first['msg']}") from None
-        if record.ok and record.top1 is None:
-            raise RecordError("an ok record without top1")
+        if record.ok and record.top1 is None and record.estimate is None:
+            raise RecordError("an ok record without top1 (or, for an estimator, estimate)")
         return record

@@ -38,9 +38,11 @@ from .analysis import (
     specific_layer,
     table1,
 )
+from .estimator_report import print_estimator_report, write_estimator_figure, write_estimator_files
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plots import write_plots
 from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
+from .validation import read_estimates
 
 __all__ = ["DEFAULT_PAPER_OUT", "print_grid", "run_report", "write_tables"]
 
@@ -417,6 +419,9 @@ def print_grid(run_dir: Path, console: Console, *, metric: str = "top1") -> None
     grids = build_grids(results, metric)
     write_atomic(Path(run_dir) / f"results_{metric}.csv", results_csv(results, metric))
     _print_grids(console, results, grids, {}, full=False)
+    estimates = read_estimates(run_dir)
+    if estimates:
+        print_estimator_report(console, results, estimates, metric, full=False)
 
 
 def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
@@ -472,13 +477,19 @@ def run_report(
         export_long(results)
         write_tables(results, grids, Path(run_dir))
         _print_grids(console, results, grids, {}, full=True)
+        estimates = read_estimates(run_dir)
+        if estimates:  # the estimators (docs/estimators.md) beside retraining
+            write_estimator_files(results, estimates, metric or "top1", Path(run_dir))
+            print_estimator_report(console, results, estimates, metric or "top1")
         if compare == "paper":
             papers = build_grids(load_paper(), metric or "top1", pool)
             for grid in (g for g in grids if g.cells):
                 for section in compare_sections(grid, _paper_counterpart(grid, papers)):
                     section.print(console)
         if plots:
-            for path in write_plots(grids, Path(out) if out else Path(run_dir)):
+            target = Path(out) if out else Path(run_dir)
+            figures = write_plots(grids, target) + write_estimator_figure(results, estimates, metric or "top1", target)
+            for path in figures:
                 console.print(f"wrote {path}", highlight=False, markup=False)
     if paper:
         reference = load_paper()

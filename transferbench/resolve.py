@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
+from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
@@ -29,6 +30,7 @@ class Components:
     protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
     executor: Executor
     observers: list[Observer] = field(default_factory=list)  # in the config's order
+    estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
 
 
 # config keys the engine consumes itself, not passed to the plugin
@@ -76,6 +78,7 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
     executor = instantiate(registry, "executor", config.executor, "executor", problems)
     splits: dict[str, TaskSplit] = {}
     protocols: dict[tuple[str, str], TransferProtocol] = {}
+    estimators: dict[tuple[str, str], Estimator] = {}
     for i, exp in enumerate(config.experiments):
         split = instantiate(registry, "split", exp.split, f"experiments.{i}.split", problems)
         if split is not None:
@@ -92,12 +95,16 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                      "a source half (A or B)")
                 )
             protocols[(exp.name, treatment.name)] = proto
+        for j, ref in enumerate(exp.estimators):
+            est = instantiate(registry, "estimator", ref, f"experiments.{i}.estimators.{j}", problems)
+            if est is not None:
+                estimators[(exp.name, ref.name)] = est
     observers = [instantiate(registry, "observer", ref, f"observers.{i}", problems)
                  for i, ref in enumerate(config.observers)]
     if problems:
         raise ConfigError(problems)
     return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor,
-                      observers=observers)
+                      observers=observers, estimators=estimators)
 
 
 def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
@@ -122,6 +129,9 @@ def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -
         for j, t in enumerate(treatments if isinstance(treatments, list) else []):
             if isinstance(t, dict) and "protocol" in t:
                 refs.append(("protocol", f"experiments.{i}.treatments.{j}.protocol", t["protocol"]))
+        estimators = exp.get("estimators")
+        for j, e in enumerate(estimators if isinstance(estimators, list) else []):
+            refs.append(("estimator", f"experiments.{i}.estimators.{j}", e))
     for kind, path, value in refs:
         if value is None:
             continue

@@ -10,9 +10,10 @@ from .config import Config
 from .context import TrainContext
 from .devices import resolve_device
 from .errors import DataError, TrainingFailed
+from .estimation import estimate_job
 from .executor import ProgressFn
 from .files import sha256_file
-from .fingerprint import code_fingerprint
+from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .plan import Job, Plan
 from .records import JobRecord, RecordError, utc_now
@@ -79,12 +80,15 @@ class TrainingRunner:
         store = self.store
         started = utc_now()
         try:
-            source_state, source_sha = self._source(job)
-            record, model = train_job(job, self.ctx, source_state, progress)
-            updates = {"fingerprint": self._fingerprint(job), "source_sha256": source_sha}
-            if self.keep_checkpoint.get(job.id, False):
-                updates["checkpoint_sha256"] = store.save_checkpoint(job.id, model.state_dict())
-            record = record.model_copy(update=updates)
+            if job.kind == "estimate":
+                record = self._estimate(job)
+            else:
+                source_state, source_sha = self._source(job)
+                record, model = train_job(job, self.ctx, source_state, progress)
+                updates = {"fingerprint": self._fingerprint(job), "source_sha256": source_sha}
+                if self.keep_checkpoint.get(job.id, False):
+                    updates["checkpoint_sha256"] = store.save_checkpoint(job.id, model.state_dict())
+                record = record.model_copy(update=updates)
         except DataError:
             raise  # the data, not this network, is broken: the run stops and says why
         except TrainingFailed as exc:
@@ -98,18 +102,29 @@ class TrainingRunner:
 
     def _fingerprint(self, job: Job) -> dict:
         c = self.components
+        if job.kind == "estimate":  # the estimation code, not the training code, made its record
+            return code_fingerprint([c.data, c.architecture, job.estimator], entry=ESTIMATION_ENTRY)
         return code_fingerprint([c.data, c.architecture] + ([job.protocol] if job.protocol else []))
 
     def _source(self, job: Job) -> tuple[dict | None, str | None]:
         """The source network's weights and their SHA-256 (None, None for a job without one).
 
         Raises:
-            TrainingFailed: the source failed, or its record or checkpoint is damaged (moved
-                aside, so that a rerun trains the source again).
+            TrainingFailed: see :meth:`_verified`.
         """
         if job.depends_on is None:
             return None, None
-        store, src = self.store, job.depends_on
+        sha = self._verified(job.depends_on)
+        return self.store.load_checkpoint(job.depends_on), sha
+
+    def _verified(self, src: str) -> str:
+        """The SHA-256 of the checkpoint of network ``src``, after checking that it trained well.
+
+        Raises:
+            TrainingFailed: the network failed, or its record or checkpoint is damaged (moved
+                aside, so that a rerun trains it again).
+        """
+        store = self.store
         try:
             source = store.read_record(src)
         except RecordError as exc:
@@ -125,7 +140,14 @@ class TrainingRunner:
             store.supersede(src)
             raise TrainingFailed(f"the checkpoint of source network {src} is {problem}; it was moved aside: "
                                  "rerun to train the source again")
-        return store.load_checkpoint(src), source.checkpoint_sha256 or sha256_file(store.checkpoint_path(src))
+        return source.checkpoint_sha256 or sha256_file(store.checkpoint_path(src))
+
+    def _estimate(self, job: Job) -> JobRecord:
+        """An estimator job: every network it reads checked as a transfer's source is, then scored."""
+        shas = [self._verified(dep) for dep in job.dependencies]
+        store = self.store
+        record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)))
+        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": shas[0]})
 
     def finished(self, job: Job) -> JobRecord | None:
         store = self.store

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor
 from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer, ReportInfo, RunInfo
@@ -49,6 +50,7 @@ __all__ = [
     "build",
     "check_architecture",
     "check_data_source",
+    "check_estimator",
     "check_executor",
     "check_observer",
     "check_plugin",
@@ -56,6 +58,7 @@ __all__ = [
     "check_registers",
     "check_split",
     "contract_classes",
+    "example_features",
     "registered_plugins",
 ]
 
@@ -283,17 +286,62 @@ def check_executor(executor: type[Executor] | Executor, workdir: str | Path | No
     """Every job run once, each after the job it depends on, each start and end reported."""
     workdir = _workdir(workdir)
     ex: Executor = build(executor, workdir, Executor)
-    jobs = [_job("a"), _job("b", "a"), _job("c"), _job("d", "b")]
+    # "e" waits for two jobs (an estimator on a's features with d as its reference network)
+    two = Job("e", "estimate", "B", "A", 1, (0, 1), 0, "a", after=("d",))
+    jobs = [_job("a"), _job("b", "a"), _job("c"), _job("d", "b"), two]
     runner = FileRunner(workdir / "executor-log.txt")
     events = _Recorder()
     ex.run(jobs, runner, events)
     lines = runner.lines()
     ends = sorted(line for line in lines if line.startswith("end:"))
-    _expect(ends == ["end:a", "end:b", "end:c", "end:d"], f"every job must run once; ran {ends}")
+    _expect(ends == ["end:a", "end:b", "end:c", "end:d", "end:e"], f"every job must run once; ran {ends}")
     _expect(lines.index("end:a") < lines.index("start:b"), "b started before a, the job it copies from, ended")
     _expect(lines.index("end:b") < lines.index("start:d"), "d started before b, the job it copies from, ended")
-    _expect(sorted(events.finished) == [(j, "ok") for j in "abcd"], f"job_finished reports: {events.finished}")
-    _expect(sorted(events.started) == list("abcd"), f"job_started reports: {events.started}")
+    _expect(lines.index("end:a") < lines.index("start:e") and lines.index("end:d") < lines.index("start:e"),
+            "e started before both jobs it depends on (job.dependencies) ended")
+    _expect(sorted(events.finished) == [(j, "ok") for j in "abcde"], f"job_finished reports: {events.finished}")
+    _expect(sorted(events.started) == list("abcde"), f"job_started reports: {events.started}")
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def example_features(informative: bool, seed: int = 0) -> LayerFeatures:
+    """Layer features for :func:`check_estimator`: labels that follow well separated clusters
+    (with a rotated copy as the reference network's features), or noise with unrelated labels
+    and an unrelated reference."""
+    g = torch.Generator().manual_seed(seed)
+    k, d = 5, 12
+    centres = torch.randn(k, d, generator=g) * 4
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % k
+        x = centres[y] + torch.randn(n, d, generator=g) if informative else torch.randn(n, d, generator=g)
+        return x, y
+
+    (x, y), (xe, ye) = split(200), split(100)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    if informative:
+        ref = LayerFeatures(x @ q, y, xe @ q, ye, k, 2)
+    else:
+        ref = LayerFeatures(torch.randn(200, d, generator=g), y, torch.randn(100, d, generator=g), ye, k, 2)
+    return LayerFeatures(x, y, xe, ye, k, 2, ref, seed)
+
+
+def check_estimator(estimator: type[Estimator] | Estimator, workdir: str | Path | None = None) -> None:
+    """Informative features score higher than noise (higher = more transferable), the same
+    features the same score, the features left unchanged, a positive cost estimate or None."""
+    est: Estimator = build(estimator, workdir, Estimator)
+    good, bad = example_features(True), example_features(False)
+    before = good.train.clone()
+    high, low = est.score(good), est.score(bad)
+    _expect(isinstance(high, float) and math.isfinite(high) and math.isfinite(low),
+            f"scores must be finite floats, got {high!r} and {low!r}")
+    _expect(high > low, f"informative features scored {high:.4g}, noise {low:.4g}: higher must mean more transferable")
+    _expect(est.score(good) == high, "the same features must give the same score")
+    _expect(torch.equal(good.train, before), "score() must not change the features it is given")
+    cost = est.cost_flops(200, 100, 12, 5)
+    _expect(cost is None or cost > 0, f"cost_flops must be positive or None, got {cost!r}")
 
 
 # --------------------------------------------------------------------------- observers
@@ -359,6 +407,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "architecture": check_architecture,
     "executor": check_executor,
     "observer": check_observer,
+    "estimator": check_estimator,
 }
 
 

@@ -1,0 +1,147 @@
+"""Run one estimator job: layer-n features of a trained base network on a target task, scored.
+
+:func:`estimate_job` is what the :class:`~transferbench.runner.TrainingRunner` calls for a
+job of kind ``estimate``. The features (:mod:`transferbench.features`) are computed on a
+fixed random subset of the target half's examples (``estimation.max_train`` and
+``max_eval``; the same subset for every network, so a reference network sees the same
+examples) and kept in a small per-process cache: the estimators of one (network, n, task)
+compute them once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .augment import BatchTransform
+from .context import TrainContext
+from .devices import autocast
+from .errors import TrainingFailed
+from .estimator import LayerFeatures
+from .features import layer_features
+from .hashing import content_hash
+from .plan import Job
+from .records import JobRecord, utc_now
+from .taskdata import TaskData, open_task
+
+__all__ = ["CACHE_MAX_BYTES", "LoadNetwork", "estimate_job", "network_features"]
+
+#: ``load(job_id) -> (num_classes, state_dict)``: a trained network of the run.
+LoadNetwork = Callable[[str], "tuple[int, Mapping[str, torch.Tensor]]"]
+
+#: Features kept per process for the next estimator job on the same network and layer.
+CACHE_MAX_BYTES = 2e9
+_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+
+
+def _subset_seed(classes: Sequence[int], split: str) -> int:
+    return int(content_hash({"classes": list(classes), "split": split})[:8], 16)
+
+
+def _batches(task: TaskData, limit: int, batch_size: int, seed: int, labels: list[torch.Tensor]
+             ) -> Iterator[torch.Tensor]:
+    """At most ``limit`` examples of ``task``: all of them, or a fixed random subset; their
+    labels are appended to ``labels`` as the inputs are handed out."""
+    size = task.size
+    shuffle = size is None or size > limit
+    generator = torch.Generator().manual_seed(seed)
+    count = 0
+    for x, y in task.batches(batch_size, shuffle=shuffle, generator=generator):
+        x, y = x[: limit - count], y[: limit - count]
+        labels.append(y.long())
+        count += len(y)
+        yield x
+        if count >= limit:
+            return
+
+
+def _build(ctx: TrainContext, num_classes: int, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    arch = ctx.components.architecture
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move anyone's RNG
+        model = arch.build(num_classes, tuple(ctx.input_shape))
+    model.load_state_dict(state)
+    return model.to(ctx.device)
+
+
+def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int, classes: Sequence[int]
+                     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], float]:
+    """Layer-n features of the trained ``network`` on the task ``classes``.
+
+    Returns:
+        ``(train, train_labels, eval, eval_labels)`` and the seconds spent computing them
+        (0.0 when they came from this process's cache).
+    """
+    settings = ctx.config.estimation
+    key = content_hash({"network": network, "n": n, "classes": list(classes),
+                        "settings": settings.model_dump(mode="json")})
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key], 0.0
+    t0 = time.perf_counter()
+    config, source = ctx.config, ctx.components.data
+    num_classes, state = load(network)
+    model = _build(ctx, num_classes, state)
+    layers = list(ctx.components.architecture.layers(model))
+    transform = BatchTransform(config.train.augment, source.normalization(), ctx.device)
+    batch_size = config.eval.batch_size or config.train.batch_size
+    out: list[torch.Tensor] = []
+    for split, limit in (("train", settings.max_train), ("eval", settings.max_eval)):
+        task = open_task(source, split, classes, config.loader, ctx.memory)
+        labels: list[torch.Tensor] = []
+        inputs = (transform(x.to(ctx.device), train=False)
+                  for x in _batches(task, limit, batch_size, _subset_seed(classes, split), labels))
+        with autocast(config.performance.amp, ctx.device):
+            feats = layer_features(model, layers, n, inputs, settings.max_features)
+        out += [feats, torch.cat(labels)]
+    result = (out[0], out[1], out[2], out[3])
+    _remember(key, result)
+    return result, time.perf_counter() - t0
+
+
+def _remember(key: str, value: tuple[torch.Tensor, ...]) -> None:
+    _CACHE[key] = value  # type: ignore[assignment]
+    while len(_CACHE) > 1 and sum(t.numel() * t.element_size() for v in _CACHE.values() for t in v) > CACHE_MAX_BYTES:
+        _CACHE.popitem(last=False)
+
+
+def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
+    """Score layer ``job.n`` of the job's source network on its target task.
+
+    Raises:
+        TrainingFailed: the estimator returned something that is not a finite number.
+    """
+    assert job.estimator is not None and job.estimator_spec is not None and job.depends_on is not None
+    started, t0 = utc_now(), time.perf_counter()
+    # the estimator runs where the networks do when that is a CUDA device (the arithmetic of a
+    # linear probe on ImageNet-sized features is GPU work), else on the CPU
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    feats, features_s = network_features(ctx, job.depends_on, load, job.n, job.classes)
+    tx, ty, ex, ey = (t.to(device) for t in feats)
+    reference = None
+    if job.estimator.needs_reference:
+        ref_id = job.after[0] if job.after else job.depends_on
+        ref, ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
+        features_s += ref_s
+        rtx, rty, rex, rey = (t.to(device) for t in ref)
+        reference = LayerFeatures(rtx, rty, rex, rey, job.num_classes, job.n)
+    features = LayerFeatures(tx, ty, ex, ey, job.num_classes, job.n, reference, job.seed)
+    t1 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.seed)
+        value = float(job.estimator.score(features))
+    estimate_s = time.perf_counter() - t1
+    if not math.isfinite(value):
+        raise TrainingFailed(f"estimator {job.estimator_spec['name']} returned {value}")
+    return JobRecord(
+        job_id=job.id, status="ok", estimator=job.estimator_spec["name"], estimate=value,
+        estimate_s=round(estimate_s, 4), features_s=round(features_s, 4), feature_dim=max(1, features.dim),
+        train_time_s=round(time.perf_counter() - t0, 4), num_classes=job.num_classes, device=str(ctx.device),
+        seed=job.seed, started_at=started, finished_at=utc_now(), transferbench_version=__version__,
+        torch_version=torch.__version__,
+    )

@@ -1,0 +1,414 @@
+"""The estimators' part of a report: their curves beside retraining, how well they agreed
+with it (beside the depth-only baseline), where they say features turn specific, what they
+cost; the files ``results_estimators.csv``, ``results_estimator_validation.csv`` and
+``results_estimator_cost.csv``; the figure ``estimators.{png,svg}``.
+
+When no network was retrained (``transferbench run --estimate-only``) the report says
+plainly that the curves are a proxy, and how well each estimator tracked retraining where it
+was validated (:data:`VALIDATED`, measured on the configs docs/estimators.md names).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .analysis import Stat
+from .plots import STYLES, save_figure
+from .results import RunResults, rows_to_csv, write_atomic
+from .validation import (
+    Agreement,
+    CostSummary,
+    EstimateRow,
+    agreements,
+    cost_summary,
+    specific_layers,
+)
+
+__all__ = [
+    "COST_COLUMNS",
+    "ESTIMATE_COLUMNS",
+    "PAPER_SCALE",
+    "VALIDATED",
+    "VALIDATION_COLUMNS",
+    "estimator_figure",
+    "print_estimator_report",
+    "write_estimator_figure",
+    "write_estimator_files",
+]
+
+#: Columns of ``results_estimators.csv``.
+ESTIMATE_COLUMNS: tuple[str, ...] = ("experiment", "split_seed", "source", "target", "n", "estimator", "value",
+                                     "seconds", "split", "estimate_s", "features_s", "status", "job_id")
+
+#: Columns of ``results_estimator_validation.csv``.
+VALIDATION_COLUMNS: tuple[str, ...] = (
+    "experiment", "estimator", "reference", "comparison", "spearman", "spearman_low", "spearman_high",
+    "kendall", "kendall_low", "kendall_high", "points", "seeds", "per_group_spearman", "per_group_low",
+    "per_group_high", "depth_spearman", "depth_kendall", "metric",
+)
+
+#: Columns of ``results_estimator_cost.csv``.
+COST_COLUMNS: tuple[str, ...] = ("estimator", "jobs", "seconds", "retraining_seconds", "finetune_seconds",
+                                 "transfer_networks", "retraining_per_estimator_second")
+
+#: The paper's grid with the four built-in estimators on its two transfer experiments, as
+#: ``transferbench plan configs/yosinski.yaml --set 'experiments.0.estimators=[linear,knn,logme,cka]'
+#: --set 'experiments.1.estimators=[linear,knn,logme,cka]'`` counts it: (GPU-hours of the
+#: estimators, GPU-hours of the 245 transferred networks) at an effective 20 TFLOP/s. A test
+#: recomputes it.
+PAPER_SCALE: tuple[float, float] = (0.0612, 1703.8)
+
+#: How each built-in estimator tracked retraining where it was validated (docs/estimators.md
+#: gives the commands): what an ``--estimate-only`` report quotes.
+VALIDATED: dict[str, str] = {
+    "linear": "ranks the layers no better than depth alone (rho with AnB +.79 and +.35 against "
+              "depth's +.92 and +.35, synthetic images and signals); at equal n, where depth knows "
+              "nothing, +.64 and +.40 (+.40 to +.80 over two replicates)",
+    "knn": "ranks the layers no better than depth alone (+.85 and +.14 against +.92 and +.35); "
+           "tracks BnB - AnB (+.88, +.41); at equal n +.48 and +.00; found retraining's specific "
+           "layer each time there was one",
+    "logme": "does not rank the layers (-.08 and -.19 against depth's +.92 and +.35); tracks BnB - "
+             "AnB (+.92, +.38); at equal n +.44 and +.60 (+.44 to +.70 over two replicates)",
+    "cka": "ranks the layers worse than depth (+.69 and +.31 against +.92 and +.35); its gap and its "
+           "ranking at equal n are unreliable (-.40 to +.40); says features turn specific at n=1",
+}
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:+.{digits}f}"
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else (f"{value:.2g}" if value < 10 else f"{value:,.0f}")
+
+
+def _table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+
+
+def _print(console: Console, title: str, table: Table | None, note: str = "") -> None:
+    console.print(Text(title, style="bold"))
+    if table is not None:
+        console.print(table)
+    if note:
+        console.print(Text(note, style="dim"))
+    console.print()
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _pairs(estimates: Sequence[EstimateRow], experiment: str) -> list[tuple[str, str]]:
+    """(source, target) pairs of an experiment: transfers first, then own bases."""
+    pairs = dict.fromkeys((e.source, e.target) for e in estimates if e.experiment == experiment)
+    return sorted(pairs, key=lambda p: (p[0] == p[1], p))
+
+
+def _retrained(results: RunResults, experiment: str, pair: tuple[str, str], metric: str
+               ) -> dict[str, dict[int, list[float]]]:
+    """treatment -> n -> accuracies, for the treatments that transfer along ``pair``."""
+    out: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results.rows:
+        value = r.value(metric)
+        if r.experiment == experiment and r.kind == "transfer" and (r.source, r.target) == pair and value is not None:
+            out[r.treatment][r.n].append(value)
+    return out
+
+
+def _curves(estimates: Sequence[EstimateRow], experiment: str, pair: tuple[str, str]
+            ) -> dict[str, dict[int, list[float]]]:
+    """estimator -> n -> scores (one per split seed) on ``pair``."""
+    out: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for e in estimates:
+        if e.experiment == experiment and (e.source, e.target) == pair and e.value is not None:
+            out[e.estimator][e.n].append(e.value)
+    return out
+
+
+def _curve_table(results: RunResults, estimates: Sequence[EstimateRow], experiment: str,
+                 pair: tuple[str, str], metric: str) -> Table:
+    retrained = _retrained(results, experiment, pair, metric)
+    curves = _curves(estimates, experiment, pair)
+    layers = sorted({n for c in curves.values() for n in c})
+    table = _table()
+    table.add_column("n", justify="right")
+    for name in [*retrained, *curves]:
+        table.add_column(name, justify="right")
+    for n in layers:
+        cells = [f"{Stat.of(v[n]).mean:.3f}" if v.get(n) else "" for v in retrained.values()]
+        cells += [f"{Stat.of(v[n]).mean:.4g}" if v.get(n) else "" for v in curves.values()]
+        table.add_row(str(n), *cells)
+    return table
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _short(value: float | None) -> str:
+    """``+.93``, ``-1.00``: two decimals without the leading zero, so tables fit 80 columns."""
+    if value is None:
+        return ""
+    text = f"{value:+.2f}"
+    return text.replace("0.", ".", 1) if abs(value) < 1 else text
+
+
+def _validation_table(rows: Sequence[Agreement]) -> Table:
+    table = _table()
+    for head, justify in (("vs", "left"), ("estimator", "left"), ("ρ", "right"), ("95%", "right"),
+                          ("τ", "right"), ("depth ρ", "right"), ("pts", "right")):
+        table.add_column(head, justify=justify)  # type: ignore[arg-type]
+    order = {"layers": 0, "gap": 1, "same_n": 2}
+    for a in sorted(rows, key=lambda a: (order.get(a.comparison, 3), a.reference)):
+        vs = a.reference + {"gap": " gap", "same_n": " same n"}.get(a.comparison, "")
+        ci = "" if a.spearman_ci is None else f"{_short(a.spearman_ci[0])}/{_short(a.spearman_ci[1])}"
+        table.add_row(vs, a.estimator, _short(a.spearman), ci, _short(a.kendall), _short(a.depth_spearman),
+                      str(a.points))
+    return table
+
+
+_VALIDATION_NOTE = (
+    "ρ, τ: Spearman and Kendall rank correlation of each estimator with retraining; depth ρ: "
+    "the same for the rank of n alone, deeper = worse (what any depth trend scores; all of it in "
+    "results_estimator_validation.csv). AnB: the estimator on A->B vs AnB's accuracy across n "
+    "and split seeds; BnB-AnB gap: e(B->B) - e(A->B) vs BnB - AnB; frozen same n: transfers at "
+    "equal n (other sources, targets, seeds), e(S->T) - e(T->T) vs accuracy / base, where depth "
+    "knows nothing (ρ: mean within n). 95%: Fisher z, a guide only (points within a seed are not "
+    "independent)")
+
+
+def _specific_lines(results: RunResults, estimates: Sequence[EstimateRow], metric: str) -> list[str]:
+    lines = []
+    for s in specific_layers(results, estimates, metric):
+        by_retraining = "no layer" if s.retraining is None or s.retraining.n is None else f"n={s.retraining.n}"
+        if s.retraining is None:
+            by_retraining = "nothing: it needs BnB and AnB"
+        by_estimate = "no layer" if s.estimate is None or s.estimate.n is None else f"n={s.estimate.n}"
+        lines.append(f"{s.experiment}: {s.estimator} says features turn specific at {by_estimate}; "
+                     f"retraining says {by_retraining}")
+    return lines
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def _cost_table(cost: CostSummary) -> Table:
+    table = _table()
+    for head in ("estimator", "jobs", "seconds", "retraining s / estimator s"):
+        table.add_column(head, justify="right" if head != "estimator" else "left")
+    for name, seconds in cost.estimator_s.items():
+        ratio = cost.ratio(name)
+        table.add_row(name, str(cost.estimator_jobs[name]), f"{seconds:.1f}", _ratio(ratio))
+    table.add_row("all", str(sum(cost.estimator_jobs.values())), f"{cost.total_estimator_s:.1f}", _ratio(cost.ratio()))
+    return table
+
+
+def _cost_note(cost: CostSummary) -> str:
+    est, retrain = PAPER_SCALE
+    paper = (f"At the paper's scale (`transferbench plan configs/yosinski.yaml` with these four "
+             f"estimators) the estimators need {est:.2g} GPU-hours against {retrain:,.0f} for the "
+             f"transferred networks, {retrain / est:,.0f} times less; `transferbench plan CONFIG` "
+             "projects any config.")
+    if not cost.transfer_networks:
+        return f"no network was retrained here; the base networks took {cost.base_s:.0f} s. {paper}"
+    return (f"the {cost.transfer_networks} retrained networks took {cost.retraining_s:.0f} s, "
+            f"{cost.finetune_s:.0f} s of it fine-tuned (no frozen-feature cache helps those); the base "
+            f"networks, needed by both, {cost.base_s:.0f} s. Estimator seconds are wall time on this "
+            f"machine, features included. {paper}")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def print_estimator_report(console: Console, results: RunResults, estimates: Sequence[EstimateRow],
+                           metric: str = "top1", *, full: bool = True) -> None:
+    """Print the estimators' curves and, with ``full``, their validation, specific layers and cost."""
+    experiments = list(dict.fromkeys(e.experiment for e in estimates))
+    for exp in experiments:
+        for pair in _pairs(estimates, exp):
+            _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of base{pair[0]} on "
+                   f"{pair[1]}'s examples)", _curve_table(results, estimates, exp, pair, metric),
+                   f"means over split seeds; retrained accuracy ({metric}) where measured")
+    rows = agreements(results, estimates, metric)
+    if not rows:
+        _print(console, "Estimates only: a proxy, not a measurement", None, _proxy_note(estimates))
+        if not full:
+            return
+    elif full:
+        experiments = list(dict.fromkeys(a.experiment for a in rows))
+        for exp in experiments:
+            title = "all experiments" if exp == "*" else exp
+            _print(console, f"{title}: estimators against retraining ({metric})",
+                   _validation_table([a for a in rows if a.experiment == exp]),
+                   _VALIDATION_NOTE if exp == experiments[-1] else "")
+    if full:
+        lines = _specific_lines(results, estimates, metric)
+        if lines and rows:
+            _print(console, "Where features turn specific", None, "\n".join(lines))
+        cost = cost_summary(results, estimates)
+        _print(console, "What the estimators cost", _cost_table(cost), _cost_note(cost))
+
+
+def _proxy_note(estimates: Sequence[EstimateRow]) -> str:
+    names = list(dict.fromkeys(e.estimator for e in estimates))
+    lines = ["No network of these experiments was retrained, so the curves above are what cheap "
+             "estimators say layer n would give, not what retraining gives. Where they were validated "
+             "against retraining (docs/estimators.md):"]
+    lines += [f"  {name}: {VALIDATED.get(name, 'not validated by transferbench')}" for name in names]
+    lines.append("Run the same config without --estimate-only (into the same directory: the base "
+                 "networks and estimates are reused) to measure it.")
+    return "\n".join(lines)
+
+
+def estimate_rows_csv(estimates: Sequence[EstimateRow]) -> str:
+    """``results_estimators.csv``: one row per estimator point."""
+    return rows_to_csv(ESTIMATE_COLUMNS, ([getattr(e, c) for c in ESTIMATE_COLUMNS] for e in estimates))
+
+
+def validation_csv(rows: Sequence[Agreement], metric: str) -> str:
+    """``results_estimator_validation.csv``: one row per comparison."""
+    out = []
+    for a in rows:
+        sl, sh = a.spearman_ci or (None, None)
+        kl, kh = a.kendall_ci or (None, None)
+        g = a.per_group
+        gl = None if g is None or g.ci_low is None else max(-1.0, g.ci_low)  # a correlation stays in [-1, 1]
+        gh = None if g is None or g.ci_high is None else min(1.0, g.ci_high)
+        out.append([a.experiment, a.estimator, a.reference, a.comparison, a.spearman, sl, sh, a.kendall, kl, kh,
+                    a.points, a.seeds, g.mean if g else None, gl, gh, a.depth_spearman, a.depth_kendall, metric])
+    return rows_to_csv(VALIDATION_COLUMNS, out)
+
+
+def cost_csv(cost: CostSummary) -> str:
+    """``results_estimator_cost.csv``: one row per estimator and one for all together."""
+    rows = [[name, cost.estimator_jobs[name], s, cost.retraining_s, cost.finetune_s, cost.transfer_networks,
+             cost.ratio(name)] for name, s in cost.estimator_s.items()]
+    rows.append(["all", sum(cost.estimator_jobs.values()), cost.total_estimator_s, cost.retraining_s,
+                 cost.finetune_s, cost.transfer_networks, cost.ratio()])
+    return rows_to_csv(COST_COLUMNS, rows)
+
+
+def write_estimator_files(results: RunResults, estimates: Sequence[EstimateRow], metric: str,
+                          out_dir: Path) -> list[Path]:
+    """Write the three estimator CSV files into ``out_dir``."""
+    files = {
+        "results_estimators.csv": estimate_rows_csv(estimates),
+        "results_estimator_validation.csv": validation_csv(agreements(results, estimates, metric), metric),
+        "results_estimator_cost.csv": cost_csv(cost_summary(results, estimates)),
+    }
+    for name, text in files.items():
+        write_atomic(Path(out_dir) / name, text)
+    return [Path(out_dir) / name for name in files]
+
+
+# --------------------------------------------------------------------------- figure
+
+# Okabe-Ito colours the retrained treatments (STYLES) leave free, then greys
+_EST_STYLES = [("#009E73", "v", "-"), ("#E69F00", "P", "--"), ("#000000", "X", "-."), ("#888888", "<", ":"),
+               ("#009E73", ">", (0, (5, 1))), ("#E69F00", "*", (0, (1, 1)))]
+
+
+def _scaled(series: dict[int, float], how: str) -> dict[int, float]:
+    """Min-max to [0, 1] (``range``), or divided by the largest magnitude (``peak``)."""
+    values = list(series.values())
+    if how == "range":
+        lo, hi = min(values), max(values)
+        return {n: (v - lo) / (hi - lo) if hi > lo else 0.5 for n, v in series.items()}
+    peak = max(abs(v) for v in values)
+    return {n: v / peak if peak > 0 else 0.0 for n, v in series.items()}
+
+
+def _means(by_n: dict[int, list[float]]) -> dict[int, float]:
+    return {n: math.fsum(v) / len(v) for n, v in sorted(by_n.items()) if v}
+
+
+def _gap(own: dict[int, float], other: dict[int, float]) -> dict[int, float]:
+    return {n: own[n] - other[n] for n in own if n in other}
+
+
+def _selffer(results: RunResults, experiment: str, treatment: str, target: str) -> str | None:
+    protocol = {r.treatment: r.protocol for r in results.rows if r.experiment == experiment}
+    return next((t for t, p in protocol.items() if p == protocol.get(treatment) and t != treatment
+                 and any(r.treatment == t and r.source == r.target == target for r in results.rows)), None)
+
+
+def _draw(ax: Axes, series: dict[int, float], label: str, style: tuple, filled: bool = True) -> None:
+    color, marker, line = style
+    xs = sorted(series)
+    ax.plot(xs, [series[n] for n in xs], color=color, marker=marker, linestyle=line, linewidth=1.3, markersize=5,
+            markerfacecolor=color if filled else "white", label=label)
+
+
+def _panel(top: Axes, bottom: Axes, results: RunResults, estimates: Sequence[EstimateRow], exp: str,
+           metric: str) -> None:
+    pair = _pairs(estimates, exp)[0]
+    src, tgt = pair
+    retrained = {t: _means(v) for t, v in _retrained(results, exp, pair, metric).items()}
+    for t, series in retrained.items():
+        style = STYLES.get(t)
+        look = (style.color, style.marker, style.linestyle) if style else ("#D55E00", "D", "-")
+        _draw(top, _scaled(series, "range"), f"{t} (retrained)", look, filled=not t.endswith("+"))
+        selffer = _selffer(results, exp, t, tgt)
+        if src == tgt or t.endswith("+"):  # the specificity gap is the frozen transfer's
+            continue
+        if selffer:
+            own = _means(_retrained(results, exp, (tgt, tgt), metric)[selffer])
+        else:  # no selffer: the drop from the target's own base, as the validation uses
+            bases = [v for r in results.rows if r.experiment == exp and r.kind == "base" and r.target == tgt
+                     and (v := r.value(metric)) is not None]
+            own = {n: math.fsum(bases) / len(bases) for n in series} if bases else {}
+        if own:
+            _draw(bottom, _scaled(_gap(own, series), "peak"), f"{selffer or 'base' + tgt} - {t} (retrained)", look,
+                  not t.endswith("+"))
+    curves = {k: _means(v) for k, v in _curves(estimates, exp, pair).items()}
+    own_curves = {k: _means(v) for k, v in _curves(estimates, exp, (tgt, tgt)).items()}
+    for i, (name, series) in enumerate(curves.items()):
+        style = _EST_STYLES[i % len(_EST_STYLES)]
+        _draw(top, _scaled(series, "range"), name, style)
+        if src != tgt and name in own_curves and len(_gap(own_curves[name], series)) > 0:
+            _draw(bottom, _scaled(_gap(own_curves[name], series), "peak"), f"{name}: e({tgt}n{tgt}) - e({src}n{tgt})",
+                  style)
+    top.set_title(f"{exp}: {src}n{tgt}, each series min-max scaled over n", fontsize=9)
+    bottom.set_title("specificity gap (frozen), each divided by its largest |value|", fontsize=9)
+    for ax in (top, bottom):
+        ax.set_xticks(sorted({e.n for e in estimates if e.experiment == exp}))
+        ax.set_xlabel("Layer n")
+        ax.grid(True, color="0.88", linewidth=0.6)
+        ax.legend(fontsize=6, loc="best")
+    bottom.axhline(0.0, color="black", linewidth=0.8)
+
+
+def estimator_figure(results: RunResults, estimates: Sequence[EstimateRow], metric: str = "top1") -> Figure | None:
+    """Estimators vs retraining, one column of panels per experiment: top, each estimator's
+    curve on a transfer (A->B) beside the retrained treatments' (AnB, AnB+), each scaled to
+    [0, 1] over n so shapes compare; bottom, the specificity gap (BnB - AnB, and each
+    estimator on the target's own base minus on the source). None without estimates."""
+    experiments = [exp for exp in dict.fromkeys(e.experiment for e in estimates)
+                   if any(e.value is not None for e in estimates if e.experiment == exp)]
+    if not experiments:
+        return None
+    fig = Figure(figsize=(4.8 * len(experiments), 7.2), layout="constrained")
+    axes = fig.subplots(2, len(experiments), squeeze=False)
+    for j, exp in enumerate(experiments):
+        _panel(axes[0][j], axes[1][j], results, estimates, exp, metric)
+    return fig
+
+
+def write_estimator_figure(results: RunResults, estimates: Sequence[EstimateRow], metric: str,
+                           out_dir: Path) -> list[Path]:
+    """``estimators.{png,svg}`` into ``out_dir`` (nothing without estimates)."""
+    fig = estimator_figure(results, estimates, metric)
+    return [] if fig is None else save_figure(fig, out_dir, "estimators")
