@@ -37,7 +37,8 @@ def test_example_block_is_yaml_with_every_key(entry):
     node = {"data_source": lambda d: d["data"], "architecture": lambda d: d["architecture"],
             "executor": lambda d: d["executor"], "observer": lambda d: d["observers"][0],
             "split": lambda d: d["experiments"][0]["split"],
-            "protocol": lambda d: d["experiments"][0]["treatments"][0]["protocol"]}[entry.kind](parsed)
+            "protocol": lambda d: d["experiments"][0]["treatments"][0]["protocol"],
+            "estimator": lambda d: d["experiments"][0]["estimators"][0]}[entry.kind](parsed)
     assert node["name"] == entry.name
     fields = settings(entry.factory.Params)
     assert {s.name for s in fields} <= set(node)

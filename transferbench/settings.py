@@ -126,6 +126,8 @@ _PLACES: dict[str, tuple[str, int]] = {
     "protocol": ("experiments:\n  - name: my-experiment\n    split: random\n    treatments:\n"
                  "      - name: my-treatment\n        source: A\n        target: B\n        protocol:\n"
                  "          name: {name}", 10),
+    "estimator": ("experiments:\n  - name: my-experiment\n    split: random\n    treatments: [AnB]\n"
+                  "    estimators:\n      - name: {name}", 8),
 }
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .analysis import Grid, SpecificLayer, Stat, build_grids, specific_layer
 from .results import ResultRow, RunResults, _load_plan, _load_record, check_metric
+from .store import RunStore
 
 __all__ = [
     "Agreement",
@@ -87,9 +88,10 @@ def read_estimates(run_dir: Path | str) -> list[EstimateRow]:
     """
     run_dir = Path(run_dir)
     plan = _load_plan(run_dir)
+    store, unreadable = RunStore(run_dir), []  # a damaged record counts as pending, as in read_results
     rows = []
     for cell in plan.get("estimates", []):
-        rec = _load_record(run_dir, str(cell["job_id"]))
+        rec = _load_record(store, str(cell["job_id"]), unreadable)
         ok = rec is not None and rec.ok
         rows.append(EstimateRow(
             experiment=str(cell["experiment"]), split=str(cell.get("split", "")), split_seed=int(cell["split_seed"]),
