@@ -332,6 +332,15 @@ class _CaffeNetBase(Architecture):
         m = min(n, 6)
         return Stages(model, 0, m), Stages(model, m, len(LAYER_NAMES))
 
+    def prefix_outputs(self, model: nn.Module, x: torch.Tensor, ns: Sequence[int]) -> dict[int, torch.Tensor]:
+        """The prefixes of :meth:`split_at` for every n of ``ns``, run once up to the deepest."""
+        cuts = {n: min(n, 6) for n in ns}
+        at, outputs = 0, {}
+        for m in sorted(set(cuts.values())):
+            x = model.run_stages(x, at, m)
+            at, outputs[m] = m, x
+        return {n: outputs[m] for n, m in cuts.items()}
+
     def param_multipliers(self, model: nn.Module) -> dict[str, tuple[float, float]]:
         """Caffe's reference multipliers: weights (lr 1, wd 1), biases (lr 2, wd 0)."""
         return {

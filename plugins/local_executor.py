@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import Events, Executor, Job, JobRecord, JobRunner, hookimpl
+from transferbench import Events, Executor, Job, JobRecord, JobRunner, cohort_units, hookimpl
 
 
 class LocalParams(BaseModel):
@@ -29,6 +29,16 @@ class LocalParams(BaseModel):
     retries: int = Field(
         1, ge=0, description="times a job is tried again when its worker process dies (killed, out of memory)"
     )
+    cohorts: bool = Field(
+        False,
+        description="train the transferred networks that share a training set in lockstep on one "
+        "stream of batches (read and augmented once, shared frozen prefixes); they share one data "
+        "order, which enters their ids (docs/performance.md)",
+    )
+    cohort_size: int | None = Field(
+        None, ge=1, description="at most this many networks of a cohort train together in one process "
+        "(memory); a larger cohort runs in chunks, with the same numbers",
+    )
 
 
 class LocalExecutor(Executor):
@@ -39,22 +49,25 @@ class LocalExecutor(Executor):
 
     def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
         events = events or Events()
-        if self.params.workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                events.job_started(job)
-                record = runner(job, lambda s, t, i, _j=job: events.job_progress(_j, s, t, i))
-                events.job_finished(job, record)
+        units = cohort_units(jobs, self.params.cohort_size) if self.cohorts else [[job] for job in jobs]
+        if self.params.workers == 1 or len(units) <= 1:
+            for unit in units:
+                for job in unit:
+                    events.job_started(job)
+                records = _run_unit(runner, unit, events.job_progress)
+                for job, record in zip(unit, records):
+                    events.job_finished(job, record)
             return
-        self._run_parallel(list(jobs), runner, events)
+        self._run_parallel(units, runner, events)
 
-    def _run_parallel(self, jobs: list[Job], runner: JobRunner, events: Events) -> None:
-        workers = min(self.params.workers, len(jobs))
+    def _run_parallel(self, units: list[list[Job]], runner: JobRunner, events: Events) -> None:
+        workers = min(self.params.workers, len(units))
         threads = self.params.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: forking a process that already ran torch's thread pools can hang
         ctx = mp.get_context("spawn")
         progress_q = ctx.Queue()  # handed to the workers at start (no manager process to orphan)
-        pending = {job.id: job for job in jobs}
-        attempts: dict[str, int] = {}
+        pending = dict(enumerate(units))
+        attempts: dict[int, int] = {}
         while pending:
             pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                        initargs=(threads, progress_q, os.getpid()))
@@ -63,47 +76,53 @@ class LocalExecutor(Executor):
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _drive(self, pool: ProcessPoolExecutor, pending: dict[str, Job], attempts: dict[str, int],
+    def _drive(self, pool: ProcessPoolExecutor, pending: dict[int, list[Job]], attempts: dict[int, int],
                runner: JobRunner, events: Events, progress_q: Any, workers: int) -> None:
-        """Run jobs in ``pool`` until all are done or a worker dies (then the pool is rebuilt)."""
-        running: dict[Future, Job] = {}
+        """Run units (a job, or a cohort's members) in ``pool`` until all are done or a worker
+        dies (then the pool is rebuilt)."""
+        running: dict[Future, int] = {}
         while pending or running:
-            busy = {j.id for j in running.values()}
-            for jid, job in list(pending.items()):
+            waiting = {job.id for unit in pending.values() for job in unit}  # running ones included
+            for i, unit in list(pending.items()):
                 if len(running) >= workers:
                     break
-                if jid not in busy and all(dep not in pending and dep not in busy for dep in job.dependencies):
-                    if jid not in attempts:
-                        events.job_started(job)
-                    attempts[jid] = attempts.get(jid, 0) + 1
-                    running[pool.submit(_run_one, runner, job)] = job
-                    busy.add(jid)
+                own = {job.id for job in unit}
+                if i not in running.values() and all(
+                        dep in own or dep not in waiting for job in unit for dep in job.dependencies):
+                    if i not in attempts:
+                        for job in unit:
+                            events.job_started(job)
+                    attempts[i] = attempts.get(i, 0) + 1
+                    running[pool.submit(_run_unit, runner, unit)] = i
             done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(progress_q, {j.id: j for j in running.values()}, events)
+            _drain(progress_q, {job.id: job for i in running.values() for job in pending[i]}, events)
             for fut in done:
-                job = running.pop(fut)
+                i = running.pop(fut)
                 try:
-                    record = fut.result()
+                    records = fut.result()
                 except BrokenProcessPool:
-                    record = self._worker_died(job, attempts[job.id], runner, events)
-                    if record is None:
+                    records = self._worker_died(pending[i], attempts[i], runner, events)
+                    if records is None:
                         continue  # retried in a new pool
-                del pending[job.id]
-                events.job_finished(job, record)
+                for job, record in zip(pending.pop(i), records):
+                    events.job_finished(job, record)
             if done and any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 return  # the pool is broken: the caller starts a new one for what is left
 
-    def _worker_died(self, job: Job, attempt: int, runner: JobRunner, events: Events) -> JobRecord | None:
-        """A worker process died under ``job`` (killed, out of memory): retry, or record it."""
-        record = runner.finished(job)  # it may have finished just before its worker died
-        if record is not None:
-            return record
+    def _worker_died(self, unit: list[Job], attempt: int, runner: JobRunner, events: Events
+                     ) -> list[JobRecord] | None:
+        """A worker process died under ``unit`` (killed, out of memory): retry, or record it."""
+        records = [runner.finished(job) for job in unit]  # it may have finished just before its worker died
+        if all(r is not None for r in records):
+            return records
+        what = unit[0].id if len(unit) == 1 else f"a cohort of {len(unit)} networks ({unit[0].id}, ...)"
         if attempt <= self.params.retries:
-            events.message(f"a worker process died while training {job.id}; trying it again "
+            events.message(f"a worker process died while training {what}; trying it again "
                            f"({attempt} of {self.params.retries} retries)")
             return None
-        return runner.record_failure(job, f"its worker process died {attempt} times (killed, or out of "
-                                          "memory?); the other networks went on: rerun to retry")
+        return [r if r is not None else runner.record_failure(
+            job, f"its worker process died {attempt} times (killed, or out of memory?); the other networks "
+            "went on: rerun to retry") for job, r in zip(unit, records)]
 
 
 def _init_worker(threads: int, progress_q: Any, parent: int) -> None:
@@ -137,12 +156,18 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="transferbench-parent-watch").start()
 
 
-def _run_one(runner: JobRunner, job: Job) -> JobRecord:
-    def progress(step: int, total: int, info: dict[str, float]) -> None:
-        if step == total or step % 5 == 0:
-            _PROGRESS.put((job.id, step, total, info))
+def _run_unit(runner: JobRunner, unit: list[Job], report: Any = None) -> list[JobRecord]:
+    """Train a unit: one job alone, or a cohort's members together; ``report(job, step, total,
+    info)`` gets the progress (in a worker: every 5th step, through the queue)."""
+    if report is None:
+        def report(job: Job, step: int, total: int, info: dict[str, float]) -> None:
+            if step == total or step % 5 == 0:
+                _PROGRESS.put((job.id, step, total, info))
 
-    return runner(job, progress)
+    if len(unit) == 1:
+        job = unit[0]
+        return [runner(job, lambda s, t, i: report(job, s, t, i))]
+    return runner.run_cohort(unit, report)
 
 
 def _drain(progress_q: Any, running: dict[str, Job], events: Events) -> None:

@@ -34,6 +34,7 @@ from transferbench import (
     JobRecord,
     JobRunner,
     TransferbenchError,
+    cohort_units,
     hookimpl,
 )
 
@@ -86,6 +87,19 @@ class RayParams(BaseModel):
     )
     cancel_grace_s: float = Field(
         10.0, ge=0, description="on Ctrl-C, seconds running jobs get to stop before their workers are killed"
+    )
+    cohorts: bool = Field(
+        False,
+        description="train the transferred networks that share a training set in lockstep on one "
+        "stream of batches, each cohort as one task (docs/performance.md); they share one data "
+        "order, which enters their ids",
+    )
+    cohort_size: int | None = Field(
+        None, ge=1, description="at most this many networks of a cohort in one task (GPU memory); a "
+        "larger cohort runs as several tasks, with the same numbers",
+    )
+    num_gpus_per_cohort: float | None = Field(
+        None, ge=0, description="GPUs a cohort's task reserves (default: num_gpus_per_job)"
     )
 
 
@@ -165,25 +179,21 @@ class RayExecutor(Executor):
         self._warn_if_unschedulable(ray, options, device, events)
 
         task = ray.remote(_run_job)
+        cohort_task = ray.remote(_run_cohort)
         # progress is best effort: if the sink's node dies, Ray restarts it empty
         sink = ray.remote(num_cpus=0, max_restarts=-1)(ProgressSink).remote()
         runner_ref = ray.put(runner)  # shipped once, not once per job
         by_id = {job.id: job for job in jobs}  # the plan never holds two identical jobs
+        units = cohort_units(jobs, self.params.cohort_size) if self.cohorts else [[job] for job in jobs]
         refs: dict[str, Any] = {}
-        job_of: dict[Any, Any] = {}
+        unit_of: dict[Any, list[Job]] = {}
         pending: list[Any] = []
         state = _DriverState(events, by_id)
         try:
-            for job in by_id.values():  # dependency order: sources before their dependents
-                # a source trained in an earlier run is not waited for: its files are on disk
-                deps = [d for d in job.dependencies if d in refs]
-                name = f"transferbench {job.kind} {job.id[:10]}"
-                ref = task.options(**options, name=name).remote(
-                    runner_ref, job, [by_id[d] for d in deps], sink, threads, self.params.storage_wait_s,
-                    *(refs[d] for d in deps),  # top-level refs: Ray starts the task once they are done
-                )
-                refs[job.id] = ref
-                job_of[ref] = job
+            for unit in units:  # dependency order: sources before their dependents
+                ref = self._submit(unit, task, cohort_task, options, runner_ref, sink, threads, refs, by_id)
+                refs.update({job.id: ref for job in unit})
+                unit_of[ref] = unit
                 pending.append(ref)
             drain = sink.drain.remote()
             while pending:
@@ -194,17 +204,40 @@ class RayExecutor(Executor):
                 # progress first: a job's last messages, then its end
                 drain = self._poll_progress(ray, sink, drain, state)
                 for ref in ready:
-                    job = job_of[ref]
-                    try:
-                        record = ray.get(ref)
-                    except ray.exceptions.RayError as exc:
-                        record = self._lost(job, exc, runner, state)
-                    state.finished(job, record)
+                    self._report(ray, ref, unit_of[ref], runner, state)
         except BaseException:
             # Ctrl-C (or a bug in the driver): stop the cluster's work, keep what finished;
             # every finished job has its record on disk, so a rerun resumes from there
             self._cancel(ray, pending)
             raise
+
+    def _submit(self, unit: list[Job], task: Any, cohort_task: Any, options: dict[str, Any], runner_ref: Any,
+                sink: Any, threads: int, refs: dict[str, Any], by_id: dict[str, Job]) -> Any:
+        """Start one unit's task: a job alone, or a cohort's members on the cohort's GPU(s)."""
+        own = {job.id for job in unit}
+        # a source trained in an earlier run is not waited for: its files are on disk
+        deps = sorted({d for job in unit for d in job.dependencies if d in refs and d not in own})
+        dep_refs = list(dict.fromkeys(refs[d] for d in deps))  # a cohort's members share one ref
+        args = ([by_id[d] for d in deps], sink, threads, self.params.storage_wait_s)
+        if len(unit) == 1:
+            job = unit[0]
+            name = f"transferbench {job.kind} {job.id[:10]}"
+            # top-level refs: Ray starts the task once they are done
+            return task.options(**options, name=name).remote(runner_ref, job, *args, *dep_refs)
+        gpus = self.params.num_gpus_per_cohort
+        opts = {**options, **({"num_gpus": gpus} if gpus is not None else {})}
+        name = f"transferbench cohort of {len(unit)} {unit[0].id[:10]}"
+        return cohort_task.options(**opts, name=name).remote(runner_ref, unit, *args, *dep_refs)
+
+    def _report(self, ray: Any, ref: Any, unit: list[Job], runner: JobRunner, state: _DriverState) -> None:
+        """Hand a finished task's records (or why it was lost) to the events."""
+        try:
+            value = ray.get(ref)
+            records = value if isinstance(value, list) else [value]
+        except ray.exceptions.RayError as exc:
+            records = [self._lost(job, exc, runner, state) for job in unit]
+        for job, record in zip(unit, records):
+            state.finished(job, record)
 
     @staticmethod
     def _poll_progress(ray: Any, sink: Any, drain: Any, state: _DriverState) -> Any:
@@ -345,12 +378,13 @@ def _run_job(
     sink: Any,
     threads: int,
     storage_wait_s: float,
-    *source_records: JobRecord,
+    *source_values: JobRecord | list[JobRecord],
 ) -> JobRecord:
     """Body of one job's Ray task, on a worker.
 
-    ``source_records`` are the records of the ``source_jobs`` (the job's dependencies that
-    ran in the same run): Ray resolved their tasks' ObjectRefs, so they have finished.
+    ``source_values`` are the results of the tasks of the ``source_jobs`` (the job's
+    dependencies that ran in the same run: a record, or a cohort's records): Ray resolved
+    their ObjectRefs, so they have finished.
     """
     import torch
 
@@ -361,14 +395,50 @@ def _run_job(
         # task to rebuild a lost result: never train the same network twice
         return done
     sink.put.remote((job.id, 0, 0, {}))  # started
-    for source_job, source_record in zip(source_jobs, source_records):
-        if source_record.ok and not _wait_until_finished(runner, source_job, storage_wait_s):
-            return runner.record_failure(job, (
-                f"source network {source_job.id} finished, but its record or checkpoint is not "
-                f"visible on this node after {storage_wait_s:g} s: the run directory must be on "
-                "storage every node shares, at the same path (docs/ray.md)"
-            ))
+    problem = _sources_visible(runner, source_jobs, source_values, storage_wait_s)
+    if problem is not None:
+        return runner.record_failure(job, problem)
     return runner(job, _progress_to(sink, job))
+
+
+def _run_cohort(
+    runner: JobRunner,
+    jobs: list[Job],
+    source_jobs: list[Job],
+    sink: Any,
+    threads: int,
+    storage_wait_s: float,
+    *source_values: JobRecord | list[JobRecord],
+) -> list[JobRecord]:
+    """Body of a cohort's Ray task: its members trained in lockstep on one worker."""
+    import torch
+
+    torch.set_num_threads(threads)
+    for job in jobs:
+        if runner.finished(job) is None:
+            sink.put.remote((job.id, 0, 0, {}))  # started
+    problem = _sources_visible(runner, source_jobs, source_values, storage_wait_s)
+    if problem is not None:
+        return [runner.finished(job) or runner.record_failure(job, problem) for job in jobs]
+    senders = {job.id: _progress_to(sink, job) for job in jobs}
+    return runner.run_cohort(jobs, lambda job, s, t, i: senders[job.id](s, t, i))
+
+
+def _sources_visible(runner: JobRunner, source_jobs: list[Job], source_values: tuple, timeout_s: float
+                     ) -> str | None:
+    """Why the finished sources cannot be read on this node, or None when they can."""
+    records = {}
+    for value in source_values:
+        for record in value if isinstance(value, list) else [value]:
+            records[record.job_id] = record
+    for source_job in source_jobs:
+        source_record = records.get(source_job.id)
+        if source_record is not None and source_record.ok and \
+                not _wait_until_finished(runner, source_job, timeout_s):
+            return (f"source network {source_job.id} finished, but its record or checkpoint is not "
+                    f"visible on this node after {timeout_s:g} s: the run directory must be on "
+                    "storage every node shares, at the same path (docs/ray.md)")
+    return None
 
 
 def _wait_until_finished(runner: JobRunner, job: Job, timeout_s: float) -> bool:

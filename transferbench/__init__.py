@@ -32,7 +32,7 @@ from .errors import (
     TransferbenchError,
 )
 from .estimator import Estimator, LayerFeatures
-from .executor import Events, Executor, JobRunner, ProgressFn
+from .executor import CohortProgressFn, Events, Executor, JobRunner, ProgressFn, cohort_units
 from .files import cached_dir
 from .hookspecs import hookimpl
 from .interfaces import (
@@ -90,4 +90,6 @@ __all__ = [
     "load_run",
     "prepare",
     "run",
+    "CohortProgressFn",
+    "cohort_units",
 ]

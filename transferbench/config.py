@@ -200,6 +200,11 @@ class Performance(_Strict):
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast on CUDA")
     channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs (CUDA)")
     compile: bool = Field(False, description="torch.compile the model")
+    batched: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="train the same-shaped members of a cohort (executor cohorts: true) as one "
+        "batched computation (equal within float tolerance); auto: on CUDA devices only",
+    )
 
 
 class Output(_Strict):
@@ -220,6 +225,12 @@ class Output(_Strict):
         False,
         description="keep (and take from the shared cache) networks trained by other code "
         "(another transferbench, plugin, torch or timm version); off: they are retrained",
+    )
+    cohort_checkpoint_minutes: float = Field(
+        10.0,
+        ge=0,
+        description="a cohort (executor cohorts: true) saves a joint checkpoint of its members at "
+        "the end of an epoch at most this often, and an interrupted cohort resumes from it",
     )
 
 

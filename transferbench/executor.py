@@ -21,13 +21,16 @@ if TYPE_CHECKING:
     from .plan import Job
     from .records import JobRecord
 
-__all__ = ["Events", "Executor", "JobRunner", "ProgressFn"]
+__all__ = ["CohortProgressFn", "Events", "Executor", "JobRunner", "ProgressFn", "cohort_units"]
 
 log = logging.getLogger("transferbench")
 
 #: ``progress(step, total_steps, info)``: called by a running job after every step; ``info``
 #: holds ``loss`` (a running mean) and ``top1`` (the last evaluation, NaN before the first).
 ProgressFn = Callable[[int, int, "dict[str, float]"], None]
+
+#: ``progress(job, step, total_steps, info)``: a cohort's progress, per member job.
+CohortProgressFn = Callable[["Job", int, int, "dict[str, float]"], None]
 
 
 class JobRunner(Protocol):
@@ -60,6 +63,17 @@ class JobRunner(Protocol):
         died, say), where ``runner(job)`` itself could not record anything."""
         ...
 
+    def run_cohort(self, jobs: Sequence[Job], progress: CohortProgressFn | None = None) -> list[JobRecord]:
+        """Train the members of one cohort (jobs with the same ``job.cohort``) in lockstep
+        on one stream of batches; write and return one record per job, in order.
+
+        Each member gets the record ``runner(job)`` would give it. One member's failure
+        (a NaN loss) is its own: the others train on. Members that already finished are
+        returned as they are; a cohort interrupted part-way resumes from its last joint
+        checkpoint.
+        """
+        ...
+
 
 class Events:
     """What an executor reports while it works. The default logs messages and ignores the rest."""
@@ -88,6 +102,14 @@ class Executor(Plugin, abc.ABC):
 
     runs_here: ClassVar[bool] = True
 
+    @property
+    def cohorts(self) -> bool:
+        """Whether this executor trains cohorts: then the plan gives the transferred networks
+        that share a training set one data order (it enters their ids), and :meth:`run`
+        hands each cohort's members to ``runner.run_cohort`` together (:func:`cohort_units`).
+        Read from the executor's ``cohorts`` setting when it has one; False otherwise."""
+        return bool(getattr(self.params, "cohorts", False))
+
     @abc.abstractmethod
     def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
         """Run every job of ``jobs`` (given in dependency order) through ``runner``.
@@ -96,3 +118,25 @@ class Executor(Plugin, abc.ABC):
         ``events``. Return when every job has a record (or raise ``KeyboardInterrupt`` after
         stopping the work, leaving a resumable run).
         """
+
+
+def cohort_units(jobs: Sequence[Job], size: int | None = None) -> list[list[Job]]:
+    """The units an executor runs: each cohort's members together (in chunks of at most
+    ``size``), every other job alone; in the order of each unit's first job.
+
+    A unit may start once every job its members depend on, outside the unit, has finished.
+    Chunking a cohort changes no number: the data order belongs to each job.
+    """
+    units: list[list[Job]] = []
+    open_unit: dict[str, list[Job]] = {}
+    for job in jobs:
+        key = getattr(job, "cohort", None)
+        if key is None:
+            units.append([job])
+            continue
+        unit = open_unit.get(key)
+        if unit is None or (size is not None and len(unit) >= size):
+            unit = open_unit[key] = []
+            units.append(unit)
+        unit.append(job)
+    return units

@@ -271,6 +271,24 @@ class Architecture(Plugin, abc.ABC):
         """
         return None
 
+    def prefix_outputs(self, model: nn.Module, x: torch.Tensor, ns: Sequence[int]
+                       ) -> dict[int, torch.Tensor] | None:
+        """What the prefix of ``split_at(model, n)`` computes on ``x``, for every n in ``ns``.
+
+        Networks whose frozen layers 1..n were copied from the same source compute the same
+        prefix, so a cohort computes it once per batch for all of them. The default runs each
+        prefix on its own; an architecture whose prefixes nest overrides it to run the deepest
+        once and keep the shallower outputs on the way (the values must be the same). None
+        when ``split_at`` gives None for one of ``ns``.
+        """
+        out: dict[int, torch.Tensor] = {}
+        for n in ns:
+            split = self.split_at(model, n)
+            if split is None:
+                return None
+            out[n] = split[0](x)
+        return out
+
 
 # --------------------------------------------------------------------------- protocols
 

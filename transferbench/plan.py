@@ -51,6 +51,10 @@ class Job:
             network); :attr:`dependencies` lists them with ``depends_on``.
         estimator_spec: the estimator's name and params (estimate jobs).
         estimator: the estimator instance (not part of equality).
+        data_seed: seed of the training data order (shuffling, augmentation) when the job
+            shares it with a cohort; None: the job's own order (``seed + 1``).
+        cohort: id of the cohort whose members share this job's training set and data
+            order (executors with ``cohorts`` on train them in lockstep), or None.
     """
 
     id: str
@@ -67,6 +71,13 @@ class Job:
     after: tuple[str, ...] = ()
     estimator_spec: dict[str, Any] | None = None
     estimator: Estimator | None = field(default=None, compare=False, repr=False)
+    data_seed: int | None = None
+    cohort: str | None = None
+
+    @property
+    def stream_seed(self) -> int:
+        """Seed of the generator that orders (and augments) the job's training batches."""
+        return self.seed + 1 if self.data_seed is None else self.data_seed
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +104,7 @@ class Job:
             "num_classes": self.num_classes,
             "seed": self.seed,
             "fingerprint": self.fingerprint,
+            **({"cohort": self.cohort, "data_seed": self.data_seed} if self.cohort else {}),
         }
 
 
@@ -160,6 +172,15 @@ class Plan:
         jobs = {jid: j for jid, j in self.jobs.items() if j.kind != "transfer"}
         return replace(self, jobs=jobs, cells=[c for c in self.cells if c.job_id in jobs], estimate_only=True)
 
+    @property
+    def cohorts(self) -> dict[str, list[str]]:
+        """Cohort id -> the ids of its member jobs, in plan order (empty with cohorts off)."""
+        out: dict[str, list[str]] = {}
+        for job in self.jobs.values():
+            if job.cohort:
+                out.setdefault(job.cohort, []).append(job.id)
+        return out
+
     def cells_of(self, job_id: str) -> list[Cell]:
         return [c for c in self.cells if c.job_id == job_id]
 
@@ -219,8 +240,9 @@ class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
     def __init__(self, base_spec: dict[str, Any], components: Components,
-                 features: dict[str, Any] | None = None) -> None:
+                 features: dict[str, Any] | None = None, cohorts: bool = False) -> None:
         self.base_spec = base_spec
+        self.cohorts = cohorts
         self.seed = base_spec["seed"]
         self.components = components
         self.features = features or {}
@@ -248,10 +270,24 @@ class _Builder:
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
         role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
                 "source": self.roles[source.id] if source else None}
-        jid = content_hash({**self.base_spec, **role, "source": source.id if source else None})
+        order = self._cohort_order(task)
+        jid = content_hash({**self.base_spec, **role, "source": source.id if source else None, **order})
+        cohort = {}
+        if order:
+            cohort = {"data_seed": order["data_order"]["cohort"],
+                      "cohort": content_hash({**self.base_spec, **order, "classes": list(task)})}
         job = Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(role),
-                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol))
+                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
+                  **cohort)
         return self._add(job, role)
+
+    def _cohort_order(self, task: tuple[int, ...]) -> dict[str, Any]:
+        """With cohorts on, the data order every transferred network of ``task`` shares (one
+        stream of batches for the cohort); it enters their ids, so a cohort's network is never
+        mistaken for the same network trained on its own order. Base networks keep their own."""
+        if not self.cohorts:
+            return {}
+        return {"data_order": {"cohort": _seed({"seed": self.seed, "kind": "cohort", "classes": list(task)})}}
 
     def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
                  n: int) -> Job:
@@ -320,7 +356,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     if num_layers < 2:
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
-    builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
+    builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")},
+                       cohorts=bool(getattr(components.executor, "cohorts", False)))
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = []
     for i, exp in enumerate(config.experiments):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cohort import train_cohort
 from .config import Config
 from .context import TrainContext
 from .devices import resolve_device
 from .errors import DataError, TrainingFailed
 from .estimation import estimate_job
-from .executor import ProgressFn
+from .executor import CohortProgressFn, ProgressFn
 from .files import sha256_file
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
@@ -77,7 +79,6 @@ class TrainingRunner:
         done = self.finished(job)
         if done is not None:  # a retry, or a dependent whose source retrained to the same weights
             return done
-        store = self.store
         started = utc_now()
         try:
             if job.kind == "estimate":
@@ -85,20 +86,73 @@ class TrainingRunner:
             else:
                 source_state, source_sha = self._source(job)
                 record, model = train_job(job, self.ctx, source_state, progress)
-                updates = {"fingerprint": self._fingerprint(job), "source_sha256": source_sha}
-                if self.keep_checkpoint.get(job.id, False):
-                    updates["checkpoint_sha256"] = store.save_checkpoint(job.id, model.state_dict())
-                record = record.model_copy(update=updates)
+                record = self._trained(job, record, model, source_sha)
         except DataError:
             raise  # the data, not this network, is broken: the run stops and says why
         except TrainingFailed as exc:
             record = self._failed(job, str(exc), started)
         except Exception as exc:  # noqa: BLE001 - one broken job must not stop the grid
             record = self._failed(job, f"{type(exc).__name__}: {exc}", started, traceback.format_exc())
-        store.write_record(record)
+        return self._write(record)
+
+    def _trained(self, job: Job, record: JobRecord, model: Any, source_sha: str | None) -> JobRecord:
+        """A trained network's record with its code and source, and its checkpoint kept."""
+        updates = {"fingerprint": self._fingerprint(job), "source_sha256": source_sha}
+        if self.keep_checkpoint.get(job.id, False):
+            updates["checkpoint_sha256"] = self.store.save_checkpoint(job.id, model.state_dict())
+        return record.model_copy(update=updates)
+
+    def _write(self, record: JobRecord) -> JobRecord:
+        self.store.write_record(record)
         if record.ok and self.config.output.shared_cache:
-            JobCache(Path(self.config.output.shared_cache)).publish(job.id, store)
+            JobCache(Path(self.config.output.shared_cache)).publish(record.job_id, self.store)
         return record
+
+    def run_cohort(self, jobs: Sequence[Job], progress: CohortProgressFn | None = None) -> list[JobRecord]:
+        """Train the members of one cohort in lockstep (:func:`transferbench.cohort.train_cohort`);
+        write and return their records, in order. A member whose source failed, or that fails
+        itself, gets a failed record; the others train on."""
+        records: dict[str, JobRecord] = {}
+        todo, sources, shas = [], {}, {}
+        started = utc_now()
+        for job in jobs:
+            done = self.finished(job)
+            if done is not None:
+                records[job.id] = done
+                continue
+            try:
+                sources[job.id], shas[job.id] = self._source(job)
+            except TrainingFailed as exc:
+                records[job.id] = self._write(self._failed(job, str(exc), started))
+                continue
+            todo.append(job)
+        if todo:
+            records.update(self._train_cohort(todo, sources, shas, progress, started))
+        return [records[job.id] for job in jobs]
+
+    def _train_cohort(self, jobs: list[Job], sources: dict, shas: dict, progress: CohortProgressFn | None,
+                      started: str) -> dict[str, JobRecord]:
+        def progress_of(job: Job) -> ProgressFn | None:
+            return None if progress is None else lambda s, t, i: progress(job, s, t, i)
+
+        identity = {job.id: {"fingerprint": job.fingerprint, "source": shas[job.id]} for job in jobs}
+        folder = self.run_dir / "cohorts" / (jobs[0].cohort or "solo")
+        try:
+            results = train_cohort(jobs, self.ctx, sources, progress_of, folder,
+                                   self.config.output.cohort_checkpoint_minutes, identity)
+        except DataError:
+            raise
+        except TrainingFailed as exc:
+            return {job.id: self._write(self._failed(job, str(exc), started)) for job in jobs}
+        except Exception as exc:  # noqa: BLE001 - a broken cohort must not stop the grid
+            why, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            return {job.id: self._write(self._failed(job, why, started, tb)) for job in jobs}
+        out = {}
+        for r in results:
+            record = self._failed(r.job, r.error, started) if r.error else \
+                self._trained(r.job, r.record, r.model, shas[r.job.id])
+            out[r.job.id] = self._write(record)
+        return out
 
     def _fingerprint(self, job: Job) -> dict:
         c = self.components

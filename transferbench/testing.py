@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor
@@ -226,6 +227,24 @@ def check_architecture(arch: type[Architecture] | Architecture, workdir: str | P
     again = a.build(num_classes, shape)
     same = all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), again.state_dict().values()))
     _expect(same, "build() must initialise deterministically from torch's seed")
+    _check_prefixes(a, model, shape, len(layers))
+
+
+def _check_prefixes(a: Architecture, model: nn.Module, shape: tuple[int, ...], num_layers: int) -> None:
+    """Where ``split_at`` cuts the network, ``suffix(prefix(x)) == model(x)`` and
+    ``prefix_outputs`` gives each prefix's output."""
+    model.eval()
+    x = torch.randn(2, *shape)
+    ns = [n for n in range(1, num_layers) if a.split_at(model, n) is not None]
+    with torch.no_grad():
+        whole = model(x)
+        outputs = a.prefix_outputs(model, x, ns) if ns else {}
+        for n in ns:
+            prefix, suffix = a.split_at(model, n)
+            alone = prefix(x)
+            _expect(torch.allclose(suffix(alone), whole, atol=1e-5), f"split_at({n}): suffix(prefix(x)) != model(x)")
+            _expect(outputs is not None and torch.allclose(outputs[n], alone, atol=1e-6),
+                    f"prefix_outputs differs from split_at({n})'s prefix")
 
 
 # --------------------------------------------------------------------------- executors
@@ -264,10 +283,18 @@ class FileRunner:
             f.write(f"end:{job.id}\n")
         return JobRecord(job_id=job.id, status="ok", top1=0.5)
 
+    def run_cohort(self, jobs: Sequence[Job], progress: Callable[[Job, int, int, dict[str, float]], None] | None = None
+                   ) -> list[JobRecord]:
+        """Logs ``cohort:<id>+<id>...``, then runs each member."""
+        with open(self.log, "a") as f:
+            f.write(f"cohort:{'+'.join(job.id for job in jobs)}\n")
+        return [self(job, None if progress is None else lambda s, t, i, _j=job: progress(_j, s, t, i))
+                for job in jobs]
 
-def _job(jid: str, dep: str | None = None, n: int = 1) -> Job:
+
+def _job(jid: str, dep: str | None = None, n: int = 1, cohort: str | None = None) -> Job:
     return Job(jid, "transfer" if dep else "base", "B", "A" if dep else None, n if dep else 0, (0, 1), 0, dep,
-               {"name": "frozen"} if dep else None)
+               {"name": "frozen"} if dep else None, data_seed=7 if cohort else None, cohort=cohort)
 
 
 class _Recorder(Events):
@@ -283,7 +310,8 @@ class _Recorder(Events):
 
 
 def check_executor(executor: type[Executor] | Executor, workdir: str | Path | None = None) -> None:
-    """Every job run once, each after the job it depends on, each start and end reported."""
+    """Every job run once, each after the job it depends on, each start and end reported; with
+    ``cohorts`` on, each cohort handed to ``runner.run_cohort`` once, after its sources."""
     workdir = _workdir(workdir)
     ex: Executor = build(executor, workdir, Executor)
     # "e" waits for two jobs (an estimator on a's features with d as its reference network)
@@ -301,6 +329,26 @@ def check_executor(executor: type[Executor] | Executor, workdir: str | Path | No
             "e started before both jobs it depends on (job.dependencies) ended")
     _expect(sorted(events.finished) == [(j, "ok") for j in "abcde"], f"job_finished reports: {events.finished}")
     _expect(sorted(events.started) == list("abcde"), f"job_started reports: {events.started}")
+    if ex.cohorts:
+        _check_cohorts(ex, workdir)
+
+
+def _check_cohorts(ex: Executor, workdir: Path) -> None:
+    """An executor that trains cohorts hands each cohort to ``runner.run_cohort`` once, after
+    the jobs its members depend on, and reports every member."""
+    jobs = [_job("a"), _job("p"), _job("b", "a", 1, "k"), _job("c", "p", 2, "k"), _job("d", "b")]
+    runner = FileRunner(workdir / "executor-cohort-log.txt")
+    events = _Recorder()
+    ex.run(jobs, runner, events)
+    lines = runner.lines()
+    ends = sorted(line for line in lines if line.startswith("end:"))
+    _expect(ends == ["end:a", "end:b", "end:c", "end:d", "end:p"], f"every job must run once; ran {ends}")
+    _expect(lines.count("cohort:b+c") == 1, f"the cohort (b, c) must be trained by one runner.run_cohort: {lines}")
+    _expect(lines.index("end:a") < lines.index("cohort:b+c") and lines.index("end:p") < lines.index("cohort:b+c"),
+            "the cohort started before the jobs its members copy from ended")
+    _expect(lines.index("end:b") < lines.index("start:d"), "d started before b, the cohort member it copies from")
+    _expect(sorted(events.finished) == [(j, "ok") for j in "abcdp"], f"job_finished reports: {events.finished}")
+    _expect(sorted(events.started) == list("abcdp"), f"job_started reports: {events.started}")
 
 
 # --------------------------------------------------------------------------- estimators

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ from .records import HistoryPoint, JobRecord, utc_now
 from .schedule import TrainingLength, lr_factor
 from .taskdata import TaskData
 
-__all__ = ["evaluate", "make_optimizer", "train_job", "train_loop"]
+__all__ = ["JobSetup", "count_correct", "evaluate", "job_record", "make_optimizer", "prepare_job", "train_job",
+           "train_loop"]
 
 
 def make_optimizer(
@@ -60,18 +62,21 @@ def evaluate(model: nn.Module, data: TaskData, transform: BatchTransform, device
     """Top-1 and top-5 accuracy (top-k with k = min(5, classes)) on ``data``."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = 0
-    k = min(5, len(data.classes))
+    counts = [0, 0, 0]
     for x, y in data.batches(batch_size, shuffle=False):
         x = transform(x.to(device, non_blocking=True), train=False)
-        y = y.to(device)
-        logits = model(x)[:, : len(data.classes)]  # extra logits (fc8 wider than k) go unused
-        top = logits.topk(k, dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(dim=1).sum().item()
-        total += y.numel()
+        count_correct(counts, model(x), y.to(device), len(data.classes))
     model.train(was_training)
-    return correct1 / total, correct5 / total
+    return counts[0] / counts[2], counts[1] / counts[2]
+
+
+def count_correct(counts: list[int], logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Add a batch's top-1 hits, top-k hits and examples to ``counts`` (k = min(5, classes))."""
+    logits = logits[:, :num_classes]  # extra logits (fc8 wider than k) go unused
+    top = logits.topk(min(5, num_classes), dim=1).indices
+    counts[0] += (top[:, 0] == y).sum().item()
+    counts[1] += (top == y[:, None]).any(dim=1).sum().item()
+    counts[2] += y.numel()
 
 
 def train_loop(
@@ -127,6 +132,46 @@ def train_loop(
     return history
 
 
+@dataclass
+class JobSetup:
+    """A job ready to train: its network, data, optimizer and length."""
+
+    target: Target
+    data: JobData
+    optimizer: torch.optim.Optimizer
+    length: TrainingLength
+
+
+def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Tensor] | None) -> JobSetup:
+    """Build the job's network from its seed, transfer into it, and prepare its data and solver.
+
+    Leaves torch's RNG where training starts (dropout draws from it next)."""
+    config, arch, device = ctx.config, ctx.components.architecture, ctx.device
+    torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
+    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state)
+    target.model.to(device)
+    if config.performance.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3:
+        target.model.to(memory_format=torch.channels_last)
+    data = prepare_job_data(ctx, job.classes, target, job.n)
+    optimizer = make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
+    return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
+
+
+def job_record(job: Job, ctx: TrainContext, setup: JobSetup, history: list[HistoryPoint], started: str,
+               seconds: float) -> JobRecord:
+    """The record of a job that trained to the end."""
+    best = sorted((h.top1 for h in history), reverse=True)[: min(ctx.config.eval.best_k, len(history))]
+    return JobRecord(
+        job_id=job.id, status="ok", top1=history[-1].top1, top5=history[-1].top5,
+        top1_best_k=sum(best) / len(best), best_k=len(best), history=history,
+        train_time_s=round(seconds, 3), steps=setup.length.total, frozen_cache=setup.data.cached,
+        num_classes=job.num_classes,
+        trainable_params=sum(p.numel() for p in setup.target.model.parameters() if p.requires_grad),
+        device=str(ctx.device), seed=job.seed, started_at=started, finished_at=utc_now(),
+        transferbench_version=__version__, torch_version=torch.__version__, input_std=setup.data.input_std,
+    )
+
+
 def train_job(
     job: Job,
     ctx: TrainContext,
@@ -138,27 +183,9 @@ def train_job(
     Raises:
         TrainingFailed: the loss became NaN or infinite.
     """
-    config, arch, device = ctx.config, ctx.components.architecture, ctx.device
     started, t0 = utc_now(), time.perf_counter()
-    torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
-    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state)
-    target.model.to(device)
-    if config.performance.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3:
-        target.model.to(memory_format=torch.channels_last)
-    data = prepare_job_data(ctx, job.classes, target, job.n)
-    optimizer = make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
-    length = TrainingLength.of(config.train, config.eval, data.train.size)
-    generator = torch.Generator().manual_seed(job.seed + 1)
-    history = train_loop(config, target, data, optimizer, length, generator, device, progress)
-
-    best = sorted((h.top1 for h in history), reverse=True)[: min(config.eval.best_k, len(history))]
-    record = JobRecord(
-        job_id=job.id, status="ok", top1=history[-1].top1, top5=history[-1].top5,
-        top1_best_k=sum(best) / len(best), best_k=len(best), history=history,
-        train_time_s=round(time.perf_counter() - t0, 3), steps=length.total, frozen_cache=data.cached,
-        num_classes=job.num_classes,
-        trainable_params=sum(p.numel() for p in target.model.parameters() if p.requires_grad),
-        device=str(device), seed=job.seed, started_at=started, finished_at=utc_now(),
-        transferbench_version=__version__, torch_version=torch.__version__, input_std=data.input_std,
-    )
-    return record, target.model
+    setup = prepare_job(job, ctx, source_state)
+    generator = torch.Generator().manual_seed(job.stream_seed)  # the data order: the job's own, or its cohort's
+    history = train_loop(ctx.config, setup.target, setup.data, setup.optimizer, setup.length, generator,
+                         ctx.device, progress)
+    return job_record(job, ctx, setup, history, started, time.perf_counter() - t0), setup.target.model
