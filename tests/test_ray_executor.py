@@ -96,7 +96,8 @@ def ray_instance():
     try:
         # workers import tests.* (the fake plugins) from the repository, as the driver does
         ray.init(num_cpus=2, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                     p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}})  # and this checkout's plugins
     except Exception as exc:  # noqa: BLE001 - no Ray here is a reason to skip, not to fail
         pytest.skip(f"a local Ray instance could not start: {type(exc).__name__}: {exc}")
     yield ray
@@ -247,6 +248,16 @@ def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_re
     components = resolve(config)
     components.executor.run(list(plan.jobs.values()), TrainingRunner(config, components, plan, tmp_path / "run"))
     assert _records(store) == before
+
+
+def test_ray_trains_a_cohort_as_one_task_with_the_local_executor_s_records(ray_instance, plugin_host, tmp_path):
+    from transferbench.testing import check_executor
+
+    check_executor(RayExecutor(RayParams(cohorts=True)), tmp_path)
+    _, _, local = _run(tmp_path / "local", _config({"name": "local", "cohorts": True}))
+    plan, summary, store = _run(tmp_path / "ray", _config({"name": "ray", "cohorts": True}))
+    assert plan.cohorts and summary.failed == 0 and summary.trained == len(plan.jobs)
+    _same_results(_records(store), _records(local))
 
 
 def test_a_killed_worker_is_retried_and_the_grid_completes(ray_instance, plugin_host, tmp_path):

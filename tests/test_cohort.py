@@ -1,0 +1,264 @@
+"""Cohorts: networks sharing a training set and a data order, trained in lockstep.
+
+The promise: a cohort gives each member the record it gets trained alone with the same data
+order, bit for bit on the CPU (with and without augmentation and dropout, with the frozen
+prefixes shared or cached); a member's NaN is its own; an interrupted cohort resumes to the
+same numbers; batched members match one-by-one training within float tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+
+from tests.conftest import tiny_config
+from tests.golden import COMPARED
+from transferbench.config import parse_config
+from transferbench.engine import run_plan
+from transferbench.plan import build_plan
+from transferbench.resolve import resolve
+from transferbench.runner import TrainingRunner
+from transferbench.store import RunStore
+
+
+def _synthetic(augment: bool, **changes: Any) -> dict[str, Any]:
+    """caffenet_scaled (dropout 0.5 in fc6/fc7) on tiny synthetic images: four frozen and four
+    fine-tuned transfers per source, and a cohort without a source (random weights)."""
+    train: dict[str, Any] = {"lr": 0.02, "batch_size": 16, "epochs": 3, "schedule": {"kind": "step", "step_every": 2}}
+    size = 20 if augment else 16
+    if augment:
+        train["augment"] = {"crop": 16, "pad": 1, "mirror": True}
+    cfg = {
+        "name": "cohort",
+        "seed": 1,
+        "data": {"name": "synthetic", "num_classes": 8, "train_per_class": 12, "eval_per_class": 4, "image_size": size},
+        "architecture": {"name": "caffenet_scaled", "width": 0.125, "fc_width": 32},
+        "experiments": [
+            {"name": "random", "split": {"name": "random", "seeds": [0]},
+             "treatments": ["BnB", "BnB+", "AnB", "AnB+"], "layers": [1, 5, 6, 7]},
+            {"name": "rw", "split": {"name": "random", "seeds": [0]}, "bases": ["all"],
+             "treatments": [{"name": "random_frozen", "target": "all", "protocol": "random_frozen"}],
+             "layers": [2, 6]},
+        ],
+        "train": train,
+        "eval": {"best_k": 2},
+        "device": "cpu",
+        "executor": {"name": "local", "cohorts": True},
+        "output": {"checkpoints": "all"},
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def _prepare(cfg: dict[str, Any]):
+    config = parse_config(cfg)
+    components = resolve(config)
+    return config, components, build_plan(config, components)
+
+
+def _run(cfg: dict[str, Any], run_dir: Path, cohorts: bool = True) -> dict[str, dict[str, Any]]:
+    """Run ``cfg``'s plan (made with cohorts on); train it in cohorts or every job alone."""
+    config, components, plan = _prepare(cfg)
+    components.executor.params.cohorts = cohorts  # the same plan (same ids, same data order)
+    run_plan(config, components, plan, run_dir, Console(quiet=True))
+    return {jid: json.loads((run_dir / "records" / f"{jid}.json").read_text()) for jid in plan.jobs}
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for jid in a:
+        for key in (*COMPARED, "history", "input_std"):
+            assert a[jid].get(key) == b[jid].get(key), f"{jid}: {key} differs"
+        assert a[jid].get("checkpoint_sha256") == b[jid].get("checkpoint_sha256"), f"{jid}: weights differ"
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    """Every job of the cohort plans trained alone: what the cohorts must reproduce."""
+    out = {}
+    for aug in (False, True):
+        run_dir = tmp_path_factory.mktemp(f"solo{aug}") / "run"
+        out[aug] = _run(_synthetic(aug), run_dir, cohorts=False)
+        out[("dir", aug)] = run_dir
+    return out
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+def test_cohorts_share_a_data_order_that_enters_the_job_ids(fake_plugins):
+    solo_plan = _prepare(tiny_config())[2]
+    plan = _prepare(tiny_config(executor={"name": "local", "cohorts": True}))[2]
+    bases = {j.id for j in plan.jobs.values() if j.kind == "base"}
+    assert bases == {j.id for j in solo_plan.jobs.values() if j.kind == "base"}  # bases keep their own order
+    transfers = [j for j in plan.jobs.values() if j.kind == "transfer"]
+    assert not {j.id for j in transfers} & set(solo_plan.jobs)  # a cohort's network is another network
+    assert len(plan.cohorts) == 1 and sorted(plan.cohorts[transfers[0].cohort]) == sorted(j.id for j in transfers)
+    assert len({j.data_seed for j in transfers}) == 1
+    assert all(j.stream_seed == transfers[0].data_seed for j in transfers)
+    assert all(j.stream_seed == j.seed + 1 for j in plan.jobs.values() if j.kind == "base")
+    assert [j.seed for j in transfers] == [j.seed for j in solo_plan.jobs.values() if j.kind == "transfer"]
+    summary = plan.to_json()["jobs"][transfers[0].id]
+    assert summary["cohort"] == transfers[0].cohort and summary["data_seed"] == transfers[0].data_seed
+    assert "cohort" not in solo_plan.to_json()["jobs"][next(iter(solo_plan.jobs))]
+
+
+def test_cohort_sizes_and_halves(fake_plugins):
+    exp = {"name": "both", "split": {"name": "parity", "seeds": [0, 1]}, "treatments": ["AnB", "BnA+"]}
+    plan = _prepare(tiny_config(experiments=[exp], executor={"name": "local", "cohorts": True}))[2]
+    # one cohort per training set: (seed 0, B), (seed 0, A); parity's seed 1 swaps the halves,
+    # so its networks train on the same two sets with the same classes and join those cohorts
+    assert sorted(len(v) for v in plan.cohorts.values()) == [6, 6]
+    for members in plan.cohorts.values():
+        assert len({plan.jobs[j].classes for j in members}) == 1
+
+
+# ---------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["cached", "augmented"])
+def test_a_cohort_gives_every_member_its_solo_record(solo, tmp_path, augment):
+    """Bit for bit: dropout streams per member; the frozen prefix shared (augmented) or cached."""
+    got = _run(_synthetic(augment), tmp_path / "run")
+    _same(got, solo[augment])
+    assert any(r["frozen_cache"] for r in got.values()) is not augment
+
+
+def test_the_shared_prefix_runs_once_per_batch(tmp_path, monkeypatch):
+    from transferbench_plugins.caffenet import CaffeNetScaled
+
+    calls: list[tuple[int, ...]] = []
+    original = CaffeNetScaled.prefix_outputs
+
+    def counting(self, model, x, ns):
+        calls.append(tuple(ns))
+        return original(self, model, x, ns)
+
+    monkeypatch.setattr(CaffeNetScaled, "prefix_outputs", counting)
+    _run(_synthetic(True), tmp_path / "run")
+    assert calls and set(calls) == {(1, 5, 6, 7)}  # the frozen members of one source, together
+
+
+def test_one_member_s_nan_fails_that_member_alone(solo, tmp_path):
+    cfg = _synthetic(False)
+    boom = {"name": "boom", "source": "B", "target": "B", "protocol": {"name": "finetune", "copied_lr_mult": 1e12}}
+    cfg["experiments"][0]["treatments"].append(boom)
+    got = _run(cfg, tmp_path / "run")
+    failed = {jid: r for jid, r in got.items() if r["status"] == "failed"}
+    assert len(failed) == 4 and all("loss became" in r["error"] for r in failed.values())
+    _same({jid: r for jid, r in got.items() if jid not in failed}, solo[False])
+
+
+def test_an_interrupted_cohort_resumes_to_the_same_numbers(solo, tmp_path):
+    cfg = _synthetic(True, output={"checkpoints": "all", "cohort_checkpoint_minutes": 0})
+    config, components, plan = _prepare(cfg)
+    run_dir = tmp_path / "run"
+    run_plan(config, components, plan, run_dir, Console(quiet=True))  # trains everything
+    store = RunStore(run_dir)
+    cohort = max(plan.cohorts.values(), key=len)
+    jobs = [plan.jobs[j] for j in cohort]
+    for jid in cohort:  # as if the cohort had not finished
+        store.record_path(jid).unlink()
+    runner = TrainingRunner(config, components, plan, run_dir)
+    steps_per_epoch = solo[True][cohort[0]]["history"][0]["step"]
+
+    def interrupt(job, step, total, info):
+        if step == steps_per_epoch + 1:  # after the checkpoint at the end of the first epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cohort(jobs, interrupt)
+    saved = list((run_dir / "cohorts").rglob("*.pt"))
+    assert len(saved) == 1
+    assert torch.load(saved[0], weights_only=True)["step"] == steps_per_epoch
+    seen: list[int] = []
+    records = runner.run_cohort(jobs, lambda job, step, total, info: seen.append(step))
+    assert min(seen) == steps_per_epoch + 1  # resumed, not started again
+    assert not list((run_dir / "cohorts").rglob("*.pt"))  # finished: the checkpoint is gone
+    got = {r.job_id: json.loads(r.to_json()) for r in records}
+    _same(got, {jid: solo[True][jid] for jid in got})
+
+
+def test_batched_members_match_one_by_one_within_tolerance(solo, tmp_path, monkeypatch):
+    from transferbench.batched import BatchedMembers
+
+    sizes: list[int] = []
+    step = BatchedMembers.train_step
+
+    def counting(self, *args, **kwargs):
+        sizes.append(len(self.members))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchedMembers, "train_step", counting)
+    got = _run(_synthetic(True, performance={"batched": "on"}), tmp_path / "run")
+    plan = _prepare(_synthetic(True))[2]
+    fine_tuned = [j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "finetune"]
+    assert sizes and set(sizes) == {len(fine_tuned)}  # the fine-tuned members, as one computation
+    for job in plan.jobs.values():
+        a, b = got[job.id], solo[True][job.id]
+        assert a["status"] == b["status"] == "ok"
+        assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]],
+                                                                          rel=1e-4, abs=1e-5)
+        assert abs(a["top1"] - b["top1"]) <= 0.1
+    mine, theirs = RunStore(tmp_path / "run"), RunStore(solo[("dir", True)])
+    for job in fine_tuned:  # the weights themselves, saved per member: close, not equal (kernels round apart)
+        a, b = mine.load_checkpoint(job.id), theirs.load_checkpoint(job.id)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-4), f"{job.id}: {key}"
+
+
+def test_a_failing_batched_member_leaves_the_others_batched(fake_plugins, tmp_path, monkeypatch):
+    from transferbench import cohort
+
+    cfg = tiny_config(executor={"name": "local", "cohorts": True}, performance={"batched": "on"})
+    cfg["experiments"][0]["treatments"] = ["BnB+", "AnB+"]
+    reference = _run(cfg, tmp_path / "solo", cohorts=False)
+    prepare = cohort.prepare_job
+
+    def poisoned(job, ctx, source_state):
+        setup = prepare(job, ctx, source_state)
+        if job.n == 2 and job.source == "A":
+            with torch.no_grad():
+                setup.target.model.out.weight.fill_(float("nan"))
+        return setup
+
+    monkeypatch.setattr(cohort, "prepare_job", poisoned)
+    sizes: list[int] = []
+    drop = cohort.BatchedMembers.drop_failed
+
+    def dropping(self):
+        drop(self)
+        sizes.append(len(self.members))
+
+    monkeypatch.setattr(cohort.BatchedMembers, "drop_failed", dropping)
+    got = _run(cfg, tmp_path / "cohort")
+    assert sizes[0] == 5 and set(sizes) == {5}  # six batched; the poisoned one left after its first step
+    failed = [jid for jid, r in got.items() if r["status"] == "failed"]
+    assert len(failed) == 1 and "loss became nan at step 1" in got[failed[0]]["error"]
+    for jid, r in got.items():
+        if jid not in failed:
+            assert r["status"] == "ok"
+            assert r["top1"] == pytest.approx(reference[jid]["top1"], abs=0.05)
+            assert [h["train_loss"] for h in r["history"]] == pytest.approx(
+                [h["train_loss"] for h in reference[jid]["history"]], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_parallel_workers_train_cohorts_in_chunks_to_the_same_records(fake_plugins, tmp_path):
+    cfg = tiny_config(executor={"name": "local", "cohorts": True})
+    reference = _run(cfg, tmp_path / "one")
+    parallel = tiny_config(executor={"name": "local", "cohorts": True, "workers": 2, "cohort_size": 5})
+    _same(_run(parallel, tmp_path / "two"), reference)
+
+
+def test_the_local_executor_with_cohorts_honours_the_executor_contract(tmp_path):
+    from transferbench.testing import check_executor
+    from transferbench_plugins.local_executor import LocalExecutor, LocalParams
+
+    check_executor(LocalExecutor(LocalParams(cohorts=True)), tmp_path)
