@@ -262,3 +262,19 @@ def test_the_local_executor_with_cohorts_honours_the_executor_contract(tmp_path)
     from transferbench_plugins.local_executor import LocalExecutor, LocalParams
 
     check_executor(LocalExecutor(LocalParams(cohorts=True)), tmp_path)
+
+
+def test_plan_prints_the_cost_with_and_without_cohorts(tiny_config_file, capsys):
+    from transferbench.cli import main
+
+    path = tiny_config_file()
+    assert main(["plan", str(path), "-q", "--decode-rate", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "without cohorts: 14 networks" in out and "with cohorts:    3 units" in out
+    assert "decode rate 1,000 images/s (given)" in out and "data pipeline" in out
+    assert main(["plan", str(path), "-q"]) == 0
+    assert "measured here" in capsys.readouterr().out
+    assert main(["plan", str(path), "--json", "--decode-rate", "1000"]) == 0
+    doc = json.loads(capsys.readouterr().out)["cohorts"]
+    assert doc["without"]["units"] == 14 and doc["with"]["units"] == 3 and doc["decode_rate"] == 1000
+    assert doc["with"]["images"] < doc["without"]["images"] and doc["with"]["flop"] <= doc["without"]["flop"]

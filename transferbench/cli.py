@@ -172,7 +172,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from .jsonout import plan_json
 
         estimate = estimate_compute(config, components, plan, args.tflops)
-        return _print_json(plan_json(Prepared(config, components, plan), estimate))
+        doc = plan_json(Prepared(config, components, plan), estimate)
+        from .cohort_cost import cohort_cost_json, decode_rate_note, estimate_cohorts
+
+        rate = decode_rate_note(components, args.decode_rate)[0]
+        doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, args.tflops, rate))
+        return _print_json(doc)
     console = _console()
     table = Table(title=f"plan of {config.name}", title_justify="left")
     for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
@@ -209,6 +214,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .estimator_cost import describe_estimators, estimate_estimators
 
     console.print(describe(estimate_compute(config, components, plan, args.tflops)))
+    from .cohort_cost import decode_rate_note, describe_cohorts, estimate_cohorts
+
+    rate, note = decode_rate_note(components, args.decode_rate)
+    console.print(describe_cohorts(estimate_cohorts(config, components, plan, args.tflops, rate), [note]))
     if estimates:
         console.print(describe_estimators(estimate_estimators(config, components, plan, args.tflops)))
     if config.train.augment.active and config.performance.cache_frozen:
@@ -398,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflops", type=_positive(float), default=20.0,
                    help="effective training throughput assumed for the GPU-hour estimate (default 20)")
     p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
+    p.add_argument("--decode-rate", type=_positive(float), default=None, metavar="IMAGES_PER_S",
+                   help="images/s the data pipeline of one training machine decodes and augments, for the "
+                        "data-bound estimate (default: measured here on the data source's images)")
     with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
