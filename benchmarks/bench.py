@@ -1,18 +1,27 @@
 """Measure what transferbench's speed-ups buy, on the machine it runs on, in one run.
 
-    python benchmarks/bench.py                 # all four figures (the grid takes minutes)
+    python benchmarks/bench.py                 # every figure (about 15 minutes on 2 cores)
     python benchmarks/bench.py --grid-epochs 2 # a shorter grid for the third figure
 
 Prints one line per figure and a last line scripts can read:
 
     summary: framework_vs_plain=R frozen_cache_speedup=R grid_speedup=R flops_fraction=R
+             cohort_speedup=R decode_per_net_step=R
 
 1. framework_vs_plain: base-net training through transferbench's trainer vs a plain
    hand-written PyTorch loop on the same model, data, optimizer and steps (>= 0.95 wanted).
 2. frozen_cache_speedup: a frozen job (AnB, n = 5) with the frozen-prefix cache vs without.
-3. grid_speedup: the quickstart grid's wall time with every speed-up (cache, 2 workers) vs
-   none (no cache, 1 worker).
+3. grid_speedup: a quickstart-shaped grid (benchmarks/cohort-grid.yaml: 2 split seeds, bases
+   and BnB, BnB+, AnB, AnB+ at 4 values of n) on JPEG images decoded for every batch, with
+   every speed-up (cache, cohorts, 2 workers) vs none (1 worker, no cache, no cohorts).
+   ``--grid-in-memory`` measures it once more with the images decoded once into memory.
 4. flops_fraction: base training's achieved GFLOP/s over this machine's fp32 matmul rate.
+5. cohort_speedup: the 16 transferred networks of one training set of that grid trained as
+   a cohort (one stream of batches) vs one by one with the same data order (same records).
+6. decode_per_net_step: images the cohort decoded per network and training step (the batch
+   size, plus evaluation, for a network alone).
+
+Pairs of ways are measured interleaved, best of N: a shared machine is noisy.
 """
 
 from __future__ import annotations
@@ -31,14 +40,15 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
+GRID = REPO / "benchmarks" / "cohort-grid.yaml"
 
 
-def _setup(overrides: list[str]):
+def _setup(overrides: list[str], path: Path = QUICKSTART):
     from transferbench.config import load_config
     from transferbench.plan import build_plan
     from transferbench.resolve import resolve
 
-    config = load_config(QUICKSTART, overrides)
+    config = load_config(path, overrides)
     components = resolve(config)
     return config, components, build_plan(config, components)
 
@@ -52,6 +62,7 @@ def framework_vs_plain(steps: int, threads: int, reps: int = 3) -> tuple[float, 
     from transferbench.augment import BatchTransform
     from transferbench.compute import forward_gflop
     from transferbench.context import TrainContext
+    from transferbench.taskdata import open_task
     from transferbench.trainer import train_job
 
     torch.set_num_threads(threads)
@@ -63,8 +74,8 @@ def framework_vs_plain(steps: int, threads: int, reps: int = 3) -> tuple[float, 
     ctx = TrainContext(config, components, torch.device("cpu"))
     train_job(job, ctx)  # warm-up: data into memory, kernels chosen
 
-    data = ctx.task("train", job.classes)
-    eval_data = ctx.task("eval", job.classes)
+    data = open_task(components.data, "train", job.classes, config.loader, ctx.memory)
+    eval_data = open_task(components.data, "eval", job.classes, config.loader, ctx.memory)
     transform = BatchTransform(config.train.augment, components.data.normalization(), torch.device("cpu"))
     t_framework = t_plain = float("inf")
     for _ in range(reps):  # alternate, keep the best of each: shared machines are noisy
@@ -132,23 +143,102 @@ def frozen_cache_speedup(threads: int, n: int = 5) -> tuple[float, float]:
             record, _ = train_job(job, ctx, source)
             best = min(best, time.perf_counter() - t0)
         times.append(best)
-        assert record["frozen_cache"] is cache
+        assert record.frozen_cache is cache
     return times[0], times[1]
 
 
-def grid_seconds(all_speedups: bool, epochs: float | None) -> float:
-    """Wall time of the quickstart grid through the CLI, in a fresh run directory."""
+def jpeg_tree(root: Path, side: int = 256) -> Path:
+    """The grid's images: 20 synthetic classes (36x36, 40 training and 10 held-out images
+    each) written as side x side JPEGs into an imagefolder tree (train/ and val/)."""
+    from PIL import Image
+
+    from transferbench_plugins.synthetic import SyntheticParams, render_split
+
+    params = SyntheticParams(num_classes=20, image_size=36, train_per_class=40, eval_per_class=10)
+    for split, folder in (("train", "train"), ("eval", "val")):
+        images, labels = render_split(params, split)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            out = root / folder / f"c{int(label):02d}"
+            out.mkdir(parents=True, exist_ok=True)
+            big = Image.fromarray(image.transpose(1, 2, 0)).resize((side, side), Image.Resampling.BILINEAR)
+            big.save(out / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def grid_seconds(root: Path, all_speedups: bool, epochs: float | None, in_memory: bool = False,
+                 threads: int | None = None) -> float:
+    """Wall time of the JPEG grid through the CLI, in a fresh run directory."""
     out = Path(tempfile.mkdtemp(prefix="tb-bench-"))
-    sets = ["--set", f"performance.cache_frozen={'true' if all_speedups else 'false'}",
-            "--set", f"executor.workers={2 if all_speedups else 1}"]
+    on = "true" if all_speedups else "false"
+    sets = ["--set", f"data.root={root}", "--set", f"performance.cache_frozen={on}",
+            "--set", f"executor.workers={2 if all_speedups else 1}", "--set", f"executor.cohorts={on}"]
+    if threads is not None:  # the driver's (naive) and each worker's torch threads
+        sets += ["--set", f"threads={threads}", "--set", f"executor.threads_per_worker={threads}"]
+    if in_memory:
+        sets += ["--set", "loader.in_memory_max_gb=4"]
     if epochs is not None:
         sets += ["--set", f"train.epochs={epochs}"]
-    exe = [sys.executable, "-m", "transferbench.cli", "run", str(QUICKSTART), "--out", str(out / "run"), *sets]
+    exe = [sys.executable, "-m", "transferbench.cli", "run", str(GRID), "--out", str(out / "run"), *sets]
     t0 = time.perf_counter()
     subprocess.run(exe, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     elapsed = time.perf_counter() - t0
     shutil.rmtree(out, ignore_errors=True)
     return elapsed
+
+
+def grid_speedup(root: Path, epochs: float | None, reps: int, in_memory: bool = False,
+                 threads: int | None = None) -> tuple[float, float]:
+    """Best-of-``reps`` wall times of the grid with no speed-up and with all, interleaved."""
+    t_none = t_all = float("inf")
+    for _ in range(reps):
+        t_none = min(t_none, grid_seconds(root, False, epochs, in_memory, threads))
+        t_all = min(t_all, grid_seconds(root, True, epochs, in_memory, threads))
+    return t_none, t_all
+
+
+def cohort_speedup(root: Path, threads: int, reps: int) -> dict[str, float]:
+    """The transferred networks of one training set trained one by one and as a cohort
+    (best of ``reps``, interleaved), with the images each way decoded."""
+    from transferbench.runner import TrainingRunner
+
+    torch.set_num_threads(threads)
+    config, components, plan = _setup([f"data.root={root}", "experiments.0.split.seeds=[0]",
+                                       "executor.cohorts=true"], GRID)
+    run_dir = Path(tempfile.mkdtemp(prefix="tb-cohort-")) / "run"
+    runner = TrainingRunner(config, components, plan, run_dir)
+    for job in plan.jobs.values():  # the two base networks (and a warm-up)
+        if job.kind == "base":
+            runner(job)
+    members = [plan.jobs[j] for j in max(plan.cohorts.values(), key=len)]
+    decoded = [0]
+    to_tensor = components.data.to_tensor
+
+    def counting(value):
+        decoded[0] += 1
+        return to_tensor(value)
+
+    components.data.to_tensor = counting  # loader.workers is 0: decoding happens here
+
+    def forget() -> None:
+        for job in members:
+            runner.store.record_path(job.id).unlink(missing_ok=True)
+
+    times = {"solo": float("inf"), "cohort": float("inf")}
+    records: dict[str, list] = {}
+    for _ in range(reps):
+        for way in ("solo", "cohort"):
+            forget()
+            decoded[0] = 0
+            t0 = time.perf_counter()
+            got = [runner(job) for job in members] if way == "solo" else runner.run_cohort(members)
+            times[way] = min(times[way], time.perf_counter() - t0)
+            records[way], times[f"decoded_{way}"] = got, decoded[0]
+    shutil.rmtree(run_dir.parent, ignore_errors=True)
+    steps = records["cohort"][0].steps
+    same = all(a.top1 == b.top1 and a.history == b.history for a, b in zip(records["solo"], records["cohort"]))
+    return {**times, "members": len(members), "steps": steps, "same": same,
+            "per_net_step_solo": times["decoded_solo"] / (len(members) * steps),
+            "per_net_step_cohort": times["decoded_cohort"] / (len(members) * steps)}
 
 
 def matmul_gflops(threads: int, size: int = 2048, reps: int = 10) -> float:
@@ -165,38 +255,61 @@ def matmul_gflops(threads: int, size: int = 2048, reps: int = 10) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=120, help="steps per timed training")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every timed process (default: all cores in one process, "
+                             "the grid's workers cores / workers each)")
     parser.add_argument("--grid-epochs", type=float, default=None,
-                        help="train the grid for this many epochs instead of the quickstart's")
+                        help="train the grid for this many epochs instead of its config's")
+    parser.add_argument("--grid-reps", type=int, default=2, help="times each way of running the grid is timed")
+    parser.add_argument("--cohort-reps", type=int, default=2, help="times each way of training the cohort is timed")
     parser.add_argument("--skip-grid", action="store_true", help="skip the grid figure (reported as nan)")
+    parser.add_argument("--grid-in-memory", action="store_true",
+                        help="also time the grid with its images decoded once into memory")
     args = parser.parse_args()
+    threads = args.threads or os.cpu_count() or 1
 
-    t_fw, t_plain, achieved = framework_vs_plain(args.steps, args.threads)
+    t_fw, t_plain, achieved = framework_vs_plain(args.steps, threads)
     ratio = t_plain / t_fw
     print(f"framework_vs_plain: transferbench {t_fw:.2f} s, plain loop {t_plain:.2f} s for "
           f"{args.steps} steps of baseB -> {ratio:.3f} (plain time / framework time)", flush=True)
 
-    t_cache, t_nocache = frozen_cache_speedup(args.threads)
+    t_cache, t_nocache = frozen_cache_speedup(threads)
     cache_speedup = t_nocache / t_cache
     print(f"frozen_cache_speedup: AnB n=5 {t_nocache:.2f} s plain, {t_cache:.2f} s with the cache "
           f"-> {cache_speedup:.2f}x", flush=True)
 
+    root = jpeg_tree(Path(tempfile.mkdtemp(prefix="tb-jpeg-")) / "images")
+    c = cohort_speedup(root, threads, args.cohort_reps)
+    cohort = c["solo"] / c["cohort"]
+    print(f"cohort_speedup: {c['members']} networks of one training set ({c['steps']} steps each, JPEG "
+          f"images decoded every batch) {c['solo']:.1f} s one by one, {c['cohort']:.1f} s as a cohort -> "
+          f"{cohort:.2f}x; records identical: {'yes' if c['same'] else 'NO'}", flush=True)
+    print(f"decode_per_net_step: {c['per_net_step_cohort']:.2f} images decoded per network and step in the "
+          f"cohort, {c['per_net_step_solo']:.2f} one by one (batch 32, plus evaluation)", flush=True)
+
+    grid = float("nan")
     if args.skip_grid:
-        grid = float("nan")
         print("grid_speedup: skipped (--skip-grid)")
     else:
-        t_none = grid_seconds(False, args.grid_epochs)
-        t_all = grid_seconds(True, args.grid_epochs)
+        t_none, t_all = grid_speedup(root, args.grid_epochs, args.grid_reps, threads=args.threads)
         grid = t_none / t_all
-        print(f"grid_speedup: quickstart grid {t_none:.1f} s with no speed-ups, {t_all:.1f} s with "
-              f"all (cache + 2 workers) -> {grid:.2f}x", flush=True)
+        print(f"grid_speedup: the JPEG grid (36 networks) {t_none:.1f} s with no speed-ups, {t_all:.1f} s with "
+              f"all (cache + cohorts + 2 workers) -> {grid:.2f}x", flush=True)
+    extra = ""
+    if args.grid_in_memory:
+        t_none, t_all = grid_speedup(root, args.grid_epochs, args.grid_reps, True, args.threads)
+        extra = f" grid_speedup_in_memory={t_none / t_all:.2f}"
+        print(f"grid_speedup_in_memory: the same grid with its images decoded once into memory {t_none:.1f} s "
+              f"with no speed-ups, {t_all:.1f} s with all -> {t_none / t_all:.2f}x", flush=True)
+    shutil.rmtree(root.parent, ignore_errors=True)
 
-    peak = matmul_gflops(args.threads)
+    peak = matmul_gflops(threads)
     fraction = achieved / peak
     print(f"flops_fraction: base training {achieved:.1f} GFLOP/s (3 x forward FLOPs x images/s) "
-          f"/ fp32 matmul {peak:.1f} GFLOP/s at {args.threads} threads -> {fraction:.3f}")
+          f"/ fp32 matmul {peak:.1f} GFLOP/s at {threads} threads -> {fraction:.3f}")
     print(f"summary: framework_vs_plain={ratio:.3f} frozen_cache_speedup={cache_speedup:.2f} "
-          f"grid_speedup={grid:.2f} flops_fraction={fraction:.3f}")
+          f"grid_speedup={grid:.2f} flops_fraction={fraction:.3f} cohort_speedup={cohort:.2f} "
+          f"decode_per_net_step={c['per_net_step_cohort']:.2f}{extra}")
     return 0
 
 
