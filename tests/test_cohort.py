@@ -278,3 +278,13 @@ def test_plan_prints_the_cost_with_and_without_cohorts(tiny_config_file, capsys)
     doc = json.loads(capsys.readouterr().out)["cohorts"]
     assert doc["without"]["units"] == 14 and doc["with"]["units"] == 3 and doc["decode_rate"] == 1000
     assert doc["with"]["images"] < doc["without"]["images"] and doc["with"]["flop"] <= doc["without"]["flop"]
+
+
+def test_switching_cohorts_on_in_a_run_directory_is_refused_with_the_reason(tiny_config_file, tmp_path, capsys):
+    from transferbench.cli import main
+
+    path = tiny_config_file()
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--set", "executor.cohorts=true"]) == 2
+    assert "executor cohorts switched on or off" in capsys.readouterr().err

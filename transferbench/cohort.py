@@ -183,7 +183,8 @@ class _Cohort:
 def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mapping[str, torch.Tensor] | None],
              progress: Callable[[Job], ProgressFn | None]) -> list[Member]:
     """Every member built and prepared exactly as :func:`train_job` prepares it alone."""
-    members = []
+    members: list[Member] = []
+    raw = None
     for job in jobs:
         setup = prepare_job(job, ctx, sources.get(job.id))
         member = Member(job, setup, RngState(ctx.device), progress(job), setup.data.net,
@@ -191,6 +192,10 @@ def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mappi
         if setup.data.cached:
             member.feed = "cached"
             member.generator = torch.Generator().manual_seed(job.stream_seed)
+        elif raw is None:
+            raw = setup.data
+        else:  # the same examples: one copy in memory for the whole cohort
+            setup.data.train, setup.data.eval = raw.train, raw.eval
         members.append(member)
     return members
 

@@ -294,6 +294,12 @@ class Config(_Strict):
     def _unique_experiments(cls, value: list[Experiment]) -> list[Experiment]:
         return _unique(value, "experiment")
 
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _local_by_default(cls, value: Any) -> Any:
+        """``--set executor.cohorts=true`` on a config without ``executor:`` sets the default's keys."""
+        return {"name": "local", **value} if isinstance(value, dict) and "name" not in value else value
+
     def run_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
 

@@ -423,7 +423,8 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
             raise RunDirError(
                 f"experiment {at[0]!r}, treatment {at[2]!r} at n={at[3]} (split seed {at[1]}) now names a "
                 "different network than the one this run directory holds for it (a changed protocol or "
-                "experiment definition under the same names); rename the experiment or treatment, or use "
+                "experiment definition under the same names, or executor cohorts switched on or off: a "
+                "cohort's networks share another data order); rename the experiment or treatment, or use "
                 "another --out"
             )
     merged["cells"] += kept
