@@ -288,3 +288,43 @@ def test_switching_cohorts_on_in_a_run_directory_is_refused_with_the_reason(tiny
     capsys.readouterr()
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--set", "executor.cohorts=true"]) == 2
     assert "executor cohorts switched on or off" in capsys.readouterr().err
+
+
+def test_a_batched_computation_that_fails_at_once_falls_back_to_one_by_one(solo, tmp_path, monkeypatch):
+    from transferbench.batched import BatchedMembers
+
+    def broken(self, x, masks):
+        raise RuntimeError("no batching rule here")
+
+    monkeypatch.setattr(BatchedMembers, "_forward", broken)
+    _same(_run(_synthetic(True, performance={"batched": "on"}), tmp_path / "run"), solo[True])
+
+
+def test_a_failing_batched_evaluation_evaluates_one_by_one_and_training_stays_batched(solo, tmp_path,
+                                                                                       monkeypatch):
+    from transferbench.batched import BatchedMembers
+
+    steps: list[int] = []
+    step = BatchedMembers.train_step
+
+    def counting(self, *args, **kwargs):
+        steps.append(len(self.members))
+        return step(self, *args, **kwargs)
+
+    failed_at: list[int] = []
+
+    def broken(self, x):
+        failed_at.append(len(steps))
+        raise RuntimeError("no batching rule for evaluation")
+
+    monkeypatch.setattr(BatchedMembers, "train_step", counting)
+    monkeypatch.setattr(BatchedMembers, "logits", broken)
+    got = _run(_synthetic(True, performance={"batched": "on"}), tmp_path / "run")
+    plan = _prepare(_synthetic(True))[2]
+    assert failed_at == [failed_at[0]] and len(steps) > failed_at[0]  # tried once; training went on batched
+    for job in plan.jobs.values():
+        a, b = got[job.id], solo[True][job.id]
+        assert a["status"] == b["status"] == "ok"
+        assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]],
+                                                                          rel=1e-4, abs=1e-5)
+        assert [h["top1"] for h in a["history"]] == pytest.approx([h["top1"] for h in b["history"]], abs=0.1)

@@ -85,6 +85,8 @@ class BatchedMembers:
         self.base = members[0].model  # its structure (and train/eval mode) runs every member
         self.names = [n for n, _ in self.base.named_parameters()]
         self.mode = _Dropouts()
+        self.steps = 0  # batched optimizer steps taken
+        self._before: list[dict] | None = None
         self._stack()
 
     # ------------------------------------------------------------------ building
@@ -173,9 +175,20 @@ class BatchedMembers:
             return torch.func.vmap(one, in_dims=(0, 0, 0, None), randomness="error")(
                 self.params, self.buffers, masks, x)
 
+    def abandon(self) -> bool:
+        """After a failure of the first batched step: leave the members as they were before it
+        (networks, dropout streams), to train one by one. False when steps were already taken."""
+        if self.steps or self._before is None:
+            return False
+        for m, state in zip(self.members, self._before):
+            m.rng.load(state)
+        return True
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, factor: float, loss_fn: nn.Module,
                    amp: contextlib.AbstractContextManager, step: int) -> None:
         """One optimizer step of every member; a member whose loss is not finite fails."""
+        if not self.steps:
+            self._before = [dict(m.rng.state()) for m in self.members]
         for group, lr in zip(self.optimizer.param_groups, self.members[0].base_lrs):
             group["lr"] = lr * factor
         masks = self._masks(x.shape[0])
@@ -194,6 +207,7 @@ class BatchedMembers:
         if total is not None:
             total.backward()
             self.optimizer.step()
+        self.steps += 1
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> dict[Member, torch.Tensor]:

@@ -25,6 +25,7 @@ cohort resumes to the same numbers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,6 +50,8 @@ from .schedule import lr_factor
 from .trainer import JobSetup, count_correct, evaluate, job_record, prepare_job
 
 __all__ = ["CohortResult", "Member", "RngState", "train_cohort"]
+
+log = logging.getLogger("transferbench")
 
 #: Format of the joint checkpoint files (``cohorts/<cohort>/<members>.pt`` in the run directory).
 CHECKPOINT_FORMAT = 1
@@ -166,6 +169,7 @@ class _Cohort:
     batched: BatchedMembers | None
     generator: torch.Generator
     step: int = 0
+    batched_eval: bool = True  # False once a batched evaluation failed: members are evaluated one by one
 
     @property
     def lead(self) -> Member:
@@ -269,7 +273,13 @@ def _train_step(c: _Cohort, x: torch.Tensor | None, y: torch.Tensor | None, mine
             with amp:
                 inputs.update(g.outputs(arch, x))
     if c.batched is not None and c.batched.members:
-        c.batched.train_step(x, y, factor, loss_fn, amp, c.step)
+        try:
+            c.batched.train_step(x, y, factor, loss_fn, amp, c.step)
+        except Exception as exc:  # batching is a speed-up: without it, the same training
+            if not c.batched.abandon():
+                raise
+            log.warning("batched training failed (%s: %s); its members train one by one", type(exc).__name__, exc)
+            c.batched = None
     for m in c.alive():
         if c.batched is not None and m in c.batched.members:
             continue
@@ -297,6 +307,8 @@ def _evaluate(c: _Cohort) -> dict[Member, tuple[float, float]]:
                 m.model.eval()
             for g in c.groups:
                 g.target.model.eval()
+            if c.batched is not None and not c.batched_eval:
+                _unbatch_for_eval(c)
             counts = {m: [0, 0, 0] for m in shared}
             data = c.lead.setup.data
             for x, y in data.eval.batches(eval_batch, shuffle=False):
@@ -305,13 +317,37 @@ def _evaluate(c: _Cohort) -> dict[Member, tuple[float, float]]:
                 inputs = {m: x for m in shared}
                 for g in c.groups:
                     inputs.update(g.outputs(arch, x))
-                logits = c.batched.logits(x) if c.batched is not None else {}
+                logits = _batched_logits(c, x)
                 for m in shared:
                     count_correct(counts[m], logits[m] if m in logits else m.net(inputs[m]), y, m.job.num_classes)
             out.update({m: (k[0] / k[2], k[1] / k[2]) for m, k in counts.items()})
     for target in [m.setup.target for m in c.alive()] + [g.target for g in c.groups]:
         target.train_mode()
     return out
+
+
+def _batched_logits(c: _Cohort, x: torch.Tensor) -> dict[Member, torch.Tensor]:
+    """The batched members' evaluation logits; on a failure they are evaluated one by one."""
+    if c.batched is None:
+        return {}
+    if not c.batched_eval:
+        return {}
+    try:
+        return c.batched.logits(x)
+    except Exception as exc:  # noqa: BLE001 - batching is a speed-up: without it, the same evaluation
+        log.warning("batched evaluation failed (%s: %s); its members are evaluated one by one",
+                    type(exc).__name__, exc)
+        c.batched_eval = False
+        _unbatch_for_eval(c)
+        return {}
+
+
+def _unbatch_for_eval(c: _Cohort) -> None:
+    """Write the batched members' trained values into their own networks, set to evaluate
+    (training stays batched)."""
+    c.batched.sync()
+    for m in c.batched.members:
+        m.model.eval()
 
 
 def _after_step(c: _Cohort) -> None:
