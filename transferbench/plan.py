@@ -140,6 +140,7 @@ class Plan:
     estimates: list[EstimateCell] = field(default_factory=list)
     estimate_only: bool = False
     expected_input_std: float | None = None
+    exchangeable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -171,6 +172,7 @@ class Plan:
             "num_layers": self.num_layers,
             "layer_names": self.layer_names,
             "expected_input_std": self.expected_input_std,
+            "exchangeable": self.exchangeable,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
             **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
@@ -191,6 +193,7 @@ def result_spec(config: Config, components: Components) -> dict[str, Any]:
         "train": config.train.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
         "amp": config.performance.amp,
+        **({"channels_last": True} if config.performance.channels_last else {}),  # absent: the ids of before
     }
 
 
@@ -237,17 +240,19 @@ class _Builder:
         c = self.components
         return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
 
-    def base(self, task: tuple[int, ...], half: str) -> Job:
-        role = {"seed": self.seed, "kind": "base", "classes": list(task)}
+    def base(self, task: tuple[int, ...], half: str, replicate: int) -> Job:
+        # the split seed is the replicate: a split that gives the same halves for every seed
+        # (one superclass against another) still gets independently initialised networks
+        role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task)}
         jid = content_hash({**self.base_spec, **role})
         return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
                          role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
-                 source: Job | None, n: int) -> Job:
+                 source: Job | None, n: int, replicate: int) -> Job:
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
-        role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
-                "source": self.roles[source.id] if source else None}
+        role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
+                "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else None}
         jid = content_hash({**self.base_spec, **role, "source": source.id if source else None})
         job = Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(role),
                   source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol))
@@ -277,7 +282,7 @@ class _Builder:
                  and components.protocols[(exp.name, t.name)].needs_source}
         pairs |= {(tgt, tgt) for _, tgt in pairs}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
-            bases[half] = self.base(halves[half], half)
+            bases[half] = self.base(halves[half], half, seed)
         for src, tgt in sorted(pairs):
             for n in layers:
                 for ref in exp.estimators:
@@ -291,14 +296,14 @@ class _Builder:
         protocols = components.protocols
         sources = {t.source for t in exp.treatments if t.source}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
-        bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
+        bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
         for half in needed:
             self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
         for t in exp.treatments:
             proto = protocols[(exp.name, t.name)]
             source = bases[t.source] if (t.source and proto.needs_source) else None
             for n in layers:
-                job = self.transfer(t, proto, halves[t.target], source, n)
+                job = self.transfer(t, proto, halves[t.target], source, n, seed)
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
         if exp.estimators:
             self.estimators(exp, seed, halves, layers, bases, components)
@@ -348,8 +353,10 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     # bases first, then the estimators (a proxy of the whole curve early), then the transfers
     rank = {"base": 0, "estimate": 1}
     ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
+    exchangeable = {exp.name: type(components.splits[exp.name]).exchangeable for exp in config.experiments}
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
-                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std())
+                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
+                exchangeable=exchangeable)
 
 
 def _seed(role: dict[str, Any]) -> int:
@@ -390,6 +397,7 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
                 "another --out"
             )
     merged["cells"] += kept
+    merged["exchangeable"] = {**old.get("exchangeable", {}), **merged.get("exchangeable", {})}
     kept_estimates = _merge_estimates(merged, old)
     for cell in kept + kept_estimates:
         if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):

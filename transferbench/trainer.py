@@ -143,7 +143,7 @@ def train_job(
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
     target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state)
     target.model.to(device)
-    if config.performance.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3:
+    if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
     data = prepare_job_data(ctx, job.classes, target, job.n)
     optimizer = make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
