@@ -65,24 +65,34 @@ class Convergence(ValidityCheck):
         for job_id in jobs:
             record = run.record(job_id)
             history = [h.top1 for h in (record.history or [])] if record else []
+            factors = [h.lr_factor for h in (record.history or [])] if record else []
             if len(history) >= 6:
-                gains.append(late_gain(history))
+                gains.append(late_gain(history, factors))
         if not gains:
             return []
         improving = [g for g, noise in gains if g > max(0.01, 2 * noise)]
         worst = max(g for g, _ in gains)
         if improving:
             return [CheckResult(self.name, "warn", f"{len(improving)} of {len(gains)} base networks still improve "
-                                f"at the end of training (up to {_pts(worst)} points over the last 30% of "
-                                "evaluations)", "train longer (train.epochs), or decay the learning rate earlier")]
+                                f"at the end of training (up to {_pts(worst)} points over their last evaluations)",
+                                "train longer (train.epochs), or decay the learning rate earlier")]
         return [CheckResult(self.name, "pass", f"every base network ({len(gains)}) has stopped improving: at most "
-                            f"{_pts(worst)} points over the last 30% of its evaluations")]
+                            f"{_pts(worst)} points over its last evaluations")]
 
 
-def late_gain(history: Sequence[float]) -> tuple[float, float]:
-    """How much the last 30% of a network's evaluations still improve: (second half of that tail
-    minus its first half, the standard error of that difference from the evaluations' scatter)."""
+def late_gain(history: Sequence[float], lr_factors: Sequence[float | None] = ()) -> tuple[float, float]:
+    """How much a network's last evaluations still improve: (the second half of the tail minus its
+    first half, the standard error of that difference from the evaluations' scatter).
+
+    The tail is the evaluations after the last change of the learning rate, when the history
+    records it and at least 4 come after it (the jump a decay gives is not "still improving"),
+    else the last 30%.
+    """
     k = max(4, math.ceil(0.3 * len(history)))
+    if len(lr_factors) == len(history) and all(f is not None for f in lr_factors):
+        changes = [i for i in range(1, len(lr_factors)) if lr_factors[i] != lr_factors[i - 1]]
+        if changes and len(history) - changes[-1] >= 4:
+            k = len(history) - changes[-1]
     tail = list(history[-k:])
     first, second = tail[: k // 2], tail[k // 2:]
     gain = sum(second) / len(second) - sum(first) / len(first)

@@ -229,3 +229,13 @@ def test_scorecard_says_not_reproduced_and_not_determined(tmp_path):
     card = {f.name: f for f in scorecard(build_grids(read_results(only_one)))}
     assert card["specificity"].verdict == "not determined" and "needs >= 3" in card["specificity"].run
     assert card["dissimilar split"].verdict == "not determined" and "not in this run" in card["dissimilar split"].run
+
+
+def test_late_gain_starts_after_the_last_learning_rate_change():
+    before = [0.80, 0.82, 0.81, 0.83, 0.82] * 3  # 15 evaluations at the first learning rate
+    after = [0.90, 0.91, 0.90, 0.91, 0.90]  # lr / 10, then flat
+    factors = [1.0] * 15 + [0.1] * 5
+    assert late_gain(before + after)[0] > 0.02  # the last 30% straddles the decay's jump
+    gain, _ = late_gain(before + after, factors)  # only the evaluations after the decay
+    assert gain == pytest.approx((0.90 + 0.91 + 0.90) / 3 - (0.90 + 0.91) / 2)
+    assert abs(gain) < 0.01

@@ -118,8 +118,8 @@ def train_loop(
                 with amp:
                     top1, top5 = evaluate(data.net, data.eval, data.transform, device, eval_batch)
                 target.train_mode()
-                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4),
-                                            top1=top1, top5=top5, train_loss=running))
+                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4), top1=top1,
+                                            top5=top5, train_loss=running, lr_factor=factor(step - 1)))
             if progress is not None:
                 progress(step, length.total, {"loss": running, "top1": history[-1].top1 if history else math.nan})
             if step >= length.total:
