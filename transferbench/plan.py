@@ -18,6 +18,7 @@ from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .network import build_meta, input_shape
 from .resolve import Components
+from .sources import ExternalSource, SourcePlanner
 
 __all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
 
@@ -51,6 +52,8 @@ class Job:
             network); :attr:`dependencies` lists them with ``depends_on``.
         estimator_spec: the estimator's name and params (estimate jobs).
         estimator: the estimator instance (not part of equality).
+        external: the weights file the copied layers come from (``source`` is then ``X``);
+            its content hash is in the id, its path is not.
     """
 
     id: str
@@ -67,6 +70,7 @@ class Job:
     after: tuple[str, ...] = ()
     estimator_spec: dict[str, Any] | None = None
     estimator: Estimator | None = field(default=None, compare=False, repr=False)
+    external: ExternalSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +97,7 @@ class Job:
             "num_classes": self.num_classes,
             "seed": self.seed,
             "fingerprint": self.fingerprint,
+            **({"source_checkpoint": self.external.summary()} if self.external else {}),
         }
 
 
@@ -106,6 +111,7 @@ class Cell:
     treatment: str
     n: int
     job_id: str
+    replicate: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class Plan:
     estimates: list[EstimateCell] = field(default_factory=list)
     estimate_only: bool = False
     expected_input_std: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -237,20 +244,24 @@ class _Builder:
         c = self.components
         return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
 
-    def base(self, task: tuple[int, ...], half: str) -> Job:
-        role = {"seed": self.seed, "kind": "base", "classes": list(task)}
+    def base(self, task: tuple[int, ...], half: str, replicate: int = 0) -> Job:
+        role = {"seed": self.seed, "kind": "base", "classes": list(task), **_replicate(replicate)}
         jid = content_hash({**self.base_spec, **role})
         return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
                          role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
-                 source: Job | None, n: int) -> Job:
+                 source: Job | None, n: int, external: ExternalSource | None = None, replicate: int = 0) -> Job:
+        """A transferred network; its source is a base network, a weights file (``external``:
+        its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
+        origin = external.identity() if external else None
         role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
-                "source": self.roles[source.id] if source else None}
-        jid = content_hash({**self.base_spec, **role, "source": source.id if source else None})
-        job = Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(role),
-                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol))
+                "source": self.roles[source.id] if source else origin, **_replicate(replicate)}
+        jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin})
+        job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
+                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
+                  external=external)
         return self._add(job, role)
 
     def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
@@ -273,7 +284,7 @@ class _Builder:
                    components: Components) -> None:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
         between, and on each target's own base (the pair depth cannot tell apart)."""
-        pairs = {(t.source, t.target) for t in exp.treatments if t.source and t.target in ("A", "B")
+        pairs = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
                  and components.protocols[(exp.name, t.name)].needs_source}
         pairs |= {(tgt, tgt) for _, tgt in pairs}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
@@ -286,20 +297,23 @@ class _Builder:
                     self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
-                   components: Components) -> None:
-        """The bases, transferred networks and estimators of one experiment at one split seed."""
+                   components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
+        """The bases, transferred networks and estimators of one experiment at one split seed
+        (each replicate with its own networks); ``externals``: treatment -> its weights file."""
         protocols = components.protocols
-        sources = {t.source for t in exp.treatments if t.source}
+        sources = {t.half for t in exp.treatments if t.half}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
-        bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
-        for half in needed:
-            self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
-        for t in exp.treatments:
-            proto = protocols[(exp.name, t.name)]
-            source = bases[t.source] if (t.source and proto.needs_source) else None
-            for n in layers:
-                job = self.transfer(t, proto, halves[t.target], source, n)
-                self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
+        for r in range(exp.replicates):
+            bases = {half: self.base(halves[half], half, r) for half in sorted(set(needed) | sources)}
+            for half in needed:
+                self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id, r))
+            for t in exp.treatments:
+                proto = protocols[(exp.name, t.name)]
+                source = bases[t.half] if (t.half and proto.needs_source) else None
+                external = (externals or {}).get(t.name) if proto.needs_source else None
+                for n in layers:
+                    job = self.transfer(t, proto, halves[t.target], source, n, external, r)
+                    self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id, r))
         if exp.estimators:
             self.estimators(exp, seed, halves, layers, bases, components)
 
@@ -321,8 +335,9 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
     builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
+    files = SourcePlanner(components.architecture, input_shape(config.train.augment, components.data), num_layers)
     all_halves: dict[tuple[str, int], Halves] = {}
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = files.problems
     for i, exp in enumerate(config.experiments):
         layers = list(range(1, num_layers)) if exp.layers == "all" else sorted(set(exp.layers))
         bad = [n for n in layers if not 1 <= n <= num_layers - 1]
@@ -330,16 +345,22 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
                              f"architecture ({', '.join(names)}); got {bad}"))
             continue
-        if exp.estimators and not any(t.source and t.target in ("A", "B") and components.protocols[
+        if exp.estimators and not any(t.half and t.target in ("A", "B") and components.protocols[
                 (exp.name, t.name)].needs_source for t in exp.treatments):
             problems.append((f"experiments.{i}.estimators", "estimators score layer n of a base network on a "
                              "target half: the experiment needs a treatment that copies layers from a source half"))
             continue
+        if exp.estimators and exp.replicates > 1:
+            problems.append((f"experiments.{i}.replicates", "estimators are compared with retraining per split "
+                             "seed: use split seeds rather than replicates in an experiment with estimators"))
+            continue
+        externals = files.externals(i, exp, components.protocols, layers)
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
-            builder.split_seed(exp, seed, halves, layers, components)
+            builder.split_seed(exp, seed, halves, layers, components, externals)
+    files.check_jobs(builder.jobs.values())
     if config.output.checkpoints == "none" and any(j.depends_on for j in builder.jobs.values()):
         problems.append(("output.checkpoints", "'none' keeps no weights, but transfer treatments copy "
                          "layers from base networks: use 'sources' (the default) or 'all'"))
@@ -349,7 +370,13 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     rank = {"base": 0, "estimate": 1}
     ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
-                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std())
+                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
+                notes=files.notes)
+
+
+def _replicate(r: int) -> dict[str, int]:
+    """A replicate's part of a role: nothing for the first, so its networks keep their ids."""
+    return {"replicate": r} if r else {}
 
 
 def _seed(role: dict[str, Any]) -> int:
@@ -376,10 +403,10 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
     if old is None:
         return merged, []
     key = ("experiment", "split_seed", "treatment", "n")
-    have = {tuple(c[k] for k in key): c["job_id"] for c in merged["cells"]}
+    have = {(*(c[k] for k in key), c.get("replicate", 0)): c["job_id"] for c in merged["cells"]}
     kept: list[dict[str, Any]] = []
     for cell in old.get("cells", []):
-        at = tuple(cell.get(k) for k in key)
+        at = (*(cell.get(k) for k in key), cell.get("replicate", 0))
         if at not in have:
             kept.append(cell)
         elif have[at] != cell.get("job_id"):
