@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .analysis import Grid
+from .analysis import Grid, transfer_source
 from .results import write_atomic
 
 __all__ = ["STYLES", "Style", "figure2", "figure3", "save_figure", "write_plots"]
@@ -45,6 +45,8 @@ STYLES: dict[str, Style] = {
     "BnB+": Style("#56B4E9", "s", False, "--"),
     "AnB": Style("#D55E00", "D", True, "-."),
     "AnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
+    "XnB": Style("#D55E00", "D", True, "-."),  # a weights file stands where A does
+    "XnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
 }
 _EXTRA = [
     Style("#009E73", "v", True, (0, (5, 1, 1, 1))),
@@ -130,12 +132,13 @@ def _shade_gaps(ax: Axes, grid: Grid) -> None:
     bnb = [base.mean, *(grid.get("BnB", n).mean for n in layers)]  # type: ignore[union-attr]
     ax.fill_between(xs, [base.mean] * len(xs), bnb, where=[b < base.mean for b in bnb], interpolate=True,
                     facecolor="none", edgecolor="0.35", hatch="//", linewidth=0, label="co-adaptation")
-    both = [n for n in layers if grid.get("AnB", n) is not None]
+    anb = f"{transfer_source(grid)}nB"
+    both = [n for n in layers if grid.get(anb, n) is not None]
     if not both:
         return
     xs = [0, *both]
     top = [base.mean, *(grid.get("BnB", n).mean for n in both)]  # type: ignore[union-attr]
-    low = [base.mean, *(grid.get("AnB", n).mean for n in both)]  # type: ignore[union-attr]
+    low = [base.mean, *(grid.get(anb, n).mean for n in both)]  # type: ignore[union-attr]
     ax.fill_between(xs, top, low, where=[a < b for a, b in zip(low, top)], interpolate=True,
                     facecolor="none", edgecolor="#D55E00", hatch="\\\\", linewidth=0, label="specificity")
 
@@ -231,16 +234,17 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 
 def write_plots(grids: Sequence[Grid], out_dir: Path,
                 half_names: Mapping[str, Mapping[str, str]] | None = None) -> list[Path]:
-    """Figure 2 for every grid with selffers (BnB) or pooled transfers (AnB), and Figure 3
-    when it has anything to show (unpooled directions are drawn there, not in Figure 2).
+    """Figure 2 for every grid with selffers (BnB), pooled transfers (AnB) or transfers from a
+    weights file (XnB), and Figure 3 when it has anything to show (unpooled directions are
+    drawn there, not in Figure 2).
 
     Returns:
         The files written (``figure2_<experiment>_<metric>.{png,svg}``, ``figure3_<metric>.{png,svg}``).
     """
     written: list[Path] = []
     for grid in grids:
-        has = {t for t in ("BnB", "AnB") for n in grid.transfer_layers if grid.get(t, n)}
-        if "BnB" in has or (grid.pooled and "AnB" in has):
+        has = {t for t in ("BnB", "AnB", "XnB", "XnB+") for n in grid.transfer_layers if grid.get(t, n)}
+        if "BnB" in has or (grid.pooled and "AnB" in has) or {"XnB", "XnB+"} & has:
             written += save_figure(figure2(grid), out_dir, f"figure2_{_safe(grid.experiment)}_{grid.metric}")
     fig3 = figure3(grids, half_names)
     if fig3 is not None:
