@@ -42,6 +42,7 @@ from .analysis import (
 from .estimator_report import print_estimator_report, write_estimator_figure, write_estimator_files
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plots import write_plots
+from .recommend import estimator_views, recommend
 from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
 from .validation import read_estimates
 
@@ -333,6 +334,21 @@ def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> st
             f"{100 * (spec.gap or 0.0):.1f} points > {100 * spec.threshold:.1f} ({spec.rule}).")
 
 
+def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence) -> None:
+    """The answer for every experiment that transfers from a weights file: how many layers
+    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`)."""
+    for grid in grids:
+        if transfer_source(grid) != "X":
+            continue
+        rec = recommend(grid, estimator_views(grid, results, estimates))
+        if rec is None:
+            continue
+        console.print(Text(f"{grid.experiment}: recommendation ({grid.metric})", style="bold"))
+        for line in rec.lines(results.layer_names):
+            console.print(Text(f"  {line}"))
+        console.print()
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -484,6 +500,7 @@ def run_report(
         if estimates:  # the estimators (docs/estimators.md) beside retraining
             write_estimator_files(results, estimates, metric or "top1", Path(run_dir))
             print_estimator_report(console, results, estimates, metric or "top1")
+        _print_recommendations(console, results, grids, estimates)
         if compare == "paper":
             papers = build_grids(load_paper(), metric or "top1", pool)
             for grid in (g for g in grids if g.cells):
