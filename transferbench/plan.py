@@ -335,7 +335,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
     builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")})
-    files = SourcePlanner(components.architecture, input_shape(config.train.augment, components.data), num_layers)
+    files = SourcePlanner(components.architecture, input_shape(config.train.augment, components.data), num_layers,
+                          [c.id for c in classes])
     all_halves: dict[tuple[str, int], Halves] = {}
     problems: list[tuple[str, str]] = files.problems
     for i, exp in enumerate(config.experiments):

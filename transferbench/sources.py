@@ -350,8 +350,10 @@ class SourcePlanner:
     :func:`transferbench.plan.build_plan`: every problem at its config key, before anything
     trains, and notes for what is fine but worth saying (the head left out)."""
 
-    def __init__(self, arch: Architecture, shape: Sequence[int], num_layers: int) -> None:
+    def __init__(self, arch: Architecture, shape: Sequence[int], num_layers: int,
+                 class_ids: Sequence[str] = ()) -> None:
         self.arch, self.shape, self.num_layers = arch, tuple(shape), num_layers
+        self.class_ids = list(class_ids)
         self.problems: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self._files: dict[tuple[str, str], SourceFile | None] = {}
@@ -414,6 +416,8 @@ class SourcePlanner:
                     continue
                 entry = wanted.setdefault((ext.key, job.num_classes, which), (file, [False] * len(flags)))
                 entry[1][:] = [x or y for x, y in zip(entry[1], flags)]
+            if actions[-1].copy:
+                self._same_classes(ext, job.classes)
         for (key, num_classes, which), (file, copied) in wanted.items():
             shapes, layers = self._model(num_classes)
             mapping = map_source(file, shapes, layers, copied)
@@ -421,7 +425,27 @@ class SourcePlanner:
             if not mapping.ok:
                 self.problems.append((where, f"{Path(file.path).name} does not fit the layers copied from it: "
                                       + mapping.problem()))
-            for note in mapping.notes():
-                line = f"{where} ({Path(file.path).name}): {note}"
-                if line not in self.notes:
-                    self.notes.append(line)
+            for note in mapping.notes() if which == "checkpoint" else []:
+                self._note(f"{where} ({Path(file.path).name}): {note}")
+
+    def _note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
+
+    def _same_classes(self, ext: ExternalSource, classes: Sequence[int]) -> None:
+        """A protocol that keeps the file's classifier needs the file's classes: checked against
+        the JSON ``transferbench export`` writes beside it, when there is one."""
+        sidecar = Path(ext.file.path).with_suffix(".json")
+        where = f"{ext.key}.checkpoint"
+        try:
+            import json
+
+            ids = [c["id"] for c in json.loads(sidecar.read_text())["classes"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            self._note(f"{where}: the classifier is kept as it is, so the file must have been trained on "
+                       "the target's classes in label order (no JSON beside it says which)")
+            return
+        mine = [self.class_ids[i] for i in classes] if self.class_ids else []
+        if ids and mine and ids != mine and not any(p[0] == where for p in self.problems):
+            self.problems.append((where, f"the classifier is kept as it is, but {sidecar.name} says the file was "
+                                  f"trained on other classes ({_names(ids)}) than the target's ({_names(mine)})"))
