@@ -52,8 +52,8 @@ __all__ = [
     "transfer_source",
 ]
 
-#: The main grid's columns, in the paper's order; then transfer from a weights file (X).
-CANONICAL: tuple[str, ...] = ("baseB", "BnB", "BnB+", "AnB", "AnB+", "XnB", "XnB+")
+#: The main grid's columns, in the paper's order (other treatments follow in plan order).
+CANONICAL: tuple[str, ...] = ("baseB", "BnB", "BnB+", "AnB", "AnB+")
 
 #: Mirror-image treatments merged into the canonical ones when pooling.
 POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "AnB", "BnA+": "AnB+",

@@ -45,8 +45,9 @@ STYLES: dict[str, Style] = {
     "BnB+": Style("#56B4E9", "s", False, "--"),
     "AnB": Style("#D55E00", "D", True, "-."),
     "AnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
-    "XnB": Style("#D55E00", "D", True, "-."),  # a weights file stands where A does
-    "XnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
+    # a weights file stands where A does: the same colours, its own shapes
+    "XnB": Style("#D55E00", "p", True, (0, (6, 2, 1, 2))),
+    "XnB+": Style("#CC79A7", "h", False, (0, (2, 1, 2, 3))),
 }
 _EXTRA = [
     Style("#009E73", "v", True, (0, (5, 1, 1, 1))),
