@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .analysis import Difference, Grid, Stat, t_quantile, transfer_source
 from .results import RunResults
@@ -70,6 +71,8 @@ class Recommendation:
         finetune_vs_base: ``finetuned(n) - base``.
         frozen_vs_base: ``frozen(n) - base``.
         estimators: what the estimators that ran for the experiment say.
+        finetune_best_n: the n with the best mean fine-tuned accuracy (None without any).
+        finetune_gap: ``finetuned(finetune_best_n) - finetuned(n)``.
     """
 
     experiment: str
@@ -85,6 +88,8 @@ class Recommendation:
     finetune_vs_base: Difference | None = None
     frozen_vs_base: Difference | None = None
     estimators: list[EstimatorView] = field(default_factory=list)
+    finetune_best_n: int | None = None
+    finetune_gap: Difference | None = None
 
     def lines(self, layer_names: Sequence[str] = ()) -> list[str]:
         """The recommendation as a few hedged sentences."""
@@ -141,15 +146,27 @@ def recommend(grid: Grid, estimators: Sequence[EstimatorView] = ()) -> Recommend
     gaps = {n: _diff(grid, best, (frozen, stats[n])) for n in layers}
     within = [n for n in layers if n == best_n or _within(gaps[n])]
     n = max(within)
-    here, plus, base = (frozen, stats[n]), grid.get(finetuned, n), grid.get("baseB", 0)
+    here, plus = (frozen, stats[n]), grid.get(finetuned, n)
+    base_name = next((t for t in grid.bases if grid.targets.get(t) == grid.targets.get(frozen)), "baseB")
+    base = grid.base_for(frozen)  # baseB, or the base of the half it trains on (baseall)
     return Recommendation(
-        experiment=grid.experiment, frozen=frozen, finetuned=finetuned, base="baseB", best_n=best_n, n=n,
+        experiment=grid.experiment, frozen=frozen, finetuned=finetuned, base=base_name, best_n=best_n, n=n,
         within=within, rule=_rule(grid, frozen), gap=gaps[n],
         finetune_vs_frozen=_diff(grid, (finetuned, plus), here) if plus else None,
-        finetune_vs_base=_diff(grid, (finetuned, plus), ("baseB", base)) if plus and base else None,
-        frozen_vs_base=_diff(grid, here, ("baseB", base)) if base else None,
-        estimators=list(estimators),
+        finetune_vs_base=_diff(grid, (finetuned, plus), (base_name, base)) if plus and base else None,
+        frozen_vs_base=_diff(grid, here, (base_name, base)) if base else None,
+        estimators=list(estimators), **_best_finetuned(grid, finetuned, n),
     )
+
+
+def _best_finetuned(grid: Grid, finetuned: str, n: int) -> dict[str, Any]:
+    """Where fine-tuning does best, and how far the recommended n is from it."""
+    cells = {k: grid.get(finetuned, k) for k in grid.transfer_layers if grid.get(finetuned, k) is not None}
+    if not cells or n not in cells:
+        return {}
+    best = max(cells, key=lambda k: (cells[k].mean, -k))  # type: ignore[union-attr]
+    return {"finetune_best_n": best,
+            "finetune_gap": _diff(grid, (finetuned, cells[best]), (finetuned, cells[n]))}  # type: ignore[arg-type]
 
 
 def _within(gap: Difference) -> bool:
@@ -229,6 +246,9 @@ def _lines(r: Recommendation, names: Sequence[str]) -> list[str]:
     else:
         out.append(f"No fine-tuned network ({r.finetuned}) at n={r.n}: add {r.finetuned} to the treatments "
                    "to learn whether fine-tuning pays.")
+    if r.finetune_best_n is not None and r.finetune_gap is not None and r.finetune_best_n != r.n:
+        out.append(f"Fine-tuned networks do best at {_layer(r.finetune_best_n, names)}: "
+                   + _compare(r.finetune_gap, "that depth", f"n={r.n}") + ".")
     if r.finetune_vs_base is not None:
         out.append(_compare(r.finetune_vs_base, f"Fine-tuned ({r.finetuned}, n={r.n})",
                             f"training from scratch ({r.base})") + ".")
