@@ -6,8 +6,9 @@ and/or by experiment, treatment, n, split seed and replicate, and writes, each a
 
 * ``FILE.safetensors``: the network's weights, byte for byte its checkpoint in the run (so
   its SHA-256, which names it in the next run's job ids, is the one the run recorded);
-* ``FILE.json``: what it is: the architecture config (name and params), the input shape, the
-  classes it was trained on, its layers, the job and cells it came from, its accuracy;
+* ``FILE.json``: what it is: the architecture config (name and params), the input shape and
+  normalisation, the classes it was trained on, its layers, the job and cells it came from,
+  its accuracy;
 * with ``init=True``, ``FILE.init.safetensors``: its initial weights, recomputed exactly
   from the job's seed (what ``reinit`` with ``reset: initial`` resets a layer to; give it
   as ``init:`` beside ``checkpoint:``).
@@ -195,7 +196,7 @@ def export_network(run_dir: Path, out: Path, selection: Selection, *, init: bool
     sha = sha256_file(weights)
     doc = _info(plan, job_id, cells, config, shape, classes, record)
     doc.update(architecture={"name": config["architecture"]["name"], **arch.params.model_dump(mode="json")},
-               sha256=sha)
+               normalization=_normalization(data, arch), sha256=sha)
     if init:
         doc.update(_write_init(arch, job, shape, init_path, weights))
     atomic_write_json(info_path, doc)
@@ -222,6 +223,16 @@ def _classes(data: Any, cells: Sequence[Mapping[str, Any]], config: Mapping[str,
         return []
     return [{"label": i, "index": everything[k].index, "id": everything[k].id, "name": everything[k].name}
             for i, k in enumerate(indices)]
+
+
+def _normalization(data: Any, arch: Any) -> dict[str, list[float]] | None:
+    """The per-channel mean and std its image inputs were normalised with (on the [0, 1] scale):
+    images of a next task should reach the network the same way (an image source's mean/std)."""
+    try:
+        norm = arch.input_normalization(data.normalization())
+    except TransferbenchError:
+        return None
+    return None if norm is None else {"mean": [float(x) for x in norm[0]], "std": [float(x) for x in norm[1]]}
 
 
 def _write_init(arch: Any, job: Mapping[str, Any], shape: Sequence[int], path: Path, weights: Path) -> dict[str, Any]:

@@ -125,8 +125,8 @@ def _rule(grid: Grid, frozen: str) -> str:
     if noise is not None:
         return (f"the 95% interval of the difference includes 0; network-to-network std {100 * noise[0]:.1f} "
                 f"points, pooled over every {frozen} cell ({noise[1]:g} degrees of freedom)")
-    return (f"one network per cell, so the noise is unknown: within {100 * FALLBACK:g} point of the best "
-            "(more split seeds or experiments[].replicates give intervals)")
+    return (f"one network per cell, so the noise is unknown and {100 * FALLBACK:g} point of top-1 is taken "
+            "as noise; more split seeds or experiments[].replicates give intervals")
 
 
 def recommend(grid: Grid, estimators: Sequence[EstimatorView] = ()) -> Recommendation | None:
@@ -233,11 +233,12 @@ def _layer(n: int, names: Sequence[str]) -> str:
 
 def _lines(r: Recommendation, names: Sequence[str]) -> list[str]:
     out = []
+    freeze = "Freeze layer 1 only" if r.n == 1 else f"Freeze layers 1..{r.n}"
     if r.n == r.best_n:
-        out.append(f"Freeze layers 1..{r.n}: {_layer(r.n, names)} is the best frozen depth "
+        out.append(f"{freeze}: {_layer(r.n, names)} is the best frozen depth "
                    f"and no deeper one is within noise of it ({r.rule}).")
     else:
-        out.append(f"Freeze layers 1..{r.n}: {_layer(r.n, names)} is the deepest frozen transfer within noise of "
+        out.append(f"{freeze}: {_layer(r.n, names)} is the deepest frozen transfer within noise of "
                    f"the best one ({_layer(r.best_n, names)}, {_pts(r.gap.value)} points better; {r.rule}); "
                    f"within noise: n = {', '.join(map(str, r.within))}.")
     if r.finetune_vs_frozen is not None:
