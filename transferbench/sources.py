@@ -196,7 +196,7 @@ def read_source(path: str | Path, strip_prefix: str = "") -> SourceFile:
     return SourceFile(str(p), _sha256(p), shapes, strip_prefix)
 
 
-_LOADED: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+_LOADED: OrderedDict[tuple[str, str, int, int], dict[str, torch.Tensor]] = OrderedDict()
 
 
 def load_state(source: SourceFile) -> dict[str, torch.Tensor]:
@@ -208,11 +208,13 @@ def load_state(source: SourceFile) -> dict[str, torch.Tensor]:
     Raises:
         SourceFileError: the file is gone or its content changed since the plan.
     """
-    if source.sha256 in _LOADED:
-        _LOADED.move_to_end(source.sha256)
-        return _LOADED[source.sha256]
     path = Path(source.path)
     try:
+        st = path.stat()
+        key = (source.sha256, str(path), st.st_size, st.st_mtime_ns)  # a file touched since is read again
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
         data = path.read_bytes()
     except OSError as exc:
         raise SourceFileError(f"cannot read the source weights {path}: {exc.strerror or exc}") from None
@@ -222,7 +224,7 @@ def load_state(source: SourceFile) -> dict[str, torch.Tensor]:
         raise SourceFileError(f"the source weights {path} changed since the run was planned (their SHA-256 "
                               "differs): rerun the command, which plans new networks for the new file")
     state = _strip(_parse(data, path), source.strip_prefix)
-    _LOADED[source.sha256] = state
+    _LOADED[key] = state
     while len(_LOADED) > 2:
         _LOADED.popitem(last=False)
     return state
