@@ -407,3 +407,30 @@ def test_export_says_what_is_ambiguous_missing_or_not_kept(source_run, tmp_path,
     other = next(j for j in plan.jobs if j != job)
     assert main(["export", str(run_dir), "--out", str(tmp_path / "z"), "--job", other]) == 0
     assert (tmp_path / "z.safetensors").is_file() and (tmp_path / "z.json").is_file()
+
+
+# --------------------------------------------------------------------------- estimators on a file
+
+
+def test_estimators_score_the_weights_file_and_join_the_answer(fake_plugins, tmp_path):
+    _weights(tmp_path / "w.safetensors", num_classes=1000)  # its head never matters to layer-n features
+    exp = {**_x_experiment(str(tmp_path / "w.safetensors"))[0], "estimators": ["knn", "cka"],
+           "split": {"name": "parity", "seeds": [0, 1]}}
+    config, components, plan = _setup(experiments=[exp])
+    files = [e for e in plan.estimates if e.source == "X"]
+    assert {(e.target, e.n, e.estimator) for e in files} == {("B", n, est) for n in (1, 2, 3) for est in ("knn", "cka")}
+    x_jobs = [plan.jobs[e.job_id] for e in files]
+    assert all(j.depends_on is None and j.external is not None for j in x_jobs)
+    assert {j.after for j in x_jobs if j.estimator_spec["name"] == "cka"} == {
+        (b.id,) for b in plan.jobs.values() if b.kind == "base" and b.target == "B"}
+    run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    sha = sha256_file(tmp_path / "w.safetensors")
+    for job in x_jobs:
+        record = json.loads((tmp_path / "run" / "records" / f"{job.id}.json").read_text())
+        assert record["status"] == "ok" and record["source_sha256"] == sha
+    console = Console(record=True, width=300)
+    from transferbench.report import run_report
+
+    run_report(tmp_path / "run", plots=False, console=console)
+    text = console.export_text()
+    assert "x: recommendation (top1)" in text and "Estimator knn would freeze" in text

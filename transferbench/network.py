@@ -25,6 +25,7 @@ __all__ = [
     "build_target",
     "initial_state",
     "input_shape",
+    "overlay",
     "set_frozen_norm_eval",
     "under",
 ]
@@ -178,3 +179,14 @@ def initial_state(arch: Architecture, num_classes: int, shape: Sequence[int], se
         torch.manual_seed(seed)
         model = arch.build(num_classes, tuple(shape))
     return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def overlay(arch: Architecture, num_classes: int, shape: Sequence[int],
+            tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A whole state dict for ``num_classes``: ``tensors`` where they fit (name and shape), a
+    throwaway initialisation elsewhere (a weights file's head for another class count).
+    torch's global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        state = arch.build(num_classes, tuple(shape)).state_dict()
+    return {k: tensors[k] if k in tensors and tuple(tensors[k].shape) == tuple(v.shape) else v
+            for k, v in state.items()}

@@ -264,36 +264,47 @@ class _Builder:
                   external=external)
         return self._add(job, role)
 
-    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
-                 n: int) -> Job:
-        """``estimator`` on layer n of ``source``, on ``task`` (the ``reference`` network's task)."""
+    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job | ExternalSource,
+                 reference: Job, n: int) -> Job:
+        """``estimator`` on layer n of ``source`` (a base network, or a weights file: its content
+        hash stands where the network's role and id do), on ``task`` (the ``reference``'s task)."""
         spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
+        file = source if isinstance(source, ExternalSource) else None
+        origin = (file.identity(), file.identity()) if file else (self.roles[source.id], source.id)  # type: ignore[union-attr]
+        src_id = None if file else source.id  # type: ignore[union-attr]
         role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
-                "features": self.features, "source": self.roles[source.id],
+                "features": self.features, "source": origin[0],
                 "reference": self.roles[reference.id] if ref else None}
-        jid = content_hash({**self.base_spec, **role, "source": source.id, "reference": ref})
+        jid = content_hash({**self.base_spec, **role, "source": origin[1], "reference": ref})
         c = self.components
         fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
-        job = Job(jid, "estimate", reference.target, source.target, n, task, _seed(role), source.id,
-                  fingerprint=fingerprint, after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
-                  estimator=estimator)
+        job = Job(jid, "estimate", reference.target, "X" if file else source.target, n, task,  # type: ignore[union-attr]
+                  _seed(role), src_id, fingerprint=fingerprint, after=(ref,) if ref and ref != src_id else (),
+                  estimator_spec=spec, estimator=estimator, external=file)
         return self._add(job, role)
 
     def estimators(self, exp: Experiment, seed: int, halves: Halves, layers: list[int], bases: dict[str, Job],
-                   components: Components) -> None:
+                   components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
-        between, and on each target's own base (the pair depth cannot tell apart)."""
+        between, and on each target's own base (the pair depth cannot tell apart); a weights
+        file is the source ``X`` (the first file a target's treatments copy from)."""
         pairs = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
                  and components.protocols[(exp.name, t.name)].needs_source}
-        pairs |= {(tgt, tgt) for _, tgt in pairs}
+        files: dict[str, ExternalSource] = {}
+        for t in exp.treatments:
+            if t.name in (externals or {}) and t.target in ("A", "B"):
+                files.setdefault(t.target, (externals or {})[t.name])
+        pairs |= {(tgt, tgt) for _, tgt in pairs} | {(tgt, tgt) for tgt in files}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
             bases[half] = self.base(halves[half], half)
-        for src, tgt in sorted(pairs):
+        sources: list[tuple[str, str, Job | ExternalSource]] = [(s, t, bases[s]) for s, t in sorted(pairs)]
+        sources += [("X", tgt, file) for tgt, file in sorted(files.items())]
+        for src, tgt, network in sources:
             for n in layers:
                 for ref in exp.estimators:
                     est = components.estimators[(exp.name, ref.name)]
-                    job = self.estimate(ref.name, est, halves[tgt], bases[src], bases[tgt], n)
+                    job = self.estimate(ref.name, est, halves[tgt], network, bases[tgt], n)
                     self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
@@ -315,7 +326,7 @@ class _Builder:
                     job = self.transfer(t, proto, halves[t.target], source, n, external, r)
                     self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id, r))
         if exp.estimators:
-            self.estimators(exp, seed, halves, layers, bases, components)
+            self.estimators(exp, seed, halves, layers, bases, components, externals)
 
 
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
@@ -346,10 +357,11 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
                              f"architecture ({', '.join(names)}); got {bad}"))
             continue
-        if exp.estimators and not any(t.half and t.target in ("A", "B") and components.protocols[
+        if exp.estimators and not any((t.half or t.external) and t.target in ("A", "B") and components.protocols[
                 (exp.name, t.name)].needs_source for t in exp.treatments):
             problems.append((f"experiments.{i}.estimators", "estimators score layer n of a base network on a "
-                             "target half: the experiment needs a treatment that copies layers from a source half"))
+                             "target half: the experiment needs a treatment that copies layers from a source half "
+                             "or a weights file"))
             continue
         if exp.estimators and exp.replicates > 1:
             problems.append((f"experiments.{i}.replicates", "estimators are compared with retraining per split "

@@ -10,12 +10,12 @@ from .config import Config
 from .context import TrainContext
 from .devices import resolve_device
 from .errors import DataError, TrainingFailed
-from .estimation import estimate_job
+from .estimation import estimate_job, source_network
 from .executor import ProgressFn
 from .files import sha256_file
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
-from .network import initial_state
+from .network import initial_state, overlay
 from .plan import Job, Plan
 from .records import JobRecord, RecordError, utc_now
 from .resolve import Components
@@ -171,8 +171,17 @@ class TrainingRunner:
         """An estimator job: every network it reads checked as a transfer's source is, then scored."""
         shas = [self._verified(dep) for dep in job.dependencies]
         store = self.store
-        record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)))
-        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": shas[0]})
+
+        def load(jid: str) -> tuple[int, dict]:
+            if job.external is not None and jid == source_network(job):  # a weights file, its head left out
+                state = self._source(job)[0] or {}
+                return job.num_classes, overlay(self.components.architecture, job.num_classes,
+                                                self.ctx.input_shape, state)
+            return self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)
+
+        record = estimate_job(job, self.ctx, load)
+        sha = job.external.file.sha256 if job.external is not None else shas[0]
+        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": sha})
 
     def finished(self, job: Job) -> JobRecord | None:
         store = self.store
