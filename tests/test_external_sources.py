@@ -1,5 +1,5 @@
 """Weights files as sources (X): reading, mapping, identity, refusal to download; XnB runs;
-the surgical, reinit and reinit_eval protocols; replicates; export round trips."""
+the surgical, reinit and reinit_eval protocols; export round trips."""
 
 from __future__ import annotations
 
@@ -330,21 +330,6 @@ def test_reset_to_initial_weights_of_a_file_needs_its_init(fake_plugins, tmp_pat
     _, _, random = _setup(experiments=_x_experiment(
         str(tmp_path / "w.safetensors"), [{**reinit, "protocol": {"name": "reinit", "reset": "random"}}]))
     assert all(j.external.init is None for j in random.jobs.values() if j.source == "X")
-
-
-# --------------------------------------------------------------------------- replicates
-
-
-def test_replicates_add_networks_and_keep_the_first_ids(fake_plugins):
-    exp = tiny_config()["experiments"][0]
-    _, _, one = _setup()
-    _, _, two = _setup(experiments=[{**exp, "replicates": 2}])
-    assert set(one.jobs) < set(two.jobs) and len(two.jobs) == 2 * len(one.jobs)
-    assert {c.replicate for c in two.cells} == {0, 1}
-    firsts = {(c.treatment, c.n): c.job_id for c in two.cells if c.replicate == 0}
-    assert firsts == {(c.treatment, c.n): c.job_id for c in one.cells}
-    with pytest.raises(ConfigError, match="replicates"):
-        _setup(experiments=[{**exp, "replicates": 2, "estimators": ["knn"]}])
 
 
 # --------------------------------------------------------------------------- export

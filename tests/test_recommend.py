@@ -19,10 +19,10 @@ def _results(cells: dict[tuple[str, int], list[float]], source: str = "X") -> Ru
         base = treatment.startswith("base")
         for i, value in enumerate(values):
             rows.append(ResultRow(
-                experiment="e", split="superclass", split_seed=0, treatment=treatment, n=n,
+                experiment="e", split="superclass", split_seed=i, treatment=treatment, n=n,
                 job_id=f"{treatment}-{n}-{i}", status="ok", top1=value, kind="base" if base else "transfer",
                 source=None if base else source, target="B", num_classes=10,
-                protocol=None if base else ("finetune" if treatment.endswith("+") else "frozen"), replicate=i))
+                protocol=None if base else ("finetune" if treatment.endswith("+") else "frozen")))
     return RunResults(name="r", config_hash="h", num_layers=4, layer_names=NAMES, rows=tuple(rows))
 
 

@@ -17,8 +17,10 @@ boost ``XnB+ - baseB``.
 Pooling (the paper's symmetry argument): with exchangeable halves, ``AnA`` measures the same
 thing as ``BnB``, ``BnA`` the same as ``AnB`` and ``baseA`` the same as ``baseB``, so the
 paper pooled them (its BnB column is the mean of 4 AnA networks, its AnB column 8 networks).
-``pool=None`` (the default) pools an experiment when its two halves have the same number of
-classes (random halves) and keeps the directions apart otherwise (man-made 551 / natural 449).
+``pool=None`` (the default) pools an experiment when its split says its halves are
+exchangeable (``TaskSplit.exchangeable``: random halves) and they have the same number of
+classes, and keeps the directions apart otherwise (man-made 551 / natural 449, or two
+superclasses of equal size).
 Pass ``pool=True`` or ``pool=False`` to decide yourself.
 """
 
@@ -30,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .results import ResultRow, RunResults, check_metric
+from .results import ResultRow, RunResults, check_metric, rows_to_csv
 
 __all__ = [
     "CANONICAL",
@@ -45,6 +47,7 @@ __all__ = [
     "diff",
     "drops",
     "layer_metrics",
+    "results_csv",
     "specific_layer",
     "t_quantile",
     "table1",
@@ -62,6 +65,10 @@ POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "
 _PAPER_NAME = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])\+?$")
 
 # --------------------------------------------------------------------------- statistics
+
+#: Networks a cell needs for a 95% interval: two give t = 12.7, an interval too wide to mean
+#: anything (a difference of two-network cells printed +-45 points); three give t = 4.3.
+MIN_FOR_INTERVAL = 3
 
 # Two-sided 95% quantiles of Student's t (0.975 quantile) by degrees of freedom; scipy is
 # not a dependency, and between rows the quantile is close to linear in 1/df.
@@ -97,7 +104,8 @@ class Stat:
         values: one accuracy per network.
         mean: their mean.
         std: sample standard deviation (ddof=1); None with a single network.
-        ci_low, ci_high: 95% t-interval of the mean; None with a single network.
+        ci_low, ci_high: 95% t-interval of the mean; None with fewer than
+            :data:`MIN_FOR_INTERVAL` networks.
     """
 
     values: tuple[float, ...]
@@ -121,6 +129,8 @@ class Stat:
         if len(vals) < 2:
             return cls(vals, mean, None, None, None)
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        if len(vals) < MIN_FOR_INTERVAL:
+            return cls(vals, mean, std, None, None)
         half = t_quantile(len(vals) - 1) * std / math.sqrt(len(vals))
         return cls(vals, mean, std, mean - half, mean + half)
 
@@ -140,9 +150,9 @@ class Difference:
 
 
 def diff(a: Stat, b: Stat) -> Difference:
-    """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 2 networks)."""
+    """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 3 networks)."""
     value = a.mean - b.mean
-    if a.std is None or b.std is None:
+    if a.std is None or b.std is None or min(a.count, b.count) < MIN_FOR_INTERVAL:
         return Difference(value)
     va, vb = a.std**2 / a.count, b.std**2 / b.count
     se = math.sqrt(va + vb)
@@ -274,7 +284,8 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
     grids = []
     for experiment, rows in by_exp.items():
         equal = _exchangeable(rows)
-        pooled = equal if pool is None else pool
+        # a split by meaning (one superclass against another) keeps its directions apart
+        pooled = (equal and results.exchangeable.get(experiment, True)) if pool is None else pool
         grid = Grid(experiment, rows[0].split, metric, pooled, num_layers=results.num_layers,
                     equal_halves=equal)
         grid.pending = len({r.job_id for r in rows if r.status == "pending"})
@@ -510,3 +521,26 @@ def specific_layer(grid: Grid, *, k: float = 2.0, fallback: float = 0.01) -> Spe
         if gap > threshold:
             return SpecificLayer(n, gap, threshold, noise, rule)
     return SpecificLayer(None, None, threshold, noise, rule)
+
+
+# --------------------------------------------------------------------------- the main table as CSV
+
+
+def results_csv(results: RunResults, metric: str) -> str:
+    """``results_<metric>.csv``: one row per experiment, split seed and n; one column per treatment
+    (not pooled), holding that seed's network's accuracy."""
+    names = list(dict.fromkeys(r.treatment for r in results.rows))
+    names = [t for t in CANONICAL if t in names] + [t for t in names if t not in CANONICAL]
+    cells: dict[tuple[str, str, int, int], dict[str, list[float]]] = {}
+    for r in results.rows:
+        key = (r.experiment, r.split, r.split_seed, r.n)
+        bucket = cells.setdefault(key, {})
+        value = r.value(metric)
+        if value is not None:
+            bucket.setdefault(r.treatment, []).append(value)
+    rows = []
+    for (exp, split, seed, n), bucket in cells.items():
+        values = [sum(bucket[t]) / len(bucket[t]) if t in bucket else None for t in names]
+        rows.append([exp, split, seed, n, metric, *values])
+    rows.sort(key=lambda row: (results.experiments.index(row[0]), row[2], row[3]))
+    return rows_to_csv(["experiment", "split", "split_seed", "n", "metric", *names], rows)

@@ -291,7 +291,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import Selection, export_network
 
     selection = Selection(job=args.job, experiment=args.experiment, treatment=args.treatment, n=args.n,
-                          seed=args.seed, replicate=args.replicate)
+                          seed=args.seed)
     done = export_network(Path(args.run_dir), Path(args.out), selection, init=args.init, force=args.force)
     console = _console()
     console.print(f"exported network {done.job_id[:12]} of {escape(args.run_dir)}:")
@@ -395,7 +395,6 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--treatment", help="its treatment: baseA, baseB, AnB+, XnB, ...")
     p.add_argument("--n", type=int, help="its n (0 for base networks)")
     p.add_argument("--seed", type=int, help="its split seed")
-    p.add_argument("--replicate", type=int, help="its replicate (experiments[].replicates; default: any)")
     p.add_argument("--init", action="store_true",
                    help="also write FILE.init.safetensors, its initial weights (recomputed from its seed), "
                         "for protocols that reset layers to them (reinit)")

@@ -141,9 +141,6 @@ class Experiment(_Strict):
 
     source: CheckpointSource | None = Field(
         None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from")
-    replicates: int = Field(
-        1, ge=1, description="networks per cell and split seed, each from its own torch seed (for "
-        "intervals where the split is fixed, e.g. superclass halves or a file as the source)")
 
     @field_validator("treatments")
     @classmethod
@@ -233,7 +230,8 @@ class Eval(_Strict):
 
 
 class Performance(_Strict):
-    """Speed switches. Only ``amp`` can change results, so only it enters job hashes."""
+    """Speed switches. ``amp`` and ``channels_last`` change the floating-point operations (so
+    the numbers, slightly), so they enter job ids; the others give the same numbers."""
 
     cache_frozen: bool = Field(
         True,
@@ -242,7 +240,11 @@ class Performance(_Strict):
     )
     cache_frozen_max_gb: float = Field(4.0, ge=0, description="skip the cache above this size")
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast on CUDA")
-    channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs (CUDA)")
+    channels_last: bool = Field(
+        False,
+        description="channels-last memory format for image networks and inputs (CPU and CUDA): often much "
+        "faster; it changes the order of floating-point operations, so it enters job ids like amp",
+    )
     compile: bool = Field(False, description="torch.compile the model")
 
 

@@ -2,7 +2,7 @@
 
 The output of one run becomes the source of the next (``source: {checkpoint: FILE}``,
 docs/your-data.md). :func:`export_network` picks one network of a run directory by job id
-and/or by experiment, treatment, n, split seed and replicate, and writes, each atomically:
+and/or by experiment, treatment, n and split seed, and writes, each atomically:
 
 * ``FILE.safetensors``: the network's weights, byte for byte its checkpoint in the run (so
   its SHA-256, which names it in the next run's job ids, is the one the run recorded);
@@ -46,16 +46,14 @@ class Selection:
     treatment: str | None = None
     n: int | None = None
     seed: int | None = None
-    replicate: int | None = None
 
     def matches(self, job_id: str, cell: Mapping[str, Any] | None) -> bool:
         if self.job is not None and not job_id.startswith(self.job):
             return False
-        wanted = {"experiment": self.experiment, "treatment": self.treatment, "n": self.n,
-                  "split_seed": self.seed, "replicate": self.replicate}
+        wanted = {"experiment": self.experiment, "treatment": self.treatment, "n": self.n, "split_seed": self.seed}
         if cell is None:
             return all(v is None for v in wanted.values())
-        return all(v is None or cell.get(k, 0 if k == "replicate" else None) == v for k, v in wanted.items())
+        return all(v is None or cell.get(k) == v for k, v in wanted.items())
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.__dict__.items() if v is not None]
@@ -74,9 +72,8 @@ class Exported:
 
 
 def _cell_text(cell: Mapping[str, Any]) -> str:
-    rep = f", replicate {cell['replicate']}" if cell.get("replicate") else ""
     return (f"--experiment {cell['experiment']} --treatment {cell['treatment']} --n {cell['n']} "
-            f"--seed {cell['split_seed']}{rep}")
+            f"--seed {cell['split_seed']}")
 
 
 def _pick(plan: Mapping[str, Any], sel: Selection) -> tuple[str, list[Mapping[str, Any]]]:
@@ -99,7 +96,7 @@ def _pick(plan: Mapping[str, Any], sel: Selection) -> tuple[str, list[Mapping[st
         lines = [f"{jid[:12]} ({_cell_text(cs[0]) if cs else jobs[jid].get('kind')})" for jid, cs in found.items()]
         shown = "; ".join(lines[:8]) + (f"; and {len(lines) - 8} more" if len(lines) > 8 else "")
         raise ConfigError([("export", f"{len(found)} networks match {sel.describe()}: {shown}. Name one: add "
-                            "--n, --seed, --replicate or --job ID")])
+                            "--n, --seed or --job ID")])
     jid = next(iter(found))
     return jid, found[jid] or cells.get(jid, [])
 

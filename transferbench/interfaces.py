@@ -191,7 +191,15 @@ class Halves:
 
 
 class TaskSplit(Plugin, abc.ABC):
-    """Divides a source's classes into two disjoint halves A and B."""
+    """Divides a source's classes into two disjoint halves A and B.
+
+    Attributes:
+        exchangeable: whether A and B are drawn alike (random halves), so that AnA measures
+            what BnB does and the report may pool mirror-image treatments as the paper did;
+            False for a split by meaning (man-made / natural, one superclass against another).
+    """
+
+    exchangeable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:

@@ -56,7 +56,7 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, 
     """
     config, source, device = ctx.config, ctx.components.data, ctx.device
     perf = config.performance
-    channels_last = perf.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3
+    channels_last = perf.channels_last and len(ctx.input_shape) == 3
     train = open_task(source, "train", classes, config.loader, ctx.memory)
     evaluation = open_task(source, "eval", classes, config.loader, ctx.memory)
     norm = ctx.components.architecture.input_normalization(source.normalization())

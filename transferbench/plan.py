@@ -111,7 +111,6 @@ class Cell:
     treatment: str
     n: int
     job_id: str
-    replicate: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,7 @@ class Plan:
     estimate_only: bool = False
     expected_input_std: float | None = None
     notes: list[str] = field(default_factory=list)
+    exchangeable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -178,6 +178,7 @@ class Plan:
             "num_layers": self.num_layers,
             "layer_names": self.layer_names,
             "expected_input_std": self.expected_input_std,
+            "exchangeable": self.exchangeable,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
             **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
@@ -198,6 +199,7 @@ def result_spec(config: Config, components: Components) -> dict[str, Any]:
         "train": config.train.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
         "amp": config.performance.amp,
+        **({"channels_last": True} if config.performance.channels_last else {}),  # absent: the ids of before
     }
 
 
@@ -244,20 +246,22 @@ class _Builder:
         c = self.components
         return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
 
-    def base(self, task: tuple[int, ...], half: str, replicate: int = 0) -> Job:
-        role = {"seed": self.seed, "kind": "base", "classes": list(task), **_replicate(replicate)}
+    def base(self, task: tuple[int, ...], half: str, replicate: int) -> Job:
+        # the split seed is the replicate: a split that gives the same halves for every seed
+        # (one superclass against another) still gets independently initialised networks
+        role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task)}
         jid = content_hash({**self.base_spec, **role})
         return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
                          role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
-                 source: Job | None, n: int, external: ExternalSource | None = None, replicate: int = 0) -> Job:
+                 source: Job | None, n: int, replicate: int, external: ExternalSource | None = None) -> Job:
         """A transferred network; its source is a base network, a weights file (``external``:
         its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
         origin = external.identity() if external else None
-        role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
-                "source": self.roles[source.id] if source else origin, **_replicate(replicate)}
+        role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
+                "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin}
         jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin})
         job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
                   source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
@@ -297,7 +301,7 @@ class _Builder:
                 files.setdefault(t.target, (externals or {})[t.name])
         pairs |= {(tgt, tgt) for _, tgt in pairs} | {(tgt, tgt) for tgt in files}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
-            bases[half] = self.base(halves[half], half)
+            bases[half] = self.base(halves[half], half, seed)
         sources: list[tuple[str, str, Job | ExternalSource]] = [(s, t, bases[s]) for s, t in sorted(pairs)]
         sources += [("X", tgt, file) for tgt, file in sorted(files.items())]
         for src, tgt, network in sources:
@@ -309,22 +313,21 @@ class _Builder:
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
                    components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
-        """The bases, transferred networks and estimators of one experiment at one split seed
-        (each replicate with its own networks); ``externals``: treatment -> its weights file."""
+        """The bases, transferred networks and estimators of one experiment at one split seed;
+        ``externals``: treatment -> its weights file."""
         protocols = components.protocols
         sources = {t.half for t in exp.treatments if t.half}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
-        for r in range(exp.replicates):
-            bases = {half: self.base(halves[half], half, r) for half in sorted(set(needed) | sources)}
-            for half in needed:
-                self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id, r))
-            for t in exp.treatments:
-                proto = protocols[(exp.name, t.name)]
-                source = bases[t.half] if (t.half and proto.needs_source) else None
-                external = (externals or {}).get(t.name) if proto.needs_source else None
-                for n in layers:
-                    job = self.transfer(t, proto, halves[t.target], source, n, external, r)
-                    self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id, r))
+        bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
+        for half in needed:
+            self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
+        for t in exp.treatments:
+            proto = protocols[(exp.name, t.name)]
+            source = bases[t.half] if (t.half and proto.needs_source) else None
+            external = (externals or {}).get(t.name) if proto.needs_source else None
+            for n in layers:
+                job = self.transfer(t, proto, halves[t.target], source, n, seed, external)
+                self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
         if exp.estimators:
             self.estimators(exp, seed, halves, layers, bases, components, externals)
 
@@ -363,10 +366,6 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
                              "target half: the experiment needs a treatment that copies layers from a source half "
                              "or a weights file"))
             continue
-        if exp.estimators and exp.replicates > 1:
-            problems.append((f"experiments.{i}.replicates", "estimators are compared with retraining per split "
-                             "seed: use split seeds rather than replicates in an experiment with estimators"))
-            continue
         externals = files.externals(i, exp, components.protocols, layers)
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
@@ -382,14 +381,10 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     # bases first, then the estimators (a proxy of the whole curve early), then the transfers
     rank = {"base": 0, "estimate": 1}
     ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
+    exchangeable = {exp.name: type(components.splits[exp.name]).exchangeable for exp in config.experiments}
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
                 estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
-                notes=files.notes)
-
-
-def _replicate(r: int) -> dict[str, int]:
-    """A replicate's part of a role: nothing for the first, so its networks keep their ids."""
-    return {"replicate": r} if r else {}
+                exchangeable=exchangeable, notes=files.notes)
 
 
 def _seed(role: dict[str, Any]) -> int:
@@ -416,10 +411,10 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
     if old is None:
         return merged, []
     key = ("experiment", "split_seed", "treatment", "n")
-    have = {(*(c[k] for k in key), c.get("replicate", 0)): c["job_id"] for c in merged["cells"]}
+    have = {tuple(c[k] for k in key): c["job_id"] for c in merged["cells"]}
     kept: list[dict[str, Any]] = []
     for cell in old.get("cells", []):
-        at = (*(cell.get(k) for k in key), cell.get("replicate", 0))
+        at = tuple(cell.get(k) for k in key)
         if at not in have:
             kept.append(cell)
         elif have[at] != cell.get("job_id"):
@@ -430,6 +425,7 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
                 "another --out"
             )
     merged["cells"] += kept
+    merged["exchangeable"] = {**old.get("exchangeable", {}), **merged.get("exchangeable", {})}
     kept_estimates = _merge_estimates(merged, old)
     for cell in kept + kept_estimates:
         if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):

@@ -31,8 +31,7 @@ def job_label(plan: Plan, job: Job) -> str:
         return job.id
     c = cells[0]
     n = f" n={c.n}" if c.n else ""
-    rep = f", replicate {c.replicate}" if c.replicate else ""
-    return f"{c.treatment}{n} ({c.experiment}, seed {c.split_seed}{rep})"
+    return f"{c.treatment}{n} ({c.experiment}, seed {c.split_seed})"
 
 
 class Reporter(Events):

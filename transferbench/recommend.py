@@ -14,7 +14,7 @@ builds and says, with the numbers behind it:
 "Within noise" means that the 95% interval of ``best - XnB(n)`` includes 0. Intervals come
 from the spread of single networks pooled over every cell of the treatments compared (all n;
 Student's t), which assumes the spread does not change much with n but makes two networks
-per cell (two split seeds or ``experiments[].replicates: 2``) enough to say something; a
+per cell (two split seeds) enough to say something; a
 per-cell Welch interval with one degree of freedom would say nothing. With one network in
 every cell the noise is unknown: 1 point of top-1 is the stated threshold, no interval is
 given, and the answer says so.
@@ -126,7 +126,7 @@ def _rule(grid: Grid, frozen: str) -> str:
         return (f"the 95% interval of the difference includes 0; network-to-network std {100 * noise[0]:.1f} "
                 f"points, pooled over every {frozen} cell ({noise[1]:g} degrees of freedom)")
     return (f"one network per cell, so the noise is unknown and {100 * FALLBACK:g} point of top-1 is taken "
-            "as noise; more split seeds or experiments[].replicates give intervals")
+            "as noise; more split seeds give intervals")
 
 
 def recommend(grid: Grid, estimators: Sequence[EstimatorView] = ()) -> Recommendation | None:

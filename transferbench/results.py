@@ -73,7 +73,6 @@ class ResultRow:
         error: why the job failed, when it did.
         fingerprint: id of the code that trained the network (None for 0.1 records).
         input_std: standard deviation of the network's inputs, measured on its first batch.
-        replicate: which of the cell's replicates (``experiments[].replicates``), from 0.
     """
 
     experiment: str
@@ -98,7 +97,6 @@ class ResultRow:
     error: str | None = None
     fingerprint: str | None = None
     input_std: float | None = None
-    replicate: int = 0
 
     def value(self, metric: str) -> float | None:
         """The accuracy ``metric`` of this cell, or None when not ok or not measured."""
@@ -130,6 +128,8 @@ class RunResults:
         unreadable: (file, why) of every damaged record; its cells count as pending.
         expected_input_std: the input std the architecture's initialisation expects, if known.
         code: fingerprint id -> the fingerprint (what code trained the networks).
+        exchangeable: experiment -> whether its split's halves are drawn alike (random
+            halves), which lets the report pool mirror-image treatments.
     """
 
     name: str
@@ -141,6 +141,7 @@ class RunResults:
     unreadable: tuple[tuple[str, str], ...] = ()
     expected_input_std: float | None = None
     code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exchangeable: dict[str, bool] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         """Number of distinct networks (jobs) with this status."""
@@ -260,7 +261,6 @@ def read_results(run_dir: Path | str) -> RunResults:
                 error=rec.error if rec and status == "failed" else None,
                 fingerprint=rec.fingerprint_id if rec else None,
                 input_std=rec.input_std if rec else None,
-                replicate=int(cell.get("replicate", 0) or 0),
             )
         )
     layer_names = tuple(str(x) for x in plan.get("layer_names", ()))
@@ -274,6 +274,7 @@ def read_results(run_dir: Path | str) -> RunResults:
         unreadable=tuple(unreadable),
         expected_input_std=plan.get("expected_input_std"),
         code={r.fingerprint_id: r.fingerprint for r in records.values() if r is not None and r.fingerprint},
+        exchangeable={str(k): bool(v) for k, v in (plan.get("exchangeable") or {}).items()},
     )
 
 
@@ -332,6 +333,6 @@ def _arrow_schema(pa: Any) -> Any:
     types = {
         "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
         "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
-        "train_time_s": pa.float64(), "input_std": pa.float64(), "replicate": pa.int64(),
+        "train_time_s": pa.float64(), "input_std": pa.float64(),
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])

@@ -41,6 +41,8 @@ from .observers import Observer, ReportInfo, RunInfo
 from .plan import Job
 from .plugins import KINDS, PluginHost, Registry
 from .records import HistoryPoint, JobRecord
+from .results import ResultRow, RunResults
+from .validity import CheckResult, RunView, ValidityCheck
 
 __all__ = [
     "ContractError",
@@ -57,8 +59,10 @@ __all__ = [
     "check_protocol",
     "check_registers",
     "check_split",
+    "check_validity_check",
     "contract_classes",
     "example_features",
+    "example_results",
     "registered_plugins",
 ]
 
@@ -418,6 +422,44 @@ def check_observer(observer: type[Observer] | Observer, workdir: str | Path | No
 # --------------------------------------------------------------------------- by kind
 
 
+# --------------------------------------------------------------------------- validity checks
+
+
+def example_results() -> RunResults:
+    """A small made-up run for :func:`check_validity_check`: three split seeds of baseB and
+    BnB, BnB+, AnB, AnB+ at n = 1 and 2 (10 classes), one failed and one pending network."""
+    rows = []
+    for seed in range(3):
+        for treatment, n, top1 in [("baseB", 0, 0.80), ("BnB", 1, 0.79), ("BnB", 2, 0.77), ("BnB+", 1, 0.80),
+                                   ("BnB+", 2, 0.81), ("AnB", 1, 0.78), ("AnB", 2, 0.70), ("AnB+", 1, 0.82),
+                                   ("AnB+", 2, 0.81)]:
+            base = treatment == "baseB"
+            rows.append(ResultRow("exp", "random", seed, treatment, n, f"{treatment}-{n}-{seed}", "ok",
+                                  top1=top1 + 0.01 * seed, top5=1.0, kind="base" if base else "transfer",
+                                  source=None if base else treatment[0], target="B", num_classes=10))
+    rows.append(ResultRow("exp", "random", 3, "AnB", 2, "AnB-2-3", "failed", error="loss is NaN", kind="transfer",
+                          source="A", target="B", num_classes=10))
+    rows.append(ResultRow("exp", "random", 3, "BnB", 2, "BnB-2-3", "pending", kind="transfer", source="B",
+                          target="B", num_classes=10))
+    return RunResults("contract", "0" * 16, 3, ("l1", "l2", "out"), tuple(rows))
+
+
+def check_validity_check(check: type[ValidityCheck] | ValidityCheck, workdir: str | Path | None = None) -> None:
+    """On a small made-up run and on an empty one: a list of :class:`CheckResult`, each ``pass``
+    or ``warn`` with a message, each warning with a remedy, and no error."""
+    chk: ValidityCheck = build(check, workdir, ValidityCheck)
+    chk.name = chk.name or "contract"
+    empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
+    for results in (example_results(), empty):
+        found = chk.check(RunView(results))
+        _expect(isinstance(found, list), f"check() must return a list, got {type(found).__name__}")
+        for r in found:
+            _expect(isinstance(r, CheckResult), f"check() returned {r!r}, not a CheckResult")
+            _expect(r.status in ("pass", "warn"), f"status must be pass or warn, got {r.status!r}")
+            _expect(bool(r.message), "every result needs a message")
+            _expect(r.status == "pass" or bool(r.remedy), f"a warning needs a remedy: {r.message}")
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "data_source": check_data_source,
     "split": check_split,
@@ -426,6 +468,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "executor": check_executor,
     "observer": check_observer,
     "estimator": check_estimator,
+    "check": check_validity_check,
 }
 
 

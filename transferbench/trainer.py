@@ -118,8 +118,8 @@ def train_loop(
                 with amp:
                     top1, top5 = evaluate(data.net, data.eval, data.transform, device, eval_batch)
                 target.train_mode()
-                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4),
-                                            top1=top1, top5=top5, train_loss=running))
+                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4), top1=top1,
+                                            top5=top5, train_loss=running, lr_factor=factor(step - 1)))
             if progress is not None:
                 progress(step, length.total, {"loss": running, "top1": history[-1].top1 if history else math.nan})
             if step >= length.total:
@@ -147,7 +147,7 @@ def train_job(
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
     target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state, init_state)
     target.model.to(device)
-    if config.performance.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3:
+    if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
     data = prepare_job_data(ctx, job.classes, target, job.n)
     if job.protocol is not None and job.protocol.evaluate_only:
