@@ -105,6 +105,16 @@ def test_xnb_copies_the_file_bit_identically_and_never_the_head(fake_plugins, tm
     assert plan.to_json()["jobs"][job.id]["source_checkpoint"]["sha256"] == record["source_sha256"]
 
 
+def test_bnb_controls_sit_beside_a_file_source(fake_plugins, tmp_path):
+    _weights(tmp_path / "w.safetensors")
+    _, _, plan = _setup(experiments=_x_experiment(str(tmp_path / "w.safetensors"), ["XnB", "XnB+", "BnB", "BnB+"]))
+    base_b = next(j for j in plan.jobs.values() if j.kind == "base" and j.target == "B")
+    controls = [j for j in plan.jobs.values() if j.source == "B"]
+    assert len(controls) == 6 and all(j.depends_on == base_b.id and j.external is None for j in controls)
+    assert {c.treatment for c in plan.cells} == {"baseB", "XnB", "XnB+", "BnB", "BnB+"}
+    assert not any(j.kind == "base" and j.target == "A" for j in plan.jobs.values())  # X needs no half A
+
+
 def test_strip_prefix_is_suggested_and_works(fake_plugins, tmp_path):
     _weights(tmp_path / "ddp.pth", prefix="module.")
     with pytest.raises(ConfigError, match="set strip_prefix: 'module.'"):
