@@ -60,6 +60,8 @@ def test_hedged_words_follow_the_intervals():
     text = "\n".join(rec.lines(NAMES))
     assert "fine-tuning (XnB+) cannot be told apart from frozen transfer (XnB)" in text
     assert "Frozen (XnB, n=2) is worse than training from scratch (baseB)" in text
+    assert text.startswith("Frozen transfer does not pay here: even at its best it is below training from scratch "
+                           "(baseB). If layers must stay frozen, freeze at most layers 1..2: n=2 (conv2)")
 
 
 def test_one_network_per_cell_says_the_noise_is_unknown():
@@ -82,6 +84,17 @@ def test_x_stands_where_a_does_in_the_papers_metrics():
     assert abs(metrics[3].boost_base.value - (0.875 - 0.755)) < 1e-9
     assert abs(metrics[3].drop.value - (0.755 - 0.705)) < 1e-9
     assert table1(grid) and table1(grid)[0].networks == 6
+
+
+def test_validity_warnings_qualify_the_answer():
+    from transferbench.validity import CheckResult
+
+    console = Console(record=True, width=300)
+    grid, results = _grid(CLEAR)
+    checks = [CheckResult("power", "warn", "two networks", experiment="e"), CheckResult("chance", "pass", "ok"),
+              CheckResult("convergence", "warn", "still improving"), CheckResult("power", "warn", "x", experiment="o")]
+    _print_recommendations(console, results, [grid], [], checks)
+    assert "The validity checks warn (power, convergence)" in console.export_text()
 
 
 def test_no_frozen_transfer_no_recommendation():

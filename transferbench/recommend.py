@@ -91,9 +91,10 @@ class Recommendation:
     finetune_best_n: int | None = None
     finetune_gap: Difference | None = None
 
-    def lines(self, layer_names: Sequence[str] = ()) -> list[str]:
-        """The recommendation as a few hedged sentences."""
-        return _lines(self, layer_names)
+    def lines(self, layer_names: Sequence[str] = (), warnings: Sequence[str] = ()) -> list[str]:
+        """The recommendation as a few hedged sentences; ``warnings`` names the validity checks
+        that warned about this experiment's networks (the last sentence then says so)."""
+        return _lines(self, layer_names, warnings)
 
 
 def _pooled(grid: Grid, names: Sequence[str]) -> tuple[float, float] | None:
@@ -227,20 +228,31 @@ def _compare(d: Difference, what: str, other: str) -> str:
     return f"{what} cannot be told apart from {other} ({numbers})"
 
 
+def _loses(d: Difference | None) -> bool:
+    """Whether a difference is below 0 beyond noise (by its interval, else by 1 point)."""
+    if d is None:
+        return False
+    return d.ci_high < 0 if d.ci_high is not None else d.value < -FALLBACK
+
+
 def _layer(n: int, names: Sequence[str]) -> str:
     return f"n={n} ({names[n - 1]})" if 0 < n <= len(names) else f"n={n}"
 
 
-def _lines(r: Recommendation, names: Sequence[str]) -> list[str]:
+def _lines(r: Recommendation, names: Sequence[str], warnings: Sequence[str] = ()) -> list[str]:
     out = []
     freeze = "Freeze layer 1 only" if r.n == 1 else f"Freeze layers 1..{r.n}"
     if r.n == r.best_n:
-        out.append(f"{freeze}: {_layer(r.n, names)} is the best frozen depth "
-                   f"and no deeper one is within noise of it ({r.rule}).")
+        where = f"{_layer(r.n, names)} is the best frozen depth and no deeper one is within noise of it ({r.rule})"
     else:
-        out.append(f"{freeze}: {_layer(r.n, names)} is the deepest frozen transfer within noise of "
-                   f"the best one ({_layer(r.best_n, names)}, {_pts(r.gap.value)} points better; {r.rule}); "
-                   f"within noise: n = {', '.join(map(str, r.within))}.")
+        where = (f"{_layer(r.n, names)} is the deepest frozen transfer within noise of the best one "
+                 f"({_layer(r.best_n, names)}, {_pts(r.gap.value)} points better; {r.rule}); within noise: "
+                 f"n = {', '.join(map(str, r.within))}")
+    if _loses(r.frozen_vs_base):
+        out.append(f"Frozen transfer does not pay here: even at its best it is below training from scratch "
+                   f"({r.base}). If layers must stay frozen, freeze at most layers 1..{r.n}: {where}.")
+    else:
+        out.append(f"{freeze}: {where}.")
     if r.finetune_vs_frozen is not None:
         out.append(f"At n={r.n}, " + _compare(r.finetune_vs_frozen, f"fine-tuning ({r.finetuned})",
                                              f"frozen transfer ({r.frozen})") + ".")
@@ -262,6 +274,10 @@ def _lines(r: Recommendation, names: Sequence[str]) -> list[str]:
             f"; Spearman with {r.frozen} across n {e.spearman:+.2f}"
             + ("" if e.depth_spearman is None else f" (depth alone {e.depth_spearman:+.2f})"))
         out.append(f"Estimator {e.estimator} would freeze layers 1..{e.n}: it {agree} with retraining{corr}.")
-    out.append("These are measurements on this data and these seeds; a change of data, architecture or "
-               "training length can move them.")
+    if warnings:
+        out.append(f"The validity checks warn ({', '.join(warnings)}): read these numbers with their remedies in "
+                   "mind; more seeds or more training can move them.")
+    else:
+        out.append("These are measurements on this data and these seeds; a change of data, architecture or "
+                   "training length can move them.")
     return out

@@ -372,9 +372,11 @@ def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
     console.print()
 
 
-def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence) -> None:
+def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence,
+                           checks: Sequence[CheckResult] = ()) -> None:
     """The answer for every experiment that transfers from a weights file: how many layers
-    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`)."""
+    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`), with the
+    validity checks that warned about its networks."""
     for grid in grids:
         if transfer_source(grid) != "X":
             continue
@@ -382,7 +384,9 @@ def _print_recommendations(console: Console, results: RunResults, grids: Sequenc
         if rec is None:
             continue
         console.print(Text(f"{grid.experiment}: recommendation ({grid.metric})", style="bold"))
-        for line in rec.lines(results.layer_names):
+        warned = dict.fromkeys(c.check for c in checks if c.status == "warn"
+                               and c.experiment in (None, "", grid.experiment))
+        for line in rec.lines(results.layer_names, list(warned)):
             console.print(Text(f"  {line}"))
         console.print()
 
@@ -496,7 +500,7 @@ def _report_run(run_dir: Path, console: Console, *, compare: str | None, plots: 
         write_scorecard(card, run_dir, metric)
         print_scorecard(console, card)
     print_checks(console, checks)
-    _print_recommendations(console, results, grids, estimates)
+    _print_recommendations(console, results, grids, estimates, checks)
     if plots:
         target = Path(out) if out else run_dir
         for path in write_plots(grids, target) + write_estimator_figure(results, estimates, metric, target):
