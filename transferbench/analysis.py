@@ -10,6 +10,10 @@ one per direction when the halves are pooled). Everything else derives from it:
   (Figure 3: dissimilar split, random weights), generality ``AnB / baseB``,
 * the first layer whose features are specific (:func:`specific_layer`).
 
+Features transferred from a weights file (``XnB``, ``XnB+``: docs/your-data.md) stand where
+the paper's ``AnB`` and ``AnB+`` do (:func:`transfer_source`): specificity ``BnB - XnB``,
+boost ``XnB+ - baseB``.
+
 Pooling (the paper's symmetry argument): with exchangeable halves, ``AnA`` measures the same
 thing as ``BnB``, ``BnA`` the same as ``AnB`` and ``baseA`` the same as ``baseB``, so the
 paper pooled them (its BnB column is the mean of 4 AnA networks, its AnB column 8 networks).
@@ -48,15 +52,17 @@ __all__ = [
     "t_quantile",
     "table1",
     "table1_ranges",
+    "transfer_source",
 ]
 
-#: The main grid's columns, in the paper's order.
+#: The main grid's columns, in the paper's order (other treatments follow in plan order).
 CANONICAL: tuple[str, ...] = ("baseB", "BnB", "BnB+", "AnB", "AnB+")
 
 #: Mirror-image treatments merged into the canonical ones when pooling.
-POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "AnB", "BnA+": "AnB+"}
+POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "AnB", "BnA+": "AnB+",
+                        "XnA": "XnB", "XnA+": "XnB+"}
 
-_PAPER_NAME = re.compile(r"^(?P<source>[AB])n(?P<target>[AB])\+?$")
+_PAPER_NAME = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])\+?$")
 
 # --------------------------------------------------------------------------- statistics
 
@@ -342,13 +348,23 @@ def _diff(a: Stat | None, b: Stat | None) -> Difference | None:
     return None if a is None or b is None else diff(a, b)
 
 
+def transfer_source(grid: Grid) -> str:
+    """Where the grid's transferred features come from: ``A`` (the paper's AnB, AnB+), or
+    ``X`` (a weights file: XnB, XnB+) when the grid has X treatments and no A ones. The
+    derived metrics read ``XnB`` where the paper reads ``AnB``."""
+    names = {t for t, _ in grid.cells}
+    return "X" if {"XnB", "XnB+"} & names and not {"AnB", "AnB+"} & names else "A"
+
+
 def layer_metrics(grid: Grid) -> list[LayerMetrics]:
-    """The derived metrics at every transfer layer of ``grid`` (B-target treatments)."""
+    """The derived metrics at every transfer layer of ``grid`` (B-target treatments), with
+    ``XnB`` in place of ``AnB`` for a weights file (:func:`transfer_source`)."""
     base = grid.get("baseB", 0)
+    src = transfer_source(grid)
     out = []
     for n in grid.transfer_layers:
-        bnb, anb = grid.get("BnB", n), grid.get("AnB", n)
-        bnb_p, anb_p = grid.get("BnB+", n), grid.get("AnB+", n)
+        bnb, anb = grid.get("BnB", n), grid.get(f"{src}nB", n)
+        bnb_p, anb_p = grid.get("BnB+", n), grid.get(f"{src}nB+", n)
         ratio_ok = base is not None and anb is not None and base.mean > 0
         out.append(
             LayerMetrics(
@@ -426,13 +442,14 @@ def table1(grid: Grid, ranges: Sequence[tuple[int, int]] | None = None) -> list[
         One row per range with at least one AnB+ network; empty without baseB or AnB+.
     """
     base = grid.get("baseB", 0)
-    plus_layers = [n for n in grid.transfer_layers if grid.get("AnB+", n) is not None]
+    name = f"{transfer_source(grid)}nB+"
+    plus_layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
     if base is None or not plus_layers:
         return []
     rows = []
     for lo, hi in ranges if ranges is not None else table1_ranges(plus_layers):
         layers = [n for n in plus_layers if lo <= n <= hi]
-        plus = grid.values("AnB+", layers)
+        plus = grid.values(name, layers)
         if not plus:
             continue
         selffer = grid.values("BnB+", [n for n in grid.transfer_layers if lo <= n <= hi])
@@ -482,24 +499,25 @@ def specific_layer(grid: Grid, *, k: float = 2.0, fallback: float = 0.01) -> Spe
     Returns:
         None when the grid has no layer with both BnB and AnB.
     """
-    layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get("AnB", n)]
+    anb = f"{transfer_source(grid)}nB"
+    layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get(anb, n)]
     if not layers:
         return None
     num = den = 0.0
     for n in layers:
-        for stat in (grid.get("BnB", n), grid.get("AnB", n)):
+        for stat in (grid.get("BnB", n), grid.get(anb, n)):
             if stat is not None and stat.std is not None:
                 num += (stat.count - 1) * stat.std**2
                 den += stat.count - 1
     if den > 0:
         noise: float | None = math.sqrt(num / den)
         threshold = k * noise
-        rule = f"first n with BnB - AnB > {k:g} x pooled network std ({noise:.4f})"
+        rule = f"first n with BnB - {anb} > {k:g} x pooled network std ({noise:.4f})"
     else:
         noise, threshold = None, fallback
-        rule = f"one network per cell: noise unknown, first n with BnB - AnB > {fallback:g}"
+        rule = f"one network per cell: noise unknown, first n with BnB - {anb} > {fallback:g}"
     for n in layers:
-        gap = grid.get("BnB", n).mean - grid.get("AnB", n).mean  # type: ignore[union-attr]
+        gap = grid.get("BnB", n).mean - grid.get(anb, n).mean  # type: ignore[union-attr]
         if gap > threshold:
             return SpecificLayer(n, gap, threshold, noise, rule)
     return SpecificLayer(None, None, threshold, noise, rule)

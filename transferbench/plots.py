@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .analysis import Grid
+from .analysis import Grid, transfer_source
 from .results import write_atomic
 
 __all__ = ["STYLES", "Style", "figure2", "figure3", "save_figure", "write_plots"]
@@ -45,6 +45,9 @@ STYLES: dict[str, Style] = {
     "BnB+": Style("#56B4E9", "s", False, "--"),
     "AnB": Style("#D55E00", "D", True, "-."),
     "AnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
+    # a weights file stands where A does: the same colours, its own shapes
+    "XnB": Style("#D55E00", "p", True, (0, (6, 2, 1, 2))),
+    "XnB+": Style("#CC79A7", "h", False, (0, (2, 1, 2, 3))),
 }
 _EXTRA = [
     Style("#009E73", "v", True, (0, (5, 1, 1, 1))),
@@ -146,12 +149,13 @@ def _shade_gaps(ax: Axes, grid: Grid) -> None:
     bnb = [base.mean, *(grid.get("BnB", n).mean for n in layers)]  # type: ignore[union-attr]
     ax.fill_between(xs, [base.mean] * len(xs), bnb, where=[b < base.mean for b in bnb], interpolate=True,
                     facecolor="none", edgecolor="0.35", hatch="//", linewidth=0, label="co-adaptation")
-    both = [n for n in layers if grid.get("AnB", n) is not None]
+    anb = f"{transfer_source(grid)}nB"
+    both = [n for n in layers if grid.get(anb, n) is not None]
     if not both:
         return
     xs = [0, *both]
     top = [base.mean, *(grid.get("BnB", n).mean for n in both)]  # type: ignore[union-attr]
-    low = [base.mean, *(grid.get("AnB", n).mean for n in both)]  # type: ignore[union-attr]
+    low = [base.mean, *(grid.get(anb, n).mean for n in both)]  # type: ignore[union-attr]
     ax.fill_between(xs, top, low, where=[a < b for a, b in zip(low, top)], interpolate=True,
                     facecolor="none", edgecolor="#D55E00", hatch="\\\\", linewidth=0, label="specificity")
 

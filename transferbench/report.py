@@ -37,11 +37,13 @@ from .analysis import (
     results_csv,
     specific_layer,
     table1,
+    transfer_source,
 )
 from .estimator_report import print_estimator_report, write_estimator_figure, write_estimator_files
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plots import write_plots
 from .plugins import get_registry
+from .recommend import estimator_views, recommend
 from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
 from .scorecard import print_scorecard, scorecard, write_scorecard
 from .validation import read_estimates
@@ -167,11 +169,12 @@ def metrics_section(grid: Grid) -> Section | None:
     dissimilar split is shown by :func:`drop_section` instead).
     """
     rows = layer_metrics(grid)
+    a = transfer_source(grid)  # A, or X for a weights file
     columns = [
         ("co-adapt", "baseB-BnB", lambda m: _points(m.coadaptation)),
-        ("specif.", "BnB-AnB", lambda m: _points(m.specificity)),
-        ("boost", "AnB+-baseB", lambda m: _points(m.boost_base)),
-        ("boost/sf", "AnB+-BnB+", lambda m: _points(m.boost_selffer)),
+        ("specif.", f"BnB-{a}nB", lambda m: _points(m.specificity)),
+        ("boost", f"{a}nB+-baseB", lambda m: _points(m.boost_base)),
+        ("boost/sf", f"{a}nB+-BnB+", lambda m: _points(m.boost_selffer)),
         # generality (AnB / baseB) is 1 - this; it is in results_metrics_<metric>.csv
         ("drop", "% of baseB", lambda m: _pct(m.relative_drop)),
     ]
@@ -186,7 +189,7 @@ def metrics_section(grid: Grid) -> Section | None:
     for m, row in zip(rows, cells):
         table.add_row(str(m.n), *(row[j] for j in keep))
     note = ("differences in points of top-1; ± = half-width of the 95% t-interval (Welch), "
-            "blank where a cell has one network; drop = (baseB - AnB) / baseB")
+            f"blank where a cell has one network; drop = (baseB - {a}nB) / baseB")
     return Section(f"{grid.experiment}: derived metrics", table, note)
 
 
@@ -196,11 +199,12 @@ def table1_section(grid: Grid) -> Section | None:
     if not rows:
         return None
     table = _table()
-    for head in ("layers", "networks", "AnB+ - baseB", "AnB+ - BnB+"):
+    plus = f"{transfer_source(grid)}nB+"
+    for head in ("layers", "networks", f"{plus} - baseB", f"{plus} - BnB+"):
         table.add_column(head, justify="right")
     for r in rows:
         table.add_row(f"{r.lo}-{r.hi}", str(r.networks), _points(r.boost_base), _points(r.boost_selffer))
-    note = ("points of top-1; mean over every AnB+ network in the range, as the paper computes it; "
+    note = (f"points of top-1; mean over every {plus} network in the range, as the paper computes it; "
             "± = half-width of the 95% interval")
     return Section(f"{grid.experiment}: Table 1, fine-tuning boost", table, note)
 
@@ -321,18 +325,18 @@ def _print_grids(console: Console, results: RunResults, grids: Sequence[Grid],
                 section.print(console)
         spec = specific_layer(grid)
         if spec is not None:
-            console.print(Text(_specific_line(spec, results)))
+            console.print(Text(_specific_line(spec, results, transfer_source(grid))))
             console.print()
 
 
-def _specific_line(spec: SpecificLayer, results: RunResults) -> str:
+def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> str:
     if spec.noise_sd is None:
-        return ("First specific layer: not determined: needs >= 2 networks in a BnB or AnB cell to know the "
+        return (f"First specific layer: not determined: needs >= 2 networks in a BnB or {a}nB cell to know the "
                 "noise between networks (run more split seeds).")
     if spec.n is None:
         return f"No layer turns specific ({spec.rule}; threshold {100 * spec.threshold:.1f} points)."
     name = _layer_name(results, spec.n)
-    return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - AnB = "
+    return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - {a}nB = "
             f"{100 * (spec.gap or 0.0):.1f} points > {100 * spec.threshold:.1f} ({spec.rule}).")
 
 
@@ -366,6 +370,25 @@ def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
         if c.status == "warn" and c.remedy:
             console.print(Text(f"       -> {c.remedy}"))
     console.print()
+
+
+def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence,
+                           checks: Sequence[CheckResult] = ()) -> None:
+    """The answer for every experiment that transfers from a weights file: how many layers
+    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`), with the
+    validity checks that warned about its networks."""
+    for grid in grids:
+        if transfer_source(grid) != "X":
+            continue
+        rec = recommend(grid, estimator_views(grid, results, estimates))
+        if rec is None:
+            continue
+        console.print(Text(f"{grid.experiment}: recommendation ({grid.metric})", style="bold"))
+        warned = dict.fromkeys(c.check for c in checks if c.status == "warn"
+                               and c.experiment in (None, "", grid.experiment))
+        for line in rec.lines(results.layer_names, list(warned)):
+            console.print(Text(f"  {line}"))
+        console.print()
 
 
 # --------------------------------------------------------------------------- files
@@ -477,6 +500,7 @@ def _report_run(run_dir: Path, console: Console, *, compare: str | None, plots: 
         write_scorecard(card, run_dir, metric)
         print_scorecard(console, card)
     print_checks(console, checks)
+    _print_recommendations(console, results, grids, estimates, checks)
     if plots:
         target = Path(out) if out else run_dir
         for path in write_plots(grids, target) + write_estimator_figure(results, estimates, metric, target):

@@ -182,20 +182,38 @@ def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None =
 
 def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir: str | Path | None = None,
                    num_layers: int = 8) -> None:
-    """One action per layer for every n; layers 1..n copied (when ``needs_source``), the
-    rest re-initialised; the classifier neither copied nor frozen; multipliers >= 0."""
+    """One action per layer for every n; multipliers >= 0; ``from_init`` only on copied layers.
+
+    For ``n_meaning == "depth"``: layers 1..n copied (when ``needs_source``), the rest
+    re-initialised. For ``"layer"``: every layer but n and the classifier gets one same
+    action (copied, when ``needs_source``), and layer n another. The classifier is neither
+    copied nor frozen, except by an ``evaluate_only`` protocol, which trains nothing and
+    copies the classifier (it evaluates the source's own task)."""
     proto: TransferProtocol = build(protocol, workdir, TransferProtocol)
+    _expect(proto.n_meaning in ("depth", "layer"), f"n_meaning must be 'depth' or 'layer', not {proto.n_meaning!r}")
     for n in range(1, num_layers):
         actions = proto.actions(n, num_layers)
         _expect(len(actions) == num_layers, f"n={n}: {len(actions)} actions for {num_layers} layers")
-        _expect(actions[-1].copy is False, "the classifier is never copied")
-        _expect(actions[-1].train, "the classifier always trains")
-        _expect(all(not a.copy for a in actions[n:]), f"n={n}: layers above n are re-initialised")
-        if proto.needs_source:
-            _expect(all(a.copy for a in actions[:n]), f"n={n}: layers 1..n are copied")
-        else:
-            _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
         _expect(all(a.lr_mult >= 0 for a in actions), "lr_mult must be >= 0")
+        _expect(all(a.copy or not a.from_init for a in actions), f"n={n}: from_init needs copy")
+        if proto.evaluate_only:
+            _expect(not any(a.train for a in actions), f"n={n}: an evaluate_only protocol trains nothing")
+            _expect(actions[-1].copy or not proto.needs_source, "an evaluate_only protocol copies the classifier")
+        else:
+            _expect(actions[-1].copy is False, "the classifier is never copied")
+            _expect(actions[-1].train, "the classifier always trains")
+        if not proto.needs_source:
+            _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
+        if proto.n_meaning == "layer":
+            rest = [a for i, a in enumerate(actions[:-1], start=1) if i != n]
+            _expect(all(a == rest[0] for a in rest), f"n={n}: every layer but n and the classifier is treated alike")
+            _expect(not rest or actions[n - 1] != rest[0], f"n={n}: layer n is treated unlike the others")
+            if proto.needs_source:
+                _expect(all(a.copy for a in rest), f"n={n}: the layers other than n are copied")
+        else:
+            _expect(all(not a.copy for a in actions[n:-1]), f"n={n}: layers above n are re-initialised")
+            if proto.needs_source:
+                _expect(all(a.copy for a in actions[:n]), f"n={n}: layers 1..n are copied")
 
 
 # --------------------------------------------------------------------------- architectures

@@ -132,8 +132,12 @@ def train_job(
     ctx: TrainContext,
     source_state: Mapping[str, torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[JobRecord, nn.Module]:
     """Train one network and return its record and the trained model.
+
+    ``init_state`` holds the source's initial weights, for protocols that reset layers to
+    them. A protocol that is ``evaluate_only`` trains nothing: the network is evaluated once.
 
     Raises:
         TrainingFailed: the loss became NaN or infinite.
@@ -141,11 +145,13 @@ def train_job(
     config, arch, device = ctx.config, ctx.components.architecture, ctx.device
     started, t0 = utc_now(), time.perf_counter()
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
-    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state)
+    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state, init_state)
     target.model.to(device)
     if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
     data = prepare_job_data(ctx, job.classes, target, job.n)
+    if job.protocol is not None and job.protocol.evaluate_only:
+        return _evaluated(job, ctx, target, data, started, t0), target.model
     optimizer = make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
     length = TrainingLength.of(config.train, config.eval, data.train.size)
     generator = torch.Generator().manual_seed(job.seed + 1)
@@ -162,3 +168,20 @@ def train_job(
         transferbench_version=__version__, torch_version=torch.__version__, input_std=data.input_std,
     )
     return record, target.model
+
+
+def _evaluated(job: Job, ctx: TrainContext, target: Target, data: JobData, started: str, t0: float) -> JobRecord:
+    """The record of a network evaluated as built, without training (``evaluate_only``)."""
+    config, device = ctx.config, ctx.device
+    first = next(data.eval.batches(config.eval.batch_size or config.train.batch_size, shuffle=False))[0]
+    input_std = float(data.transform(first.to(device), train=False).float().std())
+    with autocast(config.performance.amp, device):
+        top1, top5 = evaluate(data.net, data.eval, data.transform, device,
+                              config.eval.batch_size or config.train.batch_size)
+    return JobRecord(
+        job_id=job.id, status="ok", top1=top1, top5=top5, top1_best_k=top1, best_k=1, history=[],
+        train_time_s=round(time.perf_counter() - t0, 3), steps=0, frozen_cache=False,
+        num_classes=job.num_classes, trainable_params=0, device=str(device), seed=job.seed,
+        started_at=started, finished_at=utc_now(), transferbench_version=__version__,
+        torch_version=torch.__version__, input_std=input_std,
+    )
