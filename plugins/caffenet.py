@@ -96,6 +96,26 @@ def too_small_message(arch: str, side: int, kernel: int, stride: int, padding: i
     return head + " Fix: " + "; ".join(fixes) + "."
 
 
+class CrossChannelLRN(nn.Module):
+    """Caffe's across-channel local response normalisation (as :class:`torch.nn.LocalResponseNorm`).
+
+    ``y = x / (k + alpha / size * sum of x^2 over the size channels around c) ** beta``. The
+    window sums come from a cumulative sum over channels instead of torch's 3-D average
+    pooling: the same numbers up to float rounding, about twice as fast on a CPU, and it keeps
+    a channels-last tensor channels-last.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x * x, (0, 0, 0, 0, self.size // 2 + 1, (self.size - 1) // 2))
+        total = torch.cumsum(padded, dim=1)
+        window = total[:, self.size:] - total[:, : -self.size]
+        return x / (self.k + self.alpha / self.size * window).pow(self.beta)
+
+
 class CaffeNet(nn.Module):
     """CaffeNet: five convolutions and three fully connected layers.
 
@@ -152,7 +172,7 @@ class CaffeNet(nn.Module):
         self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=2)
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=2)
         self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.norm = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+        self.norm = CrossChannelLRN(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
         h, w = self.feature_size(height, width, conv1_kernel, conv1_stride, conv1_padding)
         if h < 1 or w < 1:

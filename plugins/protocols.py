@@ -1,6 +1,11 @@
-"""Transfer protocols of the paper: frozen (AnB, BnB), fine-tuned (AnB+, BnB+), random weights."""
+"""Transfer protocols: the paper's frozen (AnB, BnB), fine-tuned (AnB+, BnB+) and random
+weights, and two protocols where n names one layer: surgical fine-tuning of layer n (Lee et
+al., ICLR 2023) and re-initialising layer n (Zhang, Bengio and Singer, "Are all layers created
+equal?", JMLR 2022), trained or evaluated as they are."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,8 +52,70 @@ class RandomFrozen(TransferProtocol):
         return [LayerAction(copy=False, train=i > n) for i in range(1, num_layers + 1)]
 
 
+class Surgical(TransferProtocol):
+    """Copy every layer but the classifier; fine-tune only layer n (and train the new classifier)."""
+
+    description = "copy layers 1..L-1, fine-tune only layer n, train a new classifier (surgical fine-tuning)"
+    n_meaning = "layer"
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        copied = [LayerAction(copy=True, train=i == n) for i in range(1, num_layers)]
+        return [*copied, LayerAction(copy=False, train=True)]
+
+
+Reset = Literal["initial", "random"]
+_RESET = ("'initial': the source's own initial weights, as before it trained (Zhang et al.'s "
+          "re-initialisation); 'random': a fresh draw from the architecture's initialisation "
+          "(their re-randomisation)")
+
+
+class ReinitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reset: Reset = Field("initial", description="what layer n is reset to: " + _RESET)
+    train_copied: bool = Field(
+        False, description="also fine-tune the copied layers (default: they stay frozen, and only "
+        "layer n and the new classifier learn)")
+
+
+class Reinit(TransferProtocol):
+    """Copy every layer but the classifier, reset layer n, and train layer n and a new classifier."""
+
+    description = "copy layers 1..L-1 but reset layer n; retrain layer n and a new classifier"
+    Params = ReinitParams
+    n_meaning = "layer"
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        initial = self.params.reset == "initial"
+        rest = LayerAction(copy=True, train=self.params.train_copied)
+        reset = LayerAction(copy=initial, train=True, from_init=initial)
+        return [reset if i == n else rest for i in range(1, num_layers)] + [LayerAction(copy=False, train=True)]
+
+
+class ReinitEvalParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reset: Reset = Field("initial", description="what layer n is reset to: " + _RESET)
+
+
+class ReinitEval(TransferProtocol):
+    """The source network itself with layer n reset, evaluated without any training."""
+
+    description = "evaluate the source with layer n reset, no training (re-initialisation robustness)"
+    Params = ReinitEvalParams
+    n_meaning = "layer"
+    evaluate_only = True
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        initial = self.params.reset == "initial"
+        reset = LayerAction(copy=initial, train=False, from_init=initial)
+        kept = LayerAction(copy=True, train=False)
+        return [reset if i == n else kept for i in range(1, num_layers)] + [kept]
+
+
 @hookimpl
 def register_protocols(register) -> None:
     register("frozen", Frozen)
     register("finetune", FineTune)
     register("random_frozen", RandomFrozen)
+    register("surgical", Surgical)
+    register("reinit", Reinit)
+    register("reinit_eval", ReinitEval)

@@ -140,6 +140,8 @@ class ManMadeNaturalSplit(TaskSplit):
     own classes of each group). The seed is ignored: the split is fixed.
     """
 
+    exchangeable = False  # halves chosen by meaning: the directions stay apart in the report
+
     description = "ImageNet man-made vs natural classes (the paper's dissimilar split)"
     Params = ManMadeNaturalParams
 
@@ -177,8 +179,11 @@ class SuperclassParams(BaseModel):
 class SuperclassSplit(TaskSplit):
     """Splits any source by its classes' ``superclass`` (CIFAR-100 coarse labels, ...).
 
-    The seed is ignored: the split is fixed by the superclass lists.
+    The seed picks no classes (the superclass lists fix the halves): several seeds give
+    replicates, networks initialised independently on the same halves.
     """
+
+    exchangeable = False  # halves chosen by meaning: the directions stay apart in the report
 
     description = "halves by the classes' superclass (any source that has them)"
     Params = SuperclassParams

@@ -47,6 +47,16 @@ _RESERVED_KWARGS = frozenset(
 )
 
 
+#: How to use pretrained timm weights: a local file as the source of the transferred networks.
+_LOCAL_WEIGHTS = (
+    "to transfer from pretrained weights, put the weights file on this machine (timm's "
+    "model.safetensors, e.g. `hf download timm/resnet18.a1_in1k model.safetensors --local-dir weights`, "
+    "or a .pth state dict) and name it as the source of the treatments: experiments[].source: "
+    "{checkpoint: weights/model.safetensors} with treatments [XnB, XnB+] (what timm calls "
+    "pretrained_cfg_overlay=dict(file=...); docs/your-data.md)"
+)
+
+
 class TimmParams(BaseModel):
     """Configuration of the ``timm`` architecture."""
 
@@ -59,6 +69,11 @@ class TimmParams(BaseModel):
     )
     granularity: Granularity = Field(
         "stage", description="one transferable layer per stage ('stage') or per block ('block')"
+    )
+    pretrained: bool = Field(
+        False, description="never true: nothing is downloaded, and networks are built from their "
+        "initialisation; give pretrained weights as a local file, as the source of XnB treatments "
+        "(experiments[].source: {checkpoint: model.safetensors}; docs/your-data.md)",
     )
 
     @field_validator("model")
@@ -83,10 +98,19 @@ class TimmParams(BaseModel):
     def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         reserved = sorted(set(value) & _RESERVED_KWARGS)
         if reserved:
+            weights = set(reserved) - {"num_classes", "in_chans"}
             raise ValueError(
                 f"{', '.join(reserved)} cannot be set: the engine sets the class count and input "
-                "channels, and weights are never loaded"
+                "channels, and builds every network from its initialisation"
+                + (f"; {_LOCAL_WEIGHTS}" if weights else "")
             )
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _no_download(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(f"transferbench never downloads weights; {_LOCAL_WEIGHTS}")
         return value
 
 

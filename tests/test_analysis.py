@@ -136,8 +136,12 @@ def test_stat_mean_std_and_interval(tmp_path: Path) -> None:
     assert base.values == (0.80, 0.82)
     assert base.mean == pytest.approx(0.81)
     assert base.std == pytest.approx(math.sqrt(2) * 0.01)
-    # t(0.975, 1) * s / sqrt(2) = 12.706 * 0.01
-    assert (base.ci_low, base.ci_high) == pytest.approx((0.81 - 0.12706, 0.81 + 0.12706))
+    # two networks: a std, but no interval (t = 12.7 would make it meaningless)
+    assert base.ci_low is None and base.ci_high is None
+    three = Stat.of([0.80, 0.82, 0.84])
+    # t(0.975, 2) * s / sqrt(3) = 4.303 * 0.02 / sqrt(3)
+    assert (three.ci_low, three.ci_high) == pytest.approx((0.82 - 4.303 * 0.02 / math.sqrt(3),
+                                                           0.82 + 4.303 * 0.02 / math.sqrt(3)))
     single = Stat.of([0.5])
     assert single.std is None and single.ci_low is None
 
@@ -150,6 +154,7 @@ def test_welch_difference() -> None:
     assert d.value == pytest.approx(1.5)
     assert d.half_width == pytest.approx(t_quantile(df) * math.sqrt(va + vb))
     assert diff(a, Stat.of([1.0])).half_width is None  # noise of one network unknown
+    assert diff(a, Stat.of([1.0, 2.0])).half_width is None  # two networks: no interval
 
 
 # --------------------------------------------------------------------------- metrics
@@ -172,8 +177,8 @@ def test_layer_metrics_known_answers(tmp_path: Path) -> None:
     assert metrics[3].drop.value == pytest.approx(0.10)
     assert metrics[3].relative_drop == pytest.approx(0.10 / 0.81)
     assert metrics[3].generality == pytest.approx(0.71 / 0.81)
-    # BnB at n=1 has std 0 and baseB std 0.01*sqrt(2): Welch df = 1
-    assert metrics[1].coadaptation.half_width == pytest.approx(12.706 * 0.01)
+    # baseB and BnB have two networks each: no interval (it would be +-12.7 points)
+    assert metrics[1].coadaptation.half_width is None
 
 
 def test_table1_known_answers(tmp_path: Path) -> None:
@@ -183,7 +188,7 @@ def test_table1_known_answers(tmp_path: Path) -> None:
     assert rows[0].boost_base.value == pytest.approx((0.83 + 0.83 + 0.83 + 0.85 + 0.84 + 0.84) / 6 - 0.81)
     assert rows[1].boost_base.value == pytest.approx(0.03)
     assert rows[2].boost_selffer.value == pytest.approx(0.02)
-    assert rows[0].boost_base.ci_low < rows[0].boost_base.value < rows[0].boost_base.ci_high
+    assert rows[0].boost_base.ci_low is None  # baseB has two networks: no interval, not +-45 points
 
 
 def test_table1_ranges_generalise_the_papers() -> None:

@@ -111,11 +111,16 @@ def test_cohorts_share_a_data_order_that_enters_the_job_ids(fake_plugins):
 def test_cohort_sizes_and_halves(fake_plugins):
     exp = {"name": "both", "split": {"name": "parity", "seeds": [0, 1]}, "treatments": ["AnB", "BnA+"]}
     plan = _prepare(tiny_config(experiments=[exp], executor={"name": "local", "cohorts": True}))[2]
-    # one cohort per training set: (seed 0, B), (seed 0, A); parity's seed 1 swaps the halves,
-    # so its networks train on the same two sets with the same classes and join those cohorts
-    assert sorted(len(v) for v in plan.cohorts.values()) == [6, 6]
+    # one cohort per training set and replicate: parity's seed 1 swaps the halves, so its
+    # networks train on the same two sets of classes, yet a replicate is an independent
+    # measurement: it reads its own data order, in cohorts of its own
+    assert sorted(len(v) for v in plan.cohorts.values()) == [3, 3, 3, 3]
+    orders = set()
     for members in plan.cohorts.values():
         assert len({plan.jobs[j].classes for j in members}) == 1
+        assert len({plan.jobs[j].data_seed for j in members}) == 1
+        orders.add(plan.jobs[members[0]].data_seed)
+    assert len(orders) == 4
 
 
 # ---------------------------------------------------------------------------- equivalence

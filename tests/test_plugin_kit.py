@@ -90,6 +90,7 @@ def guide_plugin():
         ("register_executors", "executor", "one_by_one"),
         ("register_observers", "observer", "jsonl_log"),
         ("register_estimators", "estimator", "centroid"),
+        ("register_checks", "check", "seeds_everywhere"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):

@@ -171,8 +171,10 @@ def test_figure2_structure(tmp_path: Path) -> None:
     assert sorted(c.get_label() for c in points if not c.get_label().startswith("_")) == sorted(CANONICAL)
     # baseB pooled with baseA: 4; then 4 treatments x 3 layers x 2 seeds (AnA failed, BnA pending)
     assert sum(len(c.get_offsets()) for c in points) == 4 + 4 * 3 * 2
-    labels = [line.get_label() for line in bottom.get_lines()]
+    labels = [line.get_label() for line in bottom.get_lines() if not line.get_label().startswith("_")]
     assert labels == ["BnB mean", "BnB+ mean", "AnB mean", "AnB+ mean", "baseB mean"]
+    # the mean lines carry 95% intervals where a cell has three networks or more (here baseB: 4)
+    assert any(c.get_label().startswith("_") for c in bottom.collections if not isinstance(c, PolyCollection))
     hatched = [c for c in bottom.collections if isinstance(c, PolyCollection)]
     assert [c.get_label() for c in hatched] == ["co-adaptation", "specificity"]
     assert all(c.get_hatch() for c in hatched)
@@ -188,11 +190,15 @@ def test_figure3_on_the_paper() -> None:
     grids = build_grids(load_paper(), "top1_best_k")
     fig = figure3(grids, HALF_NAMES)
     dissimilar, random_weights, relative = fig.axes
-    assert [line.get_label() for line in dissimilar.get_lines()] == [
+
+    def series(ax):
+        return [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+    assert [line.get_label() for line in series(dissimilar)] == [
         "AnB (natural -> man-made)", "BnA (man-made -> natural)"]
-    assert len(random_weights.get_lines()) == 1
-    assert len(relative.get_lines()) == 4 + 1  # 2 directions, random weights, random halves; zero line
-    random_halves = relative.get_lines()[3]
+    assert len(series(random_weights)) == 1
+    assert len(series(relative)) == 4  # 2 directions, random weights, random halves
+    random_halves = series(relative)[3]
     assert random_halves.get_ydata()[-1] == pytest.approx(-8.3, abs=0.1)
     assert figure3([g for g in grids if g.experiment == "random"]) is None
 
@@ -200,8 +206,9 @@ def test_figure3_on_the_paper() -> None:
 def test_write_plots_png_and_svg(tmp_path: Path) -> None:
     grids = build_grids(load_paper(), "top1_best_k")
     paths = write_plots(grids, tmp_path, HALF_NAMES)
-    assert {p.name for p in paths} == {"figure2_random_top1_best_k.png", "figure2_random_top1_best_k.svg",
-                                       "figure3_top1_best_k.png", "figure3_top1_best_k.svg"}
+    figure2s = {f"figure2_{e}_top1_best_k.{x}" for e in ("random", "manmade_natural", "random_weights")
+                for x in ("png", "svg")}
+    assert {p.name for p in paths} == figure2s | {"figure3_top1_best_k.png", "figure3_top1_best_k.svg"}
     assert all(p.stat().st_size > 1000 for p in paths)
     assert (tmp_path / "figure3_top1_best_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "figure2_random_top1_best_k.svg").read_text()[:2000]

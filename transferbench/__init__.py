@@ -10,6 +10,9 @@ own and may change. A plugin imports from ``transferbench`` only:
   :class:`JobRecord`;
 * run observers (experiment trackers): :class:`Observer`, :class:`RunInfo`, :class:`ReportInfo`;
 * the estimator contract: :class:`Estimator` and the :class:`LayerFeatures` it scores;
+* validity checks: :class:`ValidityCheck`, the :class:`RunView` it reads, the
+  :class:`CheckResult` it returns, and the statistics it may use (:class:`Grid`,
+  :class:`Stat`, :func:`diff`, :class:`Difference`);
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for data sources: the :mod:`~transferbench.imagenet` class metadata, the
   :mod:`~transferbench.images` decoding helpers and :func:`cached_dir` (a cache folder
@@ -21,6 +24,7 @@ tests: the contract checks in :mod:`transferbench.testing` (docs/writing-plugins
 
 from . import imagenet, images
 from ._version import __version__
+from .analysis import Difference, Grid, Stat, diff
 from .api import Run, load_run, prepare, run
 from .errors import (
     ConfigError,
@@ -50,16 +54,20 @@ from .interfaces import (
 from .observers import Observer, ReportInfo, RunInfo
 from .plan import Job
 from .records import HistoryPoint, JobRecord
+from .validity import CheckResult, RunView, ValidityCheck
 
 __all__ = [
     "Architecture",
+    "CheckResult",
     "ClassInfo",
     "ConfigError",
     "DataError",
     "DataSource",
+    "Difference",
     "Estimator",
     "Events",
     "Executor",
+    "Grid",
     "Halves",
     "HistoryPoint",
     "Job",
@@ -78,12 +86,16 @@ __all__ = [
     "Run",
     "RunDirError",
     "RunInfo",
+    "RunView",
+    "Stat",
     "TaskSplit",
     "TrainingFailed",
     "TransferProtocol",
     "TransferbenchError",
+    "ValidityCheck",
     "__version__",
     "cached_dir",
+    "diff",
     "hookimpl",
     "imagenet",
     "images",

@@ -10,11 +10,17 @@ one per direction when the halves are pooled). Everything else derives from it:
   (Figure 3: dissimilar split, random weights), generality ``AnB / baseB``,
 * the first layer whose features are specific (:func:`specific_layer`).
 
+Features transferred from a weights file (``XnB``, ``XnB+``: docs/your-data.md) stand where
+the paper's ``AnB`` and ``AnB+`` do (:func:`transfer_source`): specificity ``BnB - XnB``,
+boost ``XnB+ - baseB``.
+
 Pooling (the paper's symmetry argument): with exchangeable halves, ``AnA`` measures the same
 thing as ``BnB``, ``BnA`` the same as ``AnB`` and ``baseA`` the same as ``baseB``, so the
 paper pooled them (its BnB column is the mean of 4 AnA networks, its AnB column 8 networks).
-``pool=None`` (the default) pools an experiment when its two halves have the same number of
-classes (random halves) and keeps the directions apart otherwise (man-made 551 / natural 449).
+``pool=None`` (the default) pools an experiment when its split says its halves are
+exchangeable (``TaskSplit.exchangeable``: random halves) and they have the same number of
+classes, and keeps the directions apart otherwise (man-made 551 / natural 449, or two
+superclasses of equal size).
 Pass ``pool=True`` or ``pool=False`` to decide yourself.
 """
 
@@ -26,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .results import ResultRow, RunResults, check_metric
+from .results import ResultRow, RunResults, check_metric, rows_to_csv
 
 __all__ = [
     "CANONICAL",
@@ -41,21 +47,28 @@ __all__ = [
     "diff",
     "drops",
     "layer_metrics",
+    "results_csv",
     "specific_layer",
     "t_quantile",
     "table1",
     "table1_ranges",
+    "transfer_source",
 ]
 
-#: The main grid's columns, in the paper's order.
+#: The main grid's columns, in the paper's order (other treatments follow in plan order).
 CANONICAL: tuple[str, ...] = ("baseB", "BnB", "BnB+", "AnB", "AnB+")
 
 #: Mirror-image treatments merged into the canonical ones when pooling.
-POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "AnB", "BnA+": "AnB+"}
+POOL: dict[str, str] = {"baseA": "baseB", "AnA": "BnB", "AnA+": "BnB+", "BnA": "AnB", "BnA+": "AnB+",
+                        "XnA": "XnB", "XnA+": "XnB+"}
 
-_PAPER_NAME = re.compile(r"^(?P<source>[AB])n(?P<target>[AB])\+?$")
+_PAPER_NAME = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])\+?$")
 
 # --------------------------------------------------------------------------- statistics
+
+#: Networks a cell needs for a 95% interval: two give t = 12.7, an interval too wide to mean
+#: anything (a difference of two-network cells printed +-45 points); three give t = 4.3.
+MIN_FOR_INTERVAL = 3
 
 # Two-sided 95% quantiles of Student's t (0.975 quantile) by degrees of freedom; scipy is
 # not a dependency, and between rows the quantile is close to linear in 1/df.
@@ -91,7 +104,8 @@ class Stat:
         values: one accuracy per network.
         mean: their mean.
         std: sample standard deviation (ddof=1); None with a single network.
-        ci_low, ci_high: 95% t-interval of the mean; None with a single network.
+        ci_low, ci_high: 95% t-interval of the mean; None with fewer than
+            :data:`MIN_FOR_INTERVAL` networks.
     """
 
     values: tuple[float, ...]
@@ -115,6 +129,8 @@ class Stat:
         if len(vals) < 2:
             return cls(vals, mean, None, None, None)
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        if len(vals) < MIN_FOR_INTERVAL:
+            return cls(vals, mean, std, None, None)
         half = t_quantile(len(vals) - 1) * std / math.sqrt(len(vals))
         return cls(vals, mean, std, mean - half, mean + half)
 
@@ -134,9 +150,9 @@ class Difference:
 
 
 def diff(a: Stat, b: Stat) -> Difference:
-    """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 2 networks)."""
+    """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 3 networks)."""
     value = a.mean - b.mean
-    if a.std is None or b.std is None:
+    if a.std is None or b.std is None or min(a.count, b.count) < MIN_FOR_INTERVAL:
         return Difference(value)
     va, vb = a.std**2 / a.count, b.std**2 / b.count
     se = math.sqrt(va + vb)
@@ -268,7 +284,8 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
     grids = []
     for experiment, rows in by_exp.items():
         equal = _exchangeable(rows)
-        pooled = equal if pool is None else pool
+        # a split by meaning (one superclass against another) keeps its directions apart
+        pooled = (equal and results.exchangeable.get(experiment, True)) if pool is None else pool
         grid = Grid(experiment, rows[0].split, metric, pooled, num_layers=results.num_layers,
                     equal_halves=equal)
         grid.pending = len({r.job_id for r in rows if r.status == "pending"})
@@ -331,13 +348,23 @@ def _diff(a: Stat | None, b: Stat | None) -> Difference | None:
     return None if a is None or b is None else diff(a, b)
 
 
+def transfer_source(grid: Grid) -> str:
+    """Where the grid's transferred features come from: ``A`` (the paper's AnB, AnB+), or
+    ``X`` (a weights file: XnB, XnB+) when the grid has X treatments and no A ones. The
+    derived metrics read ``XnB`` where the paper reads ``AnB``."""
+    names = {t for t, _ in grid.cells}
+    return "X" if {"XnB", "XnB+"} & names and not {"AnB", "AnB+"} & names else "A"
+
+
 def layer_metrics(grid: Grid) -> list[LayerMetrics]:
-    """The derived metrics at every transfer layer of ``grid`` (B-target treatments)."""
+    """The derived metrics at every transfer layer of ``grid`` (B-target treatments), with
+    ``XnB`` in place of ``AnB`` for a weights file (:func:`transfer_source`)."""
     base = grid.get("baseB", 0)
+    src = transfer_source(grid)
     out = []
     for n in grid.transfer_layers:
-        bnb, anb = grid.get("BnB", n), grid.get("AnB", n)
-        bnb_p, anb_p = grid.get("BnB+", n), grid.get("AnB+", n)
+        bnb, anb = grid.get("BnB", n), grid.get(f"{src}nB", n)
+        bnb_p, anb_p = grid.get("BnB+", n), grid.get(f"{src}nB+", n)
         ratio_ok = base is not None and anb is not None and base.mean > 0
         out.append(
             LayerMetrics(
@@ -415,13 +442,14 @@ def table1(grid: Grid, ranges: Sequence[tuple[int, int]] | None = None) -> list[
         One row per range with at least one AnB+ network; empty without baseB or AnB+.
     """
     base = grid.get("baseB", 0)
-    plus_layers = [n for n in grid.transfer_layers if grid.get("AnB+", n) is not None]
+    name = f"{transfer_source(grid)}nB+"
+    plus_layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
     if base is None or not plus_layers:
         return []
     rows = []
     for lo, hi in ranges if ranges is not None else table1_ranges(plus_layers):
         layers = [n for n in plus_layers if lo <= n <= hi]
-        plus = grid.values("AnB+", layers)
+        plus = grid.values(name, layers)
         if not plus:
             continue
         selffer = grid.values("BnB+", [n for n in grid.transfer_layers if lo <= n <= hi])
@@ -471,24 +499,48 @@ def specific_layer(grid: Grid, *, k: float = 2.0, fallback: float = 0.01) -> Spe
     Returns:
         None when the grid has no layer with both BnB and AnB.
     """
-    layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get("AnB", n)]
+    anb = f"{transfer_source(grid)}nB"
+    layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get(anb, n)]
     if not layers:
         return None
     num = den = 0.0
     for n in layers:
-        for stat in (grid.get("BnB", n), grid.get("AnB", n)):
+        for stat in (grid.get("BnB", n), grid.get(anb, n)):
             if stat is not None and stat.std is not None:
                 num += (stat.count - 1) * stat.std**2
                 den += stat.count - 1
     if den > 0:
         noise: float | None = math.sqrt(num / den)
         threshold = k * noise
-        rule = f"first n with BnB - AnB > {k:g} x pooled network std ({noise:.4f})"
+        rule = f"first n with BnB - {anb} > {k:g} x pooled network std ({noise:.4f})"
     else:
         noise, threshold = None, fallback
-        rule = f"one network per cell: noise unknown, first n with BnB - AnB > {fallback:g}"
+        rule = f"one network per cell: noise unknown, first n with BnB - {anb} > {fallback:g}"
     for n in layers:
-        gap = grid.get("BnB", n).mean - grid.get("AnB", n).mean  # type: ignore[union-attr]
+        gap = grid.get("BnB", n).mean - grid.get(anb, n).mean  # type: ignore[union-attr]
         if gap > threshold:
             return SpecificLayer(n, gap, threshold, noise, rule)
     return SpecificLayer(None, None, threshold, noise, rule)
+
+
+# --------------------------------------------------------------------------- the main table as CSV
+
+
+def results_csv(results: RunResults, metric: str) -> str:
+    """``results_<metric>.csv``: one row per experiment, split seed and n; one column per treatment
+    (not pooled), holding that seed's network's accuracy."""
+    names = list(dict.fromkeys(r.treatment for r in results.rows))
+    names = [t for t in CANONICAL if t in names] + [t for t in names if t not in CANONICAL]
+    cells: dict[tuple[str, str, int, int], dict[str, list[float]]] = {}
+    for r in results.rows:
+        key = (r.experiment, r.split, r.split_seed, r.n)
+        bucket = cells.setdefault(key, {})
+        value = r.value(metric)
+        if value is not None:
+            bucket.setdefault(r.treatment, []).append(value)
+    rows = []
+    for (exp, split, seed, n), bucket in cells.items():
+        values = [sum(bucket[t]) / len(bucket[t]) if t in bucket else None for t in names]
+        rows.append([exp, split, seed, n, metric, *values])
+    rows.sort(key=lambda row: (results.experiments.index(row[0]), row[2], row[3]))
+    return rows_to_csv(["experiment", "split", "split_seed", "n", "metric", *names], rows)

@@ -156,6 +156,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems, source=args.config)
     estimates = sum(1 for j in plan.jobs.values() if j.kind == "estimate")
+    _print_notes(_console(), plan.notes)
     _console().print(
         f"{args.config}: OK ({len(config.experiments)} experiment(s), {len(plan.jobs) - estimates} networks, "
         + (f"{estimates} estimator jobs, " if estimates else "") +
@@ -202,6 +203,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         console.print(table)
+    _print_notes(console, plan.notes)
     bases = sum(1 for j in plan.jobs.values() if j.kind == "base")
     estimates = sum(1 for j in plan.jobs.values() if j.kind == "estimate")
     networks = len(plan.jobs) - estimates
@@ -251,6 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan = plan.without_transfers()
     run_dir = Path(args.out) if args.out else config.run_dir()
     console = _console()
+    _print_notes(console, plan.notes)
     summary = run_plan(config, components, plan, run_dir, console)
     _print_grid(run_dir, console)
     if summary.failed:
@@ -290,6 +293,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif report.damaged:
         console.print("a rerun moves the damaged files under damaged/ (never deletes them) and recomputes them")
     return EXIT_FAILED_JOBS if report.damaged else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write one trained network of a run as a standalone safetensors file, its JSON beside it."""
+    from .export import Selection, export_network
+
+    selection = Selection(job=args.job, experiment=args.experiment, treatment=args.treatment, n=args.n,
+                          seed=args.seed)
+    done = export_network(Path(args.run_dir), Path(args.out), selection, init=args.init, force=args.force)
+    console = _console()
+    console.print(f"exported network {done.job_id[:12]} of {escape(args.run_dir)}:")
+    for path in (done.weights, done.info, done.init):
+        if path is not None:
+            console.print(f"  wrote {escape(str(path))}", highlight=False)
+    console.print(f"sha256 {done.sha256}; use it as a source: source: {{checkpoint: {escape(str(done.weights))}}}"
+                  + (f", with init: {escape(str(done.init))}" if done.init else ""), highlight=False)
+    return EXIT_OK
+
+
+def _print_notes(console: Console, notes: Sequence[str]) -> None:
+    """The plan's notes: what is fine but worth saying (a weights file's classifier left out)."""
+    for note in notes:
+        console.print(f"note: {escape(note)}", highlight=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -367,6 +393,24 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_report)
 
 
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained network of a run as a safetensors file (+ JSON), "
+                       "to be the source of another run")
+    p.add_argument("run_dir", help="a run directory")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the .safetensors file to write; FILE.json (architecture, classes, origin) goes beside it")
+    p.add_argument("--job", metavar="ID", help="the network's job id (or its first characters)")
+    p.add_argument("--experiment", help="the experiment it belongs to")
+    p.add_argument("--treatment", help="its treatment: baseA, baseB, AnB+, XnB, ...")
+    p.add_argument("--n", type=int, help="its n (0 for base networks)")
+    p.add_argument("--seed", type=int, help="its split seed")
+    p.add_argument("--init", action="store_true",
+                   help="also write FILE.init.safetensors, its initial weights (recomputed from its seed), "
+                        "for protocols that reset layers to them (reinit)")
+    p.add_argument("--force", action="store_true", help="replace files that exist")
+    p.set_defaults(fn=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferbench",
@@ -422,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_check)
 
     _add_report_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 

@@ -350,15 +350,16 @@ def _unbatch_for_eval(c: _Cohort) -> None:
         m.model.eval()
 
 
-def _after_step(c: _Cohort) -> None:
-    """Drop failed members; evaluate when due; report progress."""
+def _after_step(c: _Cohort, factor: float) -> None:
+    """Drop failed members; evaluate when due (``factor``: the schedule's at the step just
+    taken, recorded as train_loop records it); report progress."""
     if c.batched is not None:
         c.batched.drop_failed()
     length = c.lead.setup.length
     if c.step % length.eval_every == 0 or c.step == length.total:
         for m, (top1, top5) in _evaluate(c).items():
             m.history.append(HistoryPoint(step=c.step, epoch=round(c.step / length.steps_per_epoch, 4),
-                                          top1=top1, top5=top5, train_loss=m.running))
+                                          top1=top1, top5=top5, train_loss=m.running, lr_factor=factor))
     for m in c.alive():
         if m.progress is not None:
             m.progress(c.step, length.total, {"loss": m.running, "top1": m.history[-1].top1 if m.history else math.nan})
@@ -376,7 +377,7 @@ def _loop(c: _Cohort, checkpoint: Callable[[_Cohort], None]) -> None:
         for x, y, mine in _batches(c):
             _train_step(c, x, y, mine, factor(c.step), loss_fn)
             c.step += 1
-            _after_step(c)
+            _after_step(c, factor(c.step - 1))
             if c.step >= length.total or not c.alive():
                 break
         else:
@@ -410,14 +411,14 @@ def train_cohort(jobs: Sequence[Job], ctx: TrainContext,
         raise TrainingFailed(f"a cohort's members must share one data order; these have {len(seeds)}")
     members = _members(jobs, ctx, sources, progress)
     groups = _prefix_groups(members, ctx)
-    batched = BatchedMembers.of([m for m in members if m.feed == "raw"], ctx)
-    c = _Cohort(ctx, members, groups, batched, torch.Generator().manual_seed(jobs[0].stream_seed))
+    c = _Cohort(ctx, members, groups, BatchedMembers.of([m for m in members if m.feed == "raw"], ctx),
+                torch.Generator().manual_seed(jobs[0].stream_seed))
     identity = dict(identity or {job.id: job.fingerprint for job in jobs})
     saver = _Checkpoints(checkpoint_dir, jobs, checkpoint_minutes, identity)
     saver.resume(c)
     _loop(c, saver.save)
-    if batched is not None:
-        batched.sync()
+    if c.batched is not None:  # (None again if batching failed and was given up)
+        c.batched.sync()
     saver.done()
     seconds = time.perf_counter() - t0
     return [CohortResult(m.job, None, None, m.error) if m.error else

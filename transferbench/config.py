@@ -65,7 +65,22 @@ class SplitRef(PluginRef):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
 
-_TREATMENT = re.compile(r"^(?P<source>[AB])n(?P<target>[AB])(?P<plus>\+?)$")
+_TREATMENT = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])(?P<plus>\+?)$")
+
+
+class CheckpointSource(_Strict):
+    """A weights file the copied layers come from, instead of a base network of the run
+    (docs/your-data.md). Its content, not its path, enters the job ids."""
+
+    checkpoint: str = Field(
+        description="a weights file: .safetensors (any architecture; timm's own files too), or a "
+        ".pth/.bin state dict read with torch.load(weights_only=True); never downloaded")
+    strip_prefix: str = Field(
+        "", description="a prefix to remove from the file's tensor names (e.g. 'module.' of a "
+        "DistributedDataParallel checkpoint) before they are matched to the architecture's")
+    init: str | None = Field(
+        None, description="the network's initial weights (written by `transferbench export --init`): "
+        "needed by protocols that reset a layer to its initial weights (reinit, reinit_eval)")
 
 
 class Treatment(_Strict):
@@ -77,9 +92,19 @@ class Treatment(_Strict):
     """
 
     name: str
-    source: Literal["A", "B"] | None = None
+    source: Literal["A", "B", "X"] | CheckpointSource | None = None
     target: Half = "B"
     protocol: PluginRef = Field(default_factory=lambda: PluginRef(name="frozen"))
+
+    @property
+    def half(self) -> str | None:
+        """The half whose base network the copied layers come from (None: a file, or none)."""
+        return self.source if self.source in ("A", "B") else None
+
+    @property
+    def external(self) -> bool:
+        """Whether the copied layers come from a weights file (``X``, or ``{checkpoint: ...}``)."""
+        return self.source == "X" or isinstance(self.source, CheckpointSource)
 
     @model_validator(mode="before")
     @classmethod
@@ -89,7 +114,8 @@ class Treatment(_Strict):
             if not m:
                 raise ValueError(
                     f"unknown treatment {value!r}: use the paper's names (AnB, AnB+, BnB, BnB+, "
-                    "AnA, BnA, ...) or a mapping with name, source, target and protocol"
+                    "AnA, BnA, ...), XnB / XnB+ (from the experiment's `source:` file) or a mapping "
+                    "with name, source, target and protocol"
                 )
             protocol = "finetune" if m["plus"] else "frozen"
             return {"name": value, "source": m["source"], "target": m["target"], "protocol": protocol}
@@ -101,7 +127,7 @@ class Experiment(_Strict):
 
     name: str
     split: SplitRef
-    treatments: list[Treatment] = Field(min_length=1)
+    treatments: list[Treatment] = Field(default_factory=list)
     layers: list[int] | Literal["all"] = "all"
     bases: list[Half] | None = Field(
         None,
@@ -113,10 +139,25 @@ class Experiment(_Strict):
         "(linear, knn, logme, cka; docs/estimators.md)",
     )
 
+    source: CheckpointSource | None = Field(
+        None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from")
+
     @field_validator("treatments")
     @classmethod
     def _unique_names(cls, value: list[Treatment]) -> list[Treatment]:
         return _unique(value, "treatment")
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> Experiment:
+        if not self.treatments and not self.bases:
+            raise ValueError("an experiment needs treatments (or, to train base networks only, "
+                             "bases: [A], [B] or [all])")
+        for j, t in enumerate(self.treatments):
+            if t.source == "X" and self.source is None:
+                raise ValueError(
+                    f"treatment {t.name!r} (treatments.{j}) copies from X, the experiment's weights file: "
+                    "set the experiment's source: {checkpoint: path/to/weights.safetensors}")
+        return self
 
     @field_validator("estimators")
     @classmethod
@@ -189,7 +230,8 @@ class Eval(_Strict):
 
 
 class Performance(_Strict):
-    """Speed switches. Only ``amp`` can change results, so only it enters job hashes."""
+    """Speed switches. ``amp`` and ``channels_last`` change the floating-point operations (so
+    the numbers, slightly), so they enter job ids; the others give the same numbers."""
 
     cache_frozen: bool = Field(
         True,
@@ -198,7 +240,11 @@ class Performance(_Strict):
     )
     cache_frozen_max_gb: float = Field(4.0, ge=0, description="skip the cache above this size")
     amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast on CUDA")
-    channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs (CUDA)")
+    channels_last: bool = Field(
+        False,
+        description="channels-last memory format for image networks and inputs (CPU and CUDA): often much "
+        "faster; it changes the order of floating-point operations, so it enters job ids like amp",
+    )
     compile: bool = Field(False, description="torch.compile the model")
     batched: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -30,7 +30,7 @@ from .plan import Job
 from .records import JobRecord, utc_now
 from .taskdata import TaskData, open_task
 
-__all__ = ["CACHE_MAX_BYTES", "LoadNetwork", "estimate_job", "network_features"]
+__all__ = ["CACHE_MAX_BYTES", "LoadNetwork", "estimate_job", "network_features", "source_network"]
 
 #: ``load(job_id) -> (num_classes, state_dict)``: a trained network of the run.
 LoadNetwork = Callable[[str], "tuple[int, Mapping[str, torch.Tensor]]"]
@@ -110,22 +110,32 @@ def _remember(key: str, value: tuple[torch.Tensor, ...]) -> None:
         _CACHE.popitem(last=False)
 
 
+def source_network(job: Job) -> str:
+    """The name ``load`` knows the job's source network by: its job id, or ``file:<sha256>``
+    for a weights file (source ``X``)."""
+    if job.depends_on is not None:
+        return job.depends_on
+    assert job.external is not None, "an estimate job reads a base network or a weights file"
+    return f"file:{job.external.file.sha256}"
+
+
 def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
     """Score layer ``job.n`` of the job's source network on its target task.
 
     Raises:
         TrainingFailed: the estimator returned something that is not a finite number.
     """
-    assert job.estimator is not None and job.estimator_spec is not None and job.depends_on is not None
+    assert job.estimator is not None and job.estimator_spec is not None
     started, t0 = utc_now(), time.perf_counter()
+    network = source_network(job)
     # the estimator runs where the networks do when that is a CUDA device (the arithmetic of a
     # linear probe on ImageNet-sized features is GPU work), else on the CPU
     device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
-    feats, features_s = network_features(ctx, job.depends_on, load, job.n, job.classes)
+    feats, features_s = network_features(ctx, network, load, job.n, job.classes)
     tx, ty, ex, ey = (t.to(device) for t in feats)
     reference = None
     if job.estimator.needs_reference:
-        ref_id = job.after[0] if job.after else job.depends_on
+        ref_id = job.after[0] if job.after else network
         ref, ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
         features_s += ref_s
         rtx, rty, rex, rey = (t.to(device) for t in ref)

@@ -57,3 +57,8 @@ def register_observers(register: Register) -> None:
 @hookspec
 def register_estimators(register: Register) -> None:
     """Register :class:`~transferbench.Estimator` classes by name."""
+
+
+@hookspec
+def register_checks(register: Register) -> None:
+    """Register :class:`~transferbench.ValidityCheck` classes by name (every report runs them all)."""

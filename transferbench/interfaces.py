@@ -191,7 +191,15 @@ class Halves:
 
 
 class TaskSplit(Plugin, abc.ABC):
-    """Divides a source's classes into two disjoint halves A and B."""
+    """Divides a source's classes into two disjoint halves A and B.
+
+    Attributes:
+        exchangeable: whether A and B are drawn alike (random halves), so that AnA measures
+            what BnB does and the report may pool mirror-image treatments as the paper did;
+            False for a split by meaning (man-made / natural, one superclass against another).
+    """
+
+    exchangeable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def split(self, classes: Sequence[ClassInfo], seed: int) -> Halves:
@@ -301,19 +309,34 @@ class LayerAction:
         copy: load the layer's weights from the source network (else keep the fresh init).
         train: let the layer learn (else freeze it: no gradient, no weight decay).
         lr_mult: learning-rate multiplier on top of the architecture's own multipliers.
+        from_init: with ``copy``, load the source network's *initial* weights (as they were
+            before it trained) instead of its trained ones: resetting a layer to its
+            initialisation (``reinit``). A source trained in the run has them recomputed
+            exactly from its seed; a weights file needs its ``init`` file.
     """
 
     copy: bool
     train: bool
     lr_mult: float = 1.0
+    from_init: bool = False
 
 
 class TransferProtocol(Plugin, abc.ABC):
-    """Maps "transfer the first n layers" onto per-layer actions."""
+    """Maps "transfer the first n layers" (or "treat layer n") onto per-layer actions."""
 
     #: Whether the protocol copies from a trained source network. A protocol that does not
     #: (random weights) makes jobs that depend on no base network.
     needs_source: ClassVar[bool] = True
+
+    #: What n means: ``"depth"``, layers 1..n are transferred (the paper's protocols);
+    #: ``"layer"``, n names the one layer the protocol treats unlike the others (surgical
+    #: fine-tuning of layer n, re-initialising layer n). The contract checks follow it.
+    n_meaning: ClassVar[Literal["depth", "layer"]] = "depth"
+
+    #: True: the job trains nothing; it evaluates the network its actions build (every
+    #: layer copied or reset, the classifier included), so its target must be the source's
+    #: own task. The record has ``steps == 0`` and an empty history.
+    evaluate_only: ClassVar[bool] = False
 
     @abc.abstractmethod
     def actions(self, n: int, num_layers: int) -> list[LayerAction]:

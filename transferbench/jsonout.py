@@ -65,7 +65,8 @@ def validate_json(config_path: str, prepared: Any = None, exc: TransferbenchErro
     if prepared is not None:
         plan = prepared.plan
         doc.update(name=prepared.config.name, experiments=len(prepared.config.experiments), networks=len(plan.jobs),
-                   cells=len(plan.cells), layer_names=list(plan.layer_names), config_hash=plan.config_hash)
+                   cells=len(plan.cells), layer_names=list(plan.layer_names), config_hash=plan.config_hash,
+                   notes=list(plan.notes))
     return doc
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "apply_transfer",
     "build_meta",
     "build_target",
+    "initial_state",
     "input_shape",
+    "overlay",
     "set_frozen_norm_eval",
     "under",
 ]
@@ -58,11 +60,13 @@ def apply_transfer(
     layers: Sequence[Layer],
     actions: Sequence[LayerAction],
     source_state: Mapping[str, torch.Tensor] | None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """Copy and freeze layers as the protocol says.
 
     Parameters of layers that are not copied keep the fresh initialisation the model was
-    built with: that is what "re-initialised" means.
+    built with: that is what "re-initialised" means. A layer whose action says
+    ``from_init`` is copied from ``init_state``, the source network's initial weights.
 
     Returns:
         The protocol's per-parameter learning-rate multipliers and the state-dict prefixes
@@ -75,7 +79,7 @@ def apply_transfer(
     frozen_prefixes: list[str] = []
     for layer, action in zip(layers, actions):
         if action.copy:
-            _copy_layer(state, layer, source_state)
+            _copy_layer(state, layer, init_state if action.from_init else source_state, action.from_init)
         if not action.train:
             frozen_prefixes.extend(layer.modules)
         for name, _ in model.named_parameters():
@@ -87,9 +91,11 @@ def apply_transfer(
     return lr_mult, frozen_prefixes
 
 
-def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None) -> None:
+def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None,
+                init: bool = False) -> None:
     if source is None:
-        raise TransferbenchError(f"layer {layer.name} is to be copied but the job has no source")
+        what = "the source's initial weights" if init else "a source"
+        raise TransferbenchError(f"layer {layer.name} is to be copied but the job has no {what}")
     keys = [k for k in state if under(k, layer.modules)]
     if not keys:
         raise TransferbenchError(f"layer {layer.name} names modules with no parameters: {layer.modules}")
@@ -145,10 +151,12 @@ def build_target(
     protocol: TransferProtocol | None,
     n: int,
     source_state: Mapping[str, torch.Tensor] | None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Target:
     """Build a fresh network (from torch's current RNG state) and apply the protocol at ``n``.
 
     Without a protocol (a base network) every layer is trained from its initialisation.
+    ``init_state`` holds the source's initial weights, for actions that say ``from_init``.
     """
     model = arch.build(num_classes, tuple(shape))
     layers = list(arch.layers(model))
@@ -156,5 +164,29 @@ def build_target(
         actions = list(protocol.actions(n, len(layers)))
     else:
         actions = [LayerAction(copy=False, train=True)] * len(layers)
-    lr_mult, frozen = apply_transfer(model, layers, actions, source_state)
+    lr_mult, frozen = apply_transfer(model, layers, actions, source_state, init_state)
     return Target(model, layers, actions, lr_mult, frozen)
+
+
+def initial_state(arch: Architecture, num_classes: int, shape: Sequence[int], seed: int) -> dict[str, torch.Tensor]:
+    """The initial weights of the network a job of torch seed ``seed`` builds, recomputed.
+
+    Training seeds torch with the job's seed right before ``arch.build`` (which initialises
+    deterministically from it, a contract every architecture passes), so rebuilding gives
+    exactly the weights the network started from; torch's global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = arch.build(num_classes, tuple(shape))
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def overlay(arch: Architecture, num_classes: int, shape: Sequence[int],
+            tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A whole state dict for ``num_classes``: ``tensors`` where they fit (name and shape), a
+    throwaway initialisation elsewhere (a weights file's head for another class count).
+    torch's global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        state = arch.build(num_classes, tuple(shape)).state_dict()
+    return {k: tensors[k] if k in tensors and tuple(tensors[k].shape) == tuple(v.shape) else v
+            for k, v in state.items()}

@@ -178,8 +178,7 @@ def run_info(name: str, config: dict[str, Any], plan: Plan, run_dir: Path, todo:
 
 def report_info(run_dir: Path, metric: str = "top1") -> ReportInfo:
     """Write ``results_<metric>.csv`` of a run directory and describe its grids for the observers."""
-    from .analysis import build_grids
-    from .report import results_csv
+    from .analysis import build_grids, results_csv
     from .results import read_results, write_atomic
 
     results = read_results(run_dir)

@@ -18,6 +18,7 @@ from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .network import build_meta, input_shape
 from .resolve import Components
+from .sources import ExternalSource, SourcePlanner
 
 __all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
 
@@ -55,6 +56,8 @@ class Job:
             shares it with a cohort; None: the job's own order (``seed + 1``).
         cohort: id of the cohort whose members share this job's training set and data
             order (executors with ``cohorts`` on train them in lockstep), or None.
+        external: the weights file the copied layers come from (``source`` is then ``X``);
+            its content hash is in the id, its path is not.
     """
 
     id: str
@@ -73,6 +76,7 @@ class Job:
     estimator: Estimator | None = field(default=None, compare=False, repr=False)
     data_seed: int | None = None
     cohort: str | None = None
+    external: ExternalSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def stream_seed(self) -> int:
@@ -105,6 +109,7 @@ class Job:
             "seed": self.seed,
             "fingerprint": self.fingerprint,
             **({"cohort": self.cohort, "data_seed": self.data_seed} if self.cohort else {}),
+            **({"source_checkpoint": self.external.summary()} if self.external else {}),
         }
 
 
@@ -152,6 +157,8 @@ class Plan:
     estimates: list[EstimateCell] = field(default_factory=list)
     estimate_only: bool = False
     expected_input_std: float | None = None
+    notes: list[str] = field(default_factory=list)
+    exchangeable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -192,6 +199,7 @@ class Plan:
             "num_layers": self.num_layers,
             "layer_names": self.layer_names,
             "expected_input_std": self.expected_input_std,
+            "exchangeable": self.exchangeable,
             "jobs": {jid: job.summary() for jid, job in self.jobs.items()},
             "cells": [c.__dict__ for c in self.cells],
             **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
@@ -212,6 +220,7 @@ def result_spec(config: Config, components: Components) -> dict[str, Any]:
         "train": config.train.model_dump(mode="json"),
         "eval": config.eval.model_dump(mode="json"),
         "amp": config.performance.amp,
+        **({"channels_last": True} if config.performance.channels_last else {}),  # absent: the ids of before
     }
 
 
@@ -240,9 +249,10 @@ class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
     def __init__(self, base_spec: dict[str, Any], components: Components,
-                 features: dict[str, Any] | None = None, cohorts: bool = False) -> None:
+                 features: dict[str, Any] | None = None, cohorts: bool = False, num_layers: int = 0) -> None:
         self.base_spec = base_spec
         self.cohorts = cohorts
+        self.num_layers = num_layers
         self.seed = base_spec["seed"]
         self.components = components
         self.features = features or {}
@@ -259,85 +269,109 @@ class _Builder:
         c = self.components
         return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
 
-    def base(self, task: tuple[int, ...], half: str) -> Job:
-        role = {"seed": self.seed, "kind": "base", "classes": list(task)}
+    def base(self, task: tuple[int, ...], half: str, replicate: int) -> Job:
+        # the split seed is the replicate: a split that gives the same halves for every seed
+        # (one superclass against another) still gets independently initialised networks
+        role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task)}
         jid = content_hash({**self.base_spec, **role})
         return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
                          role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
-                 source: Job | None, n: int) -> Job:
+                 source: Job | None, n: int, replicate: int, external: ExternalSource | None = None) -> Job:
+        """A transferred network; its source is a base network, a weights file (``external``:
+        its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
-        role = {"seed": self.seed, "kind": "transfer", "classes": list(task), "protocol": protocol_spec, "n": n,
-                "source": self.roles[source.id] if source else None}
-        order = self._cohort_order(task)
-        jid = content_hash({**self.base_spec, **role, "source": source.id if source else None, **order})
+        origin = external.identity() if external else None
+        role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
+                "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin}
+        order = self._cohort_order(task, replicate, protocol, n)
+        jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin, **order})
         cohort = {}
         if order:
             cohort = {"data_seed": order["data_order"]["cohort"],
-                      "cohort": content_hash({**self.base_spec, **order, "classes": list(task)})}
-        job = Job(jid, "transfer", treatment.target, treatment.source, n, task, _seed(role),
+                      "cohort": content_hash({**self.base_spec, **order, "classes": list(task),
+                                              "replicate": replicate})}
+        job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
                   source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
-                  **cohort)
+                  external=external, **cohort)
         return self._add(job, role)
 
-    def _cohort_order(self, task: tuple[int, ...]) -> dict[str, Any]:
-        """With cohorts on, the data order every transferred network of ``task`` shares (one
-        stream of batches for the cohort); it enters their ids, so a cohort's network is never
-        mistaken for the same network trained on its own order. Base networks keep their own."""
-        if not self.cohorts:
+    def _cohort_order(self, task: tuple[int, ...], replicate: int, protocol: TransferProtocol,
+                      n: int) -> dict[str, Any]:
+        """With cohorts on, the data order every transferred network of ``task`` (in one
+        replicate) shares: one stream of batches for the cohort. It enters their ids, so a
+        cohort's network is never mistaken for the same network trained on its own order. Base
+        networks keep their own, and so do networks that are only evaluated or that reset
+        layers to their source's initial weights (they train alone)."""
+        if not self.cohorts or protocol.evaluate_only or \
+                any(a.from_init for a in protocol.actions(n, self.num_layers)):
             return {}
-        return {"data_order": {"cohort": _seed({"seed": self.seed, "kind": "cohort", "classes": list(task)})}}
+        role = {"seed": self.seed, "replicate": replicate, "kind": "cohort", "classes": list(task)}
+        return {"data_order": {"cohort": _seed(role)}}
 
-    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job, reference: Job,
-                 n: int) -> Job:
-        """``estimator`` on layer n of ``source``, on ``task`` (the ``reference`` network's task)."""
+    def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job | ExternalSource,
+                 reference: Job, n: int) -> Job:
+        """``estimator`` on layer n of ``source`` (a base network, or a weights file: its content
+        hash stands where the network's role and id do), on ``task`` (the ``reference``'s task)."""
         spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
+        file = source if isinstance(source, ExternalSource) else None
+        origin = (file.identity(), file.identity()) if file else (self.roles[source.id], source.id)  # type: ignore[union-attr]
+        src_id = None if file else source.id  # type: ignore[union-attr]
         role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
-                "features": self.features, "source": self.roles[source.id],
+                "features": self.features, "source": origin[0],
                 "reference": self.roles[reference.id] if ref else None}
-        jid = content_hash({**self.base_spec, **role, "source": source.id, "reference": ref})
+        jid = content_hash({**self.base_spec, **role, "source": origin[1], "reference": ref})
         c = self.components
         fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
-        job = Job(jid, "estimate", reference.target, source.target, n, task, _seed(role), source.id,
-                  fingerprint=fingerprint, after=(ref,) if ref and ref != source.id else (), estimator_spec=spec,
-                  estimator=estimator)
+        job = Job(jid, "estimate", reference.target, "X" if file else source.target, n, task,  # type: ignore[union-attr]
+                  _seed(role), src_id, fingerprint=fingerprint, after=(ref,) if ref and ref != src_id else (),
+                  estimator_spec=spec, estimator=estimator, external=file)
         return self._add(job, role)
 
     def estimators(self, exp: Experiment, seed: int, halves: Halves, layers: list[int], bases: dict[str, Job],
-                   components: Components) -> None:
+                   components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
-        between, and on each target's own base (the pair depth cannot tell apart)."""
-        pairs = {(t.source, t.target) for t in exp.treatments if t.source and t.target in ("A", "B")
+        between, and on each target's own base (the pair depth cannot tell apart); a weights
+        file is the source ``X`` (the first file a target's treatments copy from)."""
+        pairs = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
                  and components.protocols[(exp.name, t.name)].needs_source}
-        pairs |= {(tgt, tgt) for _, tgt in pairs}
+        files: dict[str, ExternalSource] = {}
+        for t in exp.treatments:
+            if t.name in (externals or {}) and t.target in ("A", "B"):
+                files.setdefault(t.target, (externals or {})[t.name])
+        pairs |= {(tgt, tgt) for _, tgt in pairs} | {(tgt, tgt) for tgt in files}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
-            bases[half] = self.base(halves[half], half)
-        for src, tgt in sorted(pairs):
+            bases[half] = self.base(halves[half], half, seed)
+        sources: list[tuple[str, str, Job | ExternalSource]] = [(s, t, bases[s]) for s, t in sorted(pairs)]
+        sources += [("X", tgt, file) for tgt, file in sorted(files.items())]
+        for src, tgt, network in sources:
             for n in layers:
                 for ref in exp.estimators:
                     est = components.estimators[(exp.name, ref.name)]
-                    job = self.estimate(ref.name, est, halves[tgt], bases[src], bases[tgt], n)
+                    job = self.estimate(ref.name, est, halves[tgt], network, bases[tgt], n)
                     self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],
-                   components: Components) -> None:
-        """The bases, transferred networks and estimators of one experiment at one split seed."""
+                   components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
+        """The bases, transferred networks and estimators of one experiment at one split seed;
+        ``externals``: treatment -> its weights file."""
         protocols = components.protocols
-        sources = {t.source for t in exp.treatments if t.source}
+        sources = {t.half for t in exp.treatments if t.half}
         needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
-        bases = {half: self.base(halves[half], half) for half in sorted(set(needed) | sources)}
+        bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
         for half in needed:
             self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
         for t in exp.treatments:
             proto = protocols[(exp.name, t.name)]
-            source = bases[t.source] if (t.source and proto.needs_source) else None
+            source = bases[t.half] if (t.half and proto.needs_source) else None
+            external = (externals or {}).get(t.name) if proto.needs_source else None
             for n in layers:
-                job = self.transfer(t, proto, halves[t.target], source, n)
+                job = self.transfer(t, proto, halves[t.target], source, n, seed, external)
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
         if exp.estimators:
-            self.estimators(exp, seed, halves, layers, bases, components)
+            self.estimators(exp, seed, halves, layers, bases, components, externals)
 
 
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
@@ -357,9 +391,11 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
     builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")},
-                       cohorts=bool(getattr(components.executor, "cohorts", False)))
+                       cohorts=bool(getattr(components.executor, "cohorts", False)), num_layers=num_layers)
+    files = SourcePlanner(components.architecture, input_shape(config.train.augment, components.data), num_layers,
+                          [c.id for c in classes])
     all_halves: dict[tuple[str, int], Halves] = {}
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = files.problems
     for i, exp in enumerate(config.experiments):
         layers = list(range(1, num_layers)) if exp.layers == "all" else sorted(set(exp.layers))
         bad = [n for n in layers if not 1 <= n <= num_layers - 1]
@@ -367,16 +403,19 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
             problems.append((f"experiments.{i}.layers", f"n must be in 1..{num_layers - 1} for this "
                              f"architecture ({', '.join(names)}); got {bad}"))
             continue
-        if exp.estimators and not any(t.source and t.target in ("A", "B") and components.protocols[
+        if exp.estimators and not any((t.half or t.external) and t.target in ("A", "B") and components.protocols[
                 (exp.name, t.name)].needs_source for t in exp.treatments):
             problems.append((f"experiments.{i}.estimators", "estimators score layer n of a base network on a "
-                             "target half: the experiment needs a treatment that copies layers from a source half"))
+                             "target half: the experiment needs a treatment that copies layers from a source half "
+                             "or a weights file"))
             continue
+        externals = files.externals(i, exp, components.protocols, layers)
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")
             all_halves[(exp.name, seed)] = halves
-            builder.split_seed(exp, seed, halves, layers, components)
+            builder.split_seed(exp, seed, halves, layers, components, externals)
+    files.check_jobs(builder.jobs.values())
     if config.output.checkpoints == "none" and any(j.depends_on for j in builder.jobs.values()):
         problems.append(("output.checkpoints", "'none' keeps no weights, but transfer treatments copy "
                          "layers from base networks: use 'sources' (the default) or 'all'"))
@@ -385,8 +424,10 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     # bases first, then the estimators (a proxy of the whole curve early), then the transfers
     rank = {"base": 0, "estimate": 1}
     ordered = dict(sorted(builder.jobs.items(), key=lambda kv: rank.get(kv[1].kind, 2)))
+    exchangeable = {exp.name: type(components.splits[exp.name]).exchangeable for exp in config.experiments}
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
-                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std())
+                estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
+                exchangeable=exchangeable, notes=files.notes)
 
 
 def _seed(role: dict[str, Any]) -> int:
@@ -428,6 +469,7 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
                 "another --out"
             )
     merged["cells"] += kept
+    merged["exchangeable"] = {**old.get("exchangeable", {}), **merged.get("exchangeable", {})}
     kept_estimates = _merge_estimates(merged, old)
     for cell in kept + kept_estimates:
         if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):

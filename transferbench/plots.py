@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .analysis import Grid
+from .analysis import Grid, transfer_source
 from .results import write_atomic
 
 __all__ = ["STYLES", "Style", "figure2", "figure3", "save_figure", "write_plots"]
@@ -45,6 +45,9 @@ STYLES: dict[str, Style] = {
     "BnB+": Style("#56B4E9", "s", False, "--"),
     "AnB": Style("#D55E00", "D", True, "-."),
     "AnB+": Style("#CC79A7", "^", False, (0, (1, 1))),
+    # a weights file stands where A does: the same colours, its own shapes
+    "XnB": Style("#D55E00", "p", True, (0, (6, 2, 1, 2))),
+    "XnB+": Style("#CC79A7", "h", False, (0, (2, 1, 2, 3))),
 }
 _EXTRA = [
     Style("#009E73", "v", True, (0, (5, 1, 1, 1))),
@@ -68,15 +71,30 @@ def _scatter(ax: Axes, x: float, values: Sequence[float], style: Style, label: s
     )
 
 
-def _mean_line(ax: Axes, grid: Grid, name: str, style: Style, label: str | None, with_base: bool) -> None:
+def _mean_line(ax: Axes, grid: Grid, name: str, style: Style, label: str | None, with_base: bool,
+               error_bars: bool = False) -> None:
     layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
     if not layers:
         return
-    xs, ys = layers, [grid.get(name, n).mean for n in layers]  # type: ignore[union-attr]
+    stats = [grid.get(name, n) for n in layers]
     base = grid.base_for(name)
     if with_base and base is not None:
-        xs, ys = [0, *xs], [base.mean, *ys]
-    ax.plot(xs, ys, color=style.color, linestyle=style.linestyle, linewidth=1.4, label=label, zorder=2)
+        layers, stats = [0, *layers], [base, *stats]
+    ys = [s.mean for s in stats]  # type: ignore[union-attr]
+    ax.plot(layers, ys, color=style.color, linestyle=style.linestyle, linewidth=1.4, label=label, zorder=2)
+    if error_bars:
+        _error_bars(ax, layers, stats, style, shift=0.0, scale=1.0)
+
+
+def _error_bars(ax: Axes, xs: Sequence[float], stats: Sequence, style: Style, shift: float, scale: float) -> None:
+    """95% intervals of the means (cells with fewer than three networks have none)."""
+    points = [(x, s) for x, s in zip(xs, stats) if s is not None and s.ci_low is not None]
+    if not points:
+        return
+    ys = [scale * (s.mean - shift) for _, s in points]
+    err = [[scale * (s.mean - s.ci_low) for _, s in points], [scale * (s.ci_high - s.mean) for _, s in points]]
+    ax.errorbar([x for x, _ in points], ys, yerr=err, fmt="none", ecolor=style.color, elinewidth=1.0,
+                capsize=3, zorder=2)
 
 
 def _setup(ax: Axes, grid: Grid, ylabel: str = Y_LABEL) -> None:
@@ -106,7 +124,7 @@ def figure2(grid: Grid, title: str | None = None) -> Figure:
                 _scatter(top, n + offsets[name], stat.values, style, name if first else None)
         if name not in grid.bases:
             _mean_line(top, grid, name, style, None, with_base=True)
-            _mean_line(bottom, grid, name, style, f"{name} mean", with_base=True)
+            _mean_line(bottom, grid, name, style, f"{name} mean", with_base=True, error_bars=True)
     _shade_gaps(bottom, grid)
     base = grid.get("baseB", 0)
     if base is not None:
@@ -115,7 +133,8 @@ def figure2(grid: Grid, title: str | None = None) -> Figure:
     _setup(bottom, grid)
     top.set_xlabel("")  # shared axis: one label, under the bottom panel
     top.set_title(title or f"{grid.experiment}: each network ({grid.metric})", fontsize=10)
-    bottom.set_title("means; hatched: co-adaptation (//) and specificity (\\\\) drops", fontsize=10)
+    bottom.set_title("means with 95% intervals; hatched: co-adaptation (//) and specificity (\\\\) drops",
+                     fontsize=10)
     top.legend(fontsize=8, loc="lower left", ncol=3)
     bottom.legend(fontsize=8, loc="lower left", ncol=2)
     return fig
@@ -130,12 +149,13 @@ def _shade_gaps(ax: Axes, grid: Grid) -> None:
     bnb = [base.mean, *(grid.get("BnB", n).mean for n in layers)]  # type: ignore[union-attr]
     ax.fill_between(xs, [base.mean] * len(xs), bnb, where=[b < base.mean for b in bnb], interpolate=True,
                     facecolor="none", edgecolor="0.35", hatch="//", linewidth=0, label="co-adaptation")
-    both = [n for n in layers if grid.get("AnB", n) is not None]
+    anb = f"{transfer_source(grid)}nB"
+    both = [n for n in layers if grid.get(anb, n) is not None]
     if not both:
         return
     xs = [0, *both]
     top = [base.mean, *(grid.get("BnB", n).mean for n in both)]  # type: ignore[union-attr]
-    low = [base.mean, *(grid.get("AnB", n).mean for n in both)]  # type: ignore[union-attr]
+    low = [base.mean, *(grid.get(anb, n).mean for n in both)]  # type: ignore[union-attr]
     ax.fill_between(xs, top, low, where=[a < b for a, b in zip(low, top)], interpolate=True,
                     facecolor="none", edgecolor="#D55E00", hatch="\\\\", linewidth=0, label="specificity")
 
@@ -208,13 +228,13 @@ def _plot_series(ax: Axes, grid: Grid, name: str, style: Style, label: str, rela
     base = grid.base_for(name)
     assert base is not None
     layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
-    shift = base.mean if relative else 0.0
+    shift, scale = (base.mean, 100.0) if relative else (0.0, 1.0)
     xs = [0, *layers]
-    ys = [base.mean - shift, *(grid.get(name, n).mean - shift for n in layers)]  # type: ignore[union-attr]
-    if relative:
-        ys = [100 * y for y in ys]
+    stats = [base, *(grid.get(name, n) for n in layers)]
+    ys = [scale * (s.mean - shift) for s in stats]  # type: ignore[union-attr]
     ax.plot(xs, ys, color=style.color, linestyle=style.linestyle, marker=style.marker,
             markerfacecolor=style.color if style.filled else "white", markersize=5, linewidth=1.3, label=label)
+    _error_bars(ax, xs, stats, style, shift, scale)
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -231,16 +251,16 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 
 def write_plots(grids: Sequence[Grid], out_dir: Path,
                 half_names: Mapping[str, Mapping[str, str]] | None = None) -> list[Path]:
-    """Figure 2 for every grid with selffers (BnB) or pooled transfers (AnB), and Figure 3
-    when it has anything to show (unpooled directions are drawn there, not in Figure 2).
+    """Figure 2 for every experiment with transferred networks (each network, and the means with
+    95% intervals), and Figure 3 when it has anything to show (the dissimilar split's directions
+    and random weights, also relative to each series' base, beside random halves).
 
     Returns:
         The files written (``figure2_<experiment>_<metric>.{png,svg}``, ``figure3_<metric>.{png,svg}``).
     """
     written: list[Path] = []
-    for grid in grids:
-        has = {t for t in ("BnB", "AnB") for n in grid.transfer_layers if grid.get(t, n)}
-        if "BnB" in has or (grid.pooled and "AnB" in has):
+    for grid in grids:  # one Figure 2 per experiment with any transferred (or random-weights) network
+        if any(t not in grid.bases for t, _ in grid.cells):
             written += save_figure(figure2(grid), out_dir, f"figure2_{_safe(grid.experiment)}_{grid.metric}")
     fig3 = figure3(grids, half_names)
     if fig3 is not None:

@@ -21,6 +21,7 @@ from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
+from .validity import ValidityCheck
 
 ENTRY_POINT_GROUP = "transferbench"
 
@@ -40,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.tensorboard_observer",
     "transferbench_plugins.mlflow_observer",
     "transferbench_plugins.estimators",
+    "transferbench_plugins.checks",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -56,6 +58,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "executor": ("register_executors", Executor),
     "observer": ("register_observers", Observer),
     "estimator": ("register_estimators", Estimator),
+    "check": ("register_checks", ValidityCheck),
 }
 
 

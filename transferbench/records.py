@@ -41,6 +41,7 @@ class HistoryPoint(BaseModel):
     top1: float = Field(ge=0, le=1)
     top5: float = Field(ge=0, le=1)
     train_loss: float = Field(allow_inf_nan=False)
+    lr_factor: float | None = Field(None, ge=0, allow_inf_nan=False)  # the schedule's factor at the last step
 
 
 class JobRecord(BaseModel):

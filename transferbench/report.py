@@ -26,7 +26,6 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import (
-    CANONICAL,
     POOL,
     Difference,
     Grid,
@@ -35,14 +34,20 @@ from .analysis import (
     build_grids,
     drops,
     layer_metrics,
+    results_csv,
     specific_layer,
     table1,
+    transfer_source,
 )
 from .estimator_report import print_estimator_report, write_estimator_figure, write_estimator_files
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plots import write_plots
+from .plugins import get_registry
+from .recommend import estimator_views, recommend
 from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
+from .scorecard import print_scorecard, scorecard, write_scorecard
 from .validation import read_estimates
+from .validity import CheckResult, RunView, run_checks, write_checks
 
 __all__ = ["DEFAULT_PAPER_OUT", "print_grid", "run_report", "write_tables"]
 
@@ -164,11 +169,12 @@ def metrics_section(grid: Grid) -> Section | None:
     dissimilar split is shown by :func:`drop_section` instead).
     """
     rows = layer_metrics(grid)
+    a = transfer_source(grid)  # A, or X for a weights file
     columns = [
         ("co-adapt", "baseB-BnB", lambda m: _points(m.coadaptation)),
-        ("specif.", "BnB-AnB", lambda m: _points(m.specificity)),
-        ("boost", "AnB+-baseB", lambda m: _points(m.boost_base)),
-        ("boost/sf", "AnB+-BnB+", lambda m: _points(m.boost_selffer)),
+        ("specif.", f"BnB-{a}nB", lambda m: _points(m.specificity)),
+        ("boost", f"{a}nB+-baseB", lambda m: _points(m.boost_base)),
+        ("boost/sf", f"{a}nB+-BnB+", lambda m: _points(m.boost_selffer)),
         # generality (AnB / baseB) is 1 - this; it is in results_metrics_<metric>.csv
         ("drop", "% of baseB", lambda m: _pct(m.relative_drop)),
     ]
@@ -183,7 +189,7 @@ def metrics_section(grid: Grid) -> Section | None:
     for m, row in zip(rows, cells):
         table.add_row(str(m.n), *(row[j] for j in keep))
     note = ("differences in points of top-1; ± = half-width of the 95% t-interval (Welch), "
-            "blank where a cell has one network; drop = (baseB - AnB) / baseB")
+            f"blank where a cell has one network; drop = (baseB - {a}nB) / baseB")
     return Section(f"{grid.experiment}: derived metrics", table, note)
 
 
@@ -193,11 +199,12 @@ def table1_section(grid: Grid) -> Section | None:
     if not rows:
         return None
     table = _table()
-    for head in ("layers", "networks", "AnB+ - baseB", "AnB+ - BnB+"):
+    plus = f"{transfer_source(grid)}nB+"
+    for head in ("layers", "networks", f"{plus} - baseB", f"{plus} - BnB+"):
         table.add_column(head, justify="right")
     for r in rows:
         table.add_row(f"{r.lo}-{r.hi}", str(r.networks), _points(r.boost_base), _points(r.boost_selffer))
-    note = ("points of top-1; mean over every AnB+ network in the range, as the paper computes it; "
+    note = (f"points of top-1; mean over every {plus} network in the range, as the paper computes it; "
             "± = half-width of the 95% interval")
     return Section(f"{grid.experiment}: Table 1, fine-tuning boost", table, note)
 
@@ -318,39 +325,73 @@ def _print_grids(console: Console, results: RunResults, grids: Sequence[Grid],
                 section.print(console)
         spec = specific_layer(grid)
         if spec is not None:
-            console.print(Text(_specific_line(spec, results)))
+            console.print(Text(_specific_line(spec, results, transfer_source(grid))))
             console.print()
 
 
-def _specific_line(spec: SpecificLayer, results: RunResults) -> str:
+def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> str:
+    if spec.noise_sd is None:
+        return (f"First specific layer: not determined: needs >= 2 networks in a BnB or {a}nB cell to know the "
+                "noise between networks (run more split seeds).")
     if spec.n is None:
         return f"No layer turns specific ({spec.rule}; threshold {100 * spec.threshold:.1f} points)."
     name = _layer_name(results, spec.n)
-    return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - AnB = "
+    return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - {a}nB = "
             f"{100 * (spec.gap or 0.0):.1f} points > {100 * spec.threshold:.1f} ({spec.rule}).")
 
 
+# --------------------------------------------------------------------------- validity checks
+
+
+def validity_checks(results: RunResults, metric: str = "top1", pool: bool | None = None) -> list[CheckResult]:
+    """Every registered validity check (built-in and installed) on a run."""
+    registry = get_registry()
+    checks = {}
+    for name in registry.names("check"):
+        factory = registry.get("check", name).factory
+        try:
+            checks[name] = factory(factory.Params())
+        except Exception:  # noqa: BLE001 - a check that needs settings cannot run with none
+            continue
+    return run_checks(RunView(results, metric, pool), checks)
+
+
+def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
+    """The "Validity checks" section: one line per finding, a remedy under each warning."""
+    if not checks:
+        return
+    warned = sum(1 for c in checks if c.status == "warn")
+    head = "all pass" if not warned else f"{warned} warning{'s' if warned > 1 else ''}"
+    console.print(Text(f"Validity checks ({head})", style="bold"))
+    for c in checks:
+        where = f" ({c.experiment})" if c.experiment else ""
+        mark = "pass" if c.status == "pass" else "WARN"
+        console.print(Text(f"  {mark} {c.check}{where}: {c.message}"))
+        if c.status == "warn" and c.remedy:
+            console.print(Text(f"       -> {c.remedy}"))
+    console.print()
+
+
+def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence,
+                           checks: Sequence[CheckResult] = ()) -> None:
+    """The answer for every experiment that transfers from a weights file: how many layers
+    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`), with the
+    validity checks that warned about its networks."""
+    for grid in grids:
+        if transfer_source(grid) != "X":
+            continue
+        rec = recommend(grid, estimator_views(grid, results, estimates))
+        if rec is None:
+            continue
+        console.print(Text(f"{grid.experiment}: recommendation ({grid.metric})", style="bold"))
+        warned = dict.fromkeys(c.check for c in checks if c.status == "warn"
+                               and c.experiment in (None, "", grid.experiment))
+        for line in rec.lines(results.layer_names, list(warned)):
+            console.print(Text(f"  {line}"))
+        console.print()
+
+
 # --------------------------------------------------------------------------- files
-
-
-def results_csv(results: RunResults, metric: str) -> str:
-    """``results_<metric>.csv``: one row per experiment, split seed and n; one column per treatment
-    (not pooled), holding that seed's network's accuracy."""
-    names = list(dict.fromkeys(r.treatment for r in results.rows))
-    names = [t for t in CANONICAL if t in names] + [t for t in names if t not in CANONICAL]
-    cells: dict[tuple[str, str, int, int], dict[str, list[float]]] = {}
-    for r in results.rows:
-        key = (r.experiment, r.split, r.split_seed, r.n)
-        bucket = cells.setdefault(key, {})
-        value = r.value(metric)
-        if value is not None:
-            bucket.setdefault(r.treatment, []).append(value)
-    rows = []
-    for (exp, split, seed, n), bucket in cells.items():
-        values = [sum(bucket[t]) / len(bucket[t]) if t in bucket else None for t in names]
-        rows.append([exp, split, seed, n, metric, *values])
-    rows.sort(key=lambda row: (results.experiments.index(row[0]), row[2], row[3]))
-    return rows_to_csv(["experiment", "split", "split_seed", "n", "metric", *names], rows)
 
 
 def _summary_csv(grids: Sequence[Grid]) -> str:
@@ -422,6 +463,9 @@ def print_grid(run_dir: Path, console: Console, *, metric: str = "top1") -> None
     estimates = read_estimates(run_dir)
     if estimates:
         print_estimator_report(console, results, estimates, metric, full=False)
+    checks = validity_checks(results, metric)
+    write_checks(checks, Path(run_dir), metric)
+    print_checks(console, checks)
 
 
 def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
@@ -431,6 +475,36 @@ def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
     if any(grid.sources.get(t) is None for t in grid.treatments if t not in grid.bases):
         return by_name["random_weights"]
     return by_name["random" if grid.equal_halves else "manmade_natural"]
+
+
+def _report_run(run_dir: Path, console: Console, *, compare: str | None, plots: bool, metric: str,
+                out: Path | None, pool: bool | None) -> None:
+    """The report of one run: tables, estimators, validity checks, the paper's scorecard, plots."""
+    results = read_results(run_dir)
+    grids = build_grids(results, metric, pool)
+    export_long(results)
+    write_tables(results, grids, run_dir)
+    _print_grids(console, results, grids, {}, full=True)
+    estimates = read_estimates(run_dir)
+    if estimates:  # the estimators (docs/estimators.md) beside retraining
+        write_estimator_files(results, estimates, metric, run_dir)
+        print_estimator_report(console, results, estimates, metric)
+    checks = validity_checks(results, metric, pool)
+    write_checks(checks, run_dir, metric)
+    if compare == "paper":
+        papers = build_grids(load_paper(), metric, pool)
+        for grid in (g for g in grids if g.cells):
+            for section in compare_sections(grid, _paper_counterpart(grid, papers)):
+                section.print(console)
+        card = scorecard(grids, checks)
+        write_scorecard(card, run_dir, metric)
+        print_scorecard(console, card)
+    print_checks(console, checks)
+    _print_recommendations(console, results, grids, estimates, checks)
+    if plots:
+        target = Path(out) if out else run_dir
+        for path in write_plots(grids, target) + write_estimator_figure(results, estimates, metric, target):
+            console.print(f"wrote {path}", highlight=False, markup=False)
 
 
 def run_report(
@@ -472,25 +546,8 @@ def run_report(
     if metric is not None:
         check_metric(metric)
     if run_dir is not None:
-        results = read_results(run_dir)
-        grids = build_grids(results, metric or "top1", pool)
-        export_long(results)
-        write_tables(results, grids, Path(run_dir))
-        _print_grids(console, results, grids, {}, full=True)
-        estimates = read_estimates(run_dir)
-        if estimates:  # the estimators (docs/estimators.md) beside retraining
-            write_estimator_files(results, estimates, metric or "top1", Path(run_dir))
-            print_estimator_report(console, results, estimates, metric or "top1")
-        if compare == "paper":
-            papers = build_grids(load_paper(), metric or "top1", pool)
-            for grid in (g for g in grids if g.cells):
-                for section in compare_sections(grid, _paper_counterpart(grid, papers)):
-                    section.print(console)
-        if plots:
-            target = Path(out) if out else Path(run_dir)
-            figures = write_plots(grids, target) + write_estimator_figure(results, estimates, metric or "top1", target)
-            for path in figures:
-                console.print(f"wrote {path}", highlight=False, markup=False)
+        _report_run(Path(run_dir), console, compare=compare, plots=plots, metric=metric or "top1", out=out,
+                    pool=pool)
     if paper:
         reference = load_paper()
         pgrids = build_grids(reference, metric or PAPER_METRIC, pool)

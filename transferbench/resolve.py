@@ -92,7 +92,13 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                 problems.append(
                     (f"experiments.{i}.treatments.{j}.source",
                      f"protocol {treatment.protocol.name!r} copies layers, so the treatment needs "
-                     "a source half (A or B)")
+                     "a source: a half (A or B), or a weights file (X, or {checkpoint: path})")
+                )
+            if proto.evaluate_only and treatment.half and treatment.target != treatment.half:
+                problems.append(
+                    (f"experiments.{i}.treatments.{j}.target",
+                     f"protocol {treatment.protocol.name!r} evaluates the source network as it is, classifier "
+                     f"included, without training: its target must be the source's own half ({treatment.half})")
                 )
             protocols[(exp.name, treatment.name)] = proto
         for j, ref in enumerate(exp.estimators):

@@ -128,6 +128,8 @@ class RunResults:
         unreadable: (file, why) of every damaged record; its cells count as pending.
         expected_input_std: the input std the architecture's initialisation expects, if known.
         code: fingerprint id -> the fingerprint (what code trained the networks).
+        exchangeable: experiment -> whether its split's halves are drawn alike (random
+            halves), which lets the report pool mirror-image treatments.
     """
 
     name: str
@@ -139,6 +141,7 @@ class RunResults:
     unreadable: tuple[tuple[str, str], ...] = ()
     expected_input_std: float | None = None
     code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exchangeable: dict[str, bool] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         """Number of distinct networks (jobs) with this status."""
@@ -271,6 +274,7 @@ def read_results(run_dir: Path | str) -> RunResults:
         unreadable=tuple(unreadable),
         expected_input_std=plan.get("expected_input_std"),
         code={r.fingerprint_id: r.fingerprint for r in records.values() if r is not None and r.fingerprint},
+        exchangeable={str(k): bool(v) for k, v in (plan.get("exchangeable") or {}).items()},
     )
 
 

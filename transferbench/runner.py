@@ -12,14 +12,16 @@ from .config import Config
 from .context import TrainContext
 from .devices import resolve_device
 from .errors import DataError, TrainingFailed
-from .estimation import estimate_job
+from .estimation import estimate_job, source_network
 from .executor import CohortProgressFn, ProgressFn
 from .files import sha256_file
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
+from .network import initial_state, overlay
 from .plan import Job, Plan
 from .records import JobRecord, RecordError, utc_now
 from .resolve import Components
+from .sources import SourceFileError, load_state
 from .store import JobCache, RunStore
 from .trainer import train_job
 
@@ -85,7 +87,7 @@ class TrainingRunner:
                 record = self._estimate(job)
             else:
                 source_state, source_sha = self._source(job)
-                record, model = train_job(job, self.ctx, source_state, progress)
+                record, model = train_job(job, self.ctx, source_state, progress, init_state=self._init_state(job))
                 record = self._trained(job, record, model, source_sha)
         except DataError:
             raise  # the data, not this network, is broken: the run stops and says why
@@ -166,10 +168,33 @@ class TrainingRunner:
         Raises:
             TrainingFailed: see :meth:`_verified`.
         """
+        if job.external is not None:  # a weights file: exactly the bytes the plan hashed
+            try:
+                return load_state(job.external.file), job.external.file.sha256
+            except SourceFileError as exc:
+                raise TrainingFailed(str(exc)) from None
         if job.depends_on is None:
             return None, None
         sha = self._verified(job.depends_on)
         return self.store.load_checkpoint(job.depends_on), sha
+
+    def _init_state(self, job: Job) -> dict | None:
+        """The source network's initial weights, when the job's protocol resets layers to them:
+        recomputed exactly from the source job's seed, or read from a weights file's ``init``."""
+        if job.protocol is None or not any(a.from_init for a in job.protocol.actions(job.n, self.plan.num_layers)):
+            return None
+        if job.external is not None:
+            if job.external.init is None:
+                raise TrainingFailed("the protocol resets layers to the source's initial weights, and the "
+                                     "source file has no init file")
+            try:
+                return load_state(job.external.init)
+            except SourceFileError as exc:
+                raise TrainingFailed(str(exc)) from None
+        source = self.plan.jobs[job.depends_on] if job.depends_on else None
+        if source is None:
+            raise TrainingFailed("the protocol resets layers to the source's initial weights; the job has no source")
+        return initial_state(self.components.architecture, source.num_classes, self.ctx.input_shape, source.seed)
 
     def _verified(self, src: str) -> str:
         """The SHA-256 of the checkpoint of network ``src``, after checking that it trained well.
@@ -200,8 +225,17 @@ class TrainingRunner:
         """An estimator job: every network it reads checked as a transfer's source is, then scored."""
         shas = [self._verified(dep) for dep in job.dependencies]
         store = self.store
-        record = estimate_job(job, self.ctx, lambda jid: (self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)))
-        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": shas[0]})
+
+        def load(jid: str) -> tuple[int, dict]:
+            if job.external is not None and jid == source_network(job):  # a weights file, its head left out
+                state = self._source(job)[0] or {}
+                return job.num_classes, overlay(self.components.architecture, job.num_classes,
+                                                self.ctx.input_shape, state)
+            return self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)
+
+        record = estimate_job(job, self.ctx, load)
+        sha = job.external.file.sha256 if job.external is not None else shas[0]
+        return record.model_copy(update={"fingerprint": self._fingerprint(job), "source_sha256": sha})
 
     def finished(self, job: Job) -> JobRecord | None:
         store = self.store

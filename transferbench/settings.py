@@ -134,6 +134,8 @@ _PLACES: dict[str, tuple[str, int]] = {
 def example_yaml(kind: str, name: str, model: type[BaseModel]) -> str:
     """A config fragment using plugin ``name`` of ``kind`` with every one of its keys at its
     default (required keys as ``<type>`` placeholders), each with its description."""
+    if kind == "check":  # nothing to configure: every report runs every registered check
+        return f"# {name}: a validity check; every report (and the end of every run) runs it, nothing to configure\n"
     head, indent = _PLACES.get(kind, (f"{kind}:\n  name: {{name}}", 2))
     lines = [head.format(name=name)]
     for s in settings(model):

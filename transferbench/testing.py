@@ -42,6 +42,8 @@ from .observers import Observer, ReportInfo, RunInfo
 from .plan import Job
 from .plugins import KINDS, PluginHost, Registry
 from .records import HistoryPoint, JobRecord
+from .results import ResultRow, RunResults
+from .validity import CheckResult, RunView, ValidityCheck
 
 __all__ = [
     "ContractError",
@@ -58,8 +60,10 @@ __all__ = [
     "check_protocol",
     "check_registers",
     "check_split",
+    "check_validity_check",
     "contract_classes",
     "example_features",
+    "example_results",
     "registered_plugins",
 ]
 
@@ -179,20 +183,38 @@ def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None =
 
 def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir: str | Path | None = None,
                    num_layers: int = 8) -> None:
-    """One action per layer for every n; layers 1..n copied (when ``needs_source``), the
-    rest re-initialised; the classifier neither copied nor frozen; multipliers >= 0."""
+    """One action per layer for every n; multipliers >= 0; ``from_init`` only on copied layers.
+
+    For ``n_meaning == "depth"``: layers 1..n copied (when ``needs_source``), the rest
+    re-initialised. For ``"layer"``: every layer but n and the classifier gets one same
+    action (copied, when ``needs_source``), and layer n another. The classifier is neither
+    copied nor frozen, except by an ``evaluate_only`` protocol, which trains nothing and
+    copies the classifier (it evaluates the source's own task)."""
     proto: TransferProtocol = build(protocol, workdir, TransferProtocol)
+    _expect(proto.n_meaning in ("depth", "layer"), f"n_meaning must be 'depth' or 'layer', not {proto.n_meaning!r}")
     for n in range(1, num_layers):
         actions = proto.actions(n, num_layers)
         _expect(len(actions) == num_layers, f"n={n}: {len(actions)} actions for {num_layers} layers")
-        _expect(actions[-1].copy is False, "the classifier is never copied")
-        _expect(actions[-1].train, "the classifier always trains")
-        _expect(all(not a.copy for a in actions[n:]), f"n={n}: layers above n are re-initialised")
-        if proto.needs_source:
-            _expect(all(a.copy for a in actions[:n]), f"n={n}: layers 1..n are copied")
-        else:
-            _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
         _expect(all(a.lr_mult >= 0 for a in actions), "lr_mult must be >= 0")
+        _expect(all(a.copy or not a.from_init for a in actions), f"n={n}: from_init needs copy")
+        if proto.evaluate_only:
+            _expect(not any(a.train for a in actions), f"n={n}: an evaluate_only protocol trains nothing")
+            _expect(actions[-1].copy or not proto.needs_source, "an evaluate_only protocol copies the classifier")
+        else:
+            _expect(actions[-1].copy is False, "the classifier is never copied")
+            _expect(actions[-1].train, "the classifier always trains")
+        if not proto.needs_source:
+            _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
+        if proto.n_meaning == "layer":
+            rest = [a for i, a in enumerate(actions[:-1], start=1) if i != n]
+            _expect(all(a == rest[0] for a in rest), f"n={n}: every layer but n and the classifier is treated alike")
+            _expect(not rest or actions[n - 1] != rest[0], f"n={n}: layer n is treated unlike the others")
+            if proto.needs_source:
+                _expect(all(a.copy for a in rest), f"n={n}: the layers other than n are copied")
+        else:
+            _expect(all(not a.copy for a in actions[n:-1]), f"n={n}: layers above n are re-initialised")
+            if proto.needs_source:
+                _expect(all(a.copy for a in actions[:n]), f"n={n}: layers 1..n are copied")
 
 
 # --------------------------------------------------------------------------- architectures
@@ -448,6 +470,44 @@ def check_observer(observer: type[Observer] | Observer, workdir: str | Path | No
 # --------------------------------------------------------------------------- by kind
 
 
+# --------------------------------------------------------------------------- validity checks
+
+
+def example_results() -> RunResults:
+    """A small made-up run for :func:`check_validity_check`: three split seeds of baseB and
+    BnB, BnB+, AnB, AnB+ at n = 1 and 2 (10 classes), one failed and one pending network."""
+    rows = []
+    for seed in range(3):
+        for treatment, n, top1 in [("baseB", 0, 0.80), ("BnB", 1, 0.79), ("BnB", 2, 0.77), ("BnB+", 1, 0.80),
+                                   ("BnB+", 2, 0.81), ("AnB", 1, 0.78), ("AnB", 2, 0.70), ("AnB+", 1, 0.82),
+                                   ("AnB+", 2, 0.81)]:
+            base = treatment == "baseB"
+            rows.append(ResultRow("exp", "random", seed, treatment, n, f"{treatment}-{n}-{seed}", "ok",
+                                  top1=top1 + 0.01 * seed, top5=1.0, kind="base" if base else "transfer",
+                                  source=None if base else treatment[0], target="B", num_classes=10))
+    rows.append(ResultRow("exp", "random", 3, "AnB", 2, "AnB-2-3", "failed", error="loss is NaN", kind="transfer",
+                          source="A", target="B", num_classes=10))
+    rows.append(ResultRow("exp", "random", 3, "BnB", 2, "BnB-2-3", "pending", kind="transfer", source="B",
+                          target="B", num_classes=10))
+    return RunResults("contract", "0" * 16, 3, ("l1", "l2", "out"), tuple(rows))
+
+
+def check_validity_check(check: type[ValidityCheck] | ValidityCheck, workdir: str | Path | None = None) -> None:
+    """On a small made-up run and on an empty one: a list of :class:`CheckResult`, each ``pass``
+    or ``warn`` with a message, each warning with a remedy, and no error."""
+    chk: ValidityCheck = build(check, workdir, ValidityCheck)
+    chk.name = chk.name or "contract"
+    empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
+    for results in (example_results(), empty):
+        found = chk.check(RunView(results))
+        _expect(isinstance(found, list), f"check() must return a list, got {type(found).__name__}")
+        for r in found:
+            _expect(isinstance(r, CheckResult), f"check() returned {r!r}, not a CheckResult")
+            _expect(r.status in ("pass", "warn"), f"status must be pass or warn, got {r.status!r}")
+            _expect(bool(r.message), "every result needs a message")
+            _expect(r.status == "pass" or bool(r.remedy), f"a warning needs a remedy: {r.message}")
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "data_source": check_data_source,
     "split": check_split,
@@ -456,6 +516,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "executor": check_executor,
     "observer": check_observer,
     "estimator": check_estimator,
+    "check": check_validity_check,
 }
 
 

@@ -123,8 +123,8 @@ def train_loop(
                 with amp:
                     top1, top5 = evaluate(data.net, data.eval, data.transform, device, eval_batch)
                 target.train_mode()
-                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4),
-                                            top1=top1, top5=top5, train_loss=running))
+                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4), top1=top1,
+                                            top5=top5, train_loss=running, lr_factor=factor(step - 1)))
             if progress is not None:
                 progress(step, length.total, {"loss": running, "top1": history[-1].top1 if history else math.nan})
             if step >= length.total:
@@ -138,22 +138,25 @@ class JobSetup:
 
     target: Target
     data: JobData
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: the protocol only evaluates
     length: TrainingLength
 
 
-def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Tensor] | None) -> JobSetup:
-    """Build the job's network from its seed, transfer into it, and prepare its data and solver.
+def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Tensor] | None,
+                init_state: Mapping[str, torch.Tensor] | None = None) -> JobSetup:
+    """Build the job's network from its seed, transfer into it, and prepare its data and solver
+    (no solver when the protocol only evaluates).
 
     Leaves torch's RNG where training starts (dropout draws from it next)."""
     config, arch, device = ctx.config, ctx.components.architecture, ctx.device
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
-    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state)
+    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state, init_state)
     target.model.to(device)
-    if config.performance.channels_last and device.type == "cuda" and len(ctx.input_shape) == 3:
+    if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
     data = prepare_job_data(ctx, job.classes, target, job.n)
-    optimizer = make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
+    optimizer = None if job.protocol is not None and job.protocol.evaluate_only else \
+        make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
     return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
 
 
@@ -177,15 +180,38 @@ def train_job(
     ctx: TrainContext,
     source_state: Mapping[str, torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[JobRecord, nn.Module]:
     """Train one network and return its record and the trained model.
+
+    ``init_state`` holds the source's initial weights, for protocols that reset layers to
+    them. A protocol that is ``evaluate_only`` trains nothing: the network is evaluated once.
 
     Raises:
         TrainingFailed: the loss became NaN or infinite.
     """
     started, t0 = utc_now(), time.perf_counter()
-    setup = prepare_job(job, ctx, source_state)
+    setup = prepare_job(job, ctx, source_state, init_state)
+    if setup.optimizer is None:
+        return _evaluated(job, ctx, setup.target, setup.data, started, t0), setup.target.model
     generator = torch.Generator().manual_seed(job.stream_seed)  # the data order: the job's own, or its cohort's
     history = train_loop(ctx.config, setup.target, setup.data, setup.optimizer, setup.length, generator,
                          ctx.device, progress)
     return job_record(job, ctx, setup, history, started, time.perf_counter() - t0), setup.target.model
+
+
+def _evaluated(job: Job, ctx: TrainContext, target: Target, data: JobData, started: str, t0: float) -> JobRecord:
+    """The record of a network evaluated as built, without training (``evaluate_only``)."""
+    config, device = ctx.config, ctx.device
+    first = next(data.eval.batches(config.eval.batch_size or config.train.batch_size, shuffle=False))[0]
+    input_std = float(data.transform(first.to(device), train=False).float().std())
+    with autocast(config.performance.amp, device):
+        top1, top5 = evaluate(data.net, data.eval, data.transform, device,
+                              config.eval.batch_size or config.train.batch_size)
+    return JobRecord(
+        job_id=job.id, status="ok", top1=top1, top5=top5, top1_best_k=top1, best_k=1, history=[],
+        train_time_s=round(time.perf_counter() - t0, 3), steps=0, frozen_cache=False,
+        num_classes=job.num_classes, trainable_params=0, device=str(device), seed=job.seed,
+        started_at=started, finished_at=utc_now(), transferbench_version=__version__,
+        torch_version=torch.__version__, input_std=input_std,
+    )

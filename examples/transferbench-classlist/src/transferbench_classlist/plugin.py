@@ -77,6 +77,8 @@ def resolve_classes(refs: Sequence[ClassRef], classes: Sequence[ClassInfo], key:
 class ClassListSplit(TaskSplit):
     """Half A (and B) from explicit class lists; B defaults to every other class."""
 
+    exchangeable = False  # halves chosen by meaning: the directions stay apart in the report
+
     description = "halves from explicit class lists (ids, names or indices)"
     Params = ClassListParams
 

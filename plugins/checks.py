@@ -1,0 +1,220 @@
+"""The built-in validity checks: what must hold for a report's comparisons to mean anything.
+
+* ``convergence``: the base networks stopped improving, and the control holds (BnB+, the
+  same network trained again from baseB's weights, does not beat baseB beyond noise; if it
+  does, a fine-tuning "boost" may be extra training, not transfer).
+* ``power``: enough networks per cell for an interval (and for "the first specific layer").
+* ``chance``: no cell at or near chance by accident (random weights reach it on purpose).
+* ``completeness``: failed or pending networks, and what they leave out.
+* ``provenance``: every network trained by the same code and library versions.
+* ``input_scale``: the inputs had the scale the architecture's initialisation expects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from transferbench import CheckResult, Grid, RunView, Stat, ValidityCheck, diff, hookimpl
+
+SEEDS_REMEDY = "run more split seeds (experiments.<i>.split.seeds: [0, 1, 2]; 3 or more for intervals)"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _interval(d) -> str:
+    if d.ci_low is None:
+        return "no interval"
+    return f"95% CI {_pts(d.ci_low)} to {_pts(d.ci_high)}"
+
+
+class Convergence(ValidityCheck):
+    """Base networks stopped improving, and BnB+ does not beat baseB beyond noise."""
+
+    description = "bases converged: no late improvement, and the BnB+ control matches baseB"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        out = [r for grid in run.grids() for r in self._control(grid)]
+        return out + self._plateau(run)
+
+    def _control(self, grid: Grid) -> list[CheckResult]:
+        base = grid.get("baseB", 0)
+        plus = grid.values("BnB+", grid.transfer_layers)
+        if base is None or not plus:
+            return []
+        if base.count < 3 or len(plus) < 3:
+            return [CheckResult(self.name, "warn", f"the BnB+ control is not determined: {base.count} base and "
+                                f"{len(plus)} BnB+ networks (needs >= 3 each for an interval)", SEEDS_REMEDY,
+                                grid.experiment)]
+        d = diff(Stat.of(plus), base)
+        said = (f"BnB+ {Stat.of(plus).mean:.3f} vs baseB {base.mean:.3f}: {_pts(d.value)} points "
+                f"({_interval(d)})")
+        if d.ci_low is not None and d.ci_low > 0:
+            return [CheckResult(self.name, "warn", f"{said}: retraining baseB's own layers helps, so the base "
+                                "networks are short of convergence and boosts are confounded with training length",
+                                "train longer (train.epochs) or end with a lower learning rate "
+                                "(train.schedule) until BnB+ matches baseB", grid.experiment)]
+        return [CheckResult(self.name, "pass", f"{said}: within noise, as in the paper (.627 vs .625)",
+                            experiment=grid.experiment)]
+
+    def _plateau(self, run: RunView) -> list[CheckResult]:
+        jobs = {r.job_id: r.experiment for r in run.results.rows if r.kind == "base" and r.status == "ok"}
+        gains = []
+        for job_id in jobs:
+            record = run.record(job_id)
+            history = [h.top1 for h in (record.history or [])] if record else []
+            factors = [h.lr_factor for h in (record.history or [])] if record else []
+            if len(history) >= 6:
+                gains.append(late_gain(history, factors))
+        if not gains:
+            return []
+        improving = [g for g, noise in gains if g > max(0.01, 2 * noise)]
+        worst = max(g for g, _ in gains)
+        if improving:
+            return [CheckResult(self.name, "warn", f"{len(improving)} of {len(gains)} base networks still improve "
+                                f"at the end of training (up to {_pts(worst)} points over their last evaluations)",
+                                "train longer (train.epochs), or decay the learning rate earlier")]
+        return [CheckResult(self.name, "pass", f"every base network ({len(gains)}) has stopped improving: at most "
+                            f"{_pts(worst)} points over its last evaluations")]
+
+
+def late_gain(history: Sequence[float], lr_factors: Sequence[float | None] = ()) -> tuple[float, float]:
+    """How much a network's last evaluations still improve: (the second half of the tail minus its
+    first half, the standard error of that difference from the evaluations' scatter).
+
+    The tail is the evaluations after the last change of the learning rate, when the history
+    records it and at least 4 come after it (the jump a decay gives is not "still improving"),
+    else the last 30%.
+    """
+    k = max(4, math.ceil(0.3 * len(history)))
+    if len(lr_factors) == len(history) and all(f is not None for f in lr_factors):
+        changes = [i for i in range(1, len(lr_factors)) if lr_factors[i] != lr_factors[i - 1]]
+        if changes and len(history) - changes[-1] >= 4:
+            k = len(history) - changes[-1]
+    tail = list(history[-k:])
+    first, second = tail[: k // 2], tail[k // 2:]
+    gain = sum(second) / len(second) - sum(first) / len(first)
+    # the scatter of single evaluations, from successive differences: a steady trend is not noise
+    steps = [b - a for a, b in zip(tail, tail[1:])]
+    mean = sum(steps) / len(steps)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in steps) / max(1, len(steps) - 1) / 2)
+    return gain, sd * math.sqrt(1 / len(first) + 1 / len(second))
+
+
+class Power(ValidityCheck):
+    """Enough networks per cell for an interval and for "the first specific layer"."""
+
+    description = "enough networks per cell for intervals (>= 3) and for a first specific layer"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        out = []
+        for grid in run.grids():
+            if not grid.cells:
+                continue
+            fewest = min(s.count for s in grid.cells.values())
+            thin = sorted((t, n) for (t, n), s in grid.cells.items() if s.count == fewest)
+            shown = ", ".join(f"{t}" + (f" n={n}" if n else "") for t, n in thin[:4])
+            shown += " ..." if len(thin) > 4 else ""
+            if fewest < 2:
+                out.append(CheckResult(self.name, "warn", f"{len(thin)} cells have one network ({shown}): no "
+                                       "intervals, and the first specific layer is not determined", SEEDS_REMEDY,
+                                       grid.experiment))
+            elif fewest < 3:
+                out.append(CheckResult(self.name, "warn", f"{len(thin)} cells have two networks ({shown}): "
+                                       "intervals from two networks are too wide to mean much (t = 12.7)",
+                                       SEEDS_REMEDY, grid.experiment))
+            else:
+                out.append(CheckResult(self.name, "pass", f"at least {fewest} networks in every cell",
+                                       experiment=grid.experiment))
+        return out
+
+
+class Chance(ValidityCheck):
+    """No cell at or near chance by accident (broken training); random weights may reach it."""
+
+    description = "no cell at or near chance, except random weights where that is the finding"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        out = []
+        for grid in run.grids():
+            broken, floor = [], []
+            for (t, n), s in sorted(grid.cells.items()):
+                chance = run.chance(grid.experiment, t)
+                if chance is None or s.mean > max(1.5 * chance, chance + 0.05):
+                    continue
+                random_weights = t not in grid.bases and grid.sources.get(t) is None
+                cell = f"{t}" + (f" n={n}" if n else "") + f" {s.mean:.3f} (chance {chance:.3f})"
+                (floor if random_weights else broken).append(cell)
+            if broken:
+                out.append(CheckResult(self.name, "warn", f"at or near chance: {', '.join(broken)}",
+                                       "check the learning rate, the input scale and the data of these networks",
+                                       grid.experiment))
+            elif floor:
+                out.append(CheckResult(self.name, "pass", f"only random weights reach chance ({', '.join(floor)}): "
+                                       "the paper's finding", experiment=grid.experiment))
+            elif grid.cells:
+                out.append(CheckResult(self.name, "pass", "no cell near chance", experiment=grid.experiment))
+        return out
+
+
+class Completeness(ValidityCheck):
+    """Failed or pending networks, and what they leave out of the statistics."""
+
+    description = "every network finished (failed and pending ones are left out of the statistics)"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        out = []
+        for grid in run.grids():
+            rows = [r for r in run.results.rows if r.experiment == grid.experiment and r.status != "ok"]
+            cells = sorted({f"{r.treatment}" + (f" n={r.n}" if r.n else "") for r in rows})
+            if grid.failed or grid.pending:
+                out.append(CheckResult(
+                    self.name, "warn", f"{grid.failed} failed and {grid.pending} pending networks: left out of "
+                    f"every mean and interval of {', '.join(cells[:6])}{' ...' if len(cells) > 6 else ''}",
+                    "rerun the same `transferbench run` (failed networks: see their records)", grid.experiment))
+            else:
+                out.append(CheckResult(self.name, "pass", "every network finished", experiment=grid.experiment))
+        return out
+
+
+class Provenance(ValidityCheck):
+    """Every network trained by the same code and library versions."""
+
+    description = "one code (transferbench, plugins, torch, timm) trained every network"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        differences = run.results.code_differences()
+        if differences:
+            return [CheckResult(self.name, "warn", f"networks trained by different code: {'; '.join(differences)}",
+                                "rerun without output.reuse_across_code to retrain the others with this code")]
+        return [CheckResult(self.name, "pass", "one code and library versions trained every network")]
+
+
+class InputScale(ValidityCheck):
+    """The inputs had the scale the architecture's initialisation expects."""
+
+    description = "network inputs have the scale the architecture's initialisation expects"
+
+    def check(self, run: RunView) -> list[CheckResult]:
+        expected = run.results.expected_input_std
+        measured = sorted(r.input_std for r in run.results.rows if r.status == "ok" and r.input_std)
+        if not expected or not measured:
+            return []
+        median = measured[len(measured) // 2]
+        said = f"inputs have a std of {median:.3g}; the initialisation expects about {expected:.3g}"
+        if expected / 3 <= median <= expected * 3:
+            return [CheckResult(self.name, "pass", said)]
+        return [CheckResult(self.name, "warn", said, "fix the data's normalisation (data.mean / data.std) "
+                            "or use an architecture init made for this scale")]
+
+
+@hookimpl
+def register_checks(register) -> None:
+    register("convergence", Convergence)
+    register("power", Power)
+    register("chance", Chance)
+    register("completeness", Completeness)
+    register("provenance", Provenance)
+    register("input_scale", InputScale)

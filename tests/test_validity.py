@@ -1,0 +1,241 @@
+"""Validity checks and the reproduction scorecard on hand-made runs that should pass and fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from transferbench import RunView
+from transferbench.analysis import build_grids
+from transferbench.results import read_results
+from transferbench.scorecard import scorecard
+from transferbench_plugins.checks import Chance, Completeness, Convergence, InputScale, Power, Provenance, late_gain
+
+FLAT = [0.2, 0.5, 0.7, 0.8, 0.85, 0.88, 0.90, 0.90, 0.91, 0.90, 0.91, 0.90]
+RISING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85]
+
+
+def make_run(root: Path, cells: list[tuple], *, experiment: str = "exp", exchangeable: bool = True,
+             expected_input_std: float | None = None) -> Path:
+    """A run directory from (treatment, n, seed, top1 | "failed" | None, extras) tuples.
+
+    ``extras`` (a dict, optional) goes into the record: ``history`` (top-1 values), ``input_std``,
+    ``fingerprint``; ``num_classes`` defaults to 10.
+    """
+    jobs, plan_cells = {}, []
+    (root / "records").mkdir(parents=True, exist_ok=True)
+    for cell in cells:
+        treatment, n, seed, value, extras = (*cell, {})[:5]
+        job_id = f"{experiment}-{treatment.replace('+', 'p')}-{n}-{seed}"
+        base = treatment.startswith("base")
+        source = None if base or treatment == "random" else treatment[0]
+        target = treatment[4:] if base else "all" if treatment == "random" else treatment.rstrip("+")[-1]
+        jobs[job_id] = {"kind": "base" if base else "transfer", "target": target,
+                        "source": source, "n": n, "protocol": None if base else "frozen", "depends_on": None,
+                        "num_classes": extras.get("num_classes", 10), "seed": seed}
+        plan_cells.append({"experiment": experiment, "split": "random", "split_seed": seed, "treatment": treatment,
+                           "n": n, "job_id": job_id})
+        if value is None:
+            continue
+        record = {"job_id": job_id, "status": "failed", "error": "NaN loss"} if value == "failed" else {
+            "job_id": job_id, "status": "ok", "top1": value, "top5": 1.0, "top1_best_k": value, "best_k": 1,
+            "history": [{"step": i + 1, "epoch": i + 1, "top1": v, "top5": 1.0, "train_loss": 1.0}
+                        for i, v in enumerate(extras.get("history", [value]))],
+            "num_classes": extras.get("num_classes", 10), "input_std": extras.get("input_std"),
+            "fingerprint": extras.get("fingerprint")}
+        (root / "records" / f"{job_id}.json").write_text(json.dumps(record))
+    old = json.loads((root / "plan.json").read_text()) if (root / "plan.json").exists() else None
+    plan = {"format": 2, "name": "hand-made", "config_hash": "h", "num_layers": 4, "layer_names": ["a", "b", "c", "d"],
+            "expected_input_std": expected_input_std, "exchangeable": {experiment: exchangeable},
+            "jobs": jobs, "cells": plan_cells}
+    if old:  # a second experiment in the same run directory
+        plan["jobs"] = {**old["jobs"], **jobs}
+        plan["cells"] = old["cells"] + plan_cells
+        plan["exchangeable"] = {**old["exchangeable"], **plan["exchangeable"]}
+    (root / "plan.json").write_text(json.dumps(plan))
+    return root
+
+
+def view(root: Path) -> RunView:
+    return RunView(read_results(root))
+
+
+def run_check(check_cls, root: Path):
+    check = check_cls(check_cls.Params())
+    check.name = check_cls.__name__.lower()
+    return check.check(view(root))
+
+
+def grid_cells(base: list[float], **treatments: dict[int, list[float]]) -> list[tuple]:
+    cells = [("baseB", 0, s, v) for s, v in enumerate(base)]
+    for name, by_n in treatments.items():
+        for n, values in by_n.items():
+            cells += [(name.replace("_plus", "+"), n, s, v) for s, v in enumerate(values)]
+    return cells
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def test_control_passes_when_bnb_plus_matches_baseb(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], BnB_plus={1: [0.81, 0.80, 0.82], 2: [0.82, 0.80, 0.81]}))
+    (result,) = run_check(Convergence, root)
+    assert result.status == "pass" and "within noise" in result.message
+
+
+def test_control_warns_when_bnb_plus_beats_baseb(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.70, 0.72, 0.71], BnB_plus={1: [0.85, 0.86, 0.84], 2: [0.86, 0.85, 0.87]}))
+    (result,) = run_check(Convergence, root)
+    assert result.status == "warn" and "confounded with training length" in result.message
+    assert "train longer" in result.remedy
+
+
+def test_control_is_not_determined_with_too_few_networks(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.80], BnB_plus={1: [0.9]}))
+    (result,) = run_check(Convergence, root)
+    assert result.status == "warn" and "not determined" in result.message
+
+
+def test_plateau_passes_for_flat_histories_and_warns_for_rising_ones(tmp_path):
+    flat = make_run(tmp_path / "flat", [("baseB", 0, s, 0.9, {"history": FLAT}) for s in range(3)])
+    assert [r.status for r in run_check(Convergence, flat)] == ["pass"]
+    rising = make_run(tmp_path / "rising", [("baseB", 0, 0, 0.9, {"history": FLAT}),
+                                            ("baseB", 0, 1, 0.85, {"history": RISING})])
+    (result,) = run_check(Convergence, rising)
+    assert result.status == "warn" and "1 of 2 base networks still improve" in result.message
+
+
+def test_late_gain_measures_the_last_30_percent():
+    gain, noise = late_gain(RISING)  # the last 4 of 12 evaluations: .70 .75 | .80 .85
+    assert gain == pytest.approx((0.8 + 0.85) / 2 - (0.7 + 0.75) / 2)
+    assert noise == pytest.approx(0.0, abs=1e-9)  # a steady rise is not noise
+    assert late_gain(FLAT)[0] == pytest.approx(0.0, abs=0.01)
+
+
+# --------------------------------------------------------------------------- power, chance, completeness
+
+
+@pytest.mark.parametrize("seeds, status, words", [(1, "warn", "one network"), (2, "warn", "two networks"),
+                                                   (3, "pass", "at least 3 networks")])
+def test_power_needs_three_networks_per_cell(tmp_path, seeds, status, words):
+    root = make_run(tmp_path, grid_cells([0.8] * seeds, AnB={1: [0.7] * seeds}))
+    (result,) = run_check(Power, root)
+    assert result.status == status and words in result.message
+    if status == "warn":
+        assert "split.seeds" in result.remedy
+
+
+def test_chance_warns_for_broken_training_but_not_for_random_weights(tmp_path):
+    broken = make_run(tmp_path / "broken", grid_cells([0.8, 0.8, 0.8], AnB={1: [0.10, 0.11, 0.09]}))
+    (result,) = run_check(Chance, broken)
+    assert result.status == "warn" and "AnB n=1" in result.message and "chance 0.100" in result.message
+    floor = make_run(tmp_path / "floor", [("baseall", 0, s, 0.8) for s in range(3)]
+                     + [("random", 5, s, 0.1) for s in range(3)])
+    (result,) = run_check(Chance, floor)
+    assert result.status == "pass" and "random weights" in result.message
+    fine = make_run(tmp_path / "fine", grid_cells([0.8] * 3, AnB={1: [0.7] * 3}))
+    assert run_check(Chance, fine)[0].status == "pass"
+
+
+def test_completeness_lists_what_failed_and_pending_networks_leave_out(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.8, 0.8], AnB={1: [0.7, "failed"], 2: [0.6, None]}))
+    (result,) = run_check(Completeness, root)
+    assert result.status == "warn" and "1 failed and 1 pending" in result.message
+    assert "AnB n=1" in result.message and "AnB n=2" in result.message
+    done = make_run(tmp_path / "done", grid_cells([0.8], AnB={1: [0.7]}))
+    assert run_check(Completeness, done)[0].status == "pass"
+
+
+# --------------------------------------------------------------------------- provenance, input scale
+
+
+def _fp(torch_version: str, core: str = "c1") -> dict:
+    detail = {"transferbench": "0.1.0", "core": core, "plugins": {}, "versions": {"torch": torch_version}}
+    return {"id": f"{torch_version}-{core}", **detail}
+
+
+def test_provenance_warns_when_code_differs(tmp_path):
+    same = make_run(tmp_path / "same", [("baseB", 0, s, 0.8, {"fingerprint": _fp("2.14")}) for s in range(2)])
+    assert run_check(Provenance, same)[0].status == "pass"
+    mixed = make_run(tmp_path / "mixed", [("baseB", 0, 0, 0.8, {"fingerprint": _fp("2.14")}),
+                                          ("baseB", 0, 1, 0.8, {"fingerprint": _fp("2.13", "c2")})])
+    (result,) = run_check(Provenance, mixed)
+    assert result.status == "warn" and "torch 2.13 / 2.14" in result.message and "training code" in result.message
+
+
+def test_input_scale_against_what_the_init_expects(tmp_path):
+    ok = make_run(tmp_path / "ok", [("baseB", 0, 0, 0.8, {"input_std": 1.1})], expected_input_std=1.0)
+    assert run_check(InputScale, ok)[0].status == "pass"
+    off = make_run(tmp_path / "off", [("baseB", 0, 0, 0.8, {"input_std": 0.017})], expected_input_std=57.7)
+    (result,) = run_check(InputScale, off)
+    assert result.status == "warn" and "57.7" in result.message and "data.std" in result.remedy
+
+
+def test_every_builtin_check_runs_in_the_report(tmp_path, capsys):
+    from rich.console import Console
+
+    from transferbench.report import run_report
+
+    root = make_run(tmp_path, grid_cells([0.70, 0.72, 0.71], BnB_plus={1: [0.85, 0.86, 0.84]}, AnB={1: [0.6] * 3}))
+    console = Console(record=True, width=100)
+    run_report(root, console=console, plots=False)
+    text = console.export_text()
+    assert "Validity checks" in text and "WARN convergence (exp)" in text and "-> train longer" in text
+    rows = (root / "validity_checks_top1.csv").read_text().splitlines()
+    assert rows[0] == "check,status,experiment,message,remedy"
+    assert {line.split(",")[0] for line in rows[1:]} >= {"chance", "completeness", "convergence", "power",
+                                                        "provenance"}
+
+
+# --------------------------------------------------------------------------- the scorecard
+
+
+def paper_like(root: Path, *, control_holds: bool = True) -> Path:
+    """Three experiments in miniature with the paper's shapes, three seeds each."""
+    plus = [0.80, 0.81, 0.79] if control_holds else [0.90, 0.91, 0.92]
+    cells = grid_cells([0.80, 0.81, 0.79], BnB={1: [0.80, 0.81, 0.80], 2: [0.74, 0.75, 0.73], 3: [0.79, 0.80, 0.78]},
+                       BnB_plus={1: plus, 3: plus}, AnB={1: [0.80, 0.79, 0.80], 2: [0.72, 0.73, 0.72],
+                                                          3: [0.70, 0.71, 0.69]},
+                       AnB_plus={1: [0.82, 0.83, 0.81], 3: [0.82, 0.81, 0.83]})
+    make_run(root, cells, experiment="random")
+    dissimilar = [("baseA", 0, s, 0.8) for s in range(2)] + [("baseB", 0, s, 0.8) for s in range(2)]
+    dissimilar += [("AnB", 3, s, 0.5 + 0.01 * s) for s in range(2)] + [("BnA", 3, s, 0.52 + 0.01 * s) for s in range(2)]
+    dissimilar += [("AnB", 1, s, 0.78) for s in range(2)] + [("BnA", 1, s, 0.79) for s in range(2)]
+    make_run(root, dissimilar, experiment="dissimilar", exchangeable=False)
+    weights = [("baseall", 0, s, 0.7 + 0.01 * s) for s in range(3)]
+    weights += [("random", n, s, v + 0.01 * s) for n, v in ((1, 0.6), (2, 0.2), (3, 0.1)) for s in range(3)]
+    make_run(root, weights, experiment="random_weights")
+    return root
+
+
+def test_scorecard_reproduces_the_papers_shapes(tmp_path):
+    results = read_results(paper_like(tmp_path))
+    card = {f.name: f for f in scorecard(build_grids(results))}
+    assert {name: f.verdict for name, f in card.items()} == {
+        "control": "reproduced", "co-adaptation": "reproduced", "specificity": "reproduced",
+        "fine-tuning boost": "reproduced", "dissimilar split": "reproduced", "random weights": "reproduced"}
+    assert "n=2" in card["co-adaptation"].run and "n=3" in card["specificity"].run
+    assert card["control"].paper.startswith("BnB+ matches baseB")
+
+
+def test_scorecard_says_not_reproduced_and_not_determined(tmp_path):
+    results = read_results(paper_like(tmp_path, control_holds=False))
+    card = {f.name: f for f in scorecard(build_grids(results))}
+    assert card["control"].verdict == "not reproduced"
+    only_one = make_run(tmp_path / "one", grid_cells([0.8], BnB={1: [0.8]}, AnB={1: [0.7]}, BnB_plus={1: [0.8]}),
+                        experiment="random")
+    card = {f.name: f for f in scorecard(build_grids(read_results(only_one)))}
+    assert card["specificity"].verdict == "not determined" and "needs >= 3" in card["specificity"].run
+    assert card["dissimilar split"].verdict == "not determined" and "not in this run" in card["dissimilar split"].run
+
+
+def test_late_gain_starts_after_the_last_learning_rate_change():
+    before = [0.80, 0.82, 0.81, 0.83, 0.82] * 3  # 15 evaluations at the first learning rate
+    after = [0.90, 0.91, 0.90, 0.91, 0.90]  # lr / 10, then flat
+    factors = [1.0] * 15 + [0.1] * 5
+    assert late_gain(before + after)[0] > 0.02  # the last 30% straddles the decay's jump
+    gain, _ = late_gain(before + after, factors)  # only the evaluations after the decay
+    assert gain == pytest.approx((0.90 + 0.91 + 0.90) / 3 - (0.90 + 0.91) / 2)
+    assert abs(gain) < 0.01
