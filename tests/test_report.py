@@ -159,6 +159,22 @@ def test_compare_with_the_paper(tmp_path: Path) -> None:
     assert "main beside the paper (random)" in console.export_text()
 
 
+def test_a_split_by_meaning_compares_with_the_papers_manmade_natural_split(tmp_path: Path) -> None:
+    """Equal halves drawn by meaning (one superclass against another) are the paper's
+    dissimilar experiment, not its random halves."""
+    import json
+
+    run = write_run(tmp_path)
+    plan = json.loads((run / "plan.json").read_text())
+    plan["exchangeable"] = {"main": False}
+    (run / "plan.json").write_text(json.dumps(plan))
+    console = _console()
+    run_report(run, compare="paper", plots=False, console=console)
+    text = console.export_text()
+    assert "main beside the paper (manmade_natural)" in text
+    assert "main beside the paper (random)" not in text
+
+
 # --------------------------------------------------------------------------- plots
 
 

@@ -202,6 +202,8 @@ class Grid:
         merged: the mirror-image treatments pooled into canonical ones (e.g. ``AnA``).
         equal_halves: whether the halves have equal numbers of classes (what ``pool=None``
             decides by), whatever was asked.
+        exchangeable: whether the split draws its halves alike (``TaskSplit.exchangeable``:
+            random halves), unlike a split by meaning (one superclass against another).
         seeds: split seeds seen.
         pending: networks without a record yet.
         failed: networks whose job failed.
@@ -219,6 +221,7 @@ class Grid:
     bases: set[str] = field(default_factory=set)
     merged: set[str] = field(default_factory=set)
     equal_halves: bool = True
+    exchangeable: bool = True
     seeds: list[int] = field(default_factory=list)
     pending: int = 0
     failed: int = 0
@@ -284,10 +287,11 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
     grids = []
     for experiment, rows in by_exp.items():
         equal = _exchangeable(rows)
+        exchangeable = results.exchangeable.get(experiment, True)
         # a split by meaning (one superclass against another) keeps its directions apart
-        pooled = (equal and results.exchangeable.get(experiment, True)) if pool is None else pool
+        pooled = (equal and exchangeable) if pool is None else pool
         grid = Grid(experiment, rows[0].split, metric, pooled, num_layers=results.num_layers,
-                    equal_halves=equal)
+                    equal_halves=equal, exchangeable=exchangeable)
         grid.pending = len({r.job_id for r in rows if r.status == "pending"})
         grid.failed = len({r.job_id for r in rows if r.status == "failed"})
         grid.seeds = sorted({r.split_seed for r in rows})

@@ -474,7 +474,8 @@ def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
         return by_name[grid.experiment]
     if any(grid.sources.get(t) is None for t in grid.treatments if t not in grid.bases):
         return by_name["random_weights"]
-    return by_name["random" if grid.equal_halves else "manmade_natural"]
+    # a split by meaning (or of unequal halves) stands beside the paper's man-made/natural split
+    return by_name["random" if grid.equal_halves and grid.exchangeable else "manmade_natural"]
 
 
 def _report_run(run_dir: Path, console: Console, *, compare: str | None, plots: bool, metric: str,
