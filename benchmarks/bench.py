@@ -76,7 +76,9 @@ def framework_vs_plain(steps: int, threads: int, reps: int = 3) -> tuple[float, 
 
     data = open_task(components.data, "train", job.classes, config.loader, ctx.memory)
     eval_data = open_task(components.data, "eval", job.classes, config.loader, ctx.memory)
-    transform = BatchTransform(config.train.augment, components.data.normalization(), torch.device("cpu"))
+    channels_last = config.performance.channels_last  # the same memory layout both ways
+    transform = BatchTransform(config.train.augment, components.data.normalization(), torch.device("cpu"),
+                               channels_last=channels_last)
     t_framework = t_plain = float("inf")
     for _ in range(reps):  # alternate, keep the best of each: shared machines are noisy
         t0 = time.perf_counter()
@@ -96,6 +98,8 @@ def _plain_loop(config, components, job, data, eval_data, transform, steps: int)
     arch = components.architecture
     torch.manual_seed(job.seed)
     model = arch.build(job.num_classes, tuple(components.data.input_shape()))
+    if config.performance.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model, arch.param_multipliers(model), {})
     loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = data.inputs, data.labels
@@ -130,7 +134,8 @@ def frozen_cache_speedup(threads: int, n: int = 5) -> tuple[float, float]:
     times = []
     source = None
     for cache in (True, False):
-        config, components, plan = _setup([f"performance.cache_frozen={str(cache).lower()}"])
+        config, components, plan = _setup([f"performance.cache_frozen={str(cache).lower()}",
+                                           f"experiments.0.layers=[{n}]"])
         ctx = TrainContext(config, components, torch.device("cpu"))
         job = _job(plan, "AnB", n)
         if source is None:

@@ -349,3 +349,21 @@ def test_split_at_composes_to_the_whole_net_and_has_a_deterministic_prefix(n):
         model.train()  # dropout on: the prefix must still be deterministic
         assert torch.equal(prefix(x), prefix(x))
     assert {id(p) for p in suffix.parameters()} == {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0], ids=["unit", "caffe-0-255"])
+@pytest.mark.parametrize("channels", [5, 24, 96])
+def test_cross_channel_lrn_is_torchs_local_response_norm(scale: float, channels: int) -> None:
+    """The cumulative-sum LRN gives torch's numbers (float rounding apart), at the scale of
+    the paper's 0-255 inputs too, for contiguous and channels-last tensors, and keeps the layout."""
+    from transferbench_plugins.caffenet import CrossChannelLRN
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(2, channels, 7, 9)) * scale
+    x[:, : channels // 2] *= 50  # large channels beside small ones: the subtraction must not lose them
+    ours, theirs = CrossChannelLRN(5, 1e-4, 0.75, 1.0), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xi = x.contiguous(memory_format=layout)
+        got = ours(xi)
+        assert torch.allclose(got, theirs(x), rtol=1e-4, atol=1e-5 * scale)
+        assert got.is_contiguous(memory_format=layout)
