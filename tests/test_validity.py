@@ -231,6 +231,18 @@ def test_scorecard_says_not_reproduced_and_not_determined(tmp_path):
     assert card["dissimilar split"].verdict == "not determined" and "not in this run" in card["dissimilar split"].run
 
 
+@pytest.mark.parametrize("shift", [-0.002, 0.0, 0.003])
+def test_a_boost_within_noise_gets_one_verdict_whatever_the_sign_of_its_mean(tmp_path, shift):
+    base = [0.80, 0.82, 0.78]
+    plus = [v + shift for v in (0.79, 0.83, 0.78)]
+    root = make_run(tmp_path, grid_cells(base, BnB={1: base}, BnB_plus={1: base}, AnB={1: base},
+                                         AnB_plus={1: plus}), experiment="random")
+    card = {f.name: f for f in scorecard(build_grids(read_results(root)))}
+    boost = card["fine-tuning boost"]
+    assert boost.verdict == "not reproduced"
+    assert "no boost beyond noise; AnB+ is not below baseB either" in boost.run
+
+
 def test_late_gain_starts_after_the_last_learning_rate_change():
     before = [0.80, 0.82, 0.81, 0.83, 0.82] * 3  # 15 evaluations at the first learning rate
     after = [0.90, 0.91, 0.90, 0.91, 0.90]  # lr / 10, then flat

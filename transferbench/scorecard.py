@@ -127,9 +127,15 @@ def _boost(g: Grid) -> Finding:
         return Finding("fine-tuning boost", paper, "needs >= 3 baseB and AnB+ networks", "not determined",
                        g.experiment)
     d = diff(Stat.of(plus), base)
-    verdict: Verdict = "reproduced" if d.value >= 0 and (d.ci_high or 0) >= 0 else "not reproduced"
-    note = "a boost beyond noise" if (d.ci_low or 0) > 0 else "not beyond noise"
-    return Finding("fine-tuning boost", paper, f"AnB+ - baseB over all n = {_pts(d)} ({note})", verdict,
+    # Judged by the interval, like every other finding, never by the sign of a mean within
+    # noise (a -0.0 and a +0.3 with the same interval must get the same verdict).
+    if d.ci_low is not None and d.ci_low > 0:
+        note = "a boost beyond noise"
+    elif d.ci_high is not None and d.ci_high < 0:
+        note = "AnB+ below baseB"
+    else:
+        note = "no boost beyond noise; AnB+ is not below baseB either"
+    return Finding("fine-tuning boost", paper, f"AnB+ - baseB over all n = {_pts(d)} ({note})", _verdict(d),
                    g.experiment)
 
 
