@@ -123,6 +123,23 @@ def test_cohort_sizes_and_halves(fake_plugins):
     assert len(orders) == 4
 
 
+def test_networks_reset_to_initial_weights_or_only_evaluated_train_alone(fake_plugins):
+    """A cohort member's network is built from a source and trained: protocols that read the
+    source's initial weights, or train nothing, stay out of cohorts (and keep their own order)."""
+    treatments = ["AnB", "BnB+", {"name": "reinit", "source": "B", "protocol": "reinit"},
+                  {"name": "reset", "source": "B", "target": "B", "protocol": "reinit_eval"}]
+    exp = {"name": "e", "split": {"name": "parity", "seeds": [0]}, "treatments": treatments}
+    plan = _prepare(tiny_config(experiments=[exp], executor={"name": "local", "cohorts": True}))[2]
+    alone = {c.treatment for c in plan.cells if plan.jobs[c.job_id].cohort is None}
+    together = {c.treatment for c in plan.cells if plan.jobs[c.job_id].cohort is not None}
+    assert together == {"AnB", "BnB+"}
+    assert alone == {"baseA", "baseB", "reinit", "reset"}
+    for c in plan.cells:
+        if c.treatment in ("reinit", "reset"):
+            job = plan.jobs[c.job_id]
+            assert job.data_seed is None and job.stream_seed == job.seed + 1
+
+
 # ---------------------------------------------------------------------------- equivalence
 
 
