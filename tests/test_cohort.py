@@ -206,6 +206,58 @@ def test_an_interrupted_cohort_resumes_to_the_same_numbers(solo, tmp_path):
     _same(got, {jid: solo[True][jid] for jid in got})
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _drop_member(path: Path) -> None:
+    saved = torch.load(path, weights_only=True)
+    saved["members"].pop(next(iter(saved["members"])))
+    torch.save(saved, path)
+
+
+def _wrong_shapes(path: Path) -> None:
+    saved = torch.load(path, weights_only=True)
+    for state in saved["members"].values():
+        if "model" in state:
+            state["model"] = {k: torch.zeros(3) for k in state["model"]}
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _drop_member, _wrong_shapes], ids=["truncated", "member-missing",
+                                                                                  "wrong-shapes"])
+def test_a_damaged_cohort_checkpoint_is_moved_aside_and_the_cohort_starts_over(solo, tmp_path, damage):
+    cfg = _synthetic(True, output={"checkpoints": "all", "cohort_checkpoint_minutes": 0})
+    config, components, plan = _prepare(cfg)
+    run_dir = tmp_path / "run"
+    run_plan(config, components, plan, run_dir, Console(quiet=True))
+    store = RunStore(run_dir)
+    cohort = max(plan.cohorts.values(), key=len)
+    jobs = [plan.jobs[j] for j in cohort]
+    for jid in cohort:
+        store.record_path(jid).unlink()
+    runner = TrainingRunner(config, components, plan, run_dir)
+    steps_per_epoch = solo[True][cohort[0]]["history"][0]["step"]
+
+    def interrupt(job, step, total, info):
+        if step == steps_per_epoch + 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cohort(jobs, interrupt)
+    saved = next((run_dir / "cohorts").rglob("*.pt"))
+    damage(saved)
+    records = runner.run_cohort(jobs)
+    assert not saved.exists() and list((run_dir / "damaged").rglob("*.pt.*"))  # moved aside, never deleted
+    if damage is _wrong_shapes:  # broke while being applied: the cohort fails, saying why ...
+        assert all(r.status == "failed" and "moved to" in (r.error or "") for r in records)
+        for jid in cohort:
+            store.record_path(jid).unlink()
+        records = runner.run_cohort(jobs)  # ... and the rerun starts over
+    got = {r.job_id: json.loads(r.to_json()) for r in records}
+    _same(got, {jid: solo[True][jid] for jid in got})
+
+
 def test_batched_members_match_one_by_one_within_tolerance(solo, tmp_path, monkeypatch):
     from transferbench.batched import BatchedMembers
 

@@ -41,7 +41,7 @@ from .context import TrainContext
 from .devices import autocast
 from .errors import TrainingFailed
 from .executor import ProgressFn
-from .files import atomic_target
+from .files import atomic_target, quarantine
 from .hashing import content_hash
 from .network import Target
 from .plan import Job
@@ -440,15 +440,52 @@ class _Checkpoints:
         self.last = time.monotonic()
 
     def resume(self, c: _Cohort) -> None:
-        """Continue from the checkpoint of exactly these members, if there is one."""
-        if self.path is None or not self.path.is_file():
+        """Continue from the checkpoint of exactly these members, if there is one.
+
+        A checkpoint of other code (another identity) is ignored and later overwritten. A
+        damaged one is moved under the run's ``damaged/`` and the cohort starts over; if it
+        breaks while being applied (the members half loaded), the cohort fails, saying so,
+        and a rerun starts over.
+
+        Raises:
+            TrainingFailed: the checkpoint broke while being applied.
+        """
+        saved = self._read()
+        if saved is None:
             return
         try:
+            self._apply(c, saved)
+        except Exception as exc:  # noqa: BLE001 - named, moved aside, and the rerun starts over
+            where = self._damaged()
+            raise TrainingFailed(f"the cohort's checkpoint could not be applied ({type(exc).__name__}: {exc}); "
+                                 f"it was moved to {where}: rerun to train the cohort from the start") from None
+
+    def _read(self) -> dict[str, Any] | None:
+        """The checkpoint of these members, checked for shape; None when there is none to use."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
             saved = torch.load(self.path, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged checkpoint costs only the time it saved
-            return
-        if saved.get("format") != CHECKPOINT_FORMAT or saved.get("identity") != self.identity:
-            return
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint costs only the time it saved
+            log.warning("the cohort's checkpoint %s is damaged (%s); moved to %s, the cohort starts over",
+                        self.path, type(exc).__name__, self._damaged())
+            return None
+        if isinstance(saved, dict) and saved.get("identity") != self.identity:
+            return None  # other code or other sources: start over, overwrite it at the next save
+        problem = _checkpoint_problem(saved, set(self.identity))
+        if problem is not None:
+            log.warning("the cohort's checkpoint %s is damaged (%s); moved to %s, the cohort starts over",
+                        self.path, problem, self._damaged())
+            return None
+        return saved
+
+    def _damaged(self) -> Path:
+        assert self.path is not None
+        # the checkpoint lies at RUN/cohorts/<cohort>/<members>.pt: damaged files go under RUN/damaged/
+        return quarantine(self.path, self.path.parent.parent.parent)
+
+    @staticmethod
+    def _apply(c: _Cohort, saved: dict[str, Any]) -> None:
         c.step = saved["step"]
         c.generator.set_state(saved["generator"])
         for m in c.members:
@@ -488,3 +525,21 @@ class _Checkpoints:
         """The cohort finished: its checkpoint is no longer needed."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+_MEMBER_KEYS = {"model", "optimizer", "rng", "history", "running", "input_std", "generator"}
+
+
+def _checkpoint_problem(saved: Any, job_ids: set[str]) -> str | None:
+    """What is wrong with a loaded joint checkpoint's shape, or None."""
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        return "not a cohort checkpoint of this format"
+    if not isinstance(saved.get("step"), int) or saved["step"] < 0 or not torch.is_tensor(saved.get("generator")):
+        return "no step or data-order state"
+    members = saved.get("members")
+    if not isinstance(members, dict) or set(members) != job_ids:
+        return "not the members of this cohort"
+    for jid, state in members.items():
+        if not isinstance(state, dict) or not (state.get("error") or _MEMBER_KEYS <= set(state)):
+            return f"member {jid} incomplete"
+    return None
