@@ -387,8 +387,10 @@ def test_a_dead_worker_costs_only_its_own_job(env, tmp_path):  # noqa: F811
 
 def test_stale_temporary_files_are_cleaned_up(fake_plugins, tmp_path, capsys):
     cfg, out = finished_run(tmp_path, capsys)
-    stale = [out / ".plan.json.abc123.tmp", out / "records" / ".x.json.def456.tmp"]
+    stale = [out / ".plan.json.abc123.tmp", out / "records" / ".x.json.def456.tmp",
+             out / "checkpoints" / ".y.safetensors.0a1b2c.tmp", out / "cohorts" / "c0ffee" / ".m.pt.9z8y7x.tmp"]
     for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half a file from a killed run")
     assert cli(capsys, "run", cfg, "--out", out)[0] == 0
     assert not any(p.exists() for p in stale)

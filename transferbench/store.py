@@ -108,7 +108,9 @@ class RunStore:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
-            for folder in (self.root, self.records_dir, self.root / "checkpoints"):
+            # every folder a run writes into, cohorts' joint checkpoints included (large files)
+            cohorts = sorted(p for p in (self.root / "cohorts").glob("*") if p.is_dir())
+            for folder in (self.root, self.records_dir, self.root / "checkpoints", *cohorts):
                 clean_stale_temp(folder)
             yield
         finally:
