@@ -170,6 +170,12 @@ def test_x_needs_the_experiments_source(fake_plugins):
         _setup(experiments=[{"name": "x", "split": {"name": "parity"}, "treatments": ["XnB"]}])
 
 
+def test_a_source_no_treatment_reads_is_refused(fake_plugins, tmp_path):
+    with pytest.raises(ConfigError, match="the weights file is not used"):
+        _setup(experiments=[{"name": "x", "split": {"name": "parity"}, "treatments": ["AnB"],
+                             "source": {"checkpoint": str(tmp_path / "w.safetensors")}}])
+
+
 def test_missing_file_is_exit_2_at_its_key(tiny_config_file, tmp_path, capsys):
     path = tiny_config_file(experiments=_x_experiment(str(tmp_path / "nowhere.safetensors")))
     assert main(["validate", str(path)]) == 2

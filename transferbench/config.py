@@ -140,7 +140,8 @@ class Experiment(_Strict):
     )
 
     source: CheckpointSource | None = Field(
-        None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from")
+        None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from "
+        "(refused when no treatment does)")
 
     @field_validator("treatments")
     @classmethod
@@ -157,6 +158,11 @@ class Experiment(_Strict):
                 raise ValueError(
                     f"treatment {t.name!r} (treatments.{j}) copies from X, the experiment's weights file: "
                     "set the experiment's source: {checkpoint: path/to/weights.safetensors}")
+        if self.source is not None and not any(t.source == "X" for t in self.treatments):
+            # a file given but never read: the user meant to measure it, and would not be
+            raise ValueError(
+                "source: the weights file is not used: no treatment copies from X. Add XnB / XnB+ "
+                "(or a treatment with source: X) to the treatments, or remove source:")
         return self
 
     @field_validator("estimators")
