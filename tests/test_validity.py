@@ -231,6 +231,18 @@ def test_scorecard_says_not_reproduced_and_not_determined(tmp_path):
     assert card["dissimilar split"].verdict == "not determined" and "not in this run" in card["dissimilar split"].run
 
 
+def test_co_adaptation_is_one_comparison_over_the_middle_layers_never_the_best_of_them(tmp_path):
+    base = [0.80, 0.81, 0.79]
+    flat = [0.80, 0.81, 0.80]
+    bnb = {1: flat, 2: flat, 3: [0.77, 0.78, 0.76], 4: [0.81, 0.80, 0.82], 5: flat, 6: flat}
+    root = make_run(tmp_path, grid_cells(base, BnB=bnb, AnB={n: flat for n in bnb}, BnB_plus={1: base},
+                                         AnB_plus={1: base}), experiment="random")
+    card = {f.name: f for f in scorecard(build_grids(read_results(root)))}
+    coadapt = card["co-adaptation"]
+    assert "over n=3-4" in coadapt.run  # the middle third of n = 1..6, pooled
+    assert coadapt.verdict == "not reproduced"  # n = 3 alone would have passed; n = 4 does not dip
+
+
 @pytest.mark.parametrize("shift", [-0.002, 0.0, 0.003])
 def test_a_boost_within_noise_gets_one_verdict_whatever_the_sign_of_its_mean(tmp_path, shift):
     base = [0.80, 0.82, 0.78]
