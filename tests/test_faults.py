@@ -275,6 +275,26 @@ def test_duplicate_yaml_keys_are_refused_with_their_line(fake_plugins, tmp_path,
     assert code == 2 and "'train' is given twice" in err and "line" in err
 
 
+@pytest.mark.parametrize("line,field,value", [("batched: on", "batched", "on"), ("batched: off", "batched", "off"),
+                                              ("amp: off", "amp", "off"), ("batched: 'on'", "batched", "on")])
+def test_unquoted_yaml_switches_mean_what_they_say(fake_plugins, tmp_path, capsys, line, field, value):
+    """YAML 1.1 reads unquoted on/off as booleans; a switch written that way means its word."""
+    from transferbench.config import load_config
+
+    cfg = tmp_path / "switch.yaml"
+    cfg.write_text(yaml.safe_dump({k: v for k, v in tiny_config().items() if k != "performance"})
+                   + f"performance:\n  {line}\n")
+    assert getattr(load_config(cfg).performance, field) == value
+    code, stdout, err = cli(capsys, "validate", cfg, "--set", f"performance.{field}={value}")
+    assert code == 0, err
+
+
+def test_amp_on_says_which_word_to_write(fake_plugins, tmp_path, capsys):
+    code, stdout, err = cli(capsys, "validate", config_file(tmp_path), "--set", "performance.amp=on")
+    assert code == 2 and "write amp: bf16" in err
+    no_traceback(stdout, err)
+
+
 def test_a_config_that_is_not_utf8_is_a_message(fake_plugins, tmp_path, capsys):
     cfg = tmp_path / "latin1.yaml"
     cfg.write_bytes(b"# r\xe9sum\xe9 of the run (latin-1)\n" + yaml.safe_dump(tiny_config()).encode())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 from .settings import unknown_key_message, valid_keys
@@ -257,6 +257,18 @@ class Performance(_Strict):
         description="train the same-shaped members of a cohort (executor cohorts: true) as one "
         "batched computation (equal within float tolerance); auto: on CUDA devices only",
     )
+
+    @field_validator("amp", "batched", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML 1.1 reads unquoted on/off/yes/no as booleans: `batched: on` arrives as True
+        if value is False:
+            return "off"
+        if value is True:
+            if info.field_name == "batched":
+                return "on"
+            raise ValueError("unquoted on/yes/true reads as true in YAML: write amp: bf16 (or off)")
+        return value
 
 
 class Output(_Strict):
