@@ -42,6 +42,11 @@ class Convergence(ValidityCheck):
     def _control(self, grid: Grid) -> list[CheckResult]:
         base = grid.get("baseB", 0)
         plus = grid.values("BnB+", grid.transfer_layers)
+        tuned = [t for t in grid.treatments if t.endswith("+") and t != "BnB+" and t not in grid.bases]
+        if base is not None and not plus and tuned:  # boosts with nothing to tell them from extra training
+            return [CheckResult(self.name, "warn", f"no BnB+ control beside {', '.join(sorted(tuned))}: a boost over "
+                                "baseB cannot be told from extra training", "add BnB+ to the treatments",
+                                grid.experiment)]
         if base is None or not plus:
             return []
         if base.count < 3 or len(plus) < 3:
@@ -61,23 +66,37 @@ class Convergence(ValidityCheck):
 
     def _plateau(self, run: RunView) -> list[CheckResult]:
         jobs = {r.job_id: r.experiment for r in run.results.rows if r.kind == "base" and r.status == "ok"}
-        gains = []
+        gains, short = [], 0
         for job_id in jobs:
             record = run.record(job_id)
             history = [h.top1 for h in (record.history or [])] if record else []
             factors = [h.lr_factor for h in (record.history or [])] if record else []
-            if len(history) >= 6:
+            if len(history) >= MIN_EVALUATIONS:
                 gains.append(late_gain(history, factors))
+            else:
+                short += 1
+        more = "evaluate more often (eval.every) so that the end of training can be judged"
         if not gains:
-            return []
+            return [] if not short else [CheckResult(
+                self.name, "warn", f"whether the base networks stopped improving is not determined: none of "
+                f"{short} has {MIN_EVALUATIONS} evaluations", more)]
+        unjudged = f"; {short} more with fewer than {MIN_EVALUATIONS} evaluations not judged" if short else ""
         improving = [g for g, noise in gains if g > max(0.01, 2 * noise)]
         worst = max(g for g, _ in gains)
         if improving:
             return [CheckResult(self.name, "warn", f"{len(improving)} of {len(gains)} base networks still improve "
-                                f"at the end of training (up to {_pts(worst)} points over their last evaluations)",
-                                "train longer (train.epochs), or decay the learning rate earlier")]
+                                f"at the end of training (up to {_pts(worst)} points over their last "
+                                f"evaluations){unjudged}", "train longer (train.epochs), or decay the learning rate "
+                                "earlier")]
+        if short:
+            return [CheckResult(self.name, "warn", f"{len(gains)} base networks have stopped improving (at most "
+                                f"{_pts(worst)} points over their last evaluations){unjudged}", more)]
         return [CheckResult(self.name, "pass", f"every base network ({len(gains)}) has stopped improving: at most "
                             f"{_pts(worst)} points over its last evaluations")]
+
+
+#: Evaluations a base network needs before its end of training can be judged.
+MIN_EVALUATIONS = 6
 
 
 def late_gain(history: Sequence[float], lr_factors: Sequence[float | None] = ()) -> tuple[float, float]:

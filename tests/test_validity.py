@@ -68,6 +68,11 @@ def run_check(check_cls, root: Path):
     return check.check(view(root))
 
 
+def control(root: Path):
+    """The convergence check's control results (one per experiment; the plateau has none)."""
+    return [r for r in run_check(Convergence, root) if r.experiment]
+
+
 def grid_cells(base: list[float], **treatments: dict[int, list[float]]) -> list[tuple]:
     cells = [("baseB", 0, s, v) for s, v in enumerate(base)]
     for name, by_n in treatments.items():
@@ -81,21 +86,34 @@ def grid_cells(base: list[float], **treatments: dict[int, list[float]]) -> list[
 
 def test_control_passes_when_bnb_plus_matches_baseb(tmp_path):
     root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], BnB_plus={1: [0.81, 0.80, 0.82], 2: [0.82, 0.80, 0.81]}))
-    (result,) = run_check(Convergence, root)
+    (result,) = control(root)
     assert result.status == "pass" and "within noise" in result.message
 
 
 def test_control_warns_when_bnb_plus_beats_baseb(tmp_path):
     root = make_run(tmp_path, grid_cells([0.70, 0.72, 0.71], BnB_plus={1: [0.85, 0.86, 0.84], 2: [0.86, 0.85, 0.87]}))
-    (result,) = run_check(Convergence, root)
+    (result,) = control(root)
     assert result.status == "warn" and "confounded with training length" in result.message
     assert "train longer" in result.remedy
 
 
 def test_control_is_not_determined_with_too_few_networks(tmp_path):
     root = make_run(tmp_path, grid_cells([0.80], BnB_plus={1: [0.9]}))
-    (result,) = run_check(Convergence, root)
+    (result,) = control(root)
     assert result.status == "warn" and "not determined" in result.message
+
+
+def test_fine_tuned_transfers_without_a_bnb_plus_control_are_flagged(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], AnB_plus={1: [0.85, 0.86, 0.84]}))
+    (result,) = control(root)
+    assert result.status == "warn" and "no BnB+ control beside AnB+" in result.message
+    assert "add BnB+" in result.remedy
+
+
+def test_bases_with_too_few_evaluations_leave_the_plateau_not_determined(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], BnB_plus={1: [0.81, 0.80, 0.82]}))  # no histories
+    (result,) = [r for r in run_check(Convergence, root) if not r.experiment]
+    assert result.status == "warn" and "not determined" in result.message and "eval.every" in result.remedy
 
 
 def test_plateau_passes_for_flat_histories_and_warns_for_rising_ones(tmp_path):
