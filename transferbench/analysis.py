@@ -259,9 +259,9 @@ class Grid:
         return out
 
 
-def _exchangeable(rows: Sequence[ResultRow]) -> bool:
-    # Random halves have equal sizes; a semantic split (man-made 551 / natural 449) rarely
-    # does. Unknown sizes: fall back to the paper's habit of pooling.
+def _equal_halves(rows: Sequence[ResultRow]) -> bool:
+    # Whether A and B have the same number of classes (random halves always do; man-made 551 /
+    # natural 449 does not). Unknown sizes: fall back to the paper's habit of pooling.
     sizes = {t: {r.num_classes for r in rows if r.target == t and r.num_classes} for t in ("A", "B")}
     if not sizes["A"] or not sizes["B"]:
         return True
@@ -286,7 +286,7 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         by_exp[row.experiment].append(row)
     grids = []
     for experiment, rows in by_exp.items():
-        equal = _exchangeable(rows)
+        equal = _equal_halves(rows)
         exchangeable = results.exchangeable.get(experiment, True)
         # a split by meaning (one superclass against another) keeps its directions apart
         pooled = (equal and exchangeable) if pool is None else pool
