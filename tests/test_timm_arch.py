@@ -16,7 +16,7 @@ from transferbench.cli import main
 from transferbench.config import parse_config
 from transferbench.context import TrainContext
 from transferbench.errors import ConfigError
-from transferbench.plan import Job
+from transferbench.jobs import Job
 from transferbench.resolve import Components
 from transferbench.trainer import train_job
 from transferbench_plugins.protocols import Frozen

@@ -51,8 +51,8 @@ from .interfaces import (
     TaskSplit,
     TransferProtocol,
 )
+from .jobs import Job
 from .observers import Observer, ReportInfo, RunInfo
-from .plan import Job
 from .records import HistoryPoint, JobRecord
 from .validity import CheckResult, RunView, ValidityCheck
 

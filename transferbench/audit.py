@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import Job, Plan
+from .jobs import Job
+from .plan import Plan
 from .records import JobRecord, RecordError
 from .store import JobCache, RunStore
 

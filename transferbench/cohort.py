@@ -43,8 +43,8 @@ from .errors import TrainingFailed
 from .executor import ProgressFn
 from .files import atomic_target, quarantine
 from .hashing import content_hash
+from .jobs import Job
 from .network import Target
-from .plan import Job
 from .records import HistoryPoint, JobRecord, utc_now
 from .schedule import lr_factor
 from .trainer import JobSetup, count_correct, evaluate, job_record, prepare_job

@@ -24,8 +24,9 @@ from typing import Any
 from .compute import _examples_per_class, forward_gflop
 from .config import Config
 from .features import prefix_cost
+from .jobs import Job
 from .network import input_shape
-from .plan import Job, Plan
+from .plan import Plan
 from .resolve import Components
 from .schedule import TrainingLength
 

@@ -26,7 +26,7 @@ from .errors import TrainingFailed
 from .estimator import LayerFeatures
 from .features import layer_features
 from .hashing import content_hash
-from .plan import Job
+from .jobs import Job
 from .records import JobRecord, utc_now
 from .taskdata import TaskData, open_task
 

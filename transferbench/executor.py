@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from .interfaces import Plugin
 
 if TYPE_CHECKING:
-    from .plan import Job
+    from .jobs import Job
     from .records import JobRecord
 
 __all__ = ["CohortProgressFn", "Events", "Executor", "JobRunner", "ProgressFn", "cohort_units"]

@@ -26,7 +26,8 @@ from .executor import Events
 from .interfaces import Plugin
 
 if TYPE_CHECKING:
-    from .plan import Job, Plan
+    from .jobs import Job
+    from .plan import Plan
     from .records import JobRecord
 
 __all__ = ["ObservedEvents", "Observer", "ReportInfo", "RunInfo", "observing", "report_info", "run_info"]

@@ -16,11 +16,12 @@ from .estimator import Estimator
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
+from .jobs import Cell, EstimateCell, ExternalSource, Job
 from .network import build_meta, input_shape
 from .resolve import Components
-from .sources import ExternalSource, SourcePlanner
+from .sources import SourcePlanner
 
-__all__ = ["Cell", "EstimateCell", "Job", "Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
+__all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
 
 #: 2: job ids from what a job computes (data by content, validated plugin params), seeds from
 #: the job's role, code fingerprints per job.
@@ -28,116 +29,6 @@ PLAN_FORMAT = 2
 
 #: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
 FEATURES_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Job:
-    """One network to train, or one estimator to run on a trained network.
-
-    Attributes:
-        id: content hash of everything that determines the result.
-        kind: ``base`` (trained from scratch), ``transfer``, or ``estimate`` (an estimator
-            scores layer n of the ``source`` half's base network on the ``target`` half).
-        target: the half trained on (``A``, ``B`` or ``all``).
-        source: the half the copied layers come from, if any.
-        n: layers 1..n are transferred (0 for base networks).
-        classes: the source's class indices of the target task (label i = classes[i]).
-        seed: torch seed of this job, derived from the experiment's seed and the job's role
-            (kind, classes, source, protocol, n): never from paths or hyper-parameters.
-        depends_on: id of the job whose trained weights are copied, if any.
-        protocol_spec: the protocol's name and params, or None for base networks.
-        protocol: the protocol instance (not part of equality).
-        fingerprint: id of the code that trains it (see :mod:`transferbench.fingerprint`).
-        after: ids of further jobs that must finish first (an estimator's reference
-            network); :attr:`dependencies` lists them with ``depends_on``.
-        estimator_spec: the estimator's name and params (estimate jobs).
-        estimator: the estimator instance (not part of equality).
-        data_seed: seed of the training data order (shuffling, augmentation) when the job
-            shares it with a cohort; None: the job's own order (``seed + 1``).
-        cohort: id of the cohort whose members share this job's training set and data
-            order (executors with ``cohorts`` on train them in lockstep), or None.
-        external: the weights file the copied layers come from (``source`` is then ``X``);
-            its content hash is in the id, its path is not.
-    """
-
-    id: str
-    kind: str
-    target: str
-    source: str | None
-    n: int
-    classes: tuple[int, ...]
-    seed: int
-    depends_on: str | None = None
-    protocol_spec: dict[str, Any] | None = None
-    protocol: TransferProtocol | None = field(default=None, compare=False, repr=False)
-    fingerprint: str = field(default="", compare=False)
-    after: tuple[str, ...] = ()
-    estimator_spec: dict[str, Any] | None = None
-    estimator: Estimator | None = field(default=None, compare=False, repr=False)
-    data_seed: int | None = None
-    cohort: str | None = None
-    external: ExternalSource | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def stream_seed(self) -> int:
-        """Seed of the generator that orders (and augments) the job's training batches."""
-        return self.seed + 1 if self.data_seed is None else self.data_seed
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def dependencies(self) -> tuple[str, ...]:
-        """Every job that must finish before this one: ``depends_on``, then ``after``."""
-        return ((self.depends_on,) if self.depends_on else ()) + self.after
-
-    def summary(self) -> dict[str, Any]:
-        if self.kind == "estimate":
-            assert self.estimator_spec is not None
-            return {"kind": self.kind, "target": self.target, "source": self.source, "n": self.n,
-                    "estimator": self.estimator_spec["name"], "depends_on": self.depends_on,
-                    "after": list(self.after), "num_classes": self.num_classes, "seed": self.seed}
-        return {
-            "kind": self.kind,
-            "target": self.target,
-            "source": self.source,
-            "n": self.n,
-            "protocol": self.protocol_spec["name"] if self.protocol_spec else None,
-            "depends_on": self.depends_on,
-            "num_classes": self.num_classes,
-            "seed": self.seed,
-            "fingerprint": self.fingerprint,
-            **({"cohort": self.cohort, "data_seed": self.data_seed} if self.cohort else {}),
-            **({"source_checkpoint": self.external.summary()} if self.external else {}),
-        }
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A place in the paper's tables, filled by one job."""
-
-    experiment: str
-    split: str
-    split_seed: int
-    treatment: str
-    n: int
-    job_id: str
-
-
-@dataclass(frozen=True)
-class EstimateCell:
-    """A point of an estimator's curve: ``estimator`` on layer n of the ``source`` half's base
-    network, on the ``target`` half's examples; filled by one estimate job."""
-
-    experiment: str
-    split: str
-    split_seed: int
-    source: str
-    target: str
-    n: int
-    estimator: str
-    job_id: str
 
 
 @dataclass

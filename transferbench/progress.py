@@ -16,7 +16,8 @@ from rich.progress import (
 )
 
 from .executor import Events
-from .plan import Job, Plan
+from .jobs import Job
+from .plan import Plan
 from .records import JobRecord
 
 __all__ = ["Reporter", "job_label"]

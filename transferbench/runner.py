@@ -17,8 +17,9 @@ from .executor import CohortProgressFn, ProgressFn
 from .files import sha256_file
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
+from .jobs import Job
 from .network import initial_state, overlay
-from .plan import Job, Plan
+from .plan import Plan
 from .records import JobRecord, RecordError, utc_now
 from .resolve import Components
 from .sources import SourceFileError, load_state

@@ -17,7 +17,7 @@ import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,10 @@ import torch
 from .config import CheckpointSource, Experiment
 from .files import sha256_file
 from .interfaces import Architecture, Layer, TransferProtocol
+from .jobs import ExternalSource, SourceFile
 from .network import build_meta, under
 
 __all__ = [
-    "ExternalSource",
-    "SourceFile",
     "SourceFileError",
     "SourceMapping",
     "SourcePlanner",
@@ -52,49 +51,6 @@ _SHOW = 6
 
 class SourceFileError(ValueError):
     """A weights file is missing, unreadable, not weights, or changed since it was planned."""
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """A weights file as planned: where it lies, what it holds (by content) and its tensors.
-
-    Attributes:
-        path: the absolute path it was read from (not part of any identity).
-        sha256: SHA-256 of the file's bytes.
-        shapes: tensor name (after ``strip_prefix``) -> shape.
-        strip_prefix: the prefix removed from the file's names.
-    """
-
-    path: str
-    sha256: str
-    shapes: dict[str, tuple[int, ...]] = field(compare=False, repr=False)
-    strip_prefix: str = ""
-
-
-@dataclass(frozen=True)
-class ExternalSource:
-    """The file a transferred network copies from, and the file of its initial weights when
-    the protocol resets layers to them (``reinit``)."""
-
-    file: SourceFile
-    init: SourceFile | None = None
-    key: str = field(default="", compare=False)
-
-    def identity(self) -> dict[str, Any]:
-        """What enters the job's id and seed: the contents, never the paths."""
-        out: dict[str, Any] = {"checkpoint_sha256": self.file.sha256}
-        if self.file.strip_prefix:
-            out["strip_prefix"] = self.file.strip_prefix
-        if self.init is not None:
-            out["init_sha256"] = self.init.sha256
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        """For plan.json: the file and its hash (the path is for people; the hash is the identity)."""
-        out = {"file": self.file.path, "sha256": self.file.sha256}
-        if self.init is not None:
-            out.update(init=self.init.path, init_sha256=self.init.sha256)
-        return out
 
 
 # --------------------------------------------------------------------------- reading

@@ -38,8 +38,8 @@ from torch import nn
 from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor
 from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, TaskSplit, TransferProtocol
+from .jobs import Job
 from .observers import Observer, ReportInfo, RunInfo
-from .plan import Job
 from .plugins import KINDS, PluginHost, Registry
 from .records import HistoryPoint, JobRecord
 from .results import ResultRow, RunResults

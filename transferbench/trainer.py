@@ -23,8 +23,8 @@ from .devices import autocast
 from .errors import TrainingFailed, TransferbenchError
 from .executor import ProgressFn
 from .jobdata import JobData, prepare_job_data
+from .jobs import Job
 from .network import Target, build_target
-from .plan import Job
 from .records import HistoryPoint, JobRecord, utc_now
 from .schedule import TrainingLength, lr_factor
 from .taskdata import TaskData
