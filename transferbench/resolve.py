@@ -6,32 +6,16 @@ reports all of them at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from .components import Components
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
 from .estimator import Estimator
-from .executor import Executor
-from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
-from .observers import Observer
+from .interfaces import Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
-
-
-@dataclass
-class Components:
-    """The plugin instances an experiment needs; the engine works on these alone."""
-
-    data: DataSource
-    architecture: Architecture
-    splits: dict[str, TaskSplit]  # experiment name -> split
-    protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
-    executor: Executor
-    observers: list[Observer] = field(default_factory=list)  # in the config's order
-    estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
-
 
 # config keys the engine consumes itself, not passed to the plugin
 _ENGINE_KEYS = {"seeds"}
