@@ -17,8 +17,9 @@ from .estimator import Estimator
 from .interfaces import Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
 
-# config keys the engine consumes itself, not passed to the plugin
-_ENGINE_KEYS = {"seeds"}
+# config keys the engine consumes itself, by plugin kind, not passed to the plugin (a split's
+# seeds); under any other kind the same key is the plugin's own, and refused when unknown
+_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}}
 
 
 def instantiate(
@@ -30,7 +31,8 @@ def instantiate(
     except PluginError as exc:
         problems.append((f"{path}.name", str(exc)))
         return None
-    params = {k: v for k, v in ref.params.items() if k not in _ENGINE_KEYS}
+    engine = _ENGINE_KEYS.get(kind, set())
+    params = {k: v for k, v in ref.params.items() if k not in engine}
     factory: type[Plugin] = entry.factory
     missing = factory.missing_requirements()
     if missing:
@@ -41,7 +43,7 @@ def instantiate(
     try:
         validated = factory.Params.model_validate(params)
     except ValidationError as exc:
-        engine_keys = ["name", *(_ENGINE_KEYS if kind == "split" else ())]
+        engine_keys = ["name", *sorted(engine)]
         problems.extend(format_validation_error(exc, prefix=path, model=factory.Params, also_valid=engine_keys))
         return None
     try:
