@@ -15,15 +15,15 @@ from transferbench.analysis import (
     drops,
     layer_metrics,
     specific_layer,
-    t_quantile,
     table1,
     table1_ranges,
 )
 from transferbench.errors import ResultsError, RunDirError, TransferbenchError
 from transferbench.paperdata import load_paper, reduced_data
 from transferbench.report_files import write_long
-from transferbench.results import LONG_COLUMNS
+from transferbench.results import LONG_COLUMNS, ResultRow, RunResults
 from transferbench.results import read_results as load_run
+from transferbench.stats import t_quantile
 
 # Known accuracies (top1) for split seeds 0 and 1; layers n = 1..3 of a 4-layer network.
 KNOWN: dict[tuple[str, int], tuple[float, float]] = {
@@ -140,9 +140,10 @@ def test_stat_mean_std_and_interval(tmp_path: Path) -> None:
     # two networks: a std, but no interval (t = 12.7 would make it meaningless)
     assert base.ci_low is None and base.ci_high is None
     three = Stat.of([0.80, 0.82, 0.84])
-    # t(0.975, 2) * s / sqrt(3) = 4.303 * 0.02 / sqrt(3)
-    assert (three.ci_low, three.ci_high) == pytest.approx((0.82 - 4.303 * 0.02 / math.sqrt(3),
-                                                           0.82 + 4.303 * 0.02 / math.sqrt(3)))
+    # t(0.975, 2) * s / sqrt(3), t(0.975, 2) = 4.303
+    assert t_quantile(2) == pytest.approx(4.303, abs=1e-3)
+    assert (three.ci_low, three.ci_high) == pytest.approx((0.82 - t_quantile(2) * 0.02 / math.sqrt(3),
+                                                           0.82 + t_quantile(2) * 0.02 / math.sqrt(3)))
     single = Stat.of([0.5])
     assert single.std is None and single.ci_low is None
 
@@ -198,21 +199,67 @@ def test_table1_ranges_generalise_the_papers() -> None:
     assert table1_ranges([1]) == [(1, 1)]
 
 
-def test_specific_layer_uses_the_noise_between_seeds(tmp_path: Path) -> None:
+def _rows(cells: dict[tuple[str, int], list[float]], experiment: str = "e", seeds=None) -> RunResults:
+    """Result rows from (treatment, n) -> one value per unit (split seed i, direction = target)."""
+    rows = []
+    for (treatment, n), values in cells.items():
+        base = treatment.startswith("base")
+        target = treatment[4:] if base else treatment.rstrip("+")[-1]
+        for i, v in enumerate(values):
+            seed = i if seeds is None else seeds[i]
+            rows.append(ResultRow(experiment, "random", seed, treatment, n, f"{treatment}-{n}-{i}", "ok", top1=v,
+                                  kind="base" if base else "transfer", source=None if base else treatment[0],
+                                  target=target, num_classes=10))
+    return RunResults("r", "h", 4, ("l1", "l2", "l3", "l4"), tuple(rows))
+
+
+def test_specific_layer_is_the_first_gap_above_noise_over_units() -> None:
+    bnb = {1: [0.80, 0.81, 0.82, 0.80], 2: [0.80, 0.81, 0.82, 0.80], 3: [0.80, 0.81, 0.82, 0.80]}
+    anb = {1: [0.80, 0.80, 0.83, 0.79], 2: [0.79, 0.80, 0.81, 0.79], 3: [0.70, 0.72, 0.73, 0.70]}
+    cells = {("baseB", 0): [0.80, 0.81, 0.82, 0.80]}
+    cells |= {("BnB", n): v for n, v in bnb.items()} | {("AnB", n): v for n, v in anb.items()}
+    (grid,) = build_grids(_rows(cells), "top1", pool=False)
+    spec = specific_layer(grid)
+    # n=2: every unit's gap is exactly 0.01, an interval of zero width above 0
+    assert spec.determined and spec.n == 2 and spec.gap.value == pytest.approx(0.01)
+    assert spec.gap.units == 4 and spec.stability is not None and spec.stability.resamples == 200
+    # n=1's gaps (0, .01, -.01, .01) straddle 0
+    assert specific_layer(grid).stability.fraction == specific_layer(grid).stability.fraction  # seeded
+
+
+def test_specific_layer_with_two_units_is_not_determined(tmp_path: Path) -> None:
     spec = specific_layer(_grid(write_run(tmp_path)))
-    # variances 0.0002 in four of six cells, each with 1 df: pooled sd = sqrt(0.0008 / 6)
-    assert spec.noise_sd == pytest.approx(math.sqrt(0.0008 / 6))
-    assert spec.threshold == pytest.approx(2 * math.sqrt(0.0008 / 6))
-    assert spec.n == 3  # the 1-point gap at n=2 is within the noise
-    assert spec.gap == pytest.approx(0.09)
+    assert not spec.determined and spec.n is None and spec.gap is None
+    grid = _grid(write_run(tmp_path / "one", seeds=(0,), extra=False))
+    assert not specific_layer(grid).determined
 
 
-def test_specific_layer_with_one_seed_falls_back_to_a_threshold(tmp_path: Path) -> None:
-    grid = _grid(write_run(tmp_path, seeds=(0,), extra=False))
-    spec = specific_layer(grid, fallback=0.02)
-    assert spec.noise_sd is None and "noise unknown" in spec.rule
-    assert spec.n == 3 and spec.threshold == 0.02  # seed-0 gaps are 0.01, 0.01, 0.10
-    assert specific_layer(grid, fallback=0.005).n == 1
+def test_one_unit_with_many_networks_is_not_determined_anywhere() -> None:
+    """Ten networks of one unit per cell are not ten observations: no analysis function may
+    give an interval from them (each unit's networks are averaged first)."""
+    cells = {("baseB", 0): [0.80 + 0.002 * i for i in range(10)]}
+    for n in (1, 2, 3):
+        for t, v in (("BnB", 0.79), ("BnB+", 0.81), ("AnB", 0.80 - 0.03 * n), ("AnB+", 0.82)):
+            cells[(t, n)] = [v + 0.003 * i for i in range(10)]
+    (grid,) = build_grids(_rows(cells, seeds=[0] * 10), "top1", pool=False)
+    assert all(s.units == 1 and s.count == 10 and s.ci_low is None for s in grid.cells.values())
+    for m in layer_metrics(grid):
+        for d in (m.coadaptation, m.specificity, m.boost_base, m.boost_selffer, m.drop):
+            assert d is not None and d.units == 1 and not d.determined
+    for r in table1(grid):
+        assert not r.boost_base.determined and not r.boost_selffer.determined
+    for series in drops(grid).values():
+        assert all(not d.determined for d, _ in series.values())
+    assert not specific_layer(grid).determined
+
+
+def test_a_paired_difference_uses_each_units_own_base() -> None:
+    # the transfer is 1 point above its own unit's base in every unit; the bases differ by 4 points
+    cells = {("baseB", 0): [0.80, 0.84, 0.82], ("AnB+", 1): [0.81, 0.85, 0.83]}
+    (grid,) = build_grids(_rows(cells), "top1", pool=False)
+    (m,) = layer_metrics(grid)
+    assert m.boost_base.value == pytest.approx(0.01) and m.boost_base.half_width == pytest.approx(0.0, abs=1e-12)
+    assert m.boost_base.units == 3 and m.boost_base.networks == 6
 
 
 def test_pooling_merges_mirror_treatments(tmp_path: Path) -> None:
@@ -288,8 +335,11 @@ def test_paper_main_table() -> None:
 def test_paper_table1(metric: str) -> None:
     rows = table1(_paper_grids(metric)["random"])
     assert [(r.lo, r.hi) for r in rows] == [(1, 7), (3, 7), (5, 7)]
-    assert [round(100 * r.boost_base.value, 1) for r in rows] == [1.6, 1.8, 2.1]
-    assert [round(100 * r.boost_selffer.value, 1) for r in rows] == [1.4, 1.4, 1.7]
+    # the paper's own arithmetic (every AnB+ network against the mean of all 8 base networks)
+    assert [round(100 * r.as_published, 1) for r in rows] == [1.6, 1.8, 2.1]
+    # each unit's AnB+ against its own base, then over units: the paper's AnB+ networks come
+    # from two units (split seeds 0 and 1, direction B), whose bases are above the mean
+    assert [r.boost_base.units for r in rows] == [2, 2, 1] and not any(r.boost_base.determined for r in rows)
 
 
 def test_paper_dissimilar_split_and_random_weights() -> None:
@@ -315,6 +365,7 @@ def test_paper_dissimilar_split_and_random_weights() -> None:
 
 def test_paper_specific_layer_and_reduced_data() -> None:
     spec = specific_layer(_paper_grids()["random"])
-    assert spec.n == 5 and spec.noise_sd == pytest.approx(0.006, abs=1e-3)
+    # AnA - BnA over the paper's four A-direction units: n=4 is the first above 0
+    assert spec.n == 4 and spec.gap.units == 4 and spec.stability.fraction > 0.8
     reduced = reduced_data()
     assert reduced[1300] == pytest.approx(0.5518, abs=1e-4) and len(reduced) == 12

@@ -55,5 +55,8 @@ def test_reduced_quickstart_runs_and_reports(tmp_path):
                  "scorecard_top1.csv"):
         assert (out / name).is_file(), name
     with open(out / "scorecard_top1.csv", newline="") as fh:
-        assert {r["name"] for r in csv.DictReader(fh)} == {"control", "co-adaptation", "specificity",
-                                                           "fine-tuning boost", "dissimilar split", "random weights"}
+        rows = list(csv.DictReader(fh))
+    assert {r["name"] for r in rows if not r["part_of"]} == {"control", "co-adaptation", "specificity",
+                                                             "fine-tuning boost", "dissimilar split", "random weights"}
+    assert {r["name"] for r in rows if r["part_of"] == "co-adaptation"} == {"dip", "recovery"}
+    assert {r["verdict"] for r in rows} <= {"reproduced", "contradicted", "inconclusive", "not determined"}

@@ -197,10 +197,28 @@ def test_the_gap_and_the_same_n_are_what_depth_cannot_know(handmade):
 
 
 def test_specific_layer_of_an_oracle_is_retrainings(handmade):
-    found = {s.estimator: s for s in specific_layers(*handmade)}
     oracle = next(s for s in specific_layers(*handmade) if s.experiment == "random" and s.estimator == "oracle")
-    assert oracle.retraining.n is not None and oracle.estimate.n == oracle.retraining.n
-    assert found["upside_down"].estimate.n is None or found["upside_down"].estimate.n != oracle.retraining.n
+    # two split seeds give two units: neither retraining nor the estimator has an interval
+    assert not oracle.retraining.determined and not oracle.estimate.determined
+
+
+def test_specific_layer_by_an_oracle_estimator_over_three_units(tmp_path):
+    from transferbench.analysis import build_grids, specific_layer
+    from transferbench.results import EstimateRow, ResultRow, RunResults
+
+    rows, estimates = [], []
+    for seed in range(4):
+        rows.append(ResultRow("e", "random", seed, "baseB", 0, f"b{seed}", "ok", top1=0.8, kind="base", target="B"))
+        for n, gap in ((1, 0.0), (2, 0.0), (3, 0.05 + 0.01 * seed), (4, 0.2)):
+            for t, v in (("BnB", 0.8), ("AnB", 0.8 - gap)):
+                rows.append(ResultRow("e", "random", seed, t, n, f"{t}{n}{seed}", "ok", top1=v, kind="transfer",
+                                      source=t[0], target="B"))
+                estimates.append(EstimateRow("e", "random", seed, t[0], "B", n, "oracle", f"o{t}{n}{seed}", "ok",
+                                             v + 0.001 * seed))
+    results = RunResults("r", "h", 5, ("a", "b", "c", "d", "e"), tuple(rows), estimates=tuple(estimates))
+    (grid,) = build_grids(results, "top1", pool=False)
+    (found,) = specific_layers(results, results.estimates)
+    assert specific_layer(grid).n == 3 and found.retraining.n == 3 and found.estimate.n == 3
 
 
 def test_cost_counts_each_network_once_and_the_finetuned_part(handmade):

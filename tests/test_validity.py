@@ -93,10 +93,19 @@ def grid_cells(base: list[float], **treatments: dict[int, list[float]]) -> list[
 # --------------------------------------------------------------------------- convergence
 
 
-def test_control_passes_when_bnb_plus_matches_baseb(tmp_path):
+def test_control_passes_when_bnb_plus_is_shown_within_the_margin(tmp_path):
+    root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], BnB_plus={1: [0.801, 0.821, 0.809],
+                                                                       2: [0.799, 0.819, 0.811]}))
+    (result,) = control(root)
+    assert result.status == "pass" and "the control holds" in result.message and "over 3 units" in result.message
+
+
+def test_a_control_within_noise_but_wider_than_the_margin_is_not_shown(tmp_path):
+    """Absence of evidence is not evidence: an interval holding 0 and the margin does not pass."""
     root = make_run(tmp_path, grid_cells([0.80, 0.82, 0.81], BnB_plus={1: [0.81, 0.80, 0.82], 2: [0.82, 0.80, 0.81]}))
     (result,) = control(root)
-    assert result.status == "pass" and "within noise" in result.message
+    assert result.status == "warn" and "the control is not shown" in result.message
+    assert "--power" in result.remedy and "--control-margin" in result.remedy
 
 
 def test_control_warns_when_bnb_plus_beats_baseb(tmp_path):
@@ -144,9 +153,9 @@ def test_late_gain_measures_the_last_30_percent():
 # --------------------------------------------------------------------------- power, chance, completeness
 
 
-@pytest.mark.parametrize("seeds, status, words", [(1, "warn", "one network"), (2, "warn", "two networks"),
-                                                   (3, "pass", "at least 3 networks")])
-def test_power_needs_three_networks_per_cell(tmp_path, seeds, status, words):
+@pytest.mark.parametrize("seeds, status, words", [(1, "warn", "have one unit"), (2, "warn", "have 2 units"),
+                                                   (3, "pass", "at least 3 units")])
+def test_power_needs_three_units_per_cell(tmp_path, seeds, status, words):
     root = make_run(tmp_path, grid_cells([0.8] * seeds, AnB={1: [0.7] * seeds}))
     (result,) = run_check(Power, root)
     assert result.status == status and words in result.message
@@ -220,41 +229,59 @@ def test_every_builtin_check_runs_in_the_report(tmp_path, capsys):
 
 
 def paper_like(root: Path, *, control_holds: bool = True) -> Path:
-    """Three experiments in miniature with the paper's shapes, three seeds each."""
+    """Three experiments in miniature with the paper's shapes, three seeds each; the base
+    networks end flat (the convergence check's plateau passes)."""
     plus = [0.80, 0.81, 0.79] if control_holds else [0.90, 0.91, 0.92]
     cells = grid_cells([0.80, 0.81, 0.79], BnB={1: [0.80, 0.81, 0.80], 2: [0.74, 0.75, 0.73], 3: [0.79, 0.80, 0.78]},
                        BnB_plus={1: plus, 3: plus}, AnB={1: [0.80, 0.79, 0.80], 2: [0.72, 0.73, 0.72],
                                                           3: [0.70, 0.71, 0.69]},
-                       AnB_plus={1: [0.82, 0.83, 0.81], 3: [0.82, 0.81, 0.83]})
+                       AnB_plus={1: [0.83, 0.84, 0.82], 3: [0.82, 0.83, 0.81]})
+    cells = [(*c, {"history": FLAT}) if c[0] == "baseB" else c for c in cells]
     make_run(root, cells, experiment="random")
-    dissimilar = [("baseA", 0, s, 0.8) for s in range(2)] + [("baseB", 0, s, 0.8) for s in range(2)]
-    dissimilar += [("AnB", 3, s, 0.5 + 0.01 * s) for s in range(2)] + [("BnA", 3, s, 0.52 + 0.01 * s) for s in range(2)]
-    dissimilar += [("AnB", 1, s, 0.78) for s in range(2)] + [("BnA", 1, s, 0.79) for s in range(2)]
+    dissimilar = [("baseA", 0, s, 0.8, {"history": FLAT}) for s in range(3)]
+    dissimilar += [("baseB", 0, s, 0.8, {"history": FLAT}) for s in range(3)]
+    dissimilar += [("AnB", 3, s, 0.5 + 0.01 * s) for s in range(3)] + [("BnA", 3, s, 0.52 + 0.01 * s) for s in range(3)]
+    dissimilar += [("AnB", 1, s, 0.78) for s in range(3)] + [("BnA", 1, s, 0.79) for s in range(3)]
     make_run(root, dissimilar, experiment="dissimilar", exchangeable=False)
-    weights = [("baseall", 0, s, 0.7 + 0.01 * s) for s in range(3)]
+    weights = [("baseall", 0, s, 0.7 + 0.01 * s, {"history": FLAT}) for s in range(3)]
     weights += [("random", n, s, v + 0.01 * s) for n, v in ((1, 0.6), (2, 0.2), (3, 0.1)) for s in range(3)]
     make_run(root, weights, experiment="random_weights")
     return root
 
 
+def _card(root: Path, **kwargs) -> dict:
+    from transferbench.runreport import read_report
+
+    return {f.name: f for f in read_report(root, compare="paper", **kwargs).scorecard}
+
+
 def test_scorecard_reproduces_the_papers_shapes(tmp_path):
-    results = read_results(paper_like(tmp_path))
-    card = {f.name: f for f in scorecard(build_grids(results))}
+    card = _card(paper_like(tmp_path))
     assert {name: f.verdict for name, f in card.items()} == {
         "control": "reproduced", "co-adaptation": "reproduced", "specificity": "reproduced",
         "fine-tuning boost": "reproduced", "dissimilar split": "reproduced", "random weights": "reproduced"}
-    assert "n=2" in card["co-adaptation"].run and "n=3" in card["specificity"].run
-    assert card["control"].paper.startswith("BnB+ matches baseB")
+    assert "n=2" in card["co-adaptation"].parts[0].run and "n=3" in card["specificity"].run
+    assert card["control"].claim.startswith("BnB+ matches baseB") and card["control"].equivalence == "holds"
+    for f in card.values():  # units, interval, the paper's effect and the stability behind every verdict
+        ests = [p.estimate for p in f.parts] if f.parts else [f.estimate]
+        assert all(e.units >= 3 and e.determined for e in ests)
+        assert f.stability is not None and f.stability.resamples == 200
+    assert card["specificity"].effect > 0 and card["dissimilar split"].estimate.units == 9  # 6 + 3 units
 
 
-def test_scorecard_says_not_reproduced_and_not_determined(tmp_path):
-    results = read_results(paper_like(tmp_path, control_holds=False))
-    card = {f.name: f for f in scorecard(build_grids(results))}
-    assert card["control"].verdict == "not reproduced"
+def test_a_control_that_fails_is_contradicted_and_the_boost_is_not_determined(tmp_path):
+    card = _card(paper_like(tmp_path, control_holds=False))
+    assert card["control"].verdict == "contradicted" and card["control"].equivalence == "fails"
+    boost = card["fine-tuning boost"]  # the convergence check warns: extra training may be the boost
+    assert boost.verdict == "not determined" and "convergence" in boost.invalidated
+    assert card["specificity"].verdict == "reproduced"  # not one the control guards
+
+
+def test_missing_experiments_and_too_few_units_are_not_determined(tmp_path):
     only_one = make_run(tmp_path / "one", grid_cells([0.8], BnB={1: [0.8]}, AnB={1: [0.7]}, BnB_plus={1: [0.8]}),
                         experiment="random")
-    card = {f.name: f for f in scorecard(build_grids(read_results(only_one)))}
-    assert card["specificity"].verdict == "not determined" and "needs >= 3" in card["specificity"].run
+    card = _card(only_one)
+    assert card["specificity"].verdict == "not determined" and card["specificity"].estimate.units == 1
     assert card["dissimilar split"].verdict == "not determined" and "not in this run" in card["dissimilar split"].run
 
 
@@ -264,22 +291,31 @@ def test_co_adaptation_is_one_comparison_over_the_middle_layers_never_the_best_o
     bnb = {1: flat, 2: flat, 3: [0.77, 0.78, 0.76], 4: [0.81, 0.80, 0.82], 5: flat, 6: flat}
     root = make_run(tmp_path, grid_cells(base, BnB=bnb, AnB={n: flat for n in bnb}, BnB_plus={1: base},
                                          AnB_plus={1: base}), experiment="random")
-    card = {f.name: f for f in scorecard(build_grids(read_results(root)))}
-    coadapt = card["co-adaptation"]
-    assert "over n=3-4" in coadapt.run  # the middle third of n = 1..6, pooled
-    assert coadapt.verdict == "not reproduced"  # n = 3 alone would have passed; n = 4 does not dip
+    dip = _card(root)["co-adaptation"].parts[0]
+    assert "over n=3-4" in dip.run  # the middle third of n = 1..6, pooled within each unit
+    assert dip.verdict != "reproduced"  # n = 3 alone would have passed; n = 4 does not dip
+
+
+def test_co_adaptation_needs_the_recovery_too(tmp_path):
+    """A pipeline that degrades BnB at every n from the middle on dips, but never recovers:
+    not the paper's shape."""
+    base = [0.80, 0.81, 0.79]
+    bnb = {1: [0.80, 0.81, 0.79], 2: [0.74, 0.75, 0.73], 3: [0.70, 0.71, 0.69]}
+    root = make_run(tmp_path, grid_cells(base, BnB=bnb, AnB=bnb, BnB_plus={1: base}), experiment="random")
+    card = _card(root)["co-adaptation"]
+    dip, recovery = card.parts
+    assert dip.verdict == "reproduced" and recovery.verdict == "contradicted"
+    assert card.verdict == "contradicted"
 
 
 @pytest.mark.parametrize("shift", [-0.002, 0.0, 0.003])
 def test_a_boost_within_noise_gets_one_verdict_whatever_the_sign_of_its_mean(tmp_path, shift):
     base = [0.80, 0.82, 0.78]
     plus = [v + shift for v in (0.79, 0.83, 0.78)]
-    root = make_run(tmp_path, grid_cells(base, BnB={1: base}, BnB_plus={1: base}, AnB={1: base},
-                                         AnB_plus={1: plus}), experiment="random")
-    card = {f.name: f for f in scorecard(build_grids(read_results(root)))}
-    boost = card["fine-tuning boost"]
-    assert boost.verdict == "not reproduced"
-    assert "no boost beyond noise; AnB+ is not below baseB either" in boost.run
+    root = make_run(tmp_path, [(*c, {"history": FLAT}) if c[0] == "baseB" else c for c in grid_cells(
+        base, BnB={1: base}, BnB_plus={1: base}, AnB={1: base}, AnB_plus={1: plus})], experiment="random")
+    boost = _card(root)["fine-tuning boost"]
+    assert boost.verdict == "inconclusive"  # the interval holds both 0 and the paper's effect
 
 
 def test_late_gain_starts_after_the_last_learning_rate_change():

@@ -12,7 +12,8 @@ own and may change. A plugin imports from ``transferbench`` only:
 * the estimator contract: :class:`Estimator` and the :class:`LayerFeatures` it scores;
 * validity checks: :class:`ValidityCheck`, the :class:`RunView` it reads, the
   :class:`CheckResult` it returns, and the statistics it may use (:class:`Grid`,
-  :class:`Stat`, :func:`diff`, :class:`Difference`);
+  :class:`Stat`, :func:`diff`, :class:`Difference`, and over independent units
+  :func:`over_units`, :func:`paired`, :func:`verdict`, :func:`equivalence`, :data:`MIN_UNITS`);
 * the errors (:class:`ConfigError`, :class:`DataError`, ...);
 * helpers for data sources: the :mod:`~transferbench.imagenet` class metadata, the
   :mod:`~transferbench.images` decoding helpers and :func:`cached_dir` (a cache folder
@@ -54,9 +55,11 @@ from .interfaces import (
 from .jobs import Job
 from .observers import Observer, ReportInfo, RunInfo
 from .records import HistoryPoint, JobRecord
+from .stats import MIN_UNITS, equivalence, over_units, paired, verdict
 from .validity import CheckResult, RunView, ValidityCheck
 
 __all__ = [
+    "MIN_UNITS",
     "Architecture",
     "CheckResult",
     "ClassInfo",
@@ -96,12 +99,16 @@ __all__ = [
     "__version__",
     "cached_dir",
     "diff",
+    "equivalence",
     "hookimpl",
     "imagenet",
     "images",
     "load_run",
+    "over_units",
+    "paired",
     "prepare",
     "run",
+    "verdict",
     "CohortProgressFn",
     "cohort_units",
 ]

@@ -29,13 +29,15 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .results import ResultRow, RunResults, check_metric, rows_to_csv
+from .results import ResultRow, RunResults, check_metric
+from .stats import Difference, Stability, over_units, paired, stability, welch
 
 __all__ = [
     "CANONICAL",
+    "Unit",
     "POOL",
     "Difference",
     "Grid",
@@ -47,9 +49,7 @@ __all__ = [
     "diff",
     "drops",
     "layer_metrics",
-    "results_csv",
     "specific_layer",
-    "t_quantile",
     "table1",
     "table1_ranges",
     "transfer_source",
@@ -66,46 +66,25 @@ _PAPER_NAME = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])\+?$")
 
 # --------------------------------------------------------------------------- statistics
 
-#: Networks a cell needs for a 95% interval: two give t = 12.7, an interval too wide to mean
-#: anything (a difference of two-network cells printed +-45 points); three give t = 4.3.
-MIN_FOR_INTERVAL = 3
-
-# Two-sided 95% quantiles of Student's t (0.975 quantile) by degrees of freedom; scipy is
-# not a dependency, and between rows the quantile is close to linear in 1/df.
-_T975: tuple[tuple[float, float], ...] = (
-    (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365),
-    (8, 2.306), (9, 2.262), (10, 2.228), (11, 2.201), (12, 2.179), (13, 2.160), (14, 2.145),
-    (15, 2.131), (16, 2.120), (17, 2.110), (18, 2.101), (19, 2.093), (20, 2.086), (21, 2.080),
-    (22, 2.074), (23, 2.069), (24, 2.064), (25, 2.060), (26, 2.056), (27, 2.052), (28, 2.048),
-    (29, 2.045), (30, 2.042), (40, 2.021), (50, 2.009), (60, 2.000), (80, 1.990), (100, 1.984),
-    (120, 1.980), (math.inf, 1.960),
-)
-
-
-def t_quantile(df: float) -> float:
-    """The 0.975 quantile of Student's t with ``df`` (>= 1, may be fractional) degrees of freedom."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    for (d0, t0), (d1, t1) in zip(_T975, _T975[1:]):
-        if d0 <= df <= d1:
-            if d1 == math.inf:
-                w = 1.0 - d0 / df  # position between 1/d0 and 1/inf = 0
-            else:
-                w = (1 / d0 - 1 / df) / (1 / d0 - 1 / d1)
-            return t0 + w * (t1 - t0)
-    return _T975[-1][1]
+#: A unit of replication: (experiment, split seed, direction). The direction is the half the
+#: network is trained on (``A``, ``B``, ``all``): with random halves, each split seed gives
+#: two independent units (A->B and B->A), as the paper's pooling of AnB with BnA assumes.
+Unit = tuple[str, int, str]
 
 
 @dataclass(frozen=True)
 class Stat:
-    """The accuracies of the networks in one cell.
+    """The accuracies of the networks in one cell, and their means per unit.
 
     Attributes:
         values: one accuracy per network.
-        mean: their mean.
-        std: sample standard deviation (ddof=1); None with a single network.
-        ci_low, ci_high: 95% t-interval of the mean; None with fewer than
-            :data:`MIN_FOR_INTERVAL` networks.
+        mean: the mean over units (each unit's networks averaged first; with one network
+            per unit, as a grid has, the mean over networks).
+        std: sample standard deviation over networks (ddof=1), a description; None with a
+            single network.
+        ci_low, ci_high: 95% t-interval of the mean over units; None with fewer than
+            :data:`~transferbench.stats.MIN_UNITS` units.
+        by_unit: unit -> the mean of that unit's networks.
     """
 
     values: tuple[float, ...]
@@ -113,54 +92,48 @@ class Stat:
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    by_unit: Mapping[Hashable, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def count(self) -> int:
         """Number of networks."""
         return len(self.values)
 
+    @property
+    def units(self) -> int:
+        """Number of independent units."""
+        return len(self.by_unit)
+
     @classmethod
-    def of(cls, values: Iterable[float]) -> Stat:
-        """Summarise a non-empty collection of accuracies."""
+    def of(cls, values: Iterable[float], units: Iterable[Hashable] | None = None) -> Stat:
+        """Summarise a non-empty collection of accuracies; ``units`` names the unit of each
+        (default: every value its own unit, never shared with another Stat)."""
         vals = tuple(float(v) for v in values)
         if not vals:
             raise ValueError("Stat.of needs at least one value")
-        mean = math.fsum(vals) / len(vals)
-        if len(vals) < 2:
-            return cls(vals, mean, None, None, None)
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-        if len(vals) < MIN_FOR_INTERVAL:
-            return cls(vals, mean, std, None, None)
-        half = t_quantile(len(vals) - 1) * std / math.sqrt(len(vals))
-        return cls(vals, mean, std, mean - half, mean + half)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A derived quantity (a difference of means) with its 95% interval when known."""
-
-    value: float
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-    @property
-    def half_width(self) -> float | None:
-        """Half the width of the 95% interval, or None when the noise is unknown."""
-        return None if self.ci_high is None else (self.ci_high - self.value)
+        keys = list(units) if units is not None else [object() for _ in vals]
+        if len(keys) != len(vals):
+            raise ValueError("Stat.of needs one unit per value")
+        groups: dict[Hashable, list[float]] = {}
+        for key, v in zip(keys, vals):
+            groups.setdefault(key, []).append(v)
+        by_unit = {key: math.fsum(vs) / len(vs) for key, vs in groups.items()}
+        est = over_units(by_unit.values(), len(vals))
+        std = None
+        if len(vals) >= 2:
+            m = math.fsum(vals) / len(vals)
+            std = math.sqrt(math.fsum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+        return cls(vals, est.value, std, est.ci_low, est.ci_high, by_unit)
 
 
 def diff(a: Stat, b: Stat) -> Difference:
-    """``mean(a) - mean(b)`` with a Welch 95% interval (None unless both have >= 3 networks)."""
-    value = a.mean - b.mean
-    if a.std is None or b.std is None or min(a.count, b.count) < MIN_FOR_INTERVAL:
-        return Difference(value)
-    va, vb = a.std**2 / a.count, b.std**2 / b.count
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return Difference(value, value, value)
-    df = (va + vb) ** 2 / (va**2 / (a.count - 1) + vb**2 / (b.count - 1))
-    half = t_quantile(max(df, 1.0)) * se
-    return Difference(value, value - half, value + half)
+    """``mean(a) - mean(b)`` with a 95% interval over independent units: paired (each unit's
+    own difference, then t over the units) when the cells share units, Welch's test between
+    the two sets of units otherwise. Not determined with fewer than 3 units (on each side)."""
+    pair = paired(a.by_unit, b.by_unit, a.count + b.count)
+    if pair is not None:
+        return pair
+    return welch(list(a.by_unit.values()), list(b.by_unit.values()), a.count + b.count)
 
 
 # --------------------------------------------------------------------------- grid
@@ -208,6 +181,7 @@ class Grid:
         pending: networks without a record yet.
         failed: networks whose job failed.
         num_layers: L of the architecture (0 when unknown).
+        classes: treatment -> the number of classes of its task (chance is 1 / classes).
     """
 
     experiment: str
@@ -226,6 +200,7 @@ class Grid:
     pending: int = 0
     failed: int = 0
     num_layers: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -250,13 +225,49 @@ class Grid:
         return None
 
     def values(self, treatment: str, layers: Iterable[int]) -> list[float]:
-        """Accuracies of every network of ``treatment`` at the given layers."""
+        """Accuracies of every network of ``treatment`` at the given layers (a description:
+        networks of one unit are not independent; see :meth:`unit_means`)."""
         out: list[float] = []
         for n in layers:
             stat = self.get(treatment, n)
             if stat is not None:
                 out.extend(stat.values)
         return out
+
+    def unit_means(self, treatment: str, layers: Iterable[int]) -> dict[Hashable, float]:
+        """Per unit, the mean of ``treatment`` over the given layers that unit has: what a
+        quantity pooled over n averages within each unit before it is compared across units."""
+        acc: dict[Hashable, list[float]] = {}
+        for n in layers:
+            stat = self.get(treatment, n)
+            if stat is not None:
+                for unit, v in stat.by_unit.items():
+                    acc.setdefault(unit, []).append(v)
+        return {u: math.fsum(vs) / len(vs) for u, vs in acc.items()}
+
+    def over_layers(self, treatment: str, layers: Iterable[int]) -> Stat | None:
+        """``treatment`` over the given layers as one cell: every network's accuracy, each
+        unit's mean over the layers (what a comparison pooled over n pairs by unit)."""
+        layers = list(layers)
+        means = self.unit_means(treatment, layers)
+        if not means:
+            return None
+        values = tuple(v for n in layers if (s := self.get(treatment, n)) is not None for v in s.values)
+        est = over_units(means.values(), len(values))
+        std = None
+        if len(values) >= 2:
+            m = math.fsum(values) / len(values)
+            std = math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
+        return Stat(values, est.value, std, est.ci_low, est.ci_high, means)
+
+    def networks(self, treatment: str, layers: Iterable[int]) -> int:
+        """How many networks of ``treatment`` fill the given layers."""
+        return sum(s.count for n in layers if (s := self.get(treatment, n)) is not None)
+
+    def chance(self, treatment: str) -> float | None:
+        """Chance accuracy of ``treatment``'s task (1 / classes), when known."""
+        k = self.classes.get(treatment) or next(iter(self.classes.values()), None)
+        return 1.0 / k if k else None
 
 
 def _equal_halves(rows: Sequence[ResultRow]) -> bool:
@@ -296,7 +307,7 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         grid.failed = len({r.job_id for r in rows if r.status == "failed"})
         grid.seeds = sorted({r.split_seed for r in rows})
         # A job may fill several cells of one experiment; each network counts once per cell.
-        values: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+        values: dict[tuple[str, int], dict[str, tuple[float, Unit]]] = defaultdict(dict)
         order: list[str] = []
         for row in rows:
             name = POOL.get(row.treatment, row.treatment) if pooled else row.treatment
@@ -311,10 +322,14 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
                 target = "B"
             grid.targets.setdefault(name, target)
             grid.sources.setdefault(name, None if _is_base(row) else _source_of(name, row))
+            if row.num_classes:
+                grid.classes.setdefault(name, row.num_classes)
             value = row.value(metric)
             if value is not None:
-                values[(name, row.n)][row.job_id] = value
-        grid.cells = {key: Stat.of(v.values()) for key, v in values.items()}
+                unit = (experiment, row.split_seed, _target_of(row.treatment, row) or "")
+                values[(name, row.n)][row.job_id] = (value, unit)
+        grid.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()])
+                      for key, vs in values.items()}
         grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
         grids.append(grid)
     return grids
@@ -411,8 +426,10 @@ def drops(grid: Grid) -> dict[str, dict[int, tuple[Difference, float | None]]]:
 class Table1Row:
     """One row of the paper's Table 1: the fine-tuning boost averaged over layers lo..hi.
 
-    Like the paper, each AnB+ network in the range counts once (a mean over networks, not a
-    mean of per-layer means; the two differ where layers have different numbers of networks).
+    Each unit's AnB+ networks in the range are averaged first and compared with that unit's
+    own base (and BnB+), then the mean and interval are taken over units. ``as_published`` is
+    the paper's own arithmetic: the mean over every AnB+ network in the range minus the mean
+    of every base network (a description; it compares networks with the bases of other units).
     """
 
     lo: int
@@ -420,6 +437,7 @@ class Table1Row:
     networks: int
     boost_base: Difference | None
     boost_selffer: Difference | None
+    as_published: float | None = None
 
 
 def table1_ranges(layers: Sequence[int]) -> list[tuple[int, int]]:
@@ -453,20 +471,16 @@ def table1(grid: Grid, ranges: Sequence[tuple[int, int]] | None = None) -> list[
     rows = []
     for lo, hi in ranges if ranges is not None else table1_ranges(plus_layers):
         layers = [n for n in plus_layers if lo <= n <= hi]
-        plus = grid.values(name, layers)
+        plus = grid.unit_means(name, layers)
         if not plus:
             continue
-        selffer = grid.values("BnB+", [n for n in grid.transfer_layers if lo <= n <= hi])
-        plus_stat = Stat.of(plus)
-        rows.append(
-            Table1Row(
-                lo=lo,
-                hi=hi,
-                networks=len(plus),
-                boost_base=diff(plus_stat, base),
-                boost_selffer=diff(plus_stat, Stat.of(selffer)) if selffer else None,
-            )
-        )
+        networks = grid.networks(name, layers)
+        selffer = grid.unit_means("BnB+", [n for n in grid.transfer_layers if lo <= n <= hi])
+        published = math.fsum(grid.values(name, layers)) / networks - math.fsum(base.values) / base.count
+        rows.append(Table1Row(lo=lo, hi=hi, networks=networks,
+                              boost_base=paired(plus, base.by_unit, networks + base.count),
+                              boost_selffer=paired(plus, selffer, networks) if selffer else None,
+                              as_published=published))
     return rows
 
 
@@ -475,30 +489,32 @@ class SpecificLayer:
     """Where transferred features stop being general.
 
     Attributes:
-        n: the first layer whose specificity drop ``BnB - AnB`` exceeds ``threshold``;
-            None when no layer does.
-        gap: the specificity drop at that layer.
-        threshold: the drop that counts as more than noise.
-        noise_sd: pooled between-network standard deviation of BnB and AnB; None when no
-            cell has two networks (then ``threshold`` is the stated fallback).
+        n: the first layer whose specificity drop ``BnB - AnB`` is above 0 beyond noise
+            (its interval over units lies above 0); None when no layer's is.
+        gap: the specificity drop at that layer (at the deepest layer when none is).
+        determined: False when no layer has an interval (fewer than 3 units).
         rule: the rule in words, for the report.
+        stability: how often resampled units name the same layer (None: not determined).
     """
 
     n: int | None
-    gap: float | None
-    threshold: float
-    noise_sd: float | None
+    gap: Difference | None
+    determined: bool
     rule: str
+    stability: Stability | None = None
 
 
-def specific_layer(grid: Grid, *, k: float = 2.0, fallback: float = 0.01) -> SpecificLayer | None:
-    """The first n where AnB falls below BnB by more than the noise between networks.
+def _first_specific(gaps: dict[int, Difference]) -> int | None:
+    return next((n for n in sorted(gaps) if gaps[n].ci_low is not None and gaps[n].ci_low > 0), None)
 
-    Rule: noise = the pooled standard deviation of single networks over every BnB and AnB
-    cell with at least two networks (variances weighted by their degrees of freedom); a layer
-    is specific when ``BnB - AnB > k * noise``. Pooling over all layers makes the noise
-    estimate usable with only 2 seeds. With one network per cell the noise is unknown and
-    ``fallback`` (accuracy points as a fraction, 0.01 = 1 point) is the threshold.
+
+def specific_layer(grid: Grid, *, resamples: int = 200, seed: int = 0) -> SpecificLayer | None:
+    """The first n where AnB falls below BnB beyond noise.
+
+    Rule: at each n, the per-unit gap ``BnB - AnB`` (each unit's own selffer against its own
+    transfer) with its 95% t-interval over units; the first n whose interval lies above 0.
+    Its stability: the share of ``resamples`` bootstrap resamples of the units (seeded) that
+    name the same n (or, again, none).
 
     Returns:
         None when the grid has no layer with both BnB and AnB.
@@ -507,44 +523,29 @@ def specific_layer(grid: Grid, *, k: float = 2.0, fallback: float = 0.01) -> Spe
     layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get(anb, n)]
     if not layers:
         return None
-    num = den = 0.0
+    gaps = {n: diff(grid.get("BnB", n), grid.get(anb, n)) for n in layers}  # type: ignore[arg-type]
+    rule = f"first n whose 95% interval of BnB - {anb} over units lies above 0"
+    if not any(g.determined for g in gaps.values()):
+        return SpecificLayer(None, None, False, rule)
+    first = _first_specific(gaps)
+    per_unit = _gap_vectors(grid, anb, layers)
+
+    def claim(groups: Sequence[Sequence[dict[int, float]]]) -> int | None:
+        drawn = groups[0]
+        return _first_specific({n: over_units(u[n] for u in drawn if n in u) for n in layers
+                                if any(n in u for u in drawn)})
+
+    stab = stability([per_unit], claim, resamples=resamples, seed=seed) if per_unit else None
+    return SpecificLayer(first, gaps[first] if first is not None else gaps[layers[-1]], True, rule, stab)
+
+
+def _gap_vectors(grid: Grid, anb: str, layers: Sequence[int]) -> list[dict[int, float]]:
+    """Per unit, its gap BnB - AnB at every n it has both: what the bootstrap resamples."""
+    out: dict[Hashable, dict[int, float]] = {}
     for n in layers:
-        for stat in (grid.get("BnB", n), grid.get(anb, n)):
-            if stat is not None and stat.std is not None:
-                num += (stat.count - 1) * stat.std**2
-                den += stat.count - 1
-    if den > 0:
-        noise: float | None = math.sqrt(num / den)
-        threshold = k * noise
-        rule = f"first n with BnB - {anb} > {k:g} x pooled network std ({noise:.4f})"
-    else:
-        noise, threshold = None, fallback
-        rule = f"one network per cell: noise unknown, first n with BnB - {anb} > {fallback:g}"
-    for n in layers:
-        gap = grid.get("BnB", n).mean - grid.get(anb, n).mean  # type: ignore[union-attr]
-        if gap > threshold:
-            return SpecificLayer(n, gap, threshold, noise, rule)
-    return SpecificLayer(None, None, threshold, noise, rule)
-
-
-# --------------------------------------------------------------------------- the main table as CSV
-
-
-def results_csv(results: RunResults, metric: str) -> str:
-    """``results_<metric>.csv``: one row per experiment, split seed and n; one column per treatment
-    (not pooled), holding that seed's network's accuracy."""
-    names = list(dict.fromkeys(r.treatment for r in results.rows))
-    names = [t for t in CANONICAL if t in names] + [t for t in names if t not in CANONICAL]
-    cells: dict[tuple[str, str, int, int], dict[str, list[float]]] = {}
-    for r in results.rows:
-        key = (r.experiment, r.split, r.split_seed, r.n)
-        bucket = cells.setdefault(key, {})
-        value = r.value(metric)
-        if value is not None:
-            bucket.setdefault(r.treatment, []).append(value)
-    rows = []
-    for (exp, split, seed, n), bucket in cells.items():
-        values = [sum(bucket[t]) / len(bucket[t]) if t in bucket else None for t in names]
-        rows.append([exp, split, seed, n, metric, *values])
-    rows.sort(key=lambda row: (results.experiments.index(row[0]), row[2], row[3]))
-    return rows_to_csv(["experiment", "split", "split_seed", "n", "metric", *names], rows)
+        bnb, tr = grid.get("BnB", n), grid.get(anb, n)
+        assert bnb is not None and tr is not None
+        for unit, v in bnb.by_unit.items():
+            if unit in tr.by_unit:
+                out.setdefault(unit, {})[n] = v - tr.by_unit[unit]
+    return list(out.values())

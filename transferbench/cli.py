@@ -322,16 +322,35 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError([("report", "give a RUN_DIR, or --paper for the paper's own results")])
     run_dir = Path(args.run_dir) if args.run_dir else None
     out = Path(args.plots_dir) if args.plots_dir else None
+    if args.power and run_dir is None:
+        raise ConfigError([("--power", "the power planner reads a run: give a RUN_DIR")])
+    compare = "paper" if args.power else args.compare
+    margin = None if args.control_margin is None else args.control_margin / 100
     if args.json:
-        from .jsonout import report_json
+        from .jsonout import power_json, report_json
         from .report import build_reports, write_report_of
 
-        reports = build_reports(run_dir, paper=args.paper, compare=args.compare, metric=args.metric, pool=args.pool)
+        reports = build_reports(run_dir, paper=args.paper, compare=compare, metric=args.metric, pool=args.pool,
+                                control_margin=margin)
         files = [p for r in reports for p in write_report_of(r, run_dir, plots=not args.no_plots, out=out)]
-        return _print_json(report_json(reports, files))
-    run_report(run_dir, paper=args.paper, compare=args.compare, plots=not args.no_plots, metric=args.metric,
-               pool=args.pool, out=out, console=_console())
+        doc = report_json(reports, files)
+        if args.power:
+            doc["power"] = power_json(_power_rows(reports[0], run_dir))
+        return _print_json(doc)
+    console = _console()
+    reports = run_report(run_dir, paper=args.paper, compare=compare, plots=not args.no_plots, metric=args.metric,
+                         pool=args.pool, out=out, console=console, control_margin=margin)
+    if args.power:
+        from .power import print_power
+
+        print_power(console, _power_rows(reports[0], run_dir))
     return EXIT_OK
+
+
+def _power_rows(report, run_dir: Path | None) -> list:
+    from .power import gpu_hours_per_network, plan_power
+
+    return plan_power(report, gpu_hours_per_network(run_dir) if run_dir is not None else None)
 
 
 # --------------------------------------------------------------------------- parser
@@ -379,6 +398,12 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
                    help="pool AnA into BnB and BnA into AnB as the paper did "
                         "(default: when both halves have the same number of classes)")
+    p.add_argument("--power", action="store_true",
+                   help="the power planner: split seeds (and their cost) for a decisive verdict on each of the "
+                        "paper's findings, with this run as the pilot (implies --compare paper)")
+    p.add_argument("--control-margin", type=_positive(float), metavar="POINTS",
+                   help="how close (in points of top-1) BnB+ must be shown to be to baseB for the control to hold "
+                        "(default: half the paper's fine-tuning boost, scaled to each experiment's headroom)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
     _json_flag(p)

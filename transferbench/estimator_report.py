@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import Stat
+from .analysis import SpecificLayer, Stat
 from .plots import STYLES, save_figure
 from .results import EstimateRow, RunResults
 from .validation import Agreement, CostSummary, SpecificComparison
@@ -168,13 +168,18 @@ _VALIDATION_NOTE = (
     "independent)")
 
 
+def _where(spec: SpecificLayer | None) -> str:
+    if spec is None or not spec.determined:
+        return "not determined (fewer than 3 units)"
+    return "no layer" if spec.n is None else f"n={spec.n}"
+
+
 def _specific_lines(comparisons: Sequence[SpecificComparison]) -> list[str]:
     lines = []
     for s in comparisons:
-        by_retraining = "no layer" if s.retraining is None or s.retraining.n is None else f"n={s.retraining.n}"
+        by_retraining, by_estimate = _where(s.retraining), _where(s.estimate)
         if s.retraining is None:
             by_retraining = "nothing: it needs BnB and AnB"
-        by_estimate = "no layer" if s.estimate is None or s.estimate.n is None else f"n={s.estimate.n}"
         lines.append(f"{s.experiment}: {s.estimator} says features turn specific at {by_estimate}; "
                      f"retraining says {by_retraining}")
     return lines

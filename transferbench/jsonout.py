@@ -143,7 +143,8 @@ def layers_json(table: LayerTable) -> dict[str, Any]:
 
 
 def _diff(d: Any) -> dict[str, Any] | None:
-    return None if d is None else {"value": d.value, "ci95_low": d.ci_low, "ci95_high": d.ci_high}
+    return None if d is None else {"value": d.value, "ci95_low": d.ci_low, "ci95_high": d.ci_high, "units": d.units,
+                                   "networks": d.networks}
 
 
 def _experiment_json(e: Any, layer_names: Sequence[str]) -> dict[str, Any]:
@@ -165,10 +166,14 @@ def _experiment_json(e: Any, layer_names: Sequence[str]) -> dict[str, Any]:
         "treatments": list(grid.treatments), "cells": cells, "metrics": metrics,
         "table1": [{"layers": f"{r.lo}-{r.hi}", "networks": r.networks, "boost_base": _diff(r.boost_base),
                     "boost_selffer": _diff(r.boost_selffer)} for r in e.table1],
-        "specific_layer": None if spec is None else {"n": spec.n, "gap": spec.gap, "threshold": spec.threshold,
-                                                     "noise_sd": spec.noise_sd, "rule": spec.rule},
+        "specific_layer": None if spec is None else {
+            "n": spec.n, "determined": spec.determined, "gap": _diff(spec.gap), "rule": spec.rule,
+            "stability": spec.stability.fraction if spec.stability else None,
+            "n_resamples": spec.stability.resamples if spec.stability else None},
         "recommendation": None if rec is None else {
             "n": rec.n, "best_n": rec.best_n, "within": list(rec.within), "rule": rec.rule,
+            "determined": rec.determined, "stability": rec.stability.fraction if rec.stability else None,
+            "n_resamples": rec.stability.resamples if rec.stability else None,
             "lines": rec.lines(layer_names, list(e.warned))},
         "warned": list(e.warned),
         "pending": grid.pending, "failed": grid.failed,
@@ -186,6 +191,14 @@ def _estimators_json(section: Any) -> dict[str, Any] | None:
                         "depth_spearman": a.depth_spearman, "points": a.points, "seeds": a.seeds}
                        for a in section.agreements],
     }
+
+
+def _finding_json(f: Any) -> dict[str, Any]:
+    doc = asdict(f)
+    doc["stability"] = f.stability.fraction if f.stability else None
+    doc["n_resamples"] = f.stability.resamples if f.stability else None
+    doc["parts"] = [_finding_json(p) for p in f.parts]
+    return doc
 
 
 def results_json(report: Any) -> dict[str, Any]:
@@ -208,7 +221,8 @@ def results_json(report: Any) -> dict[str, Any]:
         "experiments": [_experiment_json(e, names) for e in report.experiments],
         "checks": [asdict(c) for c in report.checks],
         "estimators": _estimators_json(report.estimators),
-        "scorecard": None if report.scorecard is None else [asdict(f) for f in report.scorecard],
+        "scorecard": None if report.scorecard is None else [_finding_json(f) for f in report.scorecard],
+        "margins": dict(report.margins),
     }
 
 
@@ -221,3 +235,8 @@ def report_json(reports: Sequence[Any], files: Sequence[Path]) -> dict[str, Any]
             "run": None if run is None else results_json(run),
             "paper": None if paper is None else results_json(paper),
             "files": [str(f) for f in files]}
+
+
+def power_json(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """``report --power --json``: the planner's rows (see :class:`transferbench.power.PowerRow`)."""
+    return [asdict(r) for r in rows]

@@ -11,30 +11,29 @@ builds and says, with the numbers behind it:
   scratch (``baseB``), each with its 95% interval;
 * when estimators ran for the experiment, whether their curves point at the same depth.
 
-"Within noise" means that the 95% interval of ``best - XnB(n)`` includes 0. Intervals come
-from the spread of single networks pooled over every cell of the treatments compared (all n;
-Student's t), which assumes the spread does not change much with n but makes two networks
-per cell (two split seeds) enough to say something; a
-per-cell Welch interval with one degree of freedom would say nothing. With one network in
-every cell the noise is unknown: 1 point of top-1 is the stated threshold, no interval is
-given, and the answer says so.
+"As good as the best" is an equivalence test, the rule the report's controls use
+(:func:`transferbench.stats.equivalence`): the 95% interval of ``best - XnB(n)`` over units
+(each unit's own difference; a unit is a split seed and a direction) lies within
+``margin`` (default 1 point of top-1). A depth whose interval is too wide for that is "not
+shown" as good, never assumed so. With fewer than three units there are no intervals: the
+answer names the best mean and says that it is not determined.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .analysis import Difference, Grid, Stat, t_quantile, transfer_source
+from .analysis import Grid, Stat, diff, transfer_source
 from .results import EstimateRow
+from .stats import Difference, Stability, equivalence
 from .validation import Agreement
 
 __all__ = ["EstimatorView", "Recommendation", "estimator_views", "recommend"]
 
-#: The threshold (top-1 as a fraction) when no cell has two networks.
-FALLBACK = 0.01
+#: The default margin of "as good as the best" (top-1 as a fraction: 1 point).
+MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,8 @@ class Recommendation:
         estimators: what the estimators that ran for the experiment say.
         finetune_best_n: the n with the best mean fine-tuned accuracy (None without any).
         finetune_gap: ``finetuned(finetune_best_n) - finetuned(n)``.
+        determined: whether any interval exists (False with fewer than three units).
+        stability: how often resampled units give the same ``n`` (set by the report).
     """
 
     experiment: str
@@ -90,6 +91,8 @@ class Recommendation:
     estimators: list[EstimatorView] = field(default_factory=list)
     finetune_best_n: int | None = None
     finetune_gap: Difference | None = None
+    determined: bool = True
+    stability: Stability | None = None
 
     def lines(self, layer_names: Sequence[str] = (), warnings: Sequence[str] = ()) -> list[str]:
         """The recommendation as a few hedged sentences; ``warnings`` names the validity checks
@@ -97,40 +100,18 @@ class Recommendation:
         return _lines(self, layer_names, warnings)
 
 
-def _pooled(grid: Grid, names: Sequence[str]) -> tuple[float, float] | None:
-    """(std, degrees of freedom) of single networks, pooled over every cell of ``names`` with
-    two or more networks; None when there is none."""
-    num = den = 0.0
-    for (t, _), stat in grid.cells.items():
-        if t in names and stat.std is not None:
-            num += (stat.count - 1) * stat.std ** 2
-            den += stat.count - 1
-    return (math.sqrt(num / den), den) if den > 0 else None
+def _diff(a: Stat | None, b: Stat | None) -> Difference | None:
+    """``mean(a) - mean(b)``, paired over the units both cells have (each unit's own difference)."""
+    return None if a is None or b is None else diff(a, b)
 
 
-def _diff(grid: Grid, a: tuple[str, Stat], b: tuple[str, Stat]) -> Difference:
-    """``mean(a) - mean(b)`` with a 95% interval from the spread of single networks pooled
-    over every cell of both treatments (all n): usable with two networks per cell, where a
-    per-cell Welch interval would be too wide to say anything."""
-    value = a[1].mean - b[1].mean
-    noise = _pooled(grid, dict.fromkeys((a[0], b[0])))
-    if noise is None:
-        return Difference(value)
-    sd, df = noise
-    half = t_quantile(df) * sd * math.sqrt(1 / a[1].count + 1 / b[1].count)
-    return Difference(value, value - half, value + half)
+def _rule(margin: float) -> str:
+    return (f"as good as the best: the 95% interval over units of the shortfall from the best n lies within "
+            f"{100 * margin:.1f} points")
 
 
-def _rule(grid: Grid, frozen: str) -> str:
-    noise = _pooled(grid, [frozen])
-    if noise is not None:
-        return (f"the 95% interval of the difference includes 0; network-to-network std {100 * noise[0]:.1f} "
-                f"points, pooled over every {frozen} cell ({noise[1]:g} degrees of freedom)")
-    return (f"one network per cell, so the noise is unknown and {100 * FALLBACK:g} point of top-1 is taken "
-            "as noise; more split seeds give intervals")
-
-
-def recommend(grid: Grid, estimators: Sequence[EstimatorView] = ()) -> Recommendation | None:
+def recommend(grid: Grid, estimators: Sequence[EstimatorView] = (), *, margin: float = MARGIN
+              ) -> Recommendation | None:
     """The recommendation for one grid, or None when it has no frozen transfer at any n.
 
     The frozen and fine-tuned treatments are ``XnB`` and ``XnB+`` for a weights file
@@ -143,20 +124,18 @@ def recommend(grid: Grid, estimators: Sequence[EstimatorView] = ()) -> Recommend
         return None
     stats: dict[int, Stat] = {n: grid.get(frozen, n) for n in layers}  # type: ignore[misc]
     best_n = max(layers, key=lambda n: (stats[n].mean, n))
-    best = (frozen, stats[best_n])
-    gaps = {n: _diff(grid, best, (frozen, stats[n])) for n in layers}
-    within = [n for n in layers if n == best_n or _within(gaps[n])]
+    gaps = {n: diff(stats[best_n], stats[n]) for n in layers}
+    within = [n for n in layers if n == best_n or equivalence(gaps[n], margin) == "holds"]
     n = max(within)
-    here, plus = (frozen, stats[n]), grid.get(finetuned, n)
+    here, plus = stats[n], grid.get(finetuned, n)
     base_name = next((t for t in grid.bases if grid.targets.get(t) == grid.targets.get(frozen)), "baseB")
     base = grid.base_for(frozen)  # baseB, or the base of the half it trains on (baseall)
     return Recommendation(
         experiment=grid.experiment, frozen=frozen, finetuned=finetuned, base=base_name, best_n=best_n, n=n,
-        within=within, rule=_rule(grid, frozen), gap=gaps[n],
-        finetune_vs_frozen=_diff(grid, (finetuned, plus), here) if plus else None,
-        finetune_vs_base=_diff(grid, (finetuned, plus), (base_name, base)) if plus and base else None,
-        frozen_vs_base=_diff(grid, here, (base_name, base)) if base else None,
-        estimators=list(estimators), **_best_finetuned(grid, finetuned, n),
+        within=within, rule=_rule(margin), gap=gaps[n], finetune_vs_frozen=_diff(plus, here),
+        finetune_vs_base=_diff(plus, base), frozen_vs_base=_diff(here, base),
+        estimators=list(estimators), determined=gaps[best_n].determined or any(g.determined for g in gaps.values()),
+        **_best_finetuned(grid, finetuned, n),
     )
 
 
@@ -166,13 +145,7 @@ def _best_finetuned(grid: Grid, finetuned: str, n: int) -> dict[str, Any]:
     if not cells or n not in cells:
         return {}
     best = max(cells, key=lambda k: (cells[k].mean, -k))  # type: ignore[union-attr]
-    return {"finetune_best_n": best,
-            "finetune_gap": _diff(grid, (finetuned, cells[best]), (finetuned, cells[n]))}  # type: ignore[arg-type]
-
-
-def _within(gap: Difference) -> bool:
-    """Whether a gap from the best n is noise: its interval includes 0 (else: at most 1 point)."""
-    return gap.ci_low <= 0.0 if gap.ci_low is not None else gap.value <= FALLBACK
+    return {"finetune_best_n": best, "finetune_gap": _diff(cells[best], cells[n])}
 
 
 def estimator_views(grid: Grid, estimates: Sequence[EstimateRow], agreements: Sequence[Agreement]
@@ -213,16 +186,15 @@ def _pts(value: float) -> str:
 
 def _interval(d: Difference) -> str:
     if d.ci_low is None or d.ci_high is None:
-        return "one network per cell: no interval"
-    return f"95% interval {_pts(d.ci_low)} to {_pts(d.ci_high)}"
+        return f"{d.units} unit{'s' if d.units != 1 else ''}: too few for an interval"
+    return f"95% interval {_pts(d.ci_low)} to {_pts(d.ci_high)} over {d.units} units"
 
 
 def _compare(d: Difference, what: str, other: str) -> str:
     """'<what> beats <other> by +x points (interval)', hedged by the interval."""
     numbers = f"{_pts(d.value)} points, {_interval(d)}"
     if d.ci_low is None or d.ci_high is None:
-        word = "is above" if d.value > 0 else "is below" if d.value < 0 else "equals"
-        return f"{what} {word} {other} ({numbers}); with one network per cell this may be noise"
+        return f"whether {what} beats {other} is not determined ({numbers})"
     if d.ci_low > 0:
         return f"{what} beats {other} ({numbers})"
     if d.ci_high < 0:
@@ -231,10 +203,8 @@ def _compare(d: Difference, what: str, other: str) -> str:
 
 
 def _loses(d: Difference | None) -> bool:
-    """Whether a difference is below 0 beyond noise (by its interval, else by 1 point)."""
-    if d is None:
-        return False
-    return d.ci_high < 0 if d.ci_high is not None else d.value < -FALLBACK
+    """Whether a difference is below 0 beyond noise (its interval lies below 0)."""
+    return d is not None and d.ci_high is not None and d.ci_high < 0
 
 
 def _layer(n: int, names: Sequence[str]) -> str:
@@ -244,12 +214,17 @@ def _layer(n: int, names: Sequence[str]) -> str:
 def _lines(r: Recommendation, names: Sequence[str], warnings: Sequence[str] = ()) -> list[str]:
     out = []
     freeze = "Freeze layer 1 only" if r.n == 1 else f"Freeze layers 1..{r.n}"
-    if r.n == r.best_n:
-        where = f"{_layer(r.n, names)} is the best frozen depth and no deeper one is within noise of it ({r.rule})"
+    if not r.determined:
+        where = (f"{_layer(r.n, names)} has the best mean frozen accuracy, but with {r.gap.units} unit(s) no "
+                 "interval says whether another depth is as good (run more split seeds)")
+    elif r.n == r.best_n:
+        where = f"{_layer(r.n, names)} is the best frozen depth and no deeper one is shown as good ({r.rule})"
     else:
-        where = (f"{_layer(r.n, names)} is the deepest frozen transfer within noise of the best one "
-                 f"({_layer(r.best_n, names)}, {_pts(r.gap.value)} points better; {r.rule}); within noise: "
+        where = (f"{_layer(r.n, names)} is the deepest frozen transfer shown as good as the best one "
+                 f"({_layer(r.best_n, names)}, {_pts(r.gap.value)} points better; {r.rule}); as good: "
                  f"n = {', '.join(map(str, r.within))}")
+    if r.stability is not None:
+        where += f"; {r.stability.label} under resampling of the units"
     if _loses(r.frozen_vs_base):
         out.append(f"Frozen transfer does not pay here: even at its best it is below training from scratch "
                    f"({r.base}). If layers must stay frozen, freeze at most layers 1..{r.n}: {where}.")

@@ -30,12 +30,14 @@ from rich.text import Text
 
 from .analysis import POOL, Difference, Grid, SpecificLayer, Stat, transfer_source
 from .estimator_report import print_estimator_report
+from .findings import SCALE, FindingResult
 from .paperdata import PAPER_METRIC
 from .report_files import write_report
 from .results import ResultsError, RunResults, check_metric
 from .runreport import COMPARISONS, ExperimentReport, RunReport, paper_report, read_report
-from .scorecard import Finding
 from .validity import CheckResult
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not determined")
 
 __all__ = ["DEFAULT_PAPER_OUT", "print_checks", "print_report", "print_scorecard", "run_report"]
 
@@ -102,13 +104,19 @@ def _chunks(names: Sequence[str], size: int) -> list[Sequence[str]]:
     return [names[i:i + size] for i in range(0, len(names), size)] or [[]]
 
 
+def _span(values: Iterable[int]) -> str:
+    vs = sorted(set(values))
+    return str(vs[0]) if len(vs) == 1 else f"{vs[0]}-{vs[-1]}"
+
+
 def _counts(grid: Grid, names: Iterable[str]) -> str:
+    """Networks (and independent units, where they differ) per cell of each treatment."""
     parts = []
     for name in names:
-        counts = sorted({s.count for (t, _), s in grid.cells.items() if t == name})
-        if counts:
-            span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-            parts.append(f"{name} {span}")
+        stats = [s for (t, _), s in grid.cells.items() if t == name]
+        if stats:
+            nets, units = _span(s.count for s in stats), _span(s.units for s in stats)
+            parts.append(f"{name} {nets}" + (f" ({units} units)" if units != nets else ""))
     return ", ".join(parts)
 
 
@@ -134,7 +142,8 @@ def grid_sections(grid: Grid, results: RunResults, half_names: Mapping[str, str]
         if grid.merged:
             notes.append(f"pooled as in the paper: {', '.join(f'{t} in {POOL[t]}' for t in sorted(grid.merged))}")
         if len(grid.cells) and any(s.std is not None for s in grid.cells.values()):
-            notes.append("± = std over networks")
+            notes.append("± = std over networks (a description; intervals are over units: a split seed and a "
+                          "direction)")
         table = _table()
         table.add_column("n", justify="right")
         if results.layer_names:
@@ -176,8 +185,11 @@ def metrics_section(e: ExperimentReport) -> Section | None:
         table.add_column(f"{columns[j][0]}\n{columns[j][1]}", justify="right")
     for m, row in zip(rows, cells):
         table.add_row(str(m.n), *(row[j] for j in keep))
-    note = ("differences in points of top-1; ± = half-width of the 95% t-interval (Welch), "
-            f"blank where a cell has one network; drop = (baseB - {a}nB) / baseB")
+    units = sorted({d.units for m in rows for d in (m.coadaptation, m.specificity, m.boost_base, m.boost_selffer)
+                    if d is not None})
+    note = ("differences in points of top-1, each unit's own difference (a unit: a split seed and a direction); "
+            f"± = half-width of the 95% t-interval over {_span(units) if units else 0} units, blank with fewer than "
+            f"3; drop = (baseB - {a}nB) / baseB")
     return Section(f"{grid.experiment}: derived metrics", table, note)
 
 
@@ -188,12 +200,16 @@ def table1_section(e: ExperimentReport) -> Section | None:
         return None
     table = _table()
     plus = f"{transfer_source(grid)}nB+"
-    for head in ("layers", "networks", f"{plus} - baseB", f"{plus} - BnB+"):
+    for head in ("layers", "networks", "units", f"{plus} - baseB", "published way", f"{plus} - BnB+"):
         table.add_column(head, justify="right")
     for r in rows:
-        table.add_row(f"{r.lo}-{r.hi}", str(r.networks), _points(r.boost_base), _points(r.boost_selffer))
-    note = (f"points of top-1; mean over every {plus} network in the range, as the paper computes it; "
-            "± = half-width of the 95% interval")
+        units = str(r.boost_base.units) if r.boost_base else ""
+        published = "" if r.as_published is None else f"{100 * r.as_published:+.1f}"
+        table.add_row(f"{r.lo}-{r.hi}", str(r.networks), units, _points(r.boost_base), published,
+                      _points(r.boost_selffer))
+    note = (f"points of top-1; each unit's {plus} networks in the range against that unit's own base, then the "
+            "mean and its 95% interval (±) over units; published way: the paper's arithmetic, every network "
+            "against the mean of every base network (no interval: networks of one unit are not independent)")
     return Section(f"{grid.experiment}: Table 1, fine-tuning boost", table, note)
 
 
@@ -294,14 +310,18 @@ def _print_experiment(console: Console, report: RunReport, e: ExperimentReport, 
 
 
 def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> str:
-    if spec.noise_sd is None:
-        return (f"First specific layer: not determined: needs >= 2 networks in a BnB or {a}nB cell to know the "
-                "noise between networks (run more split seeds).")
+    if not spec.determined:
+        return (f"First specific layer: not determined: BnB - {a}nB has an interval at no n (it needs 3 units, a "
+                "split seed and a direction each, with both networks; run more split seeds).")
+    stab = f"; {spec.stability.label} under resampling of the units" if spec.stability else ""
+    gap = spec.gap
+    assert gap is not None
     if spec.n is None:
-        return f"No layer turns specific ({spec.rule}; threshold {100 * spec.threshold:.1f} points)."
+        return (f"No layer turns specific ({spec.rule}; at the deepest, BnB - {a}nB = {_points(gap)} points over "
+                f"{gap.units} units){stab}.")
     name = _layer_name(results, spec.n)
     return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - {a}nB = "
-            f"{100 * (spec.gap or 0.0):.1f} points > {100 * spec.threshold:.1f} ({spec.rule}).")
+            f"{_points(gap)} points over {gap.units} units ({spec.rule}){stab}.")
 
 
 def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
@@ -320,14 +340,62 @@ def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
     console.print()
 
 
-def print_scorecard(console: Console, findings: Sequence[Finding]) -> None:
-    """The scorecard, one finding a line (the paper's claim under it)."""
-    done = sum(f.verdict == "reproduced" for f in findings)
-    console.print(Text(f"Reproduction scorecard ({done} of {len(findings)} findings reproduced)", style="bold"))
+def _share(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f}%"
+
+
+def _finding_lines(f: FindingResult, indent: str, part: bool = False) -> list[str]:
+    where = f" ({f.experiment})" if f.experiment else ""
+    lines = [indent + f"{f.verdict.upper():15} {f.name}{where}"]
+    pad = indent + " " * 16
+    if f.equivalence is not None and f.margin is not None and f.estimate is not None and f.points is not None:
+        room = f.points.value / f.estimate.value if f.estimate.value else None
+        width = f" (±{100 * f.margin * room:.1f} points)" if room else ""
+        lines.append(pad + f"{f.equivalence} within a margin of ±{100 * f.margin:.1f}% of headroom{width}")
+    if not f.parts:
+        lines.append(pad + f"run: {f.run}")
+    if f.estimate is not None:
+        est = f.estimate
+        shared = f"{_share(est.value)} of headroom"
+        if est.determined:
+            shared += f" ±{100 * (est.half_width or 0):.1f} [{_share(est.ci_low)}, {_share(est.ci_high)}]"
+        lines.append(pad + f"     = {shared}")
+        if f.effect is not None:
+            at = f" (+{100 * f.effect_points:.1f} points at its base)" if f.effect_points is not None else ""
+            lines.append(pad + f"paper: {_share(f.effect)} of headroom{at}".replace("(++", "(+").replace("(+-", "(-"))
+        if f.verdict == "inconclusive" and f.units_needed:
+            side = " per side" if len(f.sizes) > 1 else ""
+            lines.append(pad + f"{f.units_needed} units{side} would decide it at 80% power (`report --power`: the "
+                         "split seeds and their cost)")
+    for sub in f.parts:
+        lines += _finding_lines(sub, pad, part=True)
+    tail = []
+    if f.stability is not None:
+        tail.append(("both parts together: " if f.parts else "") + f.stability.label)
+    if f.caveats and not part:
+        why = f" (not determined because of {', '.join(f.invalidated)})" if f.invalidated else ""
+        tail.append(f"caveats: {', '.join(f.caveats)} warned{why}")
+    if tail:
+        lines.append(pad + "; ".join(tail))
+    if f.claim and not part:
+        lines.append(pad + f"the paper: {f.claim}")
+    return lines
+
+
+def print_scorecard(console: Console, findings: Sequence[FindingResult]) -> None:
+    """The scorecard: per finding its verdict, the run's comparison (points and the shared
+    scale, with the interval over units), the paper's effect, the stability and the caveats."""
+    counts = {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    console.print(Text(f"Reproduction scorecard ({len(findings)} findings: {summary})", style="bold"))
     for f in findings:
-        console.print(Text(f"  {f.verdict.upper():15} {f.name}: {f.run}"))
-        if f.paper:
-            console.print(Text(f"  {'':15} paper: {f.paper}"))
+        for line in _finding_lines(f, "  "):
+            console.print(Text(line))
+    console.print(Text(f"verdicts on the shared scale, {SCALE}, with 95% intervals over units (a split seed and a "
+                       "direction); reproduced: the interval excludes 0 in the paper's direction; contradicted: it "
+                       "excludes the paper's effect; inconclusive: it holds both; the control is an equivalence "
+                       "test; stability: the share of 200 bootstrap resamples of the units giving the same verdict",
+                       style="dim"))
     console.print()
 
 
@@ -384,7 +452,8 @@ def run_report(
     console: Console,
     out: Path | None = None,
     pool: bool | None = None,
-) -> list[Path]:
+    control_margin: float | None = None,
+) -> list[RunReport]:
     """Compute, write and print the report of a run and/or of the paper.
 
     Args:
@@ -399,15 +468,17 @@ def run_report(
         out: where plots (and, for the paper alone, tables) go; default the run directory,
             or ``./paper-report/`` for the paper alone.
         pool: pool mirror-image treatments (None: decide per experiment, see analysis).
+        control_margin: the control's equivalence margin in top-1 (0.008 = 0.8 points).
 
     Returns:
-        Every file written, in order.
+        The reports printed (the run's, then the paper's own).
 
     Raises:
         RunDirError: the run directory is missing or has no plan.json.
         ResultsError: an unknown metric or comparison, or neither a run nor ``paper``.
     """
-    reports = build_reports(run_dir, paper=paper, compare=compare, metric=metric, pool=pool)
+    reports = build_reports(run_dir, paper=paper, compare=compare, metric=metric, pool=pool,
+                            control_margin=control_margin)
     written: list[Path] = []
     for report in reports:
         written += write_report_of(report, run_dir, plots=plots, out=out)
@@ -415,11 +486,12 @@ def run_report(
     for path in written:
         if path.suffix in (".png", ".svg"):
             console.print(f"wrote {path}", highlight=False, markup=False)
-    return written
+    return reports
 
 
 def build_reports(run_dir: Path | None, *, paper: bool = False, compare: str | None = None,
-                  metric: str | None = None, pool: bool | None = None) -> list[RunReport]:
+                  metric: str | None = None, pool: bool | None = None,
+                  control_margin: float | None = None) -> list[RunReport]:
     """The reports ``report`` prints: the run's, then the paper's own (``paper``).
 
     Raises:
@@ -433,7 +505,8 @@ def build_reports(run_dir: Path | None, *, paper: bool = False, compare: str | N
         check_metric(metric)
     reports = []
     if run_dir is not None:
-        reports.append(read_report(Path(run_dir), metric or "top1", pool, compare=compare))
+        reports.append(read_report(Path(run_dir), metric or "top1", pool, compare=compare,
+                                   control_margin=control_margin))
     if paper:
         reports.append(paper_report(metric or PAPER_METRIC, pool))
     return reports

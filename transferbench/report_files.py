@@ -19,15 +19,16 @@ from typing import Any
 
 from .analysis import CANONICAL, Difference, Grid
 from .estimator_report import write_estimator_figure
+from .findings import FindingResult
 from .plots import write_plots
 from .results import LONG_COLUMNS, EstimateRow, RunResults, rows_to_csv, write_atomic
 from .runreport import EstimatorSection, ExperimentReport, RunReport
-from .scorecard import Finding
 from .validity import CheckResult
 
 __all__ = [
     "COST_COLUMNS",
     "ESTIMATE_COLUMNS",
+    "SCORECARD_COLUMNS",
     "VALIDATION_COLUMNS",
     "write_long",
     "write_report",
@@ -181,9 +182,29 @@ def _checks_files(checks: Sequence[CheckResult], metric: str) -> dict[str, str |
             f"validity_checks_{metric}.json": json.dumps([asdict(r) for r in checks], indent=2) + "\n"}
 
 
-def _scorecard_files(findings: Sequence[Finding], metric: str) -> dict[str, str | bytes]:
-    fields = ("name", "verdict", "experiment", "run", "paper")
-    return {f"scorecard_{metric}.csv": rows_to_csv(fields, ([getattr(f, k) for k in fields] for f in findings)),
+#: Columns of ``scorecard_<metric>.csv`` (estimates on the shared scale, a fraction of headroom).
+SCORECARD_COLUMNS: tuple[str, ...] = (
+    "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units", "networks",
+    "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points", "equivalence", "margin",
+    "units_needed", "stability", "resamples", "caveats", "invalidated_by", "claim", "source",
+)
+
+
+def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> list[list[object]]:
+    rows: list[list[object]] = []
+    for f in findings:
+        e, pt = f.estimate, f.points
+        rows.append([f.name, part_of, f.verdict, f.experiment, f.run, e and e.value, e and e.ci_low, e and e.ci_high,
+                     e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low, pt and pt.ci_high, f.effect,
+                     f.effect_points, f.equivalence, f.margin, f.units_needed,
+                     f.stability.fraction if f.stability else None, f.stability.resamples if f.stability else None,
+                     "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source])
+        rows += _scorecard_rows(f.parts, f.name)
+    return rows
+
+
+def _scorecard_files(findings: Sequence[FindingResult], metric: str) -> dict[str, str | bytes]:
+    return {f"scorecard_{metric}.csv": rows_to_csv(SCORECARD_COLUMNS, _scorecard_rows(findings)),
             f"scorecard_{metric}.json": json.dumps([asdict(f) for f in findings], indent=2) + "\n"}
 
 

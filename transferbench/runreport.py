@@ -30,11 +30,12 @@ from .analysis import (
     transfer_source,
 )
 from .errors import ResultsError
+from .findings import FindingResult, headroom
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plugins import get_registry
 from .recommend import Recommendation, estimator_views, recommend
 from .results import EstimateRow, RunResults, check_metric, read_results
-from .scorecard import Finding, scorecard
+from .scorecard import Boost, default_margin, scorecard
 from .validation import Agreement, CostSummary, SpecificComparison, agreements, cost_summary, specific_layers
 from .validity import CheckResult, RunView, ValidityCheck
 
@@ -116,6 +117,7 @@ class RunReport:
         half_names: experiment -> {half: name} (the paper's man-made / natural).
         title: a heading for the whole report (the paper's), or None.
         reference: the paper's own report under the same metric, when comparing with it.
+        margins: experiment -> the control's equivalence margin (top-1 as a fraction).
     """
 
     results: RunResults
@@ -124,11 +126,12 @@ class RunReport:
     experiments: tuple[ExperimentReport, ...]
     checks: tuple[CheckResult, ...] = ()
     estimators: EstimatorSection | None = None
-    scorecard: tuple[Finding, ...] | None = None
+    scorecard: tuple[FindingResult, ...] | None = None
     compare: str | None = None
     half_names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     title: str | None = None
     reference: RunReport | None = None
+    margins: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def grids(self) -> list[Grid]:
@@ -210,8 +213,23 @@ def experiment_report(grid: Grid, estimators: EstimatorSection | None,
                             rec, paper, _warned(checks, grid.experiment))
 
 
+def _margins(grids: Sequence[Grid], paper: Sequence[Grid], points: float | None) -> dict[str, float]:
+    """The control's margin per experiment, in top-1: ``points`` when given, else the share of
+    the paper's boost (on the shared scale) times the experiment's mean headroom."""
+    share = None if points is not None else default_margin(paper)
+    out = {}
+    for g in grids:
+        room = headroom(g)
+        if points is not None:
+            out[g.experiment] = points
+        elif share is not None and room:
+            out[g.experiment] = share * sum(room.values()) / len(room)
+    return out
+
+
 def build_report(results: RunResults, metric: str = "top1", pool: bool | None = None, *,
-                 compare: str | None = None, checks: Mapping[str, ValidityCheck] | None = None) -> RunReport:
+                 compare: str | None = None, checks: Mapping[str, ValidityCheck] | None = None,
+                 control_margin: float | None = None) -> RunReport:
     """The report of a run's results (see the module docstring).
 
     Args:
@@ -220,28 +238,40 @@ def build_report(results: RunResults, metric: str = "top1", pool: bool | None = 
         pool: pool mirror-image treatments (None: per experiment).
         compare: ``"paper"`` adds the paper's counterpart grids and the scorecard.
         checks: the validity checks to run (default: every registered one).
+        control_margin: the control's equivalence margin in top-1 (0.008 = 0.8 points;
+            default: half the paper's boost, scaled to each experiment's headroom).
 
     Raises:
-        ResultsError: an unknown metric or comparison.
+        ResultsError: an unknown metric or comparison, or a margin that is not above 0.
     """
     check_metric(metric)
     if compare is not None and compare not in COMPARISONS:
         raise ResultsError(f"unknown comparison {compare!r}: the only reference is 'paper'")
+    if control_margin is not None and not control_margin > 0:
+        raise ResultsError(f"the control margin must be above 0, got {control_margin}")
     grids = build_grids(results, metric, pool)
-    view = RunView(results, grids, metric, pool, results.records.get)
+    reference = paper_report(metric, pool)
+    margins = _margins(grids, reference.grids, control_margin)
+    view = RunView(results, grids, metric, pool, results.records.get, margins)
     found = run_checks(view, registered_checks() if checks is None else checks)
     estimators = _estimators(results, metric)
-    reference = paper_report(metric, pool) if compare == "paper" else None
-    papers = reference.grids if reference is not None else []
+    papers = reference.grids if compare == "paper" else []
     experiments = tuple(experiment_report(g, estimators, found, _paper_counterpart(g, papers) if papers and g.cells
-                                    else None) for g in grids)
-    card = tuple(scorecard(grids, found)) if compare == "paper" else None
+                                          else None) for g in grids)
+    card = None
+    if compare == "paper":
+        room = Boost().locate(grids)
+        margin = None
+        if control_margin is not None and room:
+            h = headroom(room[0])
+            margin = control_margin / (sum(h.values()) / len(h)) if h else None
+        card = tuple(scorecard(grids, reference.grids, found, margin=margin))
     return RunReport(results, metric, pool, experiments, tuple(found), estimators, card, compare,
-                     reference=reference)
+                     reference=reference if compare == "paper" else None, margins=margins)
 
 
 def read_report(run_dir: Path | str, metric: str = "top1", pool: bool | None = None, *,
-                compare: str | None = None) -> RunReport:
+                compare: str | None = None, control_margin: float | None = None) -> RunReport:
     """Read a run directory (once) and build its report.
 
     Raises:
@@ -249,7 +279,7 @@ def read_report(run_dir: Path | str, metric: str = "top1", pool: bool | None = N
         ResultsError: an unknown metric or comparison.
     """
     check_metric(metric)
-    return build_report(read_results(run_dir), metric, pool, compare=compare)
+    return build_report(read_results(run_dir), metric, pool, compare=compare, control_margin=control_margin)
 
 
 def paper_report(metric: str = PAPER_METRIC, pool: bool | None = None) -> RunReport:

@@ -1,186 +1,309 @@
-"""A reproduction scorecard: the paper's findings, each reproduced, not, or not determined.
+"""The reproduction scorecard: the six findings of Yosinski et al. (2014), judged on a run.
 
-Absolute accuracies of a toy task say nothing about ImageNet's, so the scorecard compares
-shapes: each finding is a comparison *within* the run (a treatment against its own base, a
-split against another), judged with the run's own 95% intervals, beside the paper's number.
-A finding whose comparison cannot be made (a missing experiment or cell, too few networks
-for an interval) is "not determined", never a guess.
+Absolute accuracies of a toy task say nothing about ImageNet's, so each finding is a
+comparison *within* the run (a treatment against its own unit's base, a split against
+another), on the scale a run and the paper share (a fraction of each unit's headroom, see
+:mod:`transferbench.findings`), with its interval over independent units, against the same
+comparison on the paper's published networks. :func:`scorecard` judges them all with
+:func:`transferbench.findings.judge`:
+
+* ``control``: BnB+ matches baseB (an equivalence test within a margin: half the smallest
+  effect it guards, the fine-tuning boost);
+* ``co-adaptation``: BnB dips below baseB at the middle third of the layers *and* recovers at
+  the top third (two parts, both needed: a pipeline that only degrades would not pass);
+* ``specificity``: AnB falls below BnB at the deepest layer;
+* ``fine-tuning boost``: AnB+ is above baseB, averaged over every n;
+* ``dissimilar split``: the dissimilar split falls further (relative to its base) than random
+  halves at the deepest shared layer;
+* ``random weights``: frozen random layers fall further than transferred ones, at the first
+  shared layer above 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+import math
+from collections.abc import Hashable, Sequence
 
-from .analysis import Difference, Grid, Stat, diff
+from .analysis import Grid
+from .findings import Contrast, Finding, FindingResult, headroom, judge, nearest, unit_values
 from .validity import CheckResult
 
-__all__ = ["Finding", "scorecard"]
+__all__ = ["CONTROL_SHARE", "FINDINGS", "default_margin", "scorecard"]
 
-Verdict = Literal["reproduced", "not reproduced", "not determined"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One finding of the paper, and what the run says about it.
-
-    Attributes:
-        name: short name (``control``, ``co-adaptation``, ...).
-        paper: the paper's finding, with its number.
-        run: the run's comparison, with its numbers and interval.
-        verdict: reproduced, not reproduced, or not determined.
-        experiment: the experiment(s) it was judged on.
-    """
-
-    name: str
-    paper: str
-    run: str
-    verdict: Verdict
-    experiment: str = ""
+#: The control's default margin: this share of the smallest effect it guards (the boost).
+CONTROL_SHARE = 0.5
 
 
-def _pts(d: Difference) -> str:
-    ci = "" if d.ci_low is None else f" [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
-    return f"{100 * d.value:+.1f} points{ci}"
+def _thirds(layers: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The middle and the top third of the tested layers (n = 3-5 and 6-7 of the paper's 1-7)."""
+    k = len(layers) // 3
+    return list(layers[k:len(layers) - k]), list(layers[len(layers) - k:]) if k else []
 
 
-def _enough(*stats: Stat | None) -> bool:
-    return all(s is not None and s.count >= 3 for s in stats)
-
-
-def _experiments(grids: Sequence[Grid]) -> tuple[Grid | None, Grid | None, Grid | None]:
-    """The random-halves, dissimilar-split and random-weights experiments of a run, if any."""
-    random = next((g for g in grids if g.pooled and g.get("baseB", 0) and any(
+def _random_halves(grids: Sequence[Grid]) -> Grid | None:
+    return next((g for g in grids if g.pooled and g.get("baseB", 0) and any(
         g.get("AnB", n) for n in g.transfer_layers)), None)
-    weights = next((g for g in grids if any(t not in g.bases and g.sources.get(t) is None
-                                            for t in g.treatments)), None)
-    dissimilar = next((g for g in grids if g is not random and g is not weights and not g.pooled and any(
-        t for t in g.treatments if t not in g.bases and g.sources.get(t) not in (None, g.targets.get(t)))), None)
-    return random, dissimilar, weights
 
 
-def _relative_drop(grid: Grid, name: str, n: int) -> Stat | None:
-    """(base - T) / base for each network of ``name`` at n, against the mean of its own base."""
-    base, cell = grid.base_for(name), grid.get(name, n)
-    if base is None or cell is None or base.mean <= 0:
+def _random_weights(grids: Sequence[Grid]) -> Grid | None:
+    return next((g for g in grids if any(t not in g.bases and g.sources.get(t) is None for t in g.treatments)), None)
+
+
+def _dissimilar(grids: Sequence[Grid]) -> Grid | None:
+    skip = (_random_halves(grids), _random_weights(grids))
+    return next((g for g in grids if g not in skip and not g.pooled and any(
+        t not in g.bases and g.sources.get(t) not in (None, g.targets.get(t)) for t in g.treatments)), None)
+
+
+def _mean_over(grid: Grid, treatment: str, layers: Sequence[int]) -> dict[Hashable, float]:
+    return grid.unit_means(treatment, layers)
+
+
+def _contrast(values: dict[Hashable, float], room: dict[Hashable, float], networks: int, where: str,
+              n: int | None = None, layers: Sequence[int] = ()) -> Contrast | None:
+    if not values:
         return None
-    return Stat.of((base.mean - v) / base.mean for v in cell.values)
+    mean_room = math.fsum(room[u] for u in values) / len(values)
+    return Contrast((tuple(values.values()),), mean_room, networks, where, n, tuple(layers))
 
 
-def _verdict(d: Difference, positive: bool = True) -> Verdict:
-    if d.ci_low is None:
-        return "not determined"
-    holds = d.ci_low > 0 if positive else d.ci_high < 0
-    return "reproduced" if holds else "not reproduced"
+class _RandomHalves(Finding):
+    """A finding judged on the random-halves experiment alone."""
+
+    def locate(self, grids: Sequence[Grid]) -> tuple[Grid, ...] | None:
+        g = _random_halves(grids)
+        return None if g is None else (g,)
 
 
-def _control(g: Grid) -> Finding:
-    paper = "BnB+ matches baseB (.627 vs .625): extra training alone does not help"
-    base, plus = g.get("baseB", 0), g.values("BnB+", g.transfer_layers)
-    if not plus or not _enough(base, Stat.of(plus)):
-        return Finding("control", paper, "needs >= 3 baseB and BnB+ networks", "not determined", g.experiment)
-    d = diff(Stat.of(plus), base)
-    within = d.ci_low is not None and d.ci_low <= 0 <= d.ci_high
-    return Finding("control", paper, f"BnB+ - baseB = {_pts(d)}", "reproduced" if within else "not reproduced",
-                   g.experiment)
+class Control(_RandomHalves):
+    name = "control"
+    claim = "BnB+ matches baseB (.627 vs .625): training the same network again does not help"
+    source = "Figure 2 (BnB+ at every n against baseB), the paper's networks"
+    kind = "equivalence"
+    needs = "baseB and BnB+ networks in at least 3 units"
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        g = grids[0]
+        room = headroom(g)
+        plus = _mean_over(g, "BnB+", g.transfer_layers)
+        base = g.get("baseB", 0)
+        if base is None:
+            return None
+        values = unit_values(plus, room, minus=base.by_unit)
+        return _contrast(values, room, g.networks("BnB+", g.transfer_layers) + base.count,
+                         "BnB+ - baseB over every n", layers=g.transfer_layers)
 
 
-def _coadaptation(g: Grid) -> Finding:
-    paper = "BnB falls below baseB at middle layers (n = 3-5: fragile co-adaptation)"
-    layers = g.transfer_layers
-    middle = [n for n in layers if len(layers) // 3 <= layers.index(n) < len(layers) - len(layers) // 3]
-    base, selffer = g.get("baseB", 0), g.values("BnB", middle)
-    # Every BnB network of the middle layers against baseB, as the boost pools every n (and
-    # Table 1 pools its ranges): one comparison, never the best of several layers.
-    if not middle or not selffer or not _enough(base, Stat.of(selffer)):
-        return Finding("co-adaptation", paper, "needs >= 3 networks in baseB and the middle BnB cells",
-                       "not determined", g.experiment)
-    d = diff(base, Stat.of(selffer))
-    where = f"n={middle[0]}" if len(middle) == 1 else f"n={middle[0]}-{middle[-1]}"
-    return Finding("co-adaptation", paper, f"baseB - BnB over {where} = {_pts(d)}", _verdict(d), g.experiment)
+class Dip(_RandomHalves):
+    name = "dip"
+    claim = "BnB falls below baseB at the middle layers (n = 3-5)"
+    source = "Figure 2 (BnB at n = 3-5 against baseB), the paper's networks"
+    needs = "baseB and BnB networks at the middle third of the layers in at least 3 units"
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        g = grids[0]
+        middle, _ = _thirds(g.transfer_layers)
+        base = g.get("baseB", 0)
+        if base is None or not middle:
+            return None
+        room = headroom(g)
+        values = unit_values(base.by_unit, room, minus=_mean_over(g, "BnB", middle))
+        return _contrast(values, room, g.networks("BnB", middle) + base.count,
+                         f"baseB - BnB over {_span(middle)}", layers=middle)
 
 
-def _specificity(g: Grid) -> Finding:
-    paper = "AnB falls below BnB at the top layers (n = 6-7: features specific to A)"
-    top = g.transfer_layers[-1] if g.transfer_layers else None
-    if top is None or not _enough(g.get("BnB", top), g.get("AnB", top)):
-        return Finding("specificity", paper, "needs >= 3 networks in BnB and AnB at the top layer",
-                       "not determined", g.experiment)
-    d = diff(g.get("BnB", top), g.get("AnB", top))  # type: ignore[arg-type]
-    return Finding("specificity", paper, f"BnB - AnB at n={top} = {_pts(d)}", _verdict(d), g.experiment)
+class Recovery(_RandomHalves):
+    name = "recovery"
+    claim = "BnB recovers at the top layers (n = 6-7), above its middle-layer dip"
+    source = "Figure 2 (BnB at n = 6-7 against n = 3-5), the paper's networks"
+    needs = "BnB networks at the middle and the top third of the layers (at least 3 tested n) in 3 units"
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        g = grids[0]
+        middle, top = _thirds(g.transfer_layers)
+        if not middle or not top:
+            return None
+        room = headroom(g)
+        values = unit_values(_mean_over(g, "BnB", top), room, minus=_mean_over(g, "BnB", middle))
+        return _contrast(values, room, g.networks("BnB", middle + top),
+                         f"BnB over {_span(top)} - BnB over {_span(middle)}", layers=middle + top)
 
 
-def _boost(g: Grid) -> Finding:
-    paper = "AnB+ is at least baseB: fine-tuning transferred features helps (+1.6 points over n = 1-7)"
-    base, plus = g.get("baseB", 0), g.values("AnB+", g.transfer_layers)
-    if not plus or not _enough(base, Stat.of(plus)):
-        return Finding("fine-tuning boost", paper, "needs >= 3 baseB and AnB+ networks", "not determined",
-                       g.experiment)
-    d = diff(Stat.of(plus), base)
-    # Judged by the interval, like every other finding, never by the sign of a mean within
-    # noise (a -0.0 and a +0.3 with the same interval must get the same verdict).
-    if d.ci_low is not None and d.ci_low > 0:
-        note = "a boost beyond noise"
-    elif d.ci_high is not None and d.ci_high < 0:
-        note = "AnB+ below baseB"
-    else:
-        note = "no boost beyond noise; AnB+ is not below baseB either"
-    return Finding("fine-tuning boost", paper, f"AnB+ - baseB over all n = {_pts(d)} ({note})", _verdict(d),
-                   g.experiment)
+class CoAdaptation(_RandomHalves):
+    name = "co-adaptation"
+    claim = "BnB dips below baseB at the middle layers (n = 3-5) and recovers at the top (n = 6-7): fragile " \
+            "co-adaptation of middle layers"
+    source = "Figure 2, the paper's networks"
+
+    def parts(self) -> tuple[Finding, ...]:
+        return (Dip(), Recovery())
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        return None  # judged by its parts
+
+    def unit_rows(self, grids: tuple[Grid, ...]) -> list[tuple[float, ...]]:
+        dip, rec = (p.contrast(grids) for p in self.parts())
+        if dip is None or rec is None:
+            return []
+        g = grids[0]
+        middle, top = _thirds(g.transfer_layers)
+        room, base = headroom(g), g.get("baseB", 0)
+        mid = _mean_over(g, "BnB", middle)
+        tops = _mean_over(g, "BnB", top)
+        assert base is not None
+        units = [u for u in mid if u in tops and u in room and u in base.by_unit]
+        return [((base.by_unit[u] - mid[u]) / room[u], (tops[u] - mid[u]) / room[u]) for u in units]
 
 
-def _dissimilar(random: Grid, dis: Grid) -> Finding:
-    paper = "the dissimilar split falls further at n = 7 than random halves (man-made/natural 39-46% vs 13%)"
-    n = min(random.transfer_layers[-1], dis.transfer_layers[-1]) if random.transfer_layers and dis.transfer_layers \
-        else None
-    names = [t for t in dis.treatments if t not in dis.bases and dis.sources.get(t) not in (None, dis.targets.get(t))]
-    drops = [s for t in names if n is not None and (s := _relative_drop(dis, t, n)) is not None]
-    ours = _relative_drop(random, "AnB", n) if n is not None else None
-    if not drops or ours is None or not _enough(ours, Stat.of(v for s in drops for v in s.values)):
-        return Finding("dissimilar split", paper, "needs >= 3 networks per split at the top layer",
-                       "not determined", f"{dis.experiment} vs {random.experiment}")
-    theirs = Stat.of(v for s in drops for v in s.values)
-    d = diff(theirs, ours)
-    return Finding("dissimilar split", paper, f"drop at n={n}: {100 * theirs.mean:.0f}% vs {100 * ours.mean:.0f}% "
-                   f"of base; difference {_pts(d)}", _verdict(d), f"{dis.experiment} vs {random.experiment}")
+class Specificity(_RandomHalves):
+    name = "specificity"
+    claim = "AnB falls below BnB at the top layers (n = 6-7): features specific to A"
+    source = "Figure 2 (BnB - AnB at the same n), the paper's networks"
+    needs = "BnB and AnB networks at the deepest layer in at least 3 units"
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        g = grids[0]
+        layers = [n for n in g.transfer_layers if g.get("BnB", n) and g.get("AnB", n)]
+        n = nearest(layers, like.n) if like is not None else (layers[-1] if layers else None)
+        if n is None:
+            return None
+        bnb, anb = g.get("BnB", n), g.get("AnB", n)
+        assert bnb is not None and anb is not None
+        values = unit_values(bnb.by_unit, headroom(g), minus=anb.by_unit)
+        return _contrast(values, headroom(g), bnb.count + anb.count, f"BnB - AnB at n={n}", n)
 
 
-def _random_weights(random: Grid, weights: Grid) -> Finding:
-    paper = "random frozen weights fall faster with n than transferred ones (near chance by n = 3-5)"
-    name = next(t for t in weights.treatments if t not in weights.bases and weights.sources.get(t) is None)
-    shared = [n for n in weights.transfer_layers if n in random.transfer_layers and n > 1]
-    for n in shared:
-        rw, tr = _relative_drop(weights, name, n), _relative_drop(random, "AnB", n)
-        if rw is not None and tr is not None and _enough(rw, tr):
-            d = diff(rw, tr)
-            return Finding("random weights", paper, f"drop at n={n}: {100 * rw.mean:.0f}% vs AnB "
-                           f"{100 * tr.mean:.0f}% of base; difference {_pts(d)}", _verdict(d),
-                           f"{weights.experiment} vs {random.experiment}")
-    return Finding("random weights", paper, "needs >= 3 networks per cell at a shared n > 1", "not determined",
-                   f"{weights.experiment} vs {random.experiment}")
+class Boost(_RandomHalves):
+    name = "fine-tuning boost"
+    claim = "AnB+ is above baseB: fine-tuning transferred features helps (+1.6 points over n = 1-7, Table 1)"
+    source = "Table 1 (AnB+ - baseB over n = 1-7), recomputed per unit from the paper's networks"
+    invalidated_by = Finding.invalidated_by | {"convergence"}  # extra training alone could make it
+    needs = "baseB and AnB+ networks in at least 3 units"
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        g = grids[0]
+        base = g.get("baseB", 0)
+        plus = _mean_over(g, "AnB+", g.transfer_layers)
+        if base is None:
+            return None
+        room = headroom(g)
+        values = unit_values(plus, room, minus=base.by_unit)
+        return _contrast(values, room, g.networks("AnB+", g.transfer_layers) + base.count,
+                         "AnB+ - baseB over every n", layers=g.transfer_layers)
 
 
-def scorecard(grids: Sequence[Grid], checks: Sequence[CheckResult] = ()) -> list[Finding]:
-    """The paper's findings judged on a run's grids (see the module docstring).
+def _drops(grid: Grid, names: Sequence[str], n: int) -> tuple[dict[Hashable, float], float, int]:
+    """Per unit, (base - T(n)) / headroom for every treatment named (each against its own
+    direction's base); the units' mean headroom; the networks."""
+    values: dict[Hashable, float] = {}
+    rooms: list[float] = []
+    networks = 0
+    for name in names:
+        base_name = next((b for b in grid.bases if grid.targets.get(b) == grid.targets.get(name)), None)
+        cell, base = grid.get(name, n), grid.base_for(name)
+        if base_name is None or cell is None or base is None:
+            continue
+        room = headroom(grid, base_name)
+        values.update(unit_values(base.by_unit, room, minus=cell.by_unit))
+        rooms += [room[u] for u in cell.by_unit if u in room]
+        networks += cell.count + base.count
+    return values, (math.fsum(rooms) / len(rooms) if rooms else 0.0), networks
 
-    A finding judged on an experiment whose control fails (the ``convergence`` check warns
-    that BnB+ beats baseB) says so: its boosts may be extra training, not transfer.
+
+class _AgainstRandomHalves(Finding):
+    """A finding that compares another experiment's drop from base with random halves' AnB."""
+
+    def other(self, grids: Sequence[Grid]) -> Grid | None:
+        raise NotImplementedError
+
+    def treatments(self, grid: Grid) -> list[str]:
+        raise NotImplementedError
+
+    def layer(self, shared: Sequence[int]) -> int | None:
+        raise NotImplementedError
+
+    def locate(self, grids: Sequence[Grid]) -> tuple[Grid, ...] | None:
+        random, other = _random_halves(grids), self.other(grids)
+        return None if random is None or other is None else (other, random)
+
+    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
+        other, random = grids
+        names = self.treatments(other)
+        shared = [n for n in other.transfer_layers if n in random.transfer_layers and random.get("AnB", n)
+                  and any(other.get(t, n) for t in names)]
+        n = nearest(shared, like.n) if like is not None else self.layer(shared)
+        if n is None:
+            return None
+        mine, room_a, nets_a = _drops(other, names, n)
+        theirs, room_b, nets_b = _drops(random, ["AnB"], n)
+        if not mine or not theirs:
+            return None
+        return Contrast((tuple(mine.values()), tuple(theirs.values())), (room_a + room_b) / 2, nets_a + nets_b,
+                        f"drop from base at n={n}, {other.experiment} - {random.experiment} AnB", n)
+
+
+class Dissimilar(_AgainstRandomHalves):
+    name = "dissimilar split"
+    claim = "the dissimilar split falls further at the top layer than random halves (man-made/natural against " \
+            "random halves, Figure 3)"
+    source = "Figure 3 (drop from base at n = 7), the paper's networks"
+    needs = "3 units of each split with networks at a shared layer"
+
+    def other(self, grids: Sequence[Grid]) -> Grid | None:
+        return _dissimilar(grids)
+
+    def treatments(self, grid: Grid) -> list[str]:
+        return [t for t in grid.treatments if t not in grid.bases and grid.sources.get(t) not in
+                (None, grid.targets.get(t))]
+
+    def layer(self, shared: Sequence[int]) -> int | None:
+        return shared[-1] if shared else None
+
+
+class RandomWeights(_AgainstRandomHalves):
+    name = "random weights"
+    claim = "random frozen weights fall further with n than transferred ones (near chance by n = 3-5, Figure 3)"
+    source = "Figure 3 (drop from base of random frozen layers against AnB), the paper's networks"
+    needs = "3 units of each experiment with networks at a shared layer above 1"
+
+    def other(self, grids: Sequence[Grid]) -> Grid | None:
+        return _random_weights(grids)
+
+    def treatments(self, grid: Grid) -> list[str]:
+        return [t for t in grid.treatments if t not in grid.bases and grid.sources.get(t) is None]
+
+    def layer(self, shared: Sequence[int]) -> int | None:
+        return next((n for n in shared if n > 1), None)
+
+
+def _span(layers: Sequence[int]) -> str:
+    return f"n={layers[0]}" if len(layers) == 1 else f"n={layers[0]}-{layers[-1]}"
+
+
+#: The paper's six findings, in the order the report prints them.
+FINDINGS: tuple[Finding, ...] = (Control(), CoAdaptation(), Specificity(), Boost(), Dissimilar(), RandomWeights())
+
+
+def default_margin(paper: Sequence[Grid], share: float = CONTROL_SHARE) -> float | None:
+    """The control's default margin on the shared scale: ``share`` of the paper's boost (the
+    smallest effect the control guards), read from the paper's networks."""
+    located = Boost().locate(paper)
+    c = Boost().contrast(located) if located else None
+    return None if c is None else share * abs(c.effect)
+
+
+def scorecard(grids: Sequence[Grid], paper: Sequence[Grid], checks: Sequence[CheckResult] = (), *,
+              margin: float | None = None, resamples: int = 200, seed: int = 0) -> list[FindingResult]:
+    """The paper's six findings judged on a run's grids.
+
+    Args:
+        grids: the run's grids.
+        paper: the paper's grids (under the paper's metric), where the effects are read.
+        checks: the run's validity checks: their warnings are the rows' caveats, and
+            provenance, completeness, input scale (and, for the boost, convergence) make a
+            row not determined.
+        margin: the control's margin on the shared scale (default :func:`default_margin`).
     """
-    random, dissimilar, weights = _experiments(grids)
-    missing = "not in this run: add an experiment (configs/quickstart.yaml has all three)"
-    out = []
-    if random is None:
-        out += [Finding(name, "", missing, "not determined") for name in
-                ("control", "co-adaptation", "specificity", "fine-tuning boost")]
-    else:
-        boost = _boost(random)
-        if any(c.check == "convergence" and c.status == "warn" and c.experiment == random.experiment for c in checks):
-            boost = Finding(boost.name, boost.paper, f"{boost.run}; but the control fails: may be extra training",
-                            boost.verdict, boost.experiment)
-        out += [_control(random), _coadaptation(random), _specificity(random), boost]
-    out.append(_dissimilar(random, dissimilar) if random and dissimilar
-               else Finding("dissimilar split", "", missing, "not determined"))
-    out.append(_random_weights(random, weights) if random and weights
-               else Finding("random weights", "", missing, "not determined"))
-    return out
+    margin = default_margin(paper) if margin is None else margin
+    return [judge(f, grids, paper, checks, margin=margin if f.kind == "equivalence" else None, resamples=resamples,
+                  seed=seed) for f in FINDINGS]

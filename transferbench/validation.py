@@ -310,7 +310,7 @@ def _same_n_rows(data: _Data, est: str, experiments: Sequence[str], label: str) 
 class SpecificComparison:
     """Where features turn specific by retraining (``BnB - AnB``, see
     :func:`~transferbench.analysis.specific_layer`) and by one estimator (``e(B->B) - e(A->B)``,
-    same rule; with one network per cell the threshold is 5% of the estimator's range)."""
+    the same rule: the first n whose interval over units lies above 0)."""
 
     experiment: str
     estimator: str
@@ -320,15 +320,16 @@ class SpecificComparison:
 
 def _estimator_grid(grid: Grid, rows: Sequence[EstimateRow]) -> Grid | None:
     """The estimator's scores arranged as a grid: own base (T->T) as BnB, transfers as AnB."""
-    values: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    values: dict[tuple[str, int], dict[str, tuple[float, tuple[str, int, str]]]] = defaultdict(dict)
     for r in rows:
         if r.value is None or not (grid.pooled or r.target == "B"):
             continue
-        values[("BnB" if r.source == r.target else "AnB", r.n)][r.job_id] = r.value
+        unit = (r.experiment, r.split_seed, r.target)  # the network's own unit: its split seed and direction
+        values[("BnB" if r.source == r.target else "AnB", r.n)][r.job_id] = (r.value, unit)
     if not values:
         return None
     est = Grid(grid.experiment, grid.split, grid.metric, grid.pooled, num_layers=grid.num_layers)
-    est.cells = {key: Stat.of(v.values()) for key, v in values.items()}
+    est.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()]) for key, vs in values.items()}
     est.treatments = ["BnB", "AnB"]
     return est
 
@@ -341,10 +342,7 @@ def specific_layers(results: RunResults, estimates: Sequence[EstimateRow], metri
         mine = [e for e in estimates if e.experiment == grid.experiment]
         for name in dict.fromkeys(e.estimator for e in mine):
             est_grid = _estimator_grid(grid, [e for e in mine if e.estimator == name])
-            found = None
-            if est_grid is not None:
-                scores = [v for s in est_grid.cells.values() for v in s.values]
-                found = specific_layer(est_grid, fallback=0.05 * (max(scores) - min(scores)) or 1e-12)
+            found = specific_layer(est_grid) if est_grid is not None else None
             out.append(SpecificComparison(grid.experiment, name, specific_layer(grid), found))
     return out
 

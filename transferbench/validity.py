@@ -18,7 +18,7 @@ hands the results to its renderers.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -60,13 +60,24 @@ class RunView:
         results: every cell of the plan with its network's numbers.
         metric: the accuracy the report is based on.
         pool: the report's pooling choice (None: per experiment, see the analysis module).
+        margins: experiment -> the control's equivalence margin in top-1 (a fraction: 0.008
+            is 0.8 points): how close BnB+ must be shown to be to baseB (``report
+            --control-margin``; by default half the paper's fine-tuning boost, scaled to the
+            experiment's headroom).
     """
 
     def __init__(self, results: RunResults, grids: Sequence[Grid], metric: str = "top1", pool: bool | None = None,
-                 records: Callable[[str], JobRecord | None] | None = None) -> None:
+                 records: Callable[[str], JobRecord | None] | None = None,
+                 margins: Mapping[str, float] | None = None) -> None:
         self.results, self.metric, self.pool = results, metric, pool
         self._grids = list(grids)
         self._records = records
+        self.margins = dict(margins or {})
+
+    def margin(self, experiment: str, default: float = 0.01) -> float:
+        """The control's margin for ``experiment`` (top-1 as a fraction; ``default`` when the
+        report set none)."""
+        return self.margins.get(experiment, default)
 
     def grids(self) -> list[Grid]:
         """One grid per experiment, as the report shows them."""
