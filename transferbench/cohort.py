@@ -147,13 +147,13 @@ class _PrefixGroup:
         if not alive:
             return {}
         with torch.no_grad():
-            out = arch.prefix_outputs(self.target.model, x, sorted({m.job.n for m in alive}))
+            out = arch.prefix_outputs(self.target.model, x, sorted({_cut(m) for m in alive}))
         readers: dict[int, int] = {}
         for m in alive:
-            readers[id(out[m.job.n])] = readers.get(id(out[m.job.n]), 0) + 1
+            readers[id(out[_cut(m)])] = readers.get(id(out[_cut(m)]), 0) + 1
         fed = {}
         for m in alive:  # a suffix may write into its input: each reader but the last gets a copy
-            t = out[m.job.n]
+            t = out[_cut(m)]
             readers[id(t)] -= 1
             fed[m] = t.clone() if readers[id(t)] else t
         return fed
@@ -204,6 +204,12 @@ def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mappi
     return members
 
 
+def _cut(m: Member) -> int:
+    """n, where the member's layers 1..n are frozen copies of its source (its reading's
+    ``source_prefix``; 0: none): the depth at which it reads a shared prefix's output."""
+    return m.setup.target.reading.source_prefix
+
+
 def _prefix_groups(members: list[Member], ctx: TrainContext) -> list[_PrefixGroup]:
     """Group the members whose frozen layers 1..n are copies of one source network."""
     arch = ctx.components.architecture
@@ -211,17 +217,15 @@ def _prefix_groups(members: list[Member], ctx: TrainContext) -> list[_PrefixGrou
         return []  # the compiled whole network is what a member runs alone
     by_source: dict[str, list[Member]] = {}
     for m in members:
-        t, n = m.setup.target, m.job.n
-        if m.feed == "raw" and m.job.depends_on and n > 0 and all(a.copy and not a.train for a in t.actions[:n]) \
-                and arch.split_at(t.model, n) is not None:
+        if m.feed == "raw" and m.job.depends_on and _cut(m) and arch.split_at(m.model, _cut(m)) is not None:
             by_source.setdefault(m.job.depends_on, []).append(m)
     groups = []
     for ms in by_source.values():
         if len(ms) < 2:
             continue
         for m in ms:
-            m.net, m.feed = arch.split_at(m.model, m.job.n)[1], "prefix"
-        groups.append(_PrefixGroup(max(ms, key=lambda m: m.job.n).setup.target, ms))
+            m.net, m.feed = arch.split_at(m.model, _cut(m))[1], "prefix"
+        groups.append(_PrefixGroup(max(ms, key=_cut).setup.target, ms))
     return groups
 
 

@@ -150,12 +150,12 @@ def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Te
     Leaves torch's RNG where training starts (dropout draws from it next)."""
     config, arch, device = ctx.config, ctx.components.architecture, ctx.device
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
-    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state, init_state)
+    target = build_target(arch, job, ctx.input_shape, source_state, init_state)
     target.model.to(device)
     if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
-    data = prepare_job_data(ctx, job.classes, target, job.n)
-    optimizer = None if job.protocol is not None and job.protocol.evaluate_only else \
+    data = prepare_job_data(ctx, job.classes, target)
+    optimizer = None if target.reading.evaluate_only else \
         make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
     return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
 
