@@ -132,3 +132,22 @@ def test_build_cache_and_cost_model_follow_the_job_s_reading(fake_plugins, monke
                          if name.startswith(layer.modules[0] + "."))]
     assert frozen == [layer.name for layer in setup.target.layers[:k]]
     assert torch.equal(setup.target.model.state_dict()["h1.0.weight"], source["h1.0.weight"])
+
+
+def test_the_planner_the_runner_and_the_cost_model_agree_on_who_trains_alone(fake_plugins, monkeypatch):
+    reinit = {"name": "reinit", "source": "B", "target": "B", "protocol": "reinit"}
+    config, components, plan = _setup(executor={"name": "local", "cohorts": True},
+                                      experiments=[{"name": "p", "split": {"name": "parity"},
+                                                    "treatments": ["BnB", "AnB+", reinit]}])
+    networks = [j for j in plan.jobs.values() if j.kind != "estimate"]
+    alone = [j for j in networks if j.kind == "transfer" and not j.reading.joins_cohort]
+    assert alone and all(j.cohort is None for j in alone)
+    cost = cohort_cost.estimate_cohorts(config, components, plan, tflops=10.0)
+    assert cost is not None and cost.cohorts.units == len({j.cohort or j.id for j in networks})
+
+    from transferbench.runner import TrainingRunner
+
+    runner = TrainingRunner(config, components, plan, Path("unused"))
+    monkeypatch.setattr("transferbench.runner.initial_state", lambda *a: {"init": True})
+    assert all(runner._init_state(j) == {"init": True} for j in alone)
+    assert all(runner._init_state(j) is None for j in networks if j not in alone)

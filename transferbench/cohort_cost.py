@@ -82,9 +82,11 @@ def measure_decode_rate(components: Components, seconds: float = 2.0) -> tuple[f
     return done / (time.perf_counter() - t0), os.cpu_count() or 1
 
 
-def _cohort_key(job: Job) -> object:
-    """The unit a job trains in with cohorts: its cohort (the plan's, or the one it would have)."""
-    if job.kind != "transfer":
+def _cohort_key(job: Job, num_layers: int) -> object:
+    """The unit a job trains in with cohorts: its cohort (the plan's, or the one it would have),
+    or itself for a network that trains alone (a base network, or one whose reading keeps it
+    out of cohorts, as the planner keeps it out)."""
+    if job.kind != "transfer" or not job.read_protocol(num_layers).joins_cohort:
         return job.id
     return job.cohort or ("cohort", job.classes)
 
@@ -140,7 +142,7 @@ def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops:
         solo_flop += flop
         solo_images += train_images + eval_images
         solo_hours += max(flop / (tflops * 1e12), (train_images + eval_images) / decode_rate if decode_rate else 0)
-        key = _cohort_key(job)
+        key = _cohort_key(job, plan.num_layers)
         images = streams.get(key, (0.0, 0.0, 0.0))
         streams[key] = (max(images[0], train_images), max(images[1], eval_images), images[2] + flop)
         k = _shared_prefix(job, plan.num_layers)
