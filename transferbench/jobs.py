@@ -3,8 +3,10 @@
 A :class:`Job` is one network to train (or one estimator to run on a trained network), named
 by a content hash; a :class:`Cell` (or :class:`EstimateCell`) is a place in the paper's tables
 that a job fills; :class:`ExternalSource` and :class:`SourceFile` are the weights files a job
-may copy its layers from. This module sits below the planner, the runner, the executors and
-the observers, and imports nothing of theirs: whoever runs or watches jobs needs only this.
+may copy its layers from. A job carries its protocol's reading
+(:class:`~transferbench.reading.ProtocolReading`), made once by the planner. This module sits
+below the planner, the runner, the executors and the observers, and imports nothing of theirs:
+whoever runs or watches jobs needs only this.
 """
 
 from __future__ import annotations
