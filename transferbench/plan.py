@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .components import Components
 from .config import Config, Experiment, Treatment
 from .errors import ConfigError, TransferbenchError
 from .estimator import Estimator
@@ -19,7 +20,6 @@ from .interfaces import ClassInfo, Halves, TransferProtocol
 from .jobs import Cell, EstimateCell, ExternalSource, Job
 from .network import build_meta, input_shape
 from .reading import ProtocolReading
-from .resolve import Components
 from .sources import SourcePlanner
 
 __all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
