@@ -18,6 +18,7 @@ from transferbench.errors import ConfigError, RunDirError
 from transferbench.interfaces import LayerAction
 from transferbench.network import apply_transfer
 from transferbench.plan import build_plan
+from transferbench.reading import ProtocolReading
 from transferbench.resolve import resolve
 from transferbench.store import RunStore
 from transferbench.trainer import train_job
@@ -98,7 +99,7 @@ def test_copy_freeze_reinit_semantics(fake_plugins):
     torch.manual_seed(ft.seed)
     fresh = components.architecture.build(ft.num_classes, (12,))
     layers = components.architecture.layers(fresh)
-    apply_transfer(fresh, layers, ft.protocol.actions(2, len(layers)), source)
+    apply_transfer(fresh, layers, ft.read_protocol(len(layers)), source)
     st = fresh.state_dict()
     assert torch.equal(st["h2.0.weight"], source["h2.0.weight"])
     assert not torch.equal(st["h3.0.weight"], source["h3.0.weight"])  # fresh init, not copied
@@ -113,7 +114,7 @@ def test_shape_mismatch_on_copy_is_an_error(fake_plugins):
     other = components.architecture.build(3, (7,))
     layers = components.architecture.layers(model)
     with pytest.raises(Exception, match="cannot copy"):
-        apply_transfer(model, layers, [LayerAction(True, False)] + [LayerAction(False, True)] * 3,
+        apply_transfer(model, layers, ProtocolReading((LayerAction(True, False),) + (LayerAction(False, True),) * 3),
                        other.state_dict())
 
 
@@ -241,11 +242,11 @@ def test_augmentation_turns_the_cache_off(fake_plugins, tmp_path):
     job = next(j for j in plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "frozen")
     ctx = TrainContext(config, components, torch.device("cpu"))
     source = {k: v.clone() for k, v in components.architecture.build(job.num_classes, (12,)).state_dict().items()}
-    target = build_target(components.architecture, job.num_classes, (12,), job.protocol, job.n, source)
+    target = build_target(components.architecture, job, (12,), source)
     train = open_task(components.data, "train", job.classes, config.loader, ctx.memory)
-    assert _can_cache(ctx, target, job.n, train)
+    assert _can_cache(ctx, target, train)
     config.train.augment = Augment(mirror=True)  # blobs are 1-D: the plan itself would refuse this
-    assert not _can_cache(ctx, target, job.n, train)
+    assert not _can_cache(ctx, target, train)
 
 
 def test_augmentation_on_non_image_inputs_is_a_config_error(fake_plugins):

@@ -263,7 +263,7 @@ def test_reinit_resets_layer_k_to_its_initial_weights_and_retrains_it(fake_plugi
     from transferbench.network import build_target
 
     torch.manual_seed(job.seed)
-    target = build_target(components.architecture, job.num_classes, ctx.input_shape, job.protocol, 2, source, init)
+    target = build_target(components.architecture, job, ctx.input_shape, source, init)
     start = target.model.state_dict()
     assert torch.equal(start["h2.0.weight"], init["h2.0.weight"])  # reset to where the source started
     assert torch.equal(start["h1.0.weight"], source["h1.0.weight"]) and torch.equal(start["h3.0.bias"],
@@ -288,8 +288,9 @@ def test_reinit_eval_trains_nothing(fake_plugins, tmp_path):
             assert torch.equal(value, expected[name]), name  # nothing trained, the head included
         from transferbench.jobdata import prepare_job_data
         from transferbench.network import Target
+        from transferbench.reading import ProtocolReading
 
-        data = prepare_job_data(ctx, base.classes, Target(model, [], [], {}, []), 0)
+        data = prepare_job_data(ctx, base.classes, Target(model, [], ProtocolReading(()), {}, []))
         assert record.top1 == evaluate(model, data.eval, data.transform, ctx.device, 64)[0]
 
 

@@ -13,6 +13,14 @@ every member computes what it computes alone, up to the rounding of the batched 
 (float tolerance, tested; not bit for bit). A network whose training-mode forward pass draws
 random numbers other than through ``dropout`` is not batched (found by a probe).
 
+:class:`BatchedMembers` is a :class:`~transferbench.members.Stepper`: a cohort steps it as it
+steps members one by one. Its training steps follow the same
+:class:`~transferbench.stepping.TrainingSteps` (lr, loss check, running loss). If its first
+step fails it hands its members, as they were before that step, to
+:class:`~transferbench.members.SoloSteppers` (:meth:`BatchedMembers.fallback`); if a batched
+evaluation fails, its members are evaluated one by one from then on while training stays
+batched.
+
 Whether batching pays depends on the machine (``performance.batched``): on this project's
 2-core CPU it measured about even with one network after another; it pays where one small
 network cannot fill the device (a GPU, many cores).
@@ -20,24 +28,23 @@ network cannot fill the device (a GPU, many cores).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .context import TrainContext
 from .devices import autocast
-
-if TYPE_CHECKING:
-    from .cohort import Member
+from .members import Inputs, Member, SoloSteppers, Stepper
+from .stepping import TrainingSteps
 
 __all__ = ["BatchedMembers", "dropout_mask"]
+
+log = logging.getLogger("transferbench")
 
 
 def dropout_mask(shape: Sequence[int], p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -85,7 +92,9 @@ class BatchedMembers:
         self.base = members[0].model  # its structure (and train/eval mode) runs every member
         self.names = [n for n, _ in self.base.named_parameters()]
         self.mode = _Dropouts()
-        self.steps = 0  # batched optimizer steps taken
+        self.taken = 0  # batched optimizer steps taken
+        self.synced = 0  # the members' own networks hold the values after this many steps
+        self.batched_eval = True  # False once a batched evaluation failed: one by one from then on
         self._before: list[dict] | None = None
         self._stack()
 
@@ -127,11 +136,17 @@ class BatchedMembers:
         raise KeyError("a parameter of the optimizer is not in the network")
 
     def reload(self) -> None:
-        """Stack again from the members' own networks and optimizers (after a resume)."""
-        self._stack()
+        """Stack again from the members' own networks and optimizers (after a resume; the
+        members that failed before it stay out)."""
+        self.members = [m for m in self.members if m.alive]
+        self.synced = self.taken
+        if self.members:
+            self.base = self.members[0].model
+            self._stack()
 
     def sync(self) -> None:
         """Write the stacked values back into each member's network and optimizer."""
+        self.synced = self.taken
         with torch.no_grad():
             for k, m in enumerate(self.members):
                 for n in self.names:
@@ -178,36 +193,66 @@ class BatchedMembers:
     def abandon(self) -> bool:
         """After a failure of the first batched step: leave the members as they were before it
         (networks, dropout streams), to train one by one. False when steps were already taken."""
-        if self.steps or self._before is None:
+        if self.taken or self._before is None:
             return False
         for m, state in zip(self.members, self._before):
             m.rng.load(state)
         return True
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, factor: float, loss_fn: nn.Module,
-                   amp: contextlib.AbstractContextManager, step: int) -> None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, steps: TrainingSteps, step: int) -> None:
         """One optimizer step of every member; a member whose loss is not finite fails."""
-        if not self.steps:
+        if not self.taken:
             self._before = [dict(m.rng.state()) for m in self.members]
-        for group, lr in zip(self.optimizer.param_groups, self.members[0].base_lrs):
-            group["lr"] = lr * factor
+        steps.set_lr(self.optimizer, self.members[0].base_lrs, step)  # one optimizer: the same groups for all
         masks = self._masks(x.shape[0])
-        with amp:
+        with steps.amp:
             out = self._forward(x, masks)
-            losses = [loss_fn(out[k], y) for k in range(len(self.members))]
+            losses = [steps.loss_fn(out[k], y) for k in range(len(self.members))]
         values = torch.stack([v.detach().float() for v in losses]).tolist()
         total = None
         for m, loss, value in zip(self.members, losses, values):
-            if not math.isfinite(value):
-                m.error = f"loss became {value} at step {step + 1}"
-                continue
-            total = loss if total is None else total + loss
-            m.running = value if step == 0 else 0.9 * m.running + 0.1 * value
+            if m.course.add_loss(value, step):
+                total = loss if total is None else total + loss
         self.optimizer.zero_grad(set_to_none=True)
         if total is not None:
             total.backward()
             self.optimizer.step()
-        self.steps += 1
+        self.taken += 1
+
+    # ------------------------------------------------------------------ the Stepper interface
+    def step(self, inputs: Inputs, steps: TrainingSteps, step: int) -> None:
+        """Step ``step`` of every member as one computation (they all read the cohort's batch);
+        the members that failed leave the stack."""
+        if not self.members:
+            return
+        x, y = inputs[self.members[0]]
+        self.train_step(x, y, steps, step)
+        self.drop_failed()
+
+    def fallback(self, exc: Exception) -> Stepper | None:
+        """The members one by one, as they were before the first batched step broke; None
+        once batched steps were taken (the failure stands)."""
+        if not self.abandon():
+            return None
+        log.warning("batched training failed (%s: %s); its members train one by one", type(exc).__name__, exc)
+        return SoloSteppers(self.members)
+
+    def eval_logits(self, inputs: Mapping[Member, torch.Tensor]) -> dict[Member, torch.Tensor]:
+        """The members' evaluation logits, batched; after a batched evaluation failed, each
+        member's own network (synced) evaluates, and training stays batched."""
+        mine = [m for m in self.members if m in inputs]
+        if not mine:
+            return {}
+        if self.batched_eval:
+            try:
+                return self.logits(inputs[mine[0]])
+            except Exception as exc:  # noqa: BLE001 - batching is a speed-up: without it, the same evaluation
+                log.warning("batched evaluation failed (%s: %s); its members are evaluated one by one",
+                            type(exc).__name__, exc)
+                self.batched_eval = False
+        if self.synced != self.taken:
+            self.sync()
+        return {m: m.net(inputs[m]) for m in mine}
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> dict[Member, torch.Tensor]:

@@ -14,8 +14,11 @@ data in the same order. :func:`train_cohort` trains them step by step together:
 * each member keeps its own dropout stream (torch's RNG, swapped in while it runs), so a
   member gets the record it gets alone with the same data order (``job.stream_seed``),
   bit for bit on the CPU;
-* same-shaped members that train every layer can run as one batched computation
-  (:mod:`transferbench.batched`, ``performance.batched``), equal within float tolerance.
+* how members step is a :class:`~transferbench.members.Stepper`'s business: one by one
+  (:class:`~transferbench.members.SoloSteppers`), or same-shaped members that train every
+  layer as one batched computation (:mod:`transferbench.batched`, ``performance.batched``),
+  equal within float tolerance. Every step follows
+  :class:`~transferbench.stepping.TrainingSteps`, as a network trained alone does.
 
 A member whose loss becomes NaN fails alone; the others train on. The cohort saves a joint
 checkpoint at epoch ends (``output.cohort_checkpoint_minutes``), from which an interrupted
@@ -24,12 +27,10 @@ cohort resumes to the same numbers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,91 +39,23 @@ from torch import nn
 
 from .batched import BatchedMembers
 from .context import TrainContext
-from .devices import autocast
 from .errors import TrainingFailed
 from .executor import ProgressFn
 from .files import atomic_target, quarantine
 from .hashing import content_hash
 from .jobs import Job
+from .members import Inputs, Member, RngState, SoloSteppers, Stepper
 from .network import Target
 from .records import HistoryPoint, JobRecord, utc_now
-from .schedule import lr_factor
-from .trainer import JobSetup, count_correct, evaluate, job_record, prepare_job
+from .stepping import TrainingSteps
+from .trainer import count_correct, evaluate, job_record, prepare_job
 
-__all__ = ["CohortResult", "Member", "RngState", "train_cohort"]
+__all__ = ["CohortResult", "train_cohort"]
 
 log = logging.getLogger("transferbench")
 
 #: Format of the joint checkpoint files (``cohorts/<cohort>/<members>.pt`` in the run directory).
 CHECKPOINT_FORMAT = 1
-
-
-class RngState:
-    """A member's own stream of torch's global RNG (CPU, and its CUDA device's), which only
-    dropout draws from while a network trains; swapped in while the member runs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-        try:
-            yield
-        finally:
-            self.cpu = torch.get_rng_state()
-            if self.cuda is not None:
-                self.cuda = torch.cuda.get_rng_state(self.device)
-
-    def state(self) -> dict[str, torch.Tensor | None]:
-        return {"cpu": self.cpu, "cuda": self.cuda}
-
-    def load(self, state: Mapping[str, torch.Tensor | None]) -> None:
-        self.cpu = state["cpu"]
-        if self.cuda is not None and state.get("cuda") is not None:
-            self.cuda = state["cuda"]
-
-
-@dataclass(eq=False)
-class Member:
-    """One network of a cohort while it trains.
-
-    Attributes:
-        job: its job.
-        setup: its network, data, optimizer and length (as :func:`prepare_job` made them).
-        rng: its dropout stream.
-        progress: its progress callback.
-        net: what it runs on its input: the whole network (or the suffix above its cache),
-            or the suffix above a shared prefix.
-        feed: ``raw`` (the cohort's batches), ``cached`` (its own frozen-prefix features) or
-            ``prefix`` (a shared prefix's output at its cut).
-        generator: the data-order generator of a ``cached`` member (seeded as the cohort's).
-        history, running, error: its evaluations, running loss, and why it failed.
-    """
-
-    job: Job
-    setup: JobSetup
-    rng: RngState
-    progress: ProgressFn | None
-    net: nn.Module
-    feed: str = "raw"
-    generator: torch.Generator | None = None
-    history: list[HistoryPoint] = field(default_factory=list)
-    running: float = 0.0
-    error: str | None = None
-    base_lrs: list[float] = field(default_factory=list)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.setup.target.model
-
-    @property
-    def alive(self) -> bool:
-        return self.error is None
 
 
 @dataclass
@@ -147,13 +80,13 @@ class _PrefixGroup:
         if not alive:
             return {}
         with torch.no_grad():
-            out = arch.prefix_outputs(self.target.model, x, sorted({m.job.n for m in alive}))
+            out = arch.prefix_outputs(self.target.model, x, sorted({_cut(m) for m in alive}))
         readers: dict[int, int] = {}
         for m in alive:
-            readers[id(out[m.job.n])] = readers.get(id(out[m.job.n]), 0) + 1
+            readers[id(out[_cut(m)])] = readers.get(id(out[_cut(m)]), 0) + 1
         fed = {}
         for m in alive:  # a suffix may write into its input: each reader but the last gets a copy
-            t = out[m.job.n]
+            t = out[_cut(m)]
             readers[id(t)] -= 1
             fed[m] = t.clone() if readers[id(t)] else t
         return fed
@@ -161,19 +94,19 @@ class _PrefixGroup:
 
 @dataclass(eq=False)
 class _Cohort:
-    """The members and how they are fed."""
+    """The members, how they are fed and how they step."""
 
     ctx: TrainContext
     members: list[Member]
     groups: list[_PrefixGroup]
-    batched: BatchedMembers | None
+    steppers: list[Stepper]  # every member in exactly one
+    steps: TrainingSteps
     generator: torch.Generator
     step: int = 0
-    batched_eval: bool = True  # False once a batched evaluation failed: members are evaluated one by one
 
     @property
     def lead(self) -> Member:
-        """The member whose data (raw examples, transform, length) the cohort's stream uses."""
+        """The member whose data (raw examples, transform) the cohort's stream uses."""
         return next((m for m in self.members if m.feed != "cached"), self.members[0])
 
     def alive(self, feed: str | None = None) -> list[Member]:
@@ -182,6 +115,16 @@ class _Cohort:
     def shared(self) -> list[Member]:
         """Members that read the cohort's own batches (raw or through a shared prefix)."""
         return [m for m in self.alive() if m.feed != "cached"]
+
+    def train_mode(self) -> None:
+        """Training mode for every live member and shared prefix (frozen normalisation pinned)."""
+        for target in [m.setup.target for m in self.alive()] + [g.target for g in self.groups]:
+            target.train_mode()
+
+    def sync(self) -> None:
+        """Every member's own network and optimizer hold what training made of them."""
+        for stepper in self.steppers:
+            stepper.sync()
 
 
 def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mapping[str, torch.Tensor] | None],
@@ -204,6 +147,12 @@ def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mappi
     return members
 
 
+def _cut(m: Member) -> int:
+    """n, where the member's layers 1..n are frozen copies of its source (its reading's
+    ``source_prefix``; 0: none): the depth at which it reads a shared prefix's output."""
+    return m.setup.target.reading.source_prefix
+
+
 def _prefix_groups(members: list[Member], ctx: TrainContext) -> list[_PrefixGroup]:
     """Group the members whose frozen layers 1..n are copies of one source network."""
     arch = ctx.components.architecture
@@ -211,17 +160,15 @@ def _prefix_groups(members: list[Member], ctx: TrainContext) -> list[_PrefixGrou
         return []  # the compiled whole network is what a member runs alone
     by_source: dict[str, list[Member]] = {}
     for m in members:
-        t, n = m.setup.target, m.job.n
-        if m.feed == "raw" and m.job.depends_on and n > 0 and all(a.copy and not a.train for a in t.actions[:n]) \
-                and arch.split_at(t.model, n) is not None:
+        if m.feed == "raw" and m.job.depends_on and _cut(m) and arch.split_at(m.model, _cut(m)) is not None:
             by_source.setdefault(m.job.depends_on, []).append(m)
     groups = []
     for ms in by_source.values():
         if len(ms) < 2:
             continue
         for m in ms:
-            m.net, m.feed = arch.split_at(m.model, m.job.n)[1], "prefix"
-        groups.append(_PrefixGroup(max(ms, key=lambda m: m.job.n).setup.target, ms))
+            m.net, m.feed = arch.split_at(m.model, _cut(m))[1], "prefix"
+        groups.append(_PrefixGroup(max(ms, key=_cut).setup.target, ms))
     return groups
 
 
@@ -239,76 +186,62 @@ def _batches(c: _Cohort) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | N
         yield x, y, mine
 
 
-def _step_member(m: Member, x: torch.Tensor, y: torch.Tensor, factor: float, loss_fn: nn.Module,
-                 amp: contextlib.AbstractContextManager, step: int) -> None:
-    """One optimizer step of one member, in its own dropout stream (as train_loop does it)."""
-    for group, lr in zip(m.setup.optimizer.param_groups, m.base_lrs):
-        group["lr"] = lr * factor
-    with m.rng.active(), amp:
-        loss = loss_fn(m.net(x), y)
-    value = loss.item()
-    if not math.isfinite(value):
-        m.error = f"loss became {value} at step {step + 1}"
-        return
-    m.setup.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    m.setup.optimizer.step()
-    m.running = value if step == 0 else 0.9 * m.running + 0.1 * value
+def _steppers(members: list[Member], ctx: TrainContext) -> list[Stepper]:
+    """How the members step: the same-shaped ones that read the cohort's own batches as one
+    batched computation where ``performance.batched`` asks for it and they can be, every
+    other member one by one."""
+    batched = [s for s in (BatchedMembers.of([m for m in members if m.feed == "raw"], ctx),) if s is not None]
+    rest = [m for m in members if not any(m in s.members for s in batched)]
+    return [*batched, SoloSteppers(rest)]
 
 
-def _train_step(c: _Cohort, x: torch.Tensor | None, y: torch.Tensor | None, mine: dict[Member, tuple],
-                factor: float, loss_fn: nn.Module) -> None:
+def _train_step(c: _Cohort, x: torch.Tensor | None, y: torch.Tensor | None, mine: dict[Member, tuple]) -> None:
     """One step of every member on the cohort's batch (transformed once) or its own."""
-    ctx, arch = c.ctx, c.ctx.components.architecture
-    device, amp = ctx.device, autocast(ctx.config.performance.amp, ctx.device)
-    inputs: dict[Member, torch.Tensor] = {}
-    if x is not None:
+    device, arch = c.ctx.device, c.ctx.components.architecture
+    inputs: dict[Member, tuple[torch.Tensor, torch.Tensor]] = {}
+    if x is not None and y is not None:
         x = c.lead.setup.data.transform(x.to(device, non_blocking=True), train=True, generator=c.generator)
         y = y.to(device, non_blocking=True)
         for m in c.shared():
             if m.setup.data.input_std is None:
                 m.setup.data.input_std = float(x.detach().float().std())
-            inputs[m] = x
+            inputs[m] = (x, y)
         for g in c.groups:
-            with amp:
-                inputs.update(g.outputs(arch, x))
-    if c.batched is not None and c.batched.members:
+            with c.steps.amp:
+                inputs.update({m: (out, y) for m, out in g.outputs(arch, x).items()})
+    for m, (mx, my) in mine.items():
+        if m.alive:
+            inputs[m] = (m.setup.data.transform(mx.to(device), train=True), my.to(device))
+    _step(c, inputs)
+
+
+def _step(c: _Cohort, inputs: Inputs) -> None:
+    """Every stepper takes the step; one that breaks hands its members to its fallback,
+    which takes the step instead (and the next ones)."""
+    for i, stepper in enumerate(c.steppers):
         try:
-            c.batched.train_step(x, y, factor, loss_fn, amp, c.step)
-        except Exception as exc:  # batching is a speed-up: without it, the same training
-            if not c.batched.abandon():
+            stepper.step(inputs, c.steps, c.step)
+        except Exception as exc:  # e.g. batching is a speed-up: without it, the same training
+            instead = stepper.fallback(exc)
+            if instead is None:
                 raise
-            log.warning("batched training failed (%s: %s); its members train one by one", type(exc).__name__, exc)
-            c.batched = None
-    for m in c.alive():
-        if c.batched is not None and m in c.batched.members:
-            continue
-        if m.feed == "cached":
-            mx, my = mine[m]
-            _step_member(m, m.setup.data.transform(mx.to(device), train=True), my.to(device), factor, loss_fn,
-                         amp, c.step)
-        else:
-            _step_member(m, inputs[m], y, factor, loss_fn, amp, c.step)
+            c.steppers[i] = instead
+            instead.step(inputs, c.steps, c.step)
 
 
 @torch.no_grad()
 def _evaluate(c: _Cohort) -> dict[Member, tuple[float, float]]:
     """Every member's top-1 and top-5; the cohort's evaluation batches are read once for all."""
     ctx, arch = c.ctx, c.ctx.components.architecture
-    amp = autocast(ctx.config.performance.amp, ctx.device)
     eval_batch = ctx.config.eval.batch_size or ctx.config.train.batch_size
     out: dict[Member, tuple[float, float]] = {}
-    with amp:
+    with c.steps.amp:
         for m in c.alive("cached"):
             out[m] = evaluate(m.net, m.setup.data.eval, m.setup.data.transform, ctx.device, eval_batch)
         shared = c.shared()
         if shared:
-            for m in shared:
-                m.model.eval()
-            for g in c.groups:
-                g.target.model.eval()
-            if c.batched is not None and not c.batched_eval:
-                _unbatch_for_eval(c)
+            for model in [m.model for m in shared] + [g.target.model for g in c.groups]:
+                model.eval()
             counts = {m: [0, 0, 0] for m in shared}
             data = c.lead.setup.data
             for x, y in data.eval.batches(eval_batch, shuffle=False):
@@ -317,67 +250,36 @@ def _evaluate(c: _Cohort) -> dict[Member, tuple[float, float]]:
                 inputs = {m: x for m in shared}
                 for g in c.groups:
                     inputs.update(g.outputs(arch, x))
-                logits = _batched_logits(c, x)
+                logits: dict[Member, torch.Tensor] = {}
+                for stepper in c.steppers:
+                    logits.update(stepper.eval_logits(inputs))
                 for m in shared:
-                    count_correct(counts[m], logits[m] if m in logits else m.net(inputs[m]), y, m.job.num_classes)
+                    count_correct(counts[m], logits[m], y, m.job.num_classes)
             out.update({m: (k[0] / k[2], k[1] / k[2]) for m, k in counts.items()})
-    for target in [m.setup.target for m in c.alive()] + [g.target for g in c.groups]:
-        target.train_mode()
+    c.train_mode()
     return out
 
 
-def _batched_logits(c: _Cohort, x: torch.Tensor) -> dict[Member, torch.Tensor]:
-    """The batched members' evaluation logits; on a failure they are evaluated one by one."""
-    if c.batched is None:
-        return {}
-    if not c.batched_eval:
-        return {}
-    try:
-        return c.batched.logits(x)
-    except Exception as exc:  # noqa: BLE001 - batching is a speed-up: without it, the same evaluation
-        log.warning("batched evaluation failed (%s: %s); its members are evaluated one by one",
-                    type(exc).__name__, exc)
-        c.batched_eval = False
-        _unbatch_for_eval(c)
-        return {}
-
-
-def _unbatch_for_eval(c: _Cohort) -> None:
-    """Write the batched members' trained values into their own networks, set to evaluate
-    (training stays batched)."""
-    c.batched.sync()
-    for m in c.batched.members:
-        m.model.eval()
-
-
-def _after_step(c: _Cohort, factor: float) -> None:
-    """Drop failed members; evaluate when due (``factor``: the schedule's at the step just
-    taken, recorded as train_loop records it); report progress."""
-    if c.batched is not None:
-        c.batched.drop_failed()
-    length = c.lead.setup.length
-    if c.step % length.eval_every == 0 or c.step == length.total:
+def _after_step(c: _Cohort) -> None:
+    """Evaluate when due; report progress."""
+    length = c.steps.length
+    if c.steps.due(c.step):
         for m, (top1, top5) in _evaluate(c).items():
-            m.history.append(HistoryPoint(step=c.step, epoch=round(c.step / length.steps_per_epoch, 4),
-                                          top1=top1, top5=top5, train_loss=m.running, lr_factor=factor))
+            c.steps.record(m.course, c.step, top1, top5)
     for m in c.alive():
         if m.progress is not None:
-            m.progress(c.step, length.total, {"loss": m.running, "top1": m.history[-1].top1 if m.history else math.nan})
+            m.progress(c.step, length.total, m.course.info())
 
 
 def _loop(c: _Cohort, checkpoint: Callable[[_Cohort], None]) -> None:
     """Train every member to the end (or its failure), in lockstep."""
-    config = c.ctx.config
-    length = c.lead.setup.length
-    factor = lr_factor(config.train.schedule, length)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-    for target in [m.setup.target for m in c.alive()] + [g.target for g in c.groups]:
-        target.train_mode()
+    length = c.steps.length
+    c.train_mode()
     while c.step < length.total and c.alive():
         for x, y, mine in _batches(c):
-            _train_step(c, x, y, mine, factor(c.step), loss_fn)
+            _train_step(c, x, y, mine)
             c.step += 1
-            _after_step(c, factor(c.step - 1))
+            _after_step(c)
             if c.step >= length.total or not c.alive():
                 break
         else:
@@ -411,18 +313,18 @@ def train_cohort(jobs: Sequence[Job], ctx: TrainContext,
         raise TrainingFailed(f"a cohort's members must share one data order; these have {len(seeds)}")
     members = _members(jobs, ctx, sources, progress)
     groups = _prefix_groups(members, ctx)
-    c = _Cohort(ctx, members, groups, BatchedMembers.of([m for m in members if m.feed == "raw"], ctx),
-                torch.Generator().manual_seed(jobs[0].stream_seed))
+    steps = TrainingSteps(ctx.config, members[0].setup.length, ctx.device)  # one training set: one length
+    generator = torch.Generator().manual_seed(jobs[0].stream_seed)
+    c = _Cohort(ctx, members, groups, _steppers(members, ctx), steps, generator)
     identity = dict(identity or {job.id: job.fingerprint for job in jobs})
     saver = _Checkpoints(checkpoint_dir, jobs, checkpoint_minutes, identity)
     saver.resume(c)
     _loop(c, saver.save)
-    if c.batched is not None:  # (None again if batching failed and was given up)
-        c.batched.sync()
+    c.sync()
     saver.done()
     seconds = time.perf_counter() - t0
-    return [CohortResult(m.job, None, None, m.error) if m.error else
-            CohortResult(m.job, job_record(m.job, ctx, m.setup, m.history, started, seconds), m.model)
+    return [CohortResult(m.job, None, None, m.course.error) if m.course.error else
+            CohortResult(m.job, job_record(m.job, ctx, m.setup, m.course.history, started, seconds), m.model)
             for m in members]
 
 
@@ -491,28 +393,28 @@ class _Checkpoints:
         for m in c.members:
             s = saved["members"][m.job.id]
             if s.get("error"):
-                m.error = s["error"]
+                m.course.error = s["error"]
                 continue
             m.model.load_state_dict(s["model"])
             m.setup.optimizer.load_state_dict(s["optimizer"])
             m.rng.load(s["rng"])
-            m.history = [HistoryPoint(**h) for h in s["history"]]
-            m.running, m.setup.data.input_std = s["running"], s["input_std"]
+            m.course.history = [HistoryPoint(**h) for h in s["history"]]
+            m.course.running, m.setup.data.input_std = s["running"], s["input_std"]
             if m.generator is not None:
                 m.generator.set_state(s["generator"])
-        if c.batched is not None:
-            c.batched.reload()
+        for stepper in c.steppers:
+            stepper.reload()
 
     def save(self, c: _Cohort) -> None:
         if self.path is None or time.monotonic() - self.last < self.minutes * 60:
             return
-        if c.batched is not None:
-            c.batched.sync()
+        c.sync()
         members = {}
         for m in c.members:
-            members[m.job.id] = {"error": m.error} if m.error else {
-                "model": m.model.state_dict(), "optimizer": m.setup.optimizer.state_dict(), "rng": m.rng.state(),
-                "history": [h.model_dump() for h in m.history], "running": m.running,
+            members[m.job.id] = {"error": m.course.error} if m.course.error else {
+                "model": m.model.state_dict(), "optimizer": m.setup.optimizer.state_dict(),
+                "rng": m.rng.state(), "history": [h.model_dump() for h in m.course.history],
+                "running": m.course.running,
                 "input_std": m.setup.data.input_std,
                 "generator": m.generator.get_state() if m.generator is not None else None}
         state = {"format": CHECKPOINT_FORMAT, "step": c.step, "generator": c.generator.get_state(),

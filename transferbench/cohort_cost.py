@@ -82,27 +82,24 @@ def measure_decode_rate(components: Components, seconds: float = 2.0) -> tuple[f
     return done / (time.perf_counter() - t0), os.cpu_count() or 1
 
 
-def _cohort_key(job: Job) -> object:
-    """The unit a job trains in with cohorts: its cohort (the plan's, or the one it would have)."""
-    if job.kind != "transfer":
+def _cohort_key(job: Job, num_layers: int) -> object:
+    """The unit a job trains in with cohorts: its cohort (the plan's, or the one it would have),
+    or itself for a network that trains alone (a base network, or one whose reading keeps it
+    out of cohorts, as the planner keeps it out)."""
+    if job.kind != "transfer" or not job.read_protocol(num_layers).joins_cohort:
         return job.id
     return job.cohort or ("cohort", job.classes)
 
 
-def _shared_prefix(job: Job, num_layers: int) -> bool:
-    """Whether the job's frozen layers 1..n copy its source (a prefix cohort members share)."""
-    if job.protocol is None or job.depends_on is None or job.n == 0:
-        return False
-    actions = job.protocol.actions(job.n, num_layers)[: job.n]
-    return all(a.copy and not a.train for a in actions)
+def _shared_prefix(job: Job, num_layers: int) -> int:
+    """k when the job's layers 1..k are frozen copies of its source network (a prefix the
+    cohort members of one source share, as :mod:`transferbench.cohort` groups them), else 0."""
+    return job.read_protocol(num_layers).source_prefix if job.depends_on is not None else 0
 
 
 def _frozen(job: Job, num_layers: int) -> int:
     """Layers 1..k that do not train (no backward pass through them)."""
-    if job.protocol is None:
-        return 0
-    actions = job.protocol.actions(job.n, num_layers)
-    return next((i for i, a in enumerate(actions) if a.train), len(actions))
+    return job.read_protocol(num_layers).frozen_prefix
 
 
 # long: one pass over the jobs that adds up both ways of running them side by side
@@ -145,11 +142,12 @@ def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops:
         solo_flop += flop
         solo_images += train_images + eval_images
         solo_hours += max(flop / (tflops * 1e12), (train_images + eval_images) / decode_rate if decode_rate else 0)
-        key = _cohort_key(job)
+        key = _cohort_key(job, plan.num_layers)
         images = streams.get(key, (0.0, 0.0, 0.0))
         streams[key] = (max(images[0], train_images), max(images[1], eval_images), images[2] + flop)
-        if not cached and _shared_prefix(job, plan.num_layers):
-            groups.setdefault((key, job.depends_on), []).append((train_images, job.n))
+        k = _shared_prefix(job, plan.num_layers)
+        if not cached and k:
+            groups.setdefault((key, job.depends_on), []).append((train_images, k))
     saved = 0.0
     for (key, _), members in groups.items():  # the deepest prefix once per batch, not one per member
         if len(members) > 1:

@@ -44,15 +44,15 @@ class JobData:
     input_std: float | None = None
 
 
-def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, n: int) -> JobData:
+def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target) -> JobData:
     """The examples of the task ``classes`` and the module to train on them.
 
     Args:
         ctx: the run's shared context (config, plugins, device, data in memory).
         classes: the source's class indices of the task.
-        target: the job's network after transfer (on ``ctx.device``).
-        n: layers transferred (0 for a base network). The cache covers the leading frozen
-            layers whatever n says (``surgical`` at n freezes layers 1..n-1).
+        target: the job's network after transfer (on ``ctx.device``). The cache covers its
+            reading's leading frozen layers, whatever n says (``surgical`` at n freezes
+            layers 1..n-1).
     """
     config, source, device = ctx.config, ctx.components.data, ctx.device
     perf = config.performance
@@ -62,8 +62,8 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, 
     norm = ctx.components.architecture.input_normalization(source.normalization())
     transform = BatchTransform(config.train.augment, norm, device, channels_last=channels_last)
     data = JobData(train, evaluation, transform, target.model)
-    if _can_cache(ctx, target, n, train):
-        split = ctx.components.architecture.split_at(target.model, _leading_frozen(target))
+    if _can_cache(ctx, target, train):
+        split = ctx.components.architecture.split_at(target.model, target.reading.frozen_prefix)
         if split is not None:
             prefix, suffix = split
             feats = _features(prefix, (train, evaluation), transform, ctx)
@@ -77,20 +77,13 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target, 
     return data
 
 
-def _leading_frozen(target: Target) -> int:
-    """How many layers from the bottom are frozen (layers 1..m), the classifier aside."""
-    m = 0
-    while m < len(target.actions) - 1 and not target.actions[m].train:
-        m += 1
-    return m
-
-
-def _can_cache(ctx: TrainContext, target: Target, n: int, train: TaskData) -> bool:
+def _can_cache(ctx: TrainContext, target: Target, train: TaskData) -> bool:
     """Whether the frozen-prefix cache gives the same result as the plain path."""
+    reading = target.reading
     return (
         ctx.config.performance.cache_frozen
-        and _leading_frozen(target) > 0
-        and any(a.train for a in target.actions)  # an evaluate-only network runs once anyway
+        and reading.frozen_prefix > 0
+        and reading.trains  # an evaluate-only network runs once anyway (and then the prefix is all of it)
         and not ctx.config.train.augment.active  # random inputs: the prefix output changes each epoch
         and train.tensors() is not None  # the prefix runs over examples held in memory
     )

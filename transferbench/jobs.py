@@ -3,8 +3,10 @@
 A :class:`Job` is one network to train (or one estimator to run on a trained network), named
 by a content hash; a :class:`Cell` (or :class:`EstimateCell`) is a place in the paper's tables
 that a job fills; :class:`ExternalSource` and :class:`SourceFile` are the weights files a job
-may copy its layers from. This module sits below the planner, the runner, the executors and
-the observers, and imports nothing of theirs: whoever runs or watches jobs needs only this.
+may copy its layers from. A job carries its protocol's reading
+(:class:`~transferbench.reading.ProtocolReading`), made once by the planner. This module sits
+below the planner, the runner, the executors and the observers, and imports nothing of theirs:
+whoever runs or watches jobs needs only this.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TransferbenchError
 from .estimator import Estimator
 from .interfaces import TransferProtocol
+from .reading import ProtocolReading
 
 __all__ = ["Cell", "EstimateCell", "ExternalSource", "Job", "SourceFile"]
 
@@ -90,6 +94,8 @@ class Job:
             order (executors with ``cohorts`` on train them in lockstep), or None.
         external: the weights file the copied layers come from (``source`` is then ``X``);
             its content hash is in the id, its path is not.
+        reading: what the protocol does to each layer at n, read once by the planner (not
+            part of equality: it follows from ``protocol`` and ``n``); see :meth:`read_protocol`.
     """
 
     id: str
@@ -109,6 +115,7 @@ class Job:
     data_seed: int | None = None
     cohort: str | None = None
     external: ExternalSource | None = field(default=None, compare=False, repr=False)
+    reading: ProtocolReading | None = field(default=None, compare=False, repr=False)
 
     @property
     def stream_seed(self) -> int:
@@ -118,6 +125,20 @@ class Job:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def read_protocol(self, num_layers: int) -> ProtocolReading:
+        """What the job's protocol does to each of the network's ``num_layers`` layers: the
+        reading the planner made, or, for a job made by hand without one, read now.
+
+        Raises:
+            TransferbenchError: the planned reading is for another number of layers.
+        """
+        if self.reading is None:
+            return ProtocolReading.of(self.protocol, self.n, num_layers)
+        if self.reading.num_layers != num_layers:
+            raise TransferbenchError(f"job {self.id} was planned for {self.reading.num_layers} layers; "
+                                     f"its network has {num_layers}")
+        return self.reading
 
     @property
     def dependencies(self) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """A job's network: the input shape it sees, structure-only builds, and transfer.
 
-Transfer is generic: a protocol gives one :class:`~transferbench.LayerAction` per layer and
+Transfer is generic: a protocol gives one :class:`~transferbench.LayerAction` per layer, read
+once into the job's :class:`~transferbench.reading.ProtocolReading`, and
 :func:`apply_transfer` copies, freezes and sets learning-rate multipliers by the layers'
 state-dict prefixes, for any architecture.
 """
@@ -16,7 +17,9 @@ from torch import nn
 from .augment import output_shape
 from .config import Augment
 from .errors import ConfigError, TransferbenchError
-from .interfaces import Architecture, DataSource, Layer, LayerAction, TransferProtocol
+from .interfaces import Architecture, DataSource, Layer
+from .jobs import Job
+from .reading import ProtocolReading
 
 __all__ = [
     "Target",
@@ -58,33 +61,34 @@ def under(name: str, prefixes: Sequence[str]) -> bool:
 def apply_transfer(
     model: nn.Module,
     layers: Sequence[Layer],
-    actions: Sequence[LayerAction],
+    reading: ProtocolReading,
     source_state: Mapping[str, torch.Tensor] | None,
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Copy and freeze layers as the protocol says.
+    """Copy and freeze layers as the protocol says (``reading``: the protocol read at n).
 
     Parameters of layers that are not copied keep the fresh initialisation the model was
-    built with: that is what "re-initialised" means. A layer whose action says
-    ``from_init`` is copied from ``init_state``, the source network's initial weights.
+    built with: that is what "re-initialised" means. A layer the reading says is ``reset``
+    is copied from ``init_state``, the source network's initial weights.
 
     Returns:
         The protocol's per-parameter learning-rate multipliers and the state-dict prefixes
         of the frozen layers.
     """
-    if len(actions) != len(layers):
-        raise TransferbenchError(f"protocol gave {len(actions)} actions for {len(layers)} layers")
+    if reading.num_layers != len(layers):
+        raise TransferbenchError(f"protocol gave {reading.num_layers} actions for {len(layers)} layers")
     state = model.state_dict()
     lr_mult: dict[str, float] = {}
     frozen_prefixes: list[str] = []
-    for layer, action in zip(layers, actions):
-        if action.copy:
-            _copy_layer(state, layer, init_state if action.from_init else source_state, action.from_init)
-        if not action.train:
+    for layer, copied, reset, trained, mult in zip(layers, reading.copied, reading.reset, reading.trained,
+                                                   reading.lr_mult):
+        if copied or reset:
+            _copy_layer(state, layer, init_state if reset else source_state, reset)
+        if not trained:
             frozen_prefixes.extend(layer.modules)
         for name, _ in model.named_parameters():
             if under(name, layer.modules):
-                lr_mult[name] = action.lr_mult
+                lr_mult[name] = mult
     for name, p in model.named_parameters():
         if under(name, frozen_prefixes):
             p.requires_grad_(False)
@@ -127,14 +131,14 @@ class Target:
     Attributes:
         model: the whole network.
         layers: its transferable layers, 1..L.
-        actions: the protocol's action for each layer.
+        reading: what the job's protocol does to each layer (copied, reset, frozen, trained).
         lr_mult: the protocol's learning-rate multiplier of each parameter.
         frozen: state-dict prefixes of the frozen layers.
     """
 
     model: nn.Module
     layers: list[Layer]
-    actions: list[LayerAction]
+    reading: ProtocolReading
     lr_mult: dict[str, float]
     frozen: list[str]
 
@@ -146,26 +150,21 @@ class Target:
 
 def build_target(
     arch: Architecture,
-    num_classes: int,
+    job: Job,
     shape: Sequence[int],
-    protocol: TransferProtocol | None,
-    n: int,
     source_state: Mapping[str, torch.Tensor] | None,
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Target:
-    """Build a fresh network (from torch's current RNG state) and apply the protocol at ``n``.
+    """Build ``job``'s fresh network (from torch's current RNG state) and apply its protocol
+    as the job's reading says (a base network trains every layer from its initialisation).
 
-    Without a protocol (a base network) every layer is trained from its initialisation.
-    ``init_state`` holds the source's initial weights, for actions that say ``from_init``.
+    ``init_state`` holds the source's initial weights, for layers the reading resets.
     """
-    model = arch.build(num_classes, tuple(shape))
+    model = arch.build(job.num_classes, tuple(shape))
     layers = list(arch.layers(model))
-    if protocol is not None:
-        actions = list(protocol.actions(n, len(layers)))
-    else:
-        actions = [LayerAction(copy=False, train=True)] * len(layers)
-    lr_mult, frozen = apply_transfer(model, layers, actions, source_state, init_state)
-    return Target(model, layers, actions, lr_mult, frozen)
+    reading = job.read_protocol(len(layers))
+    lr_mult, frozen = apply_transfer(model, layers, reading, source_state, init_state)
+    return Target(model, layers, reading, lr_mult, frozen)
 
 
 def initial_state(arch: Architecture, num_classes: int, shape: Sequence[int], seed: int) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .jobs import Cell, EstimateCell, ExternalSource, Job
 from .network import build_meta, input_shape
+from .reading import ProtocolReading
 from .sources import SourcePlanner
 
 __all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]
@@ -151,6 +152,15 @@ class _Builder:
         self.cells: list[Cell] = []
         self.estimates: list[EstimateCell] = []
         self.roles: dict[str, dict[str, Any]] = {}  # job id -> its role (what seeds it)
+        self.readings: dict[tuple[int, int], ProtocolReading] = {}
+
+    def read(self, protocol: TransferProtocol | None, n: int) -> ProtocolReading:
+        """``protocol`` read at ``n`` (None: a base network), once per plan: every job and
+        check of the plan gets this one reading."""
+        key = (id(protocol), n)  # the protocol instances live as long as the builder
+        if key not in self.readings:
+            self.readings[key] = ProtocolReading.of(protocol, n, self.num_layers)
+        return self.readings[key]
 
     def _add(self, job: Job, role: dict[str, Any]) -> Job:
         self.roles.setdefault(job.id, role)
@@ -165,8 +175,8 @@ class _Builder:
         # (one superclass against another) still gets independently initialised networks
         role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task)}
         jid = content_hash({**self.base_spec, **role})
-        return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None)),
-                         role)
+        return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None),
+                             reading=self.read(None, 0)), role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
                  source: Job | None, n: int, replicate: int, external: ExternalSource | None = None) -> Job:
@@ -176,7 +186,8 @@ class _Builder:
         origin = external.identity() if external else None
         role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
                 "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin}
-        order = self._cohort_order(task, replicate, protocol, n)
+        reading = self.read(protocol, n)
+        order = self._cohort_order(task, replicate, reading)
         jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin, **order})
         cohort = {}
         if order:
@@ -185,18 +196,16 @@ class _Builder:
                                               "replicate": replicate})}
         job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
                   source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
-                  external=external, **cohort)
+                  external=external, reading=reading, **cohort)
         return self._add(job, role)
 
-    def _cohort_order(self, task: tuple[int, ...], replicate: int, protocol: TransferProtocol,
-                      n: int) -> dict[str, Any]:
+    def _cohort_order(self, task: tuple[int, ...], replicate: int, reading: ProtocolReading) -> dict[str, Any]:
         """With cohorts on, the data order every transferred network of ``task`` (in one
         replicate) shares: one stream of batches for the cohort. It enters their ids, so a
         cohort's network is never mistaken for the same network trained on its own order. Base
         networks keep their own, and so do networks that are only evaluated or that reset
-        layers to their source's initial weights (they train alone)."""
-        if not self.cohorts or protocol.evaluate_only or \
-                any(a.from_init for a in protocol.actions(n, self.num_layers)):
+        layers to their source's initial weights (they train alone: ``reading.joins_cohort``)."""
+        if not self.cohorts or not reading.joins_cohort:
             return {}
         role = {"seed": self.seed, "replicate": replicate, "kind": "cohort", "classes": list(task)}
         return {"data_order": {"cohort": _seed(role)}}
@@ -300,7 +309,7 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
                              "target half: the experiment needs a treatment that copies layers from a source half "
                              "or a weights file"))
             continue
-        externals = files.externals(i, exp, components.protocols, layers)
+        externals = files.externals(i, exp, components.protocols, layers, builder.read)
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)
             _check_halves(halves, classes, f"experiments.{i}.split")

@@ -184,7 +184,7 @@ class TrainingRunner:
     def _init_state(self, job: Job) -> dict | None:
         """The source network's initial weights, when the job's protocol resets layers to them:
         recomputed exactly from the source job's seed, or read from a weights file's ``init``."""
-        if job.protocol is None or not any(a.from_init for a in job.protocol.actions(job.n, self.plan.num_layers)):
+        if not job.read_protocol(self.plan.num_layers).resets:
             return None
         if job.external is not None:
             if job.external.init is None:

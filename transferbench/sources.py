@@ -16,7 +16,7 @@ import io
 import os
 import pickle
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from .files import sha256_file
 from .interfaces import Architecture, Layer, TransferProtocol
 from .jobs import ExternalSource, SourceFile
 from .network import build_meta, under
+from .reading import ProtocolReading
 
 __all__ = [
     "SourceFileError",
@@ -327,8 +328,10 @@ class SourcePlanner:
         return self._files[(path, prefix)]
 
     def externals(self, i: int, exp: Experiment, protocols: Mapping[tuple[str, str], TransferProtocol],
-                  layers: Sequence[int]) -> dict[str, ExternalSource]:
-        """Treatment name -> its weights file, for the treatments of experiment ``i`` that copy from one."""
+                  layers: Sequence[int], read: Callable[[TransferProtocol, int], ProtocolReading]
+                  ) -> dict[str, ExternalSource]:
+        """Treatment name -> its weights file, for the treatments of experiment ``i`` that copy
+        from one (``read``: the plan's reading of a protocol at n)."""
         out: dict[str, ExternalSource] = {}
         for j, t in enumerate(exp.treatments):
             proto = protocols.get((exp.name, t.name))
@@ -340,7 +343,7 @@ class SourcePlanner:
             assert ref is not None  # the config refuses X without the experiment's source
             file = self._read(ref.checkpoint, ref.strip_prefix, f"{key}.checkpoint")
             init = None
-            if any(a.from_init for n in layers for a in proto.actions(n, self.num_layers)):
+            if any(read(proto, n).resets for n in layers):
                 if ref.init is None:
                     self.problems.append((f"{key}.init", f"protocol {t.protocol.name!r} resets layers to the "
                                           "network's initial weights: give them as init: <file> beside "
@@ -367,14 +370,13 @@ class SourcePlanner:
             ext: ExternalSource | None = getattr(job, "external", None)
             if ext is None or job.protocol is None:
                 continue
-            actions = job.protocol.actions(job.n, self.num_layers)
-            for which, file, flags in (("checkpoint", ext.file, [a.copy and not a.from_init for a in actions]),
-                                       ("init", ext.init, [a.copy and a.from_init for a in actions])):
+            reading = job.read_protocol(self.num_layers)
+            for which, file, flags in (("checkpoint", ext.file, reading.copied), ("init", ext.init, reading.reset)):
                 if file is None or not any(flags):
                     continue
                 entry = wanted.setdefault((ext.key, job.num_classes, which), (file, [False] * len(flags)))
                 entry[1][:] = [x or y for x, y in zip(entry[1], flags)]
-            if actions[-1].copy:
+            if reading.copied[-1] or reading.reset[-1]:
                 self._same_classes(ext, job.classes)
         for (key, num_classes, which), (file, copied) in wanted.items():
             shapes, layers = self._model(num_classes)

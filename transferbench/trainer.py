@@ -7,7 +7,6 @@ the record.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from .jobdata import JobData, prepare_job_data
 from .jobs import Job
 from .network import Target, build_target
 from .records import HistoryPoint, JobRecord, utc_now
-from .schedule import TrainingLength, lr_factor
+from .schedule import TrainingLength
+from .stepping import Course, TrainingSteps
 from .taskdata import TaskData
 
 __all__ = ["JobSetup", "count_correct", "evaluate", "job_record", "make_optimizer", "prepare_job", "train_job",
@@ -91,45 +91,37 @@ def train_loop(
 ) -> list[HistoryPoint]:
     """Train ``data.net`` for ``length.total`` steps; return the periodic evaluations.
 
+    Each step and evaluation follows :class:`~transferbench.stepping.TrainingSteps`, as a
+    cohort's members do.
+
     Raises:
         TrainingFailed: the loss became NaN or infinite.
     """
-    factor = lr_factor(config.train.schedule, length)
+    steps = TrainingSteps(config, length, device)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
     eval_batch = config.eval.batch_size or config.train.batch_size
-    amp = autocast(config.performance.amp, device)
-    history: list[HistoryPoint] = []
-    step, running = 0, 0.0
+    course = Course()
+    done = 0
     target.train_mode()
-    while step < length.total:
+    while done < length.total:
         for x, y in data.train.batches(config.train.batch_size, shuffle=True, generator=generator):
-            for group, lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * factor(step)
             x = data.transform(x.to(device, non_blocking=True), train=True, generator=generator)
             if data.input_std is None:  # what the network's inputs look like (its init expects a scale)
                 data.input_std = float(x.detach().float().std())
-            with amp:
-                loss = loss_fn(data.net(x), y.to(device, non_blocking=True))
-            value = loss.item()  # one device sync a step, shared by the check and the average
-            if not math.isfinite(value):
-                raise TrainingFailed(f"loss became {value} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            running = value if step == 1 else 0.9 * running + 0.1 * value
-            if step % length.eval_every == 0 or step == length.total:
-                with amp:
+            steps.step(data.net, optimizer, base_lrs, x, y.to(device, non_blocking=True), course, done)
+            if course.error is not None:
+                raise TrainingFailed(course.error)
+            done += 1
+            if steps.due(done):
+                with steps.amp:
                     top1, top5 = evaluate(data.net, data.eval, data.transform, device, eval_batch)
                 target.train_mode()
-                history.append(HistoryPoint(step=step, epoch=round(step / length.steps_per_epoch, 4), top1=top1,
-                                            top5=top5, train_loss=running, lr_factor=factor(step - 1)))
+                steps.record(course, done, top1, top5)
             if progress is not None:
-                progress(step, length.total, {"loss": running, "top1": history[-1].top1 if history else math.nan})
-            if step >= length.total:
+                progress(done, length.total, course.info())
+            if done >= length.total:
                 break
-    return history
+    return course.history
 
 
 @dataclass
@@ -150,12 +142,12 @@ def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Te
     Leaves torch's RNG where training starts (dropout draws from it next)."""
     config, arch, device = ctx.config, ctx.components.architecture, ctx.device
     torch.manual_seed(job.seed)  # right before the build: the init depends on the job alone
-    target = build_target(arch, job.num_classes, ctx.input_shape, job.protocol, job.n, source_state, init_state)
+    target = build_target(arch, job, ctx.input_shape, source_state, init_state)
     target.model.to(device)
     if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
-    data = prepare_job_data(ctx, job.classes, target, job.n)
-    optimizer = None if job.protocol is not None and job.protocol.evaluate_only else \
+    data = prepare_job_data(ctx, job.classes, target)
+    optimizer = None if target.reading.evaluate_only else \
         make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
     return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
 
