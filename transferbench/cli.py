@@ -288,11 +288,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(f"a rerun trains {count} networks: {escape(why)}")
     for note in report.notes:
         console.print(f"note: {escape(note)}")
-    if not report.damaged and not report.redo:
+    if report.refused:
+        console.print(f"[red]a rerun of its config.yaml is refused:[/red] {escape(report.refused)}")
+    elif not report.damaged and not report.redo:
         console.print("intact: a rerun would train nothing")
     elif report.damaged:
         console.print("a rerun moves the damaged files under damaged/ (never deletes them) and recomputes them")
-    return EXIT_FAILED_JOBS if report.damaged else EXIT_OK
+    return EXIT_FAILED_JOBS if report.damaged or report.refused else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -101,27 +101,35 @@ def _pick(plan: Mapping[str, Any], sel: Selection) -> tuple[str, list[Mapping[st
     return jid, found[jid] or cells.get(jid, [])
 
 
+def _rerun(store: RunStore) -> str:
+    """The command that repairs the run directory: its own resolved config, into itself."""
+    return f"transferbench run {store.root / 'config.yaml'} --out {store.root}"
+
+
 def _checkpoint(store: RunStore, job_id: str) -> tuple[Path, Any]:
     """The network's checkpoint, verified against its record.
 
     Raises:
-        RunDirError: the network did not train well, or its weights were not kept or are damaged.
+        RunDirError: the network did not train well, or its weights were not kept or are
+            missing or damaged; the message says which command repairs it.
     """
     try:
         record = store.read_record(job_id)
     except RecordError as exc:
-        raise RunDirError(f"the record of network {job_id} is damaged ({exc}); rerun the run to repair it") from None
+        raise RunDirError(f"the record of network {job_id} is damaged ({exc}); `{_rerun(store)}` moves it aside "
+                          "and trains the network again") from None
     if record is None or not record.ok:
         why = "has not trained yet" if record is None else f"failed ({record.error})"
-        raise RunDirError(f"network {job_id} {why}: nothing to export")
+        raise RunDirError(f"network {job_id} {why}: nothing to export; `{_rerun(store)}` trains it")
     problem = store.checkpoint_problem(job_id, record.checkpoint_sha256)
-    if problem == "missing":
+    if problem == "missing" and record.checkpoint_sha256 is None:
         raise RunDirError(
             f"the weights of network {job_id} were not kept: output.checkpoints 'sources' (the default) keeps "
-            "only networks others copy from; train it with `--set output.checkpoints=all` (into a new --out, "
-            "or with output.shared_cache set, which reuses what the run trained)")
+            f"only networks others copy from; `{_rerun(store)} --set output.checkpoints=all` trains again the "
+            "networks whose weights were not kept, and keeps them")
     if problem is not None:
-        raise RunDirError(f"the checkpoint of network {job_id} is {problem}; rerun the run to repair it")
+        raise RunDirError(f"the checkpoint of network {job_id} is {problem} (its record says it was kept); "
+                          f"`{_rerun(store)}` trains the network again (to the same weights on this machine)")
     return store.checkpoint_path(job_id), record
 
 

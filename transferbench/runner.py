@@ -44,10 +44,7 @@ class TrainingRunner:
         self.config, self.components, self.plan = config, components, plan
         # absolute: a worker on another machine (Ray) need not share the driver's directory
         self.run_dir = Path(run_dir).absolute()
-        keep = config.output.checkpoints
-        self.keep_checkpoint = {
-            jid: keep == "all" or (keep == "sources" and bool(plan.dependents(jid))) for jid in plan.jobs
-        }
+        self.keep_checkpoint = {jid: plan.keeps_checkpoint(jid, config.output.checkpoints) for jid in plan.jobs}
         self._ctx: TrainContext | None = None
 
     @property
