@@ -346,7 +346,9 @@ class Config(_Strict):
     estimation: Estimation = Field(default_factory=Estimation)
     output: Output = Field(default_factory=Output)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")
+    threads: int | None = Field(
+        None, gt=0, description="torch CPU threads of every job, wherever it runs (default: the executor's; "
+        "local: torch's own with one worker, cores / workers with more). Sums depend on it, job ids do not")
     executor: PluginRef = Field(default_factory=lambda: PluginRef(name="local"))
     observers: list[PluginRef] = Field(
         default_factory=list,
