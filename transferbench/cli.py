@@ -459,8 +459,8 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=_at_least(0), help="its n (0 for base networks)")
     p.add_argument("--seed", type=int, help="its split seed")
     p.add_argument("--init", action="store_true",
-                   help="also write FILE.init.safetensors, its initial weights (recomputed from its seed), "
-                        "for protocols that reset layers to them (reinit)")
+                   help="also write FILE.init.safetensors, the weights it started training from (recomputed "
+                        "exactly), for protocols that reset layers to them (reinit)")
     p.add_argument("--force", action="store_true", help="replace files that exist")
     p.set_defaults(fn=cmd_export)
 
