@@ -90,6 +90,11 @@ def test_the_size_check_visits_each_shared_node_once():
     check_size(shared)  # small: fine
 
 
+def test_the_documented_bound_is_the_code_s():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run-directory.md").read_text()
+    assert f"at most {MAX_CONFIG_VALUES:,} values" in doc
+
+
 @pytest.mark.parametrize("text", ["a: &x [1, *x]", "a: &x {b: *x}"])
 def test_an_alias_inside_its_own_anchor_is_refused(fake_plugins, tmp_path, capsys, text):
     cfg = tmp_path / "cycle.yaml"
