@@ -21,7 +21,8 @@ from transferbench.analysis import (
 )
 from transferbench.errors import ResultsError, RunDirError, TransferbenchError
 from transferbench.paperdata import load_paper, reduced_data
-from transferbench.results import LONG_COLUMNS, export_long
+from transferbench.report_files import write_long
+from transferbench.results import LONG_COLUMNS
 from transferbench.results import read_results as load_run
 
 # Known accuracies (top1) for split seeds 0 and 1; layers n = 1..3 of a 4-layer network.
@@ -242,7 +243,7 @@ def test_metric_choice(tmp_path: Path) -> None:
 
 def test_export_long_writes_csv_jsonl_parquet(tmp_path: Path) -> None:
     results = load_run(write_run(tmp_path))
-    paths = export_long(results)
+    paths = write_long(results, results.run_dir)
     assert {p.name for p in paths} >= {"results_long.csv", "results_long.jsonl"}
     lines = (tmp_path / "results_long.csv").read_text().splitlines()
     assert lines[0].split(",") == list(LONG_COLUMNS)

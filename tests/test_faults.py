@@ -223,7 +223,7 @@ def test_networks_of_other_code_are_retrained_unless_the_user_opts_in(fake_plugi
     data["fingerprint"]["versions"]["torch"] = "1.0.0"
     record.write_text(json.dumps(data))
     code, report, _ = cli(capsys, "report", out, "--no-plots")
-    assert "trained by different code (torch 1.0.0 / " in report
+    assert "WARN provenance: networks trained by different code: torch 1.0.0 / " in report
     code, stdout, _ = cli(capsys, "run", cfg, "--out", out, "--set", "output.reuse_across_code=true")
     assert code == 0 and "13 of 14 networks already trained" not in stdout  # kept: 14 of 14
     assert json.loads(record.read_text())["fingerprint"]["id"] == "0ld0ld0ld0ld0ld0"

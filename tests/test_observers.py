@@ -83,7 +83,9 @@ def test_events_reach_the_observer_in_order(observers, tiny_config_file, tmp_pat
     progress = [e for e in observers if e[0] == "job_progress"]
     assert all(0 < step <= total and "loss" in info for _, _, step, total, info in progress)
     report: ReportInfo = observers[-2][1]
-    assert [p.name for p in report.files] == ["results_top1.csv"] and report.metric == "top1"
+    names = [p.name for p in report.files]  # every file written from the run's computed report
+    assert names[0] == "results_top1.csv" and "validity_checks_top1.json" in names and report.metric == "top1"
+    assert all((out / name).is_file() for name in names)
     cell = next(c for c in report.cells if c["treatment"] == "AnB" and c["n"] == 2)
     assert cell["layer"] == "h2" and 0 <= cell["mean"] <= 1 and cell["experiment"] == "parity"
 

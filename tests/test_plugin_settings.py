@@ -126,3 +126,41 @@ def test_validate_names_valid_keys_for_config_and_plugin_keys(tiny_config_file, 
     assert "data.dimm: unknown key; did you mean 'dim'?" in err and "name, noise" in err
     assert "experiments.0.split.seed: unknown key; did you mean 'seeds'?" in err
     assert "evall: unknown key; did you mean 'eval'?" in err and "observers" in err
+
+
+@pytest.mark.parametrize("section", ["data", "architecture", "executor"])
+def test_a_split_only_key_elsewhere_is_refused_not_dropped(section, fake_plugins):
+    """``seeds:`` belongs to a split; under another plugin it is an unknown key, named at its path."""
+    from tests.conftest import tiny_config
+    from transferbench.api import prepare
+    from transferbench.errors import ConfigError
+
+    cfg = tiny_config()
+    cfg[section] = {"name": {"data": "blobs", "architecture": "mlp", "executor": "local"}[section], "seeds": [0, 1]}
+    with pytest.raises(ConfigError, match=rf"{section}\.seeds: unknown key"):
+        prepare(cfg)
+
+
+def test_a_split_only_key_under_an_observer_is_refused(fake_plugins):
+    from tests.conftest import tiny_config
+    from transferbench import Observer, hookimpl
+    from transferbench import plugins as host
+    from transferbench.api import prepare
+    from transferbench.errors import ConfigError
+
+    class Quiet(Observer):
+        """Watches nothing."""
+
+    class Module:
+        @staticmethod
+        @hookimpl
+        def register_observers(register):
+            register("quiet", Quiet)
+
+    name = host.get_host().register(Module, "test_quiet_observer", origin="test")
+    try:
+        prepare(tiny_config(observers=["quiet"]))  # valid without the key
+        with pytest.raises(ConfigError, match=r"observers\.0\.seeds: unknown key"):
+            prepare(tiny_config(observers=[{"name": "quiet", "seeds": [1]}]))
+    finally:
+        host.get_host().unregister(name)

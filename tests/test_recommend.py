@@ -7,8 +7,9 @@ from rich.console import Console
 from transferbench.analysis import build_grids, layer_metrics, table1, transfer_source
 from transferbench.recommend import EstimatorView, estimator_views, recommend
 from transferbench.report import _print_recommendations
-from transferbench.results import ResultRow, RunResults
-from transferbench.validation import EstimateRow
+from transferbench.results import EstimateRow, ResultRow, RunResults
+from transferbench.runreport import RunReport, experiment_report
+from transferbench.validation import agreements
 
 NAMES = ("conv1", "conv2", "conv3", "fc4")
 
@@ -86,6 +87,10 @@ def test_x_stands_where_a_does_in_the_papers_metrics():
     assert table1(grid) and table1(grid)[0].networks == 6
 
 
+def _report(results: RunResults, grid, checks=()) -> RunReport:
+    return RunReport(results, grid.metric, None, (experiment_report(grid, None, checks),), tuple(checks))
+
+
 def test_validity_warnings_qualify_the_answer():
     from transferbench.validity import CheckResult
 
@@ -93,7 +98,7 @@ def test_validity_warnings_qualify_the_answer():
     grid, results = _grid(CLEAR)
     checks = [CheckResult("power", "warn", "two networks", experiment="e"), CheckResult("chance", "pass", "ok"),
               CheckResult("convergence", "warn", "still improving"), CheckResult("power", "warn", "x", experiment="o")]
-    _print_recommendations(console, results, [grid], [], checks)
+    _print_recommendations(console, _report(results, grid, checks))
     assert "The validity checks warn (power, convergence)" in console.export_text()
 
 
@@ -107,7 +112,7 @@ def test_estimators_that_ran_are_read_beside_retraining():
     grid, results = _grid(cells, source="A")
     estimates = [EstimateRow("e", "superclass", 0, "A", "B", n, "knn", f"k{n}", "ok", value)
                  for n, value in ((1, 0.9), (2, 0.89), (3, 0.5))]
-    views = estimator_views(grid, results, estimates)
+    views = estimator_views(grid, estimates, agreements(results, estimates, grid.metric))
     assert [(v.estimator, v.n) for v in views] == [("knn", 2)]
     rec = recommend(grid, views)
     assert rec.frozen == "AnB" and rec.n == 2
@@ -118,10 +123,10 @@ def test_estimators_that_ran_are_read_beside_retraining():
 def test_the_report_ends_weights_file_experiments_with_the_answer():
     console = Console(record=True, width=200)
     grid, results = _grid(CLEAR)
-    _print_recommendations(console, results, [grid], [])
+    _print_recommendations(console, _report(results, grid))
     assert "e: recommendation (top1)" in console.export_text()
     console = Console(record=True, width=200)
     cells = {("baseB", 0): [0.7], ("AnB", 1): [0.6], ("AnB+", 1): [0.8]}
     grid, results = _grid(cells, source="A")
-    _print_recommendations(console, results, [grid], [])
+    _print_recommendations(console, _report(results, grid))
     assert console.export_text() == ""  # the paper's experiments report as they always did

@@ -13,11 +13,11 @@ from torch import nn
 
 from transferbench import ClassInfo, DataSource
 from transferbench.cli import main
+from transferbench.components import Components
 from transferbench.config import parse_config
 from transferbench.context import TrainContext
 from transferbench.errors import ConfigError
 from transferbench.jobs import Job
-from transferbench.resolve import Components
 from transferbench.trainer import train_job
 from transferbench_plugins.protocols import Frozen
 from transferbench_plugins.timm_arch import TimmArchitecture, TimmParams, timm_layers

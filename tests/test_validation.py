@@ -12,24 +12,23 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from transferbench.estimator_report import (
-    ESTIMATE_COLUMNS,
-    VALIDATION_COLUMNS,
-    estimator_figure,
-    print_estimator_report,
-    write_estimator_files,
-)
+from transferbench.estimator_report import estimator_figure, print_estimator_report
+from transferbench.report_files import ESTIMATE_COLUMNS, VALIDATION_COLUMNS, write_report
 from transferbench.results import read_results
+from transferbench.runreport import build_report
 from transferbench.validation import (
     agreements,
     cost_summary,
     fisher_interval,
     kendall,
     ranks,
-    read_estimates,
     spearman,
     specific_layers,
 )
+
+
+def read_estimates(run_dir):
+    return read_results(run_dir).estimates
 
 LAYERS = (1, 2, 3, 4)
 # AnB falls with n (seed 0, seed 1); BnB stays; AnB+ rises; every base at .80
@@ -226,7 +225,8 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_report_files_and_figure(handmade, tmp_path):
     results, estimates = handmade
-    paths = write_estimator_files(results, estimates, "top1", tmp_path)
+    report = build_report(results)
+    paths = [p for p in write_report(report, tmp_path) if "estimator" in p.name]
     assert [p.name for p in paths] == ["results_estimators.csv", "results_estimator_validation.csv",
                                        "results_estimator_cost.csv"]
     rows = _csv(paths[0])
@@ -239,7 +239,7 @@ def test_report_files_and_figure(handmade, tmp_path):
     assert float(oracle["depth_spearman"]) == pytest.approx(0.9759, abs=1e-4)
     assert estimator_figure(results, estimates) is not None
     console = Console(record=True, width=80)
-    print_estimator_report(console, results, estimates)
+    print_estimator_report(console, results, report.estimators)
     text = console.export_text()
     assert "all experiments: estimators against retraining" in text and "frozen same n" in text
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -250,7 +250,7 @@ def test_an_estimate_only_run_is_reported_as_a_proxy(tmp_path):
     results, estimates = read_results(run_dir), read_estimates(run_dir)
     assert agreements(results, estimates) == []
     console = Console(record=True, width=100)
-    print_estimator_report(console, results, estimates)
+    print_estimator_report(console, results, build_report(results).estimators)
     text = console.export_text()
     assert "a proxy, not a measurement" in text and "oracle: not validated by transferbench" in text
     assert "no network was retrained here" in text

@@ -11,7 +11,15 @@ from transferbench import RunView
 from transferbench.analysis import build_grids
 from transferbench.results import read_results
 from transferbench.scorecard import scorecard
-from transferbench_plugins.checks import Chance, Completeness, Convergence, InputScale, Power, Provenance, late_gain
+from transferbench_plugins.validity_checks import (
+    Chance,
+    Completeness,
+    Convergence,
+    InputScale,
+    Power,
+    Provenance,
+    late_gain,
+)
 
 FLAT = [0.2, 0.5, 0.7, 0.8, 0.85, 0.88, 0.90, 0.90, 0.91, 0.90, 0.91, 0.90]
 RISING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85]
@@ -59,7 +67,8 @@ def make_run(root: Path, cells: list[tuple], *, experiment: str = "exp", exchang
 
 
 def view(root: Path) -> RunView:
-    return RunView(read_results(root))
+    results = read_results(root)
+    return RunView(results, build_grids(results), records=results.records.get)
 
 
 def run_check(check_cls, root: Path):

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analysis import Grid, build_grids, layer_metrics, specific_layer
+from .components import Components
 from .config import Config, apply_override, check_size, parse_config, read_yaml
 from .errors import ConfigError
 from .plan import Plan, build_plan
-from .resolve import Components, raw_plugin_problems, resolve
+from .resolve import raw_plugin_problems, resolve
 from .results import RunResults, read_results
 
 if TYPE_CHECKING:

@@ -78,6 +78,10 @@ class _Auditor:
                 self.store.supersede(job.id)
             other = rec.fingerprint_id or f"transferbench {rec.transferbench_version or '0.1'}"
             return self.train(job, f"trained by other code: {other}")
+        if rec.seed is not None and rec.seed != job.seed:  # the planner's seeds are not in the fingerprint
+            if self.fix:
+                self.store.supersede(job.id)
+            return self.train(job, f"trained with another seed: {rec.seed}, the plan now gives {job.seed}")
         if self.plan.keeps_checkpoint(job.id, self.checkpoints):
             problem = self.store.checkpoint_problem(job.id, rec.checkpoint_sha256)
             if problem == "missing" and rec.checkpoint_sha256 is None:

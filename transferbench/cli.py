@@ -291,7 +291,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     _print_notes(console, plan.notes)
     summary = run_plan(config, components, plan, run_dir, console)
-    _print_grid(run_dir, console)
+    if summary.report is not None:
+        from .report import print_report
+
+        print_report(console, summary.report, full=False)
     if summary.failed:
         _err_console().print(
             f"{summary.failed} of {summary.total} networks failed (see records/ in {run_dir}); "
@@ -303,12 +306,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print("--estimate-only: only the base networks were trained; the estimator curves are a "
                       "proxy for retraining (`transferbench report RUN_DIR` says how well each tracked it)")
     return EXIT_OK
-
-
-def _print_grid(run_dir: Path, console: Console) -> None:
-    from .report import print_grid
-
-    print_grid(run_dir, console)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -361,23 +358,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and not args.paper:
         raise ConfigError([("report", "give a RUN_DIR, or --paper for the paper's own results")])
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    out = Path(args.plots_dir) if args.plots_dir else None
     if args.json:
         from .jsonout import report_json
+        from .report import build_reports, write_report_of
 
-        return _print_json(report_json(
-            Path(args.run_dir) if args.run_dir else None, paper=args.paper, compare=args.compare,
-            plots=not args.no_plots, metric=args.metric, pool=args.pool,
-            out=Path(args.plots_dir) if args.plots_dir else None))
-    return run_report(
-        Path(args.run_dir) if args.run_dir else None,
-        paper=args.paper,
-        compare=args.compare,
-        plots=not args.no_plots,
-        metric=args.metric,
-        pool=args.pool,
-        out=Path(args.plots_dir) if args.plots_dir else None,
-        console=_console(),
-    )
+        reports = build_reports(run_dir, paper=args.paper, compare=args.compare, metric=args.metric, pool=args.pool)
+        files = [p for r in reports for p in write_report_of(r, run_dir, plots=not args.no_plots, out=out)]
+        return _print_json(report_json(reports, files))
+    run_report(run_dir, paper=args.paper, compare=args.compare, plots=not args.no_plots, metric=args.metric,
+               pool=args.pool, out=out, console=_console())
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser

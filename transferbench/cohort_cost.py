@@ -21,13 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .components import Components
 from .compute import _examples_per_class, forward_gflop
 from .config import Config
 from .features import prefix_cost
 from .jobs import Job
 from .network import input_shape
 from .plan import Plan
-from .resolve import Components
 from .schedule import TrainingLength
 
 __all__ = ["CohortCost", "UnitCost", "cohort_cost_json", "decode_rate_note", "describe_cohorts", "estimate_cohorts",

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .components import Components
 from .config import Config
 from .network import build_meta, input_shape
 from .plan import Plan
-from .resolve import Components
 from .schedule import TrainingLength
 
 __all__ = ["ComputeEstimate", "TRAIN_FLOP_FACTOR", "describe", "estimate_compute", "forward_gflop"]

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .components import Components
 from .config import Config
 from .network import input_shape
-from .resolve import Components
 from .taskdata import SplitTensors
 
 __all__ = ["TrainContext"]

@@ -13,15 +13,17 @@ import torch
 from rich.console import Console
 
 from .audit import Audit, audit_run
+from .components import Components
 from .config import Config, dump_config
 from .devices import resolve_device
 from .errors import ConfigError, DataError, RunDirError
-from .observers import observing, run_info
+from .observing import observing, run_info
 from .plan import Plan, merge_plan_json
 from .preflight import check_data, environment_problems
 from .progress import Reporter
-from .resolve import Components
+from .report_files import write_report
 from .runner import TrainingRunner
+from .runreport import RunReport, read_report
 from .store import JobCache, RunStore
 from .taskdata import bad_data_error
 
@@ -30,13 +32,15 @@ __all__ = ["RunSummary", "run_plan"]
 
 @dataclass
 class RunSummary:
-    """What a run did."""
+    """What a run did, and its report (computed once, its files written)."""
 
     run_dir: Path
     total: int
     skipped: int
     trained: int
     failed: int
+    report: RunReport | None = None
+    files: tuple[Path, ...] = ()
 
 
 def _previous_plan(store: RunStore, plan: Plan, console: Console) -> dict | None:
@@ -108,8 +112,10 @@ def run_plan(
             with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
                     observing(reporter, watching, info) as events:
                 components.executor.run(todo, runner, events)
-                events.report_written(run_dir)
+                report = read_report(run_dir)
+                files = write_report(report, run_dir)
+                events.report_written(report, files)
         except DataError as exc:
             raise bad_data_error(components.data, exc, console, config.loader.workers) from None
         failed = sum(1 for j in plan.jobs.values() if runner.finished(j) is None)
-    return RunSummary(run_dir, len(plan.jobs), skipped, len(todo), failed)
+    return RunSummary(run_dir, len(plan.jobs), skipped, len(todo), failed, report, tuple(files))

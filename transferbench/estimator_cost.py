@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .components import Components
 from .compute import _examples_per_class, estimate_compute
 from .config import Config
 from .features import prefix_cost
 from .network import input_shape
 from .plan import Plan
-from .resolve import Components
 
 __all__ = ["EstimatorCost", "describe_estimators", "estimate_estimators"]
 

@@ -14,6 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -24,42 +25,19 @@ from rich.text import Text
 
 from .analysis import Stat
 from .plots import STYLES, save_figure
-from .results import RunResults, rows_to_csv, write_atomic
-from .validation import (
-    Agreement,
-    CostSummary,
-    EstimateRow,
-    agreements,
-    cost_summary,
-    specific_layers,
-)
+from .results import EstimateRow, RunResults
+from .validation import Agreement, CostSummary, SpecificComparison
+
+if TYPE_CHECKING:
+    from .runreport import EstimatorSection
 
 __all__ = [
-    "COST_COLUMNS",
-    "ESTIMATE_COLUMNS",
     "PAPER_SCALE",
     "VALIDATED",
-    "VALIDATION_COLUMNS",
     "estimator_figure",
     "print_estimator_report",
     "write_estimator_figure",
-    "write_estimator_files",
 ]
-
-#: Columns of ``results_estimators.csv``.
-ESTIMATE_COLUMNS: tuple[str, ...] = ("experiment", "split_seed", "source", "target", "n", "estimator", "value",
-                                     "seconds", "split", "estimate_s", "features_s", "status", "job_id")
-
-#: Columns of ``results_estimator_validation.csv``.
-VALIDATION_COLUMNS: tuple[str, ...] = (
-    "experiment", "estimator", "reference", "comparison", "spearman", "spearman_low", "spearman_high",
-    "kendall", "kendall_low", "kendall_high", "points", "seeds", "per_group_spearman", "per_group_low",
-    "per_group_high", "depth_spearman", "depth_kendall", "metric",
-)
-
-#: Columns of ``results_estimator_cost.csv``.
-COST_COLUMNS: tuple[str, ...] = ("estimator", "jobs", "seconds", "retraining_seconds", "finetune_seconds",
-                                 "transfer_networks", "retraining_per_estimator_second")
 
 #: The paper's grid with the four built-in estimators on its two transfer experiments, as
 #: ``transferbench plan configs/yosinski.yaml --set 'experiments.0.estimators=[linear,knn,logme,cka]'
@@ -190,9 +168,9 @@ _VALIDATION_NOTE = (
     "independent)")
 
 
-def _specific_lines(results: RunResults, estimates: Sequence[EstimateRow], metric: str) -> list[str]:
+def _specific_lines(comparisons: Sequence[SpecificComparison]) -> list[str]:
     lines = []
-    for s in specific_layers(results, estimates, metric):
+    for s in comparisons:
         by_retraining = "no layer" if s.retraining is None or s.retraining.n is None else f"n={s.retraining.n}"
         if s.retraining is None:
             by_retraining = "nothing: it needs BnB and AnB"
@@ -233,16 +211,18 @@ def _cost_note(cost: CostSummary) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
-def print_estimator_report(console: Console, results: RunResults, estimates: Sequence[EstimateRow],
-                           metric: str = "top1", *, full: bool = True) -> None:
-    """Print the estimators' curves and, with ``full``, their validation, specific layers and cost."""
+def print_estimator_report(console: Console, results: RunResults, section: EstimatorSection, metric: str = "top1",
+                           *, full: bool = True) -> None:
+    """Print the estimators' curves and, with ``full``, their validation, specific layers and cost
+    (every number from ``section``, as the report computed it)."""
+    estimates = section.rows
     experiments = list(dict.fromkeys(e.experiment for e in estimates))
     for exp in experiments:
         for pair in _pairs(estimates, exp):
             _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of base{pair[0]} on "
                    f"{pair[1]}'s examples)", _curve_table(results, estimates, exp, pair, metric),
                    f"means over split seeds; retrained accuracy ({metric}) where measured")
-    rows = agreements(results, estimates, metric)
+    rows = section.agreements
     if not rows:
         _print(console, "Estimates only: a proxy, not a measurement", None, _proxy_note(estimates))
         if not full:
@@ -255,11 +235,10 @@ def print_estimator_report(console: Console, results: RunResults, estimates: Seq
                    _validation_table([a for a in rows if a.experiment == exp]),
                    _VALIDATION_NOTE if exp == experiments[-1] else "")
     if full:
-        lines = _specific_lines(results, estimates, metric)
+        lines = _specific_lines(section.specific)
         if lines and rows:
             _print(console, "Where features turn specific", None, "\n".join(lines))
-        cost = cost_summary(results, estimates)
-        _print(console, "What the estimators cost", _cost_table(cost), _cost_note(cost))
+        _print(console, "What the estimators cost", _cost_table(section.cost), _cost_note(section.cost))
 
 
 def _proxy_note(estimates: Sequence[EstimateRow]) -> str:
@@ -271,47 +250,6 @@ def _proxy_note(estimates: Sequence[EstimateRow]) -> str:
     lines.append("Run the same config without --estimate-only (into the same directory: the base "
                  "networks and estimates are reused) to measure it.")
     return "\n".join(lines)
-
-
-def estimate_rows_csv(estimates: Sequence[EstimateRow]) -> str:
-    """``results_estimators.csv``: one row per estimator point."""
-    return rows_to_csv(ESTIMATE_COLUMNS, ([getattr(e, c) for c in ESTIMATE_COLUMNS] for e in estimates))
-
-
-def validation_csv(rows: Sequence[Agreement], metric: str) -> str:
-    """``results_estimator_validation.csv``: one row per comparison."""
-    out = []
-    for a in rows:
-        sl, sh = a.spearman_ci or (None, None)
-        kl, kh = a.kendall_ci or (None, None)
-        g = a.per_group
-        gl = None if g is None or g.ci_low is None else max(-1.0, g.ci_low)  # a correlation stays in [-1, 1]
-        gh = None if g is None or g.ci_high is None else min(1.0, g.ci_high)
-        out.append([a.experiment, a.estimator, a.reference, a.comparison, a.spearman, sl, sh, a.kendall, kl, kh,
-                    a.points, a.seeds, g.mean if g else None, gl, gh, a.depth_spearman, a.depth_kendall, metric])
-    return rows_to_csv(VALIDATION_COLUMNS, out)
-
-
-def cost_csv(cost: CostSummary) -> str:
-    """``results_estimator_cost.csv``: one row per estimator and one for all together."""
-    rows = [[name, cost.estimator_jobs[name], s, cost.retraining_s, cost.finetune_s, cost.transfer_networks,
-             cost.ratio(name)] for name, s in cost.estimator_s.items()]
-    rows.append(["all", sum(cost.estimator_jobs.values()), cost.total_estimator_s, cost.retraining_s,
-                 cost.finetune_s, cost.transfer_networks, cost.ratio()])
-    return rows_to_csv(COST_COLUMNS, rows)
-
-
-def write_estimator_files(results: RunResults, estimates: Sequence[EstimateRow], metric: str,
-                          out_dir: Path) -> list[Path]:
-    """Write the three estimator CSV files into ``out_dir``."""
-    files = {
-        "results_estimators.csv": estimate_rows_csv(estimates),
-        "results_estimator_validation.csv": validation_csv(agreements(results, estimates, metric), metric),
-        "results_estimator_cost.csv": cost_csv(cost_summary(results, estimates)),
-    }
-    for name, text in files.items():
-        write_atomic(Path(out_dir) / name, text)
-    return [Path(out_dir) / name for name in files]
 
 
 # --------------------------------------------------------------------------- figure

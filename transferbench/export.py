@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .config import Augment, PluginRef, read_yaml
+from .config import Augment, PluginRef, load_config, read_yaml
 from .errors import ConfigError, RunDirError, TransferbenchError
 from .files import atomic_copy, atomic_target, atomic_write_json, sha256_file
-from .network import build_target, initial_state, input_shape
+from .network import build_target, initial_state, input_shape, under
 from .plugins import get_registry
 from .records import RecordError
-from .resolve import instantiate
+from .resolve import instantiate, resolve
 from .sources import SourceFileError, load_state
 from .store import RunStore
 
@@ -268,7 +268,7 @@ def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arc
                        ) -> dict[str, Any]:
     """What build_target gave a transferred network's job before it trained, rebuilt from the
     run's config (for its protocol) and its source's weights."""
-    from .api import prepare
+    from .plan import build_plan  # the planner only for a transferred network's start
 
     why = f"the starting weights of transferred network {job_id} cannot be rebuilt"
     for name, sha in (("file", "sha256"), ("init", "init_sha256")):  # a weights file: still the one it copied?
@@ -280,7 +280,8 @@ def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arc
                               f"{str(files.get(sha))[:12]}... then, {now[:12]}{'...' if now != 'missing' else ''} "
                               "now); put that file back to export them")
     try:
-        plan = prepare(store.root / "config.yaml").plan
+        config = load_config(store.root / "config.yaml")
+        plan = build_plan(config, resolve(config))
     except TransferbenchError as exc:
         raise RunDirError(f"{why}: the run's config.yaml does not resolve here ({str(exc).splitlines()[-1].strip()})"
                           ) from None
@@ -333,8 +334,6 @@ def _source_initial(plan: Any, job: Any, arch: Any, shape: Sequence[int], why: s
 
 def _check_frozen(store: RunStore, job_id: str, target: Any, state: Mapping[str, Any], why: str) -> None:
     """Layers the network never trained hold, in its checkpoint, exactly the rebuilt weights."""
-    from .network import under
-
     trained = store.load_checkpoint(job_id)
     frozen = [m for layer, a in zip(target.layers, target.actions) if not a.train for m in layer.modules]
     for key in (k for k in state if under(k, frozen)):

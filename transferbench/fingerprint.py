@@ -2,7 +2,9 @@
 
 A job id says *what* a network computes (data, architecture, solver, seeds); the fingerprint
 says *which code* computed it: the transferbench modules on the training path, the source
-files of the plugins the job uses, and the versions of torch, timm, numpy and Python. A run
+files of the plugins the job uses, and the versions of torch, timm, numpy and Python. Source files are
+digested as code (their syntax tree without docstrings and comments: editing prose retrains
+nothing), and imports made for type hints only (``if TYPE_CHECKING:``) are not followed. A run
 reuses a finished network (on resume, or from a shared cache) only when its fingerprint
 matches, unless the config opts in with ``output.reuse_across_code``; ``report`` flags
 tables whose networks were trained by different code.
@@ -23,7 +25,8 @@ from typing import Any
 from ._version import __version__
 from .hashing import content_hash
 
-__all__ = ["ESTIMATION_ENTRY", "TRAINING_ENTRY", "code_fingerprint", "training_modules"]
+__all__ = ["ESTIMATION_ENTRY", "REPORTING_MODULES", "TRAINING_ENTRY", "code_fingerprint", "source_digest",
+           "training_modules"]
 
 #: The module whose imports, followed transitively, make up "the code that trains".
 TRAINING_ENTRY = "runner"
@@ -32,12 +35,33 @@ TRAINING_ENTRY = "runner"
 #: to the estimators retrains no network), and the entry of the estimator jobs' own code.
 ESTIMATION_ENTRY = "estimation"
 
+#: Modules that read and report results: never part of the code that trains (a test checks
+#: that the training path imports none of them, so editing a statistic retrains nothing).
+REPORTING_MODULES: frozenset[str] = frozenset({
+    "analysis", "estimator_report", "jsonout", "observing", "paperdata", "plots", "recommend", "report",
+    "report_files", "results", "runreport", "scorecard", "validation",
+})
+
 _PACKAGE = Path(__file__).resolve().parent
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Ids of every node under an ``if TYPE_CHECKING:`` block (imports for type hints only:
+    they never run, so they are not part of the code that trains)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skipped
 
 
 def _local_imports(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _type_checking_nodes(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             names.add(node.module.split(".")[0])
         elif isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -62,8 +86,33 @@ def training_modules(entry: str = TRAINING_ENTRY) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """The tree with every module, class and function docstring removed (comments are not
+    in the tree at all): what the code does, without its prose."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_digest(text: str) -> str:
+    """The digest of Python source as code: its syntax tree without docstrings, comments,
+    blank lines or formatting, so editing prose changes nothing (and editing code does)."""
+    tree = _without_docstrings(ast.parse(text))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+
+
 def _file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    path = Path(path)
+    if path.suffix == ".py":
+        try:
+            return source_digest(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):  # not parseable here: its bytes are what we have
+            pass
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=4)

@@ -6,11 +6,10 @@ docs/json-output.md and tested in tests/test_json_output.py.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -149,9 +148,8 @@ def _diff(d: Any) -> dict[str, Any] | None:
     return None if d is None else {"value": d.value, "ci95_low": d.ci_low, "ci95_high": d.ci_high}
 
 
-def _grid_json(grid: Any, layer_names: Sequence[str]) -> dict[str, Any]:
-    from .analysis import layer_metrics, specific_layer, table1
-
+def _experiment_json(e: Any, layer_names: Sequence[str]) -> dict[str, Any]:
+    grid = e.grid
     cells = []
     for t in grid.treatments:
         for n in grid.layers:
@@ -160,25 +158,42 @@ def _grid_json(grid: Any, layer_names: Sequence[str]) -> dict[str, Any]:
                 cells.append({"treatment": t, "n": n, "layer": layer_names[n - 1] if 0 < n <= len(layer_names) else "",
                               "count": s.count, "mean": s.mean, "std": s.std, "ci95_low": s.ci_low,
                               "ci95_high": s.ci_high, "values": list(s.values)})
-    metrics = [{"n": m.n, "quantity": q, **_diff(getattr(m, q))} for m in layer_metrics(grid)
+    metrics = [{"n": m.n, "quantity": q, **_diff(getattr(m, q))} for m in e.metrics
                for q in ("coadaptation", "specificity", "boost_base", "boost_selffer", "drop")
                if getattr(m, q) is not None]
-    spec = specific_layer(grid)
+    spec, rec = e.specific, e.recommendation
     return {
         "experiment": grid.experiment, "split": grid.split, "metric": grid.metric, "pooled": grid.pooled,
         "treatments": list(grid.treatments), "cells": cells, "metrics": metrics,
         "table1": [{"layers": f"{r.lo}-{r.hi}", "networks": r.networks, "boost_base": _diff(r.boost_base),
-                    "boost_selffer": _diff(r.boost_selffer)} for r in table1(grid)],
+                    "boost_selffer": _diff(r.boost_selffer)} for r in e.table1],
         "specific_layer": None if spec is None else {"n": spec.n, "gap": spec.gap, "threshold": spec.threshold,
                                                      "noise_sd": spec.noise_sd, "rule": spec.rule},
+        "recommendation": None if rec is None else {
+            "n": rec.n, "best_n": rec.best_n, "within": list(rec.within), "rule": rec.rule,
+            "lines": rec.lines(layer_names, list(e.warned))},
+        "warned": list(e.warned),
         "pending": grid.pending, "failed": grid.failed,
     }
 
 
-def results_json(results: Any, metric: str, pool: bool | None) -> dict[str, Any]:
-    """One run's (or the paper's) results: network counts, failures and every grid."""
-    from .analysis import build_grids
+def _estimators_json(section: Any) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    return {
+        "points": len(section.rows), "ok": sum(1 for r in section.rows if r.status == "ok"),
+        "agreements": [{"experiment": a.experiment, "estimator": a.estimator, "reference": a.reference,
+                        "comparison": a.comparison, "spearman": a.spearman, "kendall": a.kendall,
+                        "spearman_ci": list(a.spearman_ci) if a.spearman_ci else None,
+                        "depth_spearman": a.depth_spearman, "points": a.points, "seeds": a.seeds}
+                       for a in section.agreements],
+    }
 
+
+def results_json(report: Any) -> dict[str, Any]:
+    """One computed report (a run's or the paper's): counts, failures, every experiment, the
+    validity checks, the estimators and the scorecard."""
+    results = report.results
     failures: dict[str, dict[str, Any]] = {}
     for r in results.rows:
         if r.status == "failed" and r.job_id not in failures:
@@ -191,32 +206,20 @@ def results_json(results: Any, metric: str, pool: bool | None) -> dict[str, Any]
         "networks": {"total": len({r.job_id for r in results.rows}), "ok": results.count("ok"),
                      "pending": results.count("pending"), "failed": results.count("failed")},
         "failures": list(failures.values()),
-        "experiments": [_grid_json(g, names) for g in build_grids(results, metric, pool)],
+        "unreadable": [{"file": path, "error": why} for path, why in results.unreadable],
+        "experiments": [_experiment_json(e, names) for e in report.experiments],
+        "checks": [asdict(c) for c in report.checks],
+        "estimators": _estimators_json(report.estimators),
+        "scorecard": None if report.scorecard is None else [asdict(f) for f in report.scorecard],
     }
 
 
-def report_json(run_dir: Path | None, *, paper: bool, compare: str | None, plots: bool, metric: str | None,
-                pool: bool | None, out: Path | None) -> dict[str, Any]:
-    """``report --json``: write the report's files as ``report`` does, and return its numbers."""
-    from rich.console import Console
-
-    from .paperdata import PAPER_METRIC, load_paper
-    from .report import DEFAULT_PAPER_OUT, run_report
-    from .results import read_results
-
-    quiet = Console(file=io.StringIO(), width=10_000, color_system=None)
-    run_report(run_dir, paper=paper, compare=compare, plots=plots, metric=metric, console=quiet, out=out,
-               pool=pool)
-    files = [line[len("wrote "):] for line in quiet.file.getvalue().splitlines() if line.startswith("wrote ")]
-    tables = Path(run_dir) if run_dir is not None else (Path(out) if out else DEFAULT_PAPER_OUT)
-    m = metric or ("top1" if run_dir is not None else PAPER_METRIC)
-    names = (f"results_{m}.csv", f"results_summary_{m}.csv", f"results_metrics_{m}.csv", "results_long.csv",
-             "results_long.jsonl", "results_long.parquet")
-    files = [str(tables / n) for n in names if (tables / n).is_file()] + files
-    doc: dict[str, Any] = {"format": _format("report"), "metric": metric or ("top1" if run_dir else PAPER_METRIC),
-                           "run": None, "paper": None, "files": files}
-    if run_dir is not None:
-        doc["run"] = results_json(read_results(run_dir), metric or "top1", pool)
-    if paper or compare == "paper":
-        doc["paper"] = results_json(load_paper(), metric or (PAPER_METRIC if run_dir is None else "top1"), pool)
-    return doc
+def report_json(reports: Sequence[Any], files: Sequence[Path]) -> dict[str, Any]:
+    """``report --json``: the computed reports (the run's, the paper's) and the files written from them."""
+    run = next((r for r in reports if r.run_dir is not None), None)
+    paper = next((r for r in reports if r.run_dir is None), None) or (run.reference if run is not None else None)
+    metric = (run or paper).metric if (run or paper) is not None else None
+    return {"format": _format("report"), "metric": metric,
+            "run": None if run is None else results_json(run),
+            "paper": None if paper is None else results_json(paper),
+            "files": [str(f) for f in files]}

@@ -4,35 +4,29 @@ An :class:`Observer` is a plugin kind like the others (hook ``register_observers
 key ``observers:``). The engine calls every observer of the config alongside the progress
 display: once when the run starts (:class:`RunInfo`), for every job the executor starts,
 advances and finishes (with its :class:`~transferbench.JobRecord`), once when the run's
-results table is written (:class:`ReportInfo`) and finally :meth:`Observer.close`.
+report is computed and its files written (:class:`ReportInfo`) and finally :meth:`Observer.close`.
 
 An observer never fails a run: one that raises after the run started is switched off with
 a warning and the run goes on. One that raises in :meth:`Observer.run_started` stops the
 run before anything trains (a tracker that cannot be reached is better found then).
+
+This module is the contract only; :mod:`transferbench.observing` wires observers into a run.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
-import logging
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .executor import Events
 from .interfaces import Plugin
 
 if TYPE_CHECKING:
     from .jobs import Job
-    from .plan import Plan
     from .records import JobRecord
 
-__all__ = ["ObservedEvents", "Observer", "ReportInfo", "RunInfo", "observing", "report_info", "run_info"]
-
-log = logging.getLogger("transferbench")
+__all__ = ["Observer", "ReportInfo", "RunInfo", "Scalar"]
 
 Scalar = str | int | float | bool | None
 
@@ -82,11 +76,12 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class ReportInfo:
-    """What an observer learns when a run's results table has been written.
+    """What an observer learns when a run's report has been computed and its files written.
 
     Attributes:
         run_dir: the run directory.
-        files: the files written (``results_<metric>.csv``).
+        files: the files written from the report (``results_<metric>.csv`` first, then the
+            summary, metrics, validity checks and tidy exports).
         metric: the accuracy the cells hold (``top1``).
         cells: one mapping per (experiment, treatment, n) cell of the report's grids, with
             ``experiment``, ``treatment``, ``n``, ``layer`` (the name of layer n, or ``""``),
@@ -124,7 +119,7 @@ class Observer(Plugin, abc.ABC):
         periodic evaluations."""
 
     def report_written(self, report: ReportInfo) -> None:
-        """The run's results table was written; ``report.cells`` holds the final grids."""
+        """The run's report was computed and its files written; ``report.cells`` holds the final grids."""
 
     def close(self) -> None:
         """The run ended (finished, failed or interrupted): flush and release everything."""
@@ -139,126 +134,3 @@ def _flatten(value: Any, prefix: str) -> dict[str, Scalar]:
     if isinstance(value, (list, tuple)):
         return {prefix: ", ".join(str(v) for v in value)}
     return {prefix: value}
-
-
-def _describe(plan: Plan, job: Job) -> dict[str, Scalar]:
-    cells = plan.cells_of(job.id)
-    first = cells[0] if cells else None
-    n = f" n={first.n}" if first and first.n else ""
-    label = f"{first.treatment}{n} ({first.experiment}, seed {first.split_seed})" if first else job.id
-    return {
-        "label": label,
-        "experiment": first.experiment if first else None,
-        "treatment": first.treatment if first else None,
-        "split_seed": first.split_seed if first else None,
-        "n": job.n,
-        "kind": job.kind,
-        "target": job.target,
-        "source": job.source,
-        "protocol": job.protocol_spec["name"] if job.protocol_spec else None,
-        "num_classes": job.num_classes,
-        "seed": job.seed,
-        "depends_on": job.depends_on,
-        "cells": len(cells),
-    }
-
-
-def run_info(name: str, config: dict[str, Any], plan: Plan, run_dir: Path, todo: Sequence[Job]) -> RunInfo:
-    """The :class:`RunInfo` of a plan about to run ``todo`` in ``run_dir``."""
-    return RunInfo(
-        name=name,
-        run_dir=Path(run_dir),
-        config=config,
-        config_hash=plan.config_hash,
-        layer_names=tuple(plan.layer_names),
-        jobs=tuple(plan.jobs.values()),
-        todo=tuple(j.id for j in todo),
-        networks={jid: _describe(plan, job) for jid, job in plan.jobs.items()},
-    )
-
-
-def report_info(run_dir: Path, metric: str = "top1") -> ReportInfo:
-    """Write ``results_<metric>.csv`` of a run directory and describe its grids for the observers."""
-    from .analysis import build_grids, results_csv
-    from .results import read_results, write_atomic
-
-    results = read_results(run_dir)
-    path = Path(run_dir) / f"results_{metric}.csv"
-    write_atomic(path, results_csv(results, metric))
-    names = list(results.layer_names)
-    cells = []
-    for grid in build_grids(results, metric):
-        for treatment in grid.treatments:
-            for n in grid.layers:
-                s = grid.get(treatment, n)
-                if s is not None:
-                    cells.append({"experiment": grid.experiment, "treatment": treatment, "n": n,
-                                  "layer": names[n - 1] if 0 < n <= len(names) else "", "count": s.count,
-                                  "mean": s.mean, "std": s.std, "ci95_low": s.ci_low, "ci95_high": s.ci_high})
-    return ReportInfo(Path(run_dir), (path,), metric, tuple(cells))
-
-
-class ObservedEvents(Events):
-    """The executor's :class:`~transferbench.Events`, fanned out to the progress display
-    (``inner``) and to every observer. An observer that raises is switched off with a
-    warning; the run goes on."""
-
-    def __init__(self, inner: Events, observers: Sequence[tuple[str, Observer]]) -> None:
-        self.inner = inner
-        self.observers = list(observers)  # (where it is configured, the observer)
-
-    def _each(self, method: str, *args: Any) -> None:
-        for where, obs in list(self.observers):
-            try:
-                getattr(obs, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - a tracker must not stop the training
-                self.observers.remove((where, obs))
-                self.inner.message(f"warning: observer {where} failed in {method} ({type(exc).__name__}: "
-                                   f"{exc}); it is switched off for the rest of this run")
-                with contextlib.suppress(Exception):
-                    obs.close()
-
-    def job_started(self, job: Job) -> None:
-        self.inner.job_started(job)
-        self._each("job_started", job)
-
-    def job_progress(self, job: Job, step: int, total: int, info: dict[str, float]) -> None:
-        self.inner.job_progress(job, step, total, info)
-        self._each("job_progress", job, step, total, dict(info))
-
-    def job_finished(self, job: Job, record: JobRecord) -> None:
-        self.inner.job_finished(job, record)
-        self._each("job_finished", job, record)
-
-    def message(self, text: str) -> None:
-        self.inner.message(text)
-
-    def report_written(self, run_dir: Path) -> None:
-        """Write the results table and tell the observers (nothing when there are none)."""
-        if self.observers:
-            self._each("report_written", report_info(run_dir))
-
-    def close(self) -> None:
-        for where, obs in self.observers:
-            try:
-                obs.close()
-            except Exception as exc:  # noqa: BLE001 - reported, the others still close
-                self.inner.message(f"warning: observer {where} failed to close ({type(exc).__name__}: {exc})")
-        self.observers = []
-
-
-@contextlib.contextmanager
-def observing(inner: Events, observers: Sequence[tuple[str, Observer]], run: RunInfo) -> Iterator[ObservedEvents]:
-    """Start every observer (a failure to start is a :class:`~transferbench.ConfigError` at
-    its config key), yield the fanned-out events, and close the observers however the run ends."""
-    events = ObservedEvents(inner, [])
-    try:
-        for where, obs in observers:
-            try:
-                obs.run_started(run)
-            except Exception as exc:
-                raise ConfigError([(where, f"could not start: {type(exc).__name__}: {exc}")]) from exc
-            events.observers.append((where, obs))
-        yield events
-    finally:
-        events.close()

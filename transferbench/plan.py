@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .components import Components
 from .config import Config, Experiment, Treatment
 from .errors import ConfigError, RunDirError, TransferbenchError
 from .estimator import Estimator
@@ -18,7 +19,6 @@ from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .jobs import Cell, EstimateCell, ExternalSource, Job
 from .network import build_meta, input_shape
-from .resolve import Components
 from .sources import SourcePlanner
 
 __all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"]

@@ -41,7 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.tensorboard_observer",
     "transferbench_plugins.mlflow_observer",
     "transferbench_plugins.estimators",
-    "transferbench_plugins.checks",
+    "transferbench_plugins.validity_checks",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party

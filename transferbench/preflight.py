@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .components import Components
 from .config import Config
 from .devices import device_problem
 from .errors import DataError
-from .resolve import Components
 
 __all__ = ["check_data", "environment_problems", "folder_problem"]
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analysis import Difference, Grid, Stat, t_quantile, transfer_source
-from .results import RunResults
-from .validation import EstimateRow, agreements
+from .results import EstimateRow
+from .validation import Agreement
 
 __all__ = ["EstimatorView", "Recommendation", "estimator_views", "recommend"]
 
@@ -175,17 +175,19 @@ def _within(gap: Difference) -> bool:
     return gap.ci_low <= 0.0 if gap.ci_low is not None else gap.value <= FALLBACK
 
 
-def estimator_views(grid: Grid, results: RunResults, estimates: Sequence[EstimateRow]) -> list[EstimatorView]:
+def estimator_views(grid: Grid, estimates: Sequence[EstimateRow], agreements: Sequence[Agreement]
+                    ) -> list[EstimatorView]:
     """What each estimator that scored the grid's transfer (source -> B) says: the deepest n
     whose mean score is within 5% of the score range of its best n, and its rank agreement
-    with the frozen transfer across n (docs/estimators.md)."""
+    with the frozen transfer across n (``agreements``, as the report computed them;
+    docs/estimators.md)."""
     src = transfer_source(grid)
     frozen = f"{src}nB"
     mine = [e for e in estimates if e.experiment == grid.experiment and e.value is not None
             and e.source == src and (e.target == "B" or grid.pooled)]
     if not mine:
         return []
-    spearman = {(a.estimator, a.reference): a for a in agreements(results, estimates, grid.metric)
+    spearman = {(a.estimator, a.reference): a for a in agreements
                 if a.experiment == grid.experiment and a.comparison == "layers"}
     out = []
     for name in dict.fromkeys(e.estimator for e in mine):

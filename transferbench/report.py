@@ -1,16 +1,19 @@
-"""Tables (rich), files and plots for a run directory or for the paper's own results.
+"""The report on the console: tables (rich) for a computed :class:`~transferbench.runreport.RunReport`.
 
 Entry points:
 
-* :func:`print_grid`: the main table only, and ``results_<metric>.csv``; the engine calls it when a
-  run ends.
-* :func:`run_report`: everything (``transferbench report RUN_DIR [--paper]
-  [--compare paper] [--no-plots] [--metric top1|top1_best_k]``).
+* :func:`print_report`: print a computed report (``full=False``: the main tables, the
+  estimators' curves and the validity checks, as at the end of ``transferbench run``).
+* :func:`run_report`: ``transferbench report RUN_DIR [--paper] [--compare paper]
+  [--no-plots] [--metric top1|top1_best_k]``: compute the report once
+  (:mod:`transferbench.runreport`), write its files (:mod:`transferbench.report_files`) and
+  print it.
 
 Accuracies print as fractions with three decimals like the paper (``.625``), with ``±`` the
 standard deviation over networks when a cell has several. Derived metrics print in points
 of top-1 (``+1.6`` = 1.6 percentage points), with ``±`` the half-width of the 95% interval.
 Every table fits 80 columns; the caller's rich Console decides colour and TTY handling.
+Nothing here computes a statistic or writes a file.
 """
 
 from __future__ import annotations
@@ -25,31 +28,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import (
-    POOL,
-    Difference,
-    Grid,
-    SpecificLayer,
-    Stat,
-    build_grids,
-    drops,
-    layer_metrics,
-    results_csv,
-    specific_layer,
-    table1,
-    transfer_source,
-)
-from .estimator_report import print_estimator_report, write_estimator_figure, write_estimator_files
-from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
-from .plots import write_plots
-from .plugins import get_registry
-from .recommend import estimator_views, recommend
-from .results import ResultsError, RunResults, check_metric, export_long, read_results, rows_to_csv, write_atomic
-from .scorecard import print_scorecard, scorecard, write_scorecard
-from .validation import read_estimates
-from .validity import CheckResult, RunView, run_checks, write_checks
+from .analysis import POOL, Difference, Grid, SpecificLayer, Stat, transfer_source
+from .estimator_report import print_estimator_report
+from .paperdata import PAPER_METRIC
+from .report_files import write_report
+from .results import ResultsError, RunResults, check_metric
+from .runreport import COMPARISONS, ExperimentReport, RunReport, paper_report, read_report
+from .scorecard import Finding
+from .validity import CheckResult
 
-__all__ = ["DEFAULT_PAPER_OUT", "print_grid", "run_report", "write_tables"]
+__all__ = ["DEFAULT_PAPER_OUT", "print_checks", "print_report", "print_scorecard", "run_report"]
 
 #: Where ``run_report(None, paper=True)`` writes its plots and tables by default.
 DEFAULT_PAPER_OUT = Path("paper-report")
@@ -162,14 +150,14 @@ def grid_sections(grid: Grid, results: RunResults, half_names: Mapping[str, str]
     return sections
 
 
-def metrics_section(grid: Grid) -> Section | None:
+def metrics_section(e: ExperimentReport) -> Section | None:
     """Derived metrics by n in points of top-1 (only the columns the run can compute).
 
     None unless the grid has a co-adaptation, specificity or boost to show (an unpooled
     dissimilar split is shown by :func:`drop_section` instead).
     """
-    rows = layer_metrics(grid)
-    a = transfer_source(grid)  # A, or X for a weights file
+    grid, rows = e.grid, e.metrics
+    a = e.source  # A, or X for a weights file
     columns = [
         ("co-adapt", "baseB-BnB", lambda m: _points(m.coadaptation)),
         ("specif.", f"BnB-{a}nB", lambda m: _points(m.specificity)),
@@ -193,9 +181,9 @@ def metrics_section(grid: Grid) -> Section | None:
     return Section(f"{grid.experiment}: derived metrics", table, note)
 
 
-def table1_section(grid: Grid) -> Section | None:
+def table1_section(e: ExperimentReport) -> Section | None:
     """The paper's Table 1: the fine-tuning boost averaged over ranges of layers."""
-    rows = table1(grid)
+    grid, rows = e.grid, e.table1
     if not rows:
         return None
     table = _table()
@@ -209,10 +197,11 @@ def table1_section(grid: Grid) -> Section | None:
     return Section(f"{grid.experiment}: Table 1, fine-tuning boost", table, note)
 
 
-def drop_section(grid: Grid, half_names: Mapping[str, str] | None = None) -> Section | None:
+def drop_section(e: ExperimentReport, half_names: Mapping[str, str] | None = None) -> Section | None:
     """Figure 3's view: drop from each series' own base, for unpooled directions and for
     treatments without a source (random weights)."""
-    series = {t: s for t, s in drops(grid).items() if not grid.pooled or grid.sources.get(t) is None}
+    grid = e.grid
+    series = {t: s for t, s in e.drops.items() if not grid.pooled or grid.sources.get(t) is None}
     if not series:
         return None
     names = list(series)[:_MAX_TREATMENTS]
@@ -270,19 +259,6 @@ def _status_line(results: RunResults) -> str:
     return line
 
 
-def input_scale_mismatch(results: RunResults, factor: float = 3.0) -> str | None:
-    """A warning when networks saw inputs far from the scale their initialisation expects."""
-    expected = results.expected_input_std
-    measured = [r.input_std for r in results.rows if r.status == "ok" and r.input_std]
-    if not expected or not measured:
-        return None
-    median = sorted(measured)[len(measured) // 2]
-    if expected / factor <= median <= expected * factor:
-        return None
-    return (f"the networks' inputs have a std of {median:.3g}, but the architecture's initialisation expects "
-            f"about {expected:.3g}: check the data's normalisation (data.mean / data.std) or the init")
-
-
 def _print_failures(console: Console, results: RunResults, limit: int = 3) -> None:
     seen: dict[str, str] = {}
     for r in results.rows:
@@ -295,38 +271,26 @@ def _print_failures(console: Console, results: RunResults, limit: int = 3) -> No
     for path, why in results.unreadable:
         console.print(Text(f"  unreadable: {path}: {why} (counted as pending; a rerun moves it aside "
                            "and trains the network again)"))
-    off = input_scale_mismatch(results)
-    if off:
-        console.print(Text(f"  warning: {off}"))
-    differences = results.code_differences()
-    if differences:
-        console.print(Text(f"  warning: these networks were trained by different code ({'; '.join(differences)}): "
-                           "compare them with care (docs/run-directory.md)"))
 
 
-def _print_grids(console: Console, results: RunResults, grids: Sequence[Grid],
-                 half_names: Mapping[str, Mapping[str, str]], full: bool) -> None:
-    console.print(Text(_status_line(results)))
-    _print_failures(console, results)
-    console.print()
-    for grid in grids:
-        if not grid.cells:
-            console.print(Text(f"{grid.experiment}: no {grid.metric} results yet "
-                               f"({grid.pending} networks pending, {grid.failed} failed)"))
-            console.print()
-            continue
-        hn = half_names.get(grid.experiment, {})
-        for section in grid_sections(grid, results, hn):
-            section.print(console)
-        if not full:
-            continue
-        for section in (metrics_section(grid), table1_section(grid), drop_section(grid, hn)):
-            if section is not None:
-                section.print(console)
-        spec = specific_layer(grid)
-        if spec is not None:
-            console.print(Text(_specific_line(spec, results, transfer_source(grid))))
-            console.print()
+def _print_experiment(console: Console, report: RunReport, e: ExperimentReport, full: bool) -> None:
+    grid, results = e.grid, report.results
+    if not grid.cells:
+        console.print(Text(f"{grid.experiment}: no {grid.metric} results yet "
+                           f"({grid.pending} networks pending, {grid.failed} failed)"))
+        console.print()
+        return
+    hn = report.half_names.get(grid.experiment, {})
+    for section in grid_sections(grid, results, hn):
+        section.print(console)
+    if not full:
+        return
+    for part in (metrics_section(e), table1_section(e), drop_section(e, hn)):
+        if part is not None:
+            part.print(console)
+    if e.specific is not None:
+        console.print(Text(_specific_line(e.specific, results, e.source)))
+        console.print()
 
 
 def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> str:
@@ -338,22 +302,6 @@ def _specific_line(spec: SpecificLayer, results: RunResults, a: str = "A") -> st
     name = _layer_name(results, spec.n)
     return (f"Features turn specific at n={spec.n}{f' ({name})' if name else ''}: BnB - {a}nB = "
             f"{100 * (spec.gap or 0.0):.1f} points > {100 * spec.threshold:.1f} ({spec.rule}).")
-
-
-# --------------------------------------------------------------------------- validity checks
-
-
-def validity_checks(results: RunResults, metric: str = "top1", pool: bool | None = None) -> list[CheckResult]:
-    """Every registered validity check (built-in and installed) on a run."""
-    registry = get_registry()
-    checks = {}
-    for name in registry.names("check"):
-        factory = registry.get("check", name).factory
-        try:
-            checks[name] = factory(factory.Params())
-        except Exception:  # noqa: BLE001 - a check that needs settings cannot run with none
-            continue
-    return run_checks(RunView(results, metric, pool), checks)
 
 
 def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
@@ -372,140 +320,58 @@ def print_checks(console: Console, checks: Sequence[CheckResult]) -> None:
     console.print()
 
 
-def _print_recommendations(console: Console, results: RunResults, grids: Sequence[Grid], estimates: Sequence,
-                           checks: Sequence[CheckResult] = ()) -> None:
+def print_scorecard(console: Console, findings: Sequence[Finding]) -> None:
+    """The scorecard, one finding a line (the paper's claim under it)."""
+    done = sum(f.verdict == "reproduced" for f in findings)
+    console.print(Text(f"Reproduction scorecard ({done} of {len(findings)} findings reproduced)", style="bold"))
+    for f in findings:
+        console.print(Text(f"  {f.verdict.upper():15} {f.name}: {f.run}"))
+        if f.paper:
+            console.print(Text(f"  {'':15} paper: {f.paper}"))
+    console.print()
+
+
+def _print_recommendations(console: Console, report: RunReport) -> None:
     """The answer for every experiment that transfers from a weights file: how many layers
-    to freeze, and whether fine-tuning pays (:mod:`transferbench.recommend`), with the
-    validity checks that warned about its networks."""
-    for grid in grids:
-        if transfer_source(grid) != "X":
+    to freeze, and whether fine-tuning pays, with the validity checks that warned."""
+    for e in report.experiments:
+        if e.recommendation is None:
             continue
-        rec = recommend(grid, estimator_views(grid, results, estimates))
-        if rec is None:
-            continue
-        console.print(Text(f"{grid.experiment}: recommendation ({grid.metric})", style="bold"))
-        warned = dict.fromkeys(c.check for c in checks if c.status == "warn"
-                               and c.experiment in (None, "", grid.experiment))
-        for line in rec.lines(results.layer_names, list(warned)):
+        console.print(Text(f"{e.name}: recommendation ({report.metric})", style="bold"))
+        for line in e.recommendation.lines(report.results.layer_names, list(e.warned)):
             console.print(Text(f"  {line}"))
         console.print()
 
 
-# --------------------------------------------------------------------------- files
+def print_report(console: Console, report: RunReport, *, full: bool = True) -> None:
+    """Print a computed report: the status and every experiment's tables, then (with ``full``)
+    the derived metrics, the comparison with the paper and its scorecard, the estimators, the
+    validity checks and the recommendations. ``full=False`` is what ``run`` prints at its end:
+    the main tables, the estimators' curves and the validity checks."""
+    results = report.results
+    if report.title:
+        title = report.title
+        console.rule(title) if console.width <= 400 else console.print(Text(f"== {title} ==", style="bold"))
+    console.print(Text(_status_line(results)))
+    _print_failures(console, results)
+    console.print()
+    for e in report.experiments:
+        _print_experiment(console, report, e, full)
+    if report.estimators is not None:
+        print_estimator_report(console, results, report.estimators, report.metric, full=full)
+    if full:
+        for e in report.experiments:
+            if e.paper is not None:
+                for section in compare_sections(e.grid, e.paper):
+                    section.print(console)
+        if report.scorecard is not None:
+            print_scorecard(console, report.scorecard)
+    print_checks(console, report.checks)
+    if full:
+        _print_recommendations(console, report)
 
 
-def _summary_csv(grids: Sequence[Grid]) -> str:
-    rows = []
-    for g in grids:
-        for t in g.treatments:
-            for n in g.layers:
-                s = g.get(t, n)
-                if s is not None:
-                    rows.append([g.experiment, t, n, g.metric, g.pooled, s.count, s.mean, s.std, s.ci_low, s.ci_high])
-    head = ["experiment", "treatment", "n", "metric", "pooled", "count", "mean", "std", "ci95_low", "ci95_high"]
-    return rows_to_csv(head, rows)
-
-
-def _metrics_csv(grids: Sequence[Grid]) -> str:
-    rows: list[list[object]] = []
-
-    def add(g: Grid, quantity: str, layers: str, est: Difference | float | None) -> None:
-        if isinstance(est, Difference):
-            rows.append([g.experiment, g.metric, quantity, layers, est.value, est.ci_low, est.ci_high])
-        elif est is not None:
-            rows.append([g.experiment, g.metric, quantity, layers, est, None, None])
-
-    for g in grids:
-        for m in layer_metrics(g):
-            for q in ("coadaptation", "specificity", "boost_base", "boost_selffer", "drop",
-                      "relative_drop", "generality"):
-                add(g, q, str(m.n), getattr(m, q))
-        for r in table1(g):
-            add(g, "table1_boost_base", f"{r.lo}-{r.hi}", r.boost_base)
-            add(g, "table1_boost_selffer", f"{r.lo}-{r.hi}", r.boost_selffer)
-        for name, series in drops(g).items():
-            for n, (d, rel) in series.items():
-                add(g, f"drop:{name}", str(n), d)
-                add(g, f"relative_drop:{name}", str(n), rel)
-        spec = specific_layer(g)
-        if spec is not None and spec.n is not None:
-            add(g, "specific_layer", str(spec.n), float(spec.n))
-    return rows_to_csv(["experiment", "metric", "quantity", "layers", "value", "ci95_low", "ci95_high"], rows)
-
-
-def write_tables(results: RunResults, grids: Sequence[Grid], out_dir: Path) -> list[Path]:
-    """Write ``results_<metric>.csv``, ``results_summary_<metric>.csv`` and ``results_metrics_<metric>.csv``
-    (the metric in every name, so reports of two metrics never overwrite each other)."""
-    metric = grids[0].metric if grids else "top1"
-    files = {
-        f"results_{metric}.csv": results_csv(results, metric),
-        f"results_summary_{metric}.csv": _summary_csv(grids),
-        f"results_metrics_{metric}.csv": _metrics_csv(grids),
-    }
-    for name, text in files.items():
-        write_atomic(Path(out_dir) / name, text)
-    return [Path(out_dir) / name for name in files]
-
-
-# --------------------------------------------------------------------------- entry points
-
-
-def print_grid(run_dir: Path, console: Console, *, metric: str = "top1") -> None:
-    """Print the main table of every experiment of a run and write ``results_<metric>.csv``.
-
-    Raises:
-        RunDirError: ``run_dir`` is missing or has no ``plan.json``.
-    """
-    results = read_results(run_dir)
-    grids = build_grids(results, metric)
-    write_atomic(Path(run_dir) / f"results_{metric}.csv", results_csv(results, metric))
-    _print_grids(console, results, grids, {}, full=False)
-    estimates = read_estimates(run_dir)
-    if estimates:
-        print_estimator_report(console, results, estimates, metric, full=False)
-    checks = validity_checks(results, metric)
-    write_checks(checks, Path(run_dir), metric)
-    print_checks(console, checks)
-
-
-def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
-    by_name = {p.experiment: p for p in papers}
-    if grid.experiment in by_name:
-        return by_name[grid.experiment]
-    if any(grid.sources.get(t) is None for t in grid.treatments if t not in grid.bases):
-        return by_name["random_weights"]
-    # a split by meaning (or of unequal halves) stands beside the paper's man-made/natural split
-    return by_name["random" if grid.equal_halves and grid.exchangeable else "manmade_natural"]
-
-
-def _report_run(run_dir: Path, console: Console, *, compare: str | None, plots: bool, metric: str,
-                out: Path | None, pool: bool | None) -> None:
-    """The report of one run: tables, estimators, validity checks, the paper's scorecard, plots."""
-    results = read_results(run_dir)
-    grids = build_grids(results, metric, pool)
-    export_long(results)
-    write_tables(results, grids, run_dir)
-    _print_grids(console, results, grids, {}, full=True)
-    estimates = read_estimates(run_dir)
-    if estimates:  # the estimators (docs/estimators.md) beside retraining
-        write_estimator_files(results, estimates, metric, run_dir)
-        print_estimator_report(console, results, estimates, metric)
-    checks = validity_checks(results, metric, pool)
-    write_checks(checks, run_dir, metric)
-    if compare == "paper":
-        papers = build_grids(load_paper(), metric, pool)
-        for grid in (g for g in grids if g.cells):
-            for section in compare_sections(grid, _paper_counterpart(grid, papers)):
-                section.print(console)
-        card = scorecard(grids, checks)
-        write_scorecard(card, run_dir, metric)
-        print_scorecard(console, card)
-    print_checks(console, checks)
-    _print_recommendations(console, results, grids, estimates, checks)
-    if plots:
-        target = Path(out) if out else run_dir
-        for path in write_plots(grids, target) + write_estimator_figure(results, estimates, metric, target):
-            console.print(f"wrote {path}", highlight=False, markup=False)
+# --------------------------------------------------------------------------- entry point
 
 
 def run_report(
@@ -518,13 +384,14 @@ def run_report(
     console: Console,
     out: Path | None = None,
     pool: bool | None = None,
-) -> int:
-    """Print the full report of a run and/or of the paper, and write its files.
+) -> list[Path]:
+    """Compute, write and print the report of a run and/or of the paper.
 
     Args:
         run_dir: the run directory, or None with ``paper=True`` for the paper alone.
         paper: print the paper's own tables (recomputed from its per-network results).
-        compare: ``"paper"`` puts the paper's means beside the run's, by n.
+        compare: ``"paper"`` puts the paper's means beside the run's, by n, and judges the
+            paper's findings on the run (the scorecard).
         plots: write Figure 2/3 style plots (PNG + SVG).
         metric: ``top1`` or ``top1_best_k``; default ``top1`` for a run and the paper's
             ``top1_best_k`` for the paper alone. A comparison uses the run's metric for both.
@@ -534,31 +401,51 @@ def run_report(
         pool: pool mirror-image treatments (None: decide per experiment, see analysis).
 
     Returns:
-        0 (errors raise).
+        Every file written, in order.
 
     Raises:
         RunDirError: the run directory is missing or has no plan.json.
         ResultsError: an unknown metric or comparison, or neither a run nor ``paper``.
     """
-    if compare not in (None, "paper"):
+    reports = build_reports(run_dir, paper=paper, compare=compare, metric=metric, pool=pool)
+    written: list[Path] = []
+    for report in reports:
+        written += write_report_of(report, run_dir, plots=plots, out=out)
+        print_report(console, report)
+    for path in written:
+        if path.suffix in (".png", ".svg"):
+            console.print(f"wrote {path}", highlight=False, markup=False)
+    return written
+
+
+def build_reports(run_dir: Path | None, *, paper: bool = False, compare: str | None = None,
+                  metric: str | None = None, pool: bool | None = None) -> list[RunReport]:
+    """The reports ``report`` prints: the run's, then the paper's own (``paper``).
+
+    Raises:
+        ResultsError: an unknown metric or comparison, or neither a run nor ``paper``.
+    """
+    if compare is not None and compare not in COMPARISONS:
         raise ResultsError(f"unknown comparison {compare!r}: the only reference is 'paper'")
     if run_dir is None and not paper:
         raise ResultsError("give a run directory, or ask for the paper's own tables (--paper)")
     if metric is not None:
         check_metric(metric)
+    reports = []
     if run_dir is not None:
-        _report_run(Path(run_dir), console, compare=compare, plots=plots, metric=metric or "top1", out=out,
-                    pool=pool)
+        reports.append(read_report(Path(run_dir), metric or "top1", pool, compare=compare))
     if paper:
-        reference = load_paper()
-        pgrids = build_grids(reference, metric or PAPER_METRIC, pool)
-        title = "Yosinski et al. (2014), recomputed from the published logs"
-        console.rule(title) if console.width <= 400 else console.print(Text(f"== {title} ==", style="bold"))
-        _print_grids(console, reference, pgrids, HALF_NAMES, full=True)
-        if run_dir is None:
-            target = Path(out) if out else DEFAULT_PAPER_OUT
-            write_tables(reference, pgrids, target)
-            if plots:
-                for path in write_plots(pgrids, target, HALF_NAMES):
-                    console.print(f"wrote {path}", highlight=False, markup=False)
-    return 0
+        reports.append(paper_report(metric or PAPER_METRIC, pool))
+    return reports
+
+
+def write_report_of(report: RunReport, run_dir: Path | None, *, plots: bool, out: Path | None) -> list[Path]:
+    """Write a report's files where ``report`` puts them: a run's tables into its run directory
+    and its plots into ``out`` (default the run directory); the paper's own report, when it is
+    the only one, into ``out`` (default ``./paper-report/``)."""
+    if report.run_dir is not None:
+        return write_report(report, report.run_dir, plots=plots, plot_dir=out)
+    if run_dir is None:  # the paper alone: its tables and plots
+        target = Path(out) if out else DEFAULT_PAPER_OUT
+        return write_report(report, target, plots=plots)
+    return []

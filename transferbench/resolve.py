@@ -6,35 +6,20 @@ reports all of them at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from .components import Components
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
 from .estimator import Estimator
-from .executor import Executor
-from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
-from .observers import Observer
+from .interfaces import Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
 
-
-@dataclass
-class Components:
-    """The plugin instances an experiment needs; the engine works on these alone."""
-
-    data: DataSource
-    architecture: Architecture
-    splits: dict[str, TaskSplit]  # experiment name -> split
-    protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
-    executor: Executor
-    observers: list[Observer] = field(default_factory=list)  # in the config's order
-    estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
-
-
-# config keys the engine consumes itself, not passed to the plugin
-_ENGINE_KEYS = {"seeds"}
+# config keys the engine consumes itself, by plugin kind, not passed to the plugin (a split's
+# seeds); under any other kind the same key is the plugin's own, and refused when unknown
+_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}}
 
 
 def instantiate(
@@ -46,7 +31,8 @@ def instantiate(
     except PluginError as exc:
         problems.append((f"{path}.name", str(exc)))
         return None
-    params = {k: v for k, v in ref.params.items() if k not in _ENGINE_KEYS}
+    engine = _ENGINE_KEYS.get(kind, set())
+    params = {k: v for k, v in ref.params.items() if k not in engine}
     factory: type[Plugin] = entry.factory
     missing = factory.missing_requirements()
     if missing:
@@ -57,7 +43,7 @@ def instantiate(
     try:
         validated = factory.Params.model_validate(params)
     except ValidationError as exc:
-        engine_keys = ["name", *(_ENGINE_KEYS if kind == "split" else ())]
+        engine_keys = ["name", *sorted(engine)]
         problems.extend(format_validation_error(exc, prefix=path, model=factory.Params, also_valid=engine_keys))
         return None
     try:

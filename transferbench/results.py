@@ -22,6 +22,7 @@ from .records import JobRecord, RecordError
 from .store import RunStore, atomic_write_bytes
 
 __all__ = [
+    "EstimateRow",
     "LONG_COLUMNS",
     "METRICS",
     "ResultRow",
@@ -115,6 +116,33 @@ LONG_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 
 
 @dataclass(frozen=True)
+class EstimateRow:
+    """One estimator score: ``estimator`` on layer n of the ``source`` half's base network,
+    on the ``target`` half's examples (a point of ``plan.json``'s ``estimates`` with its record).
+
+    Attributes:
+        seconds: wall time of the job (the first job on a network and layer computes the
+            features, later ones in the same process reuse them).
+        estimate_s, features_s: the estimator's own seconds and the features' seconds.
+    """
+
+    experiment: str
+    split: str
+    split_seed: int
+    source: str
+    target: str
+    n: int
+    estimator: str
+    job_id: str
+    status: str
+    value: float | None = None
+    seconds: float | None = None
+    estimate_s: float | None = None
+    features_s: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class RunResults:
     """Everything a report needs from one run (or from the paper's reference data).
 
@@ -130,6 +158,9 @@ class RunResults:
         code: fingerprint id -> the fingerprint (what code trained the networks).
         exchangeable: experiment -> whether its split's halves are drawn alike (random
             halves), which lets the report pool mirror-image treatments.
+        records: job id -> its record, for every job with a readable one (histories included:
+            the validity checks read them), read once with the rows.
+        estimates: every estimator point of the plan with its score (``pending`` without one).
     """
 
     name: str
@@ -142,6 +173,8 @@ class RunResults:
     expected_input_std: float | None = None
     code: dict[str, dict[str, Any]] = field(default_factory=dict)
     exchangeable: dict[str, bool] = field(default_factory=dict)
+    records: dict[str, JobRecord] = field(default_factory=dict, repr=False)
+    estimates: tuple[EstimateRow, ...] = ()
 
     def count(self, status: str) -> int:
         """Number of distinct networks (jobs) with this status."""
@@ -207,13 +240,14 @@ def _load_record(store: RunStore, job_id: str, unreadable: list[tuple[str, str]]
 
 
 def read_results(run_dir: Path | str) -> RunResults:
-    """Read ``plan.json`` and every record of a run directory.
+    """Read ``plan.json`` and every record of a run directory, once.
 
     Args:
         run_dir: the run directory.
 
     Returns:
-        One row per plan cell; cells whose job has no record are ``pending``.
+        One row per plan cell (cells whose job has no record are ``pending``), one estimate
+        row per estimator point, and the records themselves.
 
     Raises:
         RunDirError: the directory does not exist, has no ``plan.json`` or it is malformed.
@@ -225,6 +259,12 @@ def read_results(run_dir: Path | str) -> RunResults:
     records: dict[str, JobRecord | None] = {}
     unreadable: list[tuple[str, str]] = []
     store = RunStore(run_dir)
+
+    def record(job_id: str) -> JobRecord | None:
+        if job_id not in records:
+            records[job_id] = _load_record(store, job_id, unreadable)
+        return records[job_id]
+
     rows = []
     for i, cell in enumerate(plan["cells"]):
         try:
@@ -232,38 +272,10 @@ def read_results(run_dir: Path | str) -> RunResults:
             experiment, treatment, n = str(cell["experiment"]), str(cell["treatment"]), int(cell["n"])
         except (KeyError, TypeError, ValueError):
             raise RunDirError(f"{run_dir / 'plan.json'}: cell {i} lacks job_id, experiment, treatment or n") from None
-        if job_id not in records:
-            records[job_id] = _load_record(store, job_id, unreadable)
-        rec = records[job_id]
-        job = jobs.get(job_id, {})
-        status = "pending" if rec is None else rec.status
-        rows.append(
-            ResultRow(
-                experiment=experiment,
-                split=str(cell.get("split", "")),
-                split_seed=int(cell.get("split_seed", 0)),
-                treatment=treatment,
-                n=n,
-                job_id=job_id,
-                status=status,
-                top1=rec.value("top1") if rec else None,
-                top5=rec.value("top5") if rec else None,
-                top1_best_k=rec.value("top1_best_k") if rec else None,
-                best_k=rec.best_k if rec else None,
-                train_time_s=rec.train_time_s if rec else None,
-                config_hash=config_hash,
-                kind=job.get("kind"),
-                source=job.get("source"),
-                target=job.get("target"),
-                protocol=job.get("protocol"),
-                num_classes=job.get("num_classes", rec.num_classes if rec else None),
-                seed=job.get("seed", rec.seed if rec else None),
-                error=rec.error if rec and status == "failed" else None,
-                fingerprint=rec.fingerprint_id if rec else None,
-                input_std=rec.input_std if rec else None,
-            )
-        )
+        rows.append(_row(cell, experiment, treatment, n, job_id, record(job_id), jobs.get(job_id, {}), config_hash))
+    estimates = tuple(_estimate_row(cell, record(str(cell["job_id"]))) for cell in plan.get("estimates", []))
     layer_names = tuple(str(x) for x in plan.get("layer_names", ()))
+    kept = {jid: r for jid, r in records.items() if r is not None}
     return RunResults(
         name=str(plan.get("name", run_dir.name)),
         config_hash=config_hash,
@@ -273,8 +285,52 @@ def read_results(run_dir: Path | str) -> RunResults:
         run_dir=run_dir,
         unreadable=tuple(unreadable),
         expected_input_std=plan.get("expected_input_std"),
-        code={r.fingerprint_id: r.fingerprint for r in records.values() if r is not None and r.fingerprint},
+        code={r.fingerprint_id: r.fingerprint for r in kept.values() if r.fingerprint},
         exchangeable={str(k): bool(v) for k, v in (plan.get("exchangeable") or {}).items()},
+        records=kept,
+        estimates=estimates,
+    )
+
+
+def _row(cell: dict[str, Any], experiment: str, treatment: str, n: int, job_id: str, rec: JobRecord | None,
+         job: dict[str, Any], config_hash: str) -> ResultRow:
+    status = "pending" if rec is None else rec.status
+    return ResultRow(
+        experiment=experiment,
+        split=str(cell.get("split", "")),
+        split_seed=int(cell.get("split_seed", 0)),
+        treatment=treatment,
+        n=n,
+        job_id=job_id,
+        status=status,
+        top1=rec.value("top1") if rec else None,
+        top5=rec.value("top5") if rec else None,
+        top1_best_k=rec.value("top1_best_k") if rec else None,
+        best_k=rec.best_k if rec else None,
+        train_time_s=rec.train_time_s if rec else None,
+        config_hash=config_hash,
+        kind=job.get("kind"),
+        source=job.get("source"),
+        target=job.get("target"),
+        protocol=job.get("protocol"),
+        num_classes=job.get("num_classes", rec.num_classes if rec else None),
+        seed=job.get("seed", rec.seed if rec else None),
+        error=rec.error if rec and status == "failed" else None,
+        fingerprint=rec.fingerprint_id if rec else None,
+        input_std=rec.input_std if rec else None,
+    )
+
+
+def _estimate_row(cell: dict[str, Any], rec: JobRecord | None) -> EstimateRow:
+    ok = rec is not None and rec.ok
+    return EstimateRow(
+        experiment=str(cell["experiment"]), split=str(cell.get("split", "")), split_seed=int(cell["split_seed"]),
+        source=str(cell["source"]), target=str(cell["target"]), n=int(cell["n"]),
+        estimator=str(cell["estimator"]), job_id=str(cell["job_id"]),
+        status="pending" if rec is None else rec.status,
+        value=rec.estimate if ok else None, seconds=rec.train_time_s if ok else None,
+        estimate_s=rec.estimate_s if ok else None, features_s=rec.features_s if ok else None,
+        error=rec.error if rec is not None and not rec.ok else None,
     )
 
 

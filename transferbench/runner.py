@@ -5,9 +5,10 @@ from __future__ import annotations
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cohort import joint_checkpoint, train_cohort
+from .components import Components
 from .config import Config
 from .context import TrainContext
 from .devices import resolve_device
@@ -19,12 +20,13 @@ from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .jobs import Job
 from .network import initial_state, overlay
-from .plan import Plan
 from .records import JobRecord, RecordError, utc_now
-from .resolve import Components
 from .sources import SourceFileError, load_state
 from .store import JobCache, RunStore
 from .trainer import train_job
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 __all__ = ["TrainingRunner"]
 
@@ -267,6 +269,8 @@ class TrainingRunner:
         if record is None or not record.ok:
             return None
         if not self.config.output.reuse_across_code and record.fingerprint_id != job.fingerprint:
+            return None
+        if record.seed is not None and record.seed != job.seed:  # the planner's seeds are not in the fingerprint
             return None
         if self.keep_checkpoint.get(job.id, False) and store.checkpoint_problem(job.id, record.checkpoint_sha256):
             return None

@@ -9,20 +9,14 @@ for an interval) is "not determined", never a guess.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
-from rich.console import Console
-from rich.text import Text
-
 from .analysis import Difference, Grid, Stat, diff
-from .results import rows_to_csv, write_atomic
 from .validity import CheckResult
 
-__all__ = ["Finding", "print_scorecard", "scorecard", "write_scorecard"]
+__all__ = ["Finding", "scorecard"]
 
 Verdict = Literal["reproduced", "not reproduced", "not determined"]
 
@@ -190,23 +184,3 @@ def scorecard(grids: Sequence[Grid], checks: Sequence[CheckResult] = ()) -> list
     out.append(_random_weights(random, weights) if random and weights
                else Finding("random weights", "", missing, "not determined"))
     return out
-
-
-def print_scorecard(console: Console, findings: Sequence[Finding]) -> None:
-    """The scorecard, one finding a line (the paper's claim under it)."""
-    done = sum(f.verdict == "reproduced" for f in findings)
-    console.print(Text(f"Reproduction scorecard ({done} of {len(findings)} findings reproduced)", style="bold"))
-    for f in findings:
-        console.print(Text(f"  {f.verdict.upper():15} {f.name}: {f.run}"))
-        if f.paper:
-            console.print(Text(f"  {'':15} paper: {f.paper}"))
-    console.print()
-
-
-def write_scorecard(findings: Sequence[Finding], out_dir: Path, metric: str = "top1") -> list[Path]:
-    """Write ``scorecard_<metric>.csv`` and ``.json``."""
-    fields = ("name", "verdict", "experiment", "run", "paper")
-    paths = [Path(out_dir) / f"scorecard_{metric}.csv", Path(out_dir) / f"scorecard_{metric}.json"]
-    write_atomic(paths[0], rows_to_csv(fields, ([getattr(f, k) for k in fields] for f in findings)))
-    write_atomic(paths[1], json.dumps([asdict(f) for f in findings], indent=2) + "\n")
-    return paths

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .analysis import build_grids
 from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor
 from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, TaskSplit, TransferProtocol
@@ -499,7 +500,7 @@ def check_validity_check(check: type[ValidityCheck] | ValidityCheck, workdir: st
     chk.name = chk.name or "contract"
     empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
     for results in (example_results(), empty):
-        found = chk.check(RunView(results))
+        found = chk.check(RunView(results, build_grids(results), records=results.records.get))
         _expect(isinstance(found, list), f"check() must return a list, got {type(found).__name__}")
         for r in found:
             _expect(isinstance(r, CheckResult), f"check() returned {r!r}, not a CheckResult")

@@ -1,7 +1,7 @@
 """Estimators judged against retraining: rank agreement, beside what depth alone would score.
 
 A run with ``estimators:`` holds, for every experiment, split seed, (source, target) pair
-and layer n, each estimator's score (:func:`read_estimates`), and, unless it ran with
+and layer n, each estimator's score (``RunResults.estimates``), and, unless it ran with
 ``--estimate-only``, the accuracies retraining measured at the same points. On a curve that
 falls steadily with n anything that trends with depth ranks the layers well, so every
 agreement here is shown beside the **depth-only baseline** (the rank of n itself) on the
@@ -29,81 +29,22 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .analysis import Grid, SpecificLayer, Stat, build_grids, specific_layer
-from .results import ResultRow, RunResults, _load_plan, _load_record, check_metric
-from .store import RunStore
+from .results import EstimateRow, ResultRow, RunResults, check_metric
 
 __all__ = [
     "Agreement",
     "CostSummary",
-    "EstimateRow",
     "SpecificComparison",
     "agreements",
     "cost_summary",
     "fisher_interval",
     "kendall",
     "ranks",
-    "read_estimates",
     "spearman",
     "specific_layers",
 ]
-
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class EstimateRow:
-    """One estimator score: ``estimator`` on layer n of the ``source`` half's base network,
-    on the ``target`` half's examples.
-
-    Attributes:
-        seconds: wall time of the job (the first job on a network and layer computes the
-            features, later ones in the same process reuse them).
-        estimate_s, features_s: the estimator's own seconds and the features' seconds.
-    """
-
-    experiment: str
-    split: str
-    split_seed: int
-    source: str
-    target: str
-    n: int
-    estimator: str
-    job_id: str
-    status: str
-    value: float | None = None
-    seconds: float | None = None
-    estimate_s: float | None = None
-    features_s: float | None = None
-    error: str | None = None
-
-
-def read_estimates(run_dir: Path | str) -> list[EstimateRow]:
-    """Every estimator point of a run directory's plan with its record (``pending`` without one).
-
-    Raises:
-        RunDirError: the directory is missing or has no readable ``plan.json``.
-    """
-    run_dir = Path(run_dir)
-    plan = _load_plan(run_dir)
-    store, unreadable = RunStore(run_dir), []  # a damaged record counts as pending, as in read_results
-    rows = []
-    for cell in plan.get("estimates", []):
-        rec = _load_record(store, str(cell["job_id"]), unreadable)
-        ok = rec is not None and rec.ok
-        rows.append(EstimateRow(
-            experiment=str(cell["experiment"]), split=str(cell.get("split", "")), split_seed=int(cell["split_seed"]),
-            source=str(cell["source"]), target=str(cell["target"]), n=int(cell["n"]),
-            estimator=str(cell["estimator"]), job_id=str(cell["job_id"]),
-            status="pending" if rec is None else rec.status,
-            value=rec.estimate if ok else None, seconds=rec.train_time_s if ok else None,
-            estimate_s=rec.estimate_s if ok else None, features_s=rec.features_s if ok else None,
-            error=rec.error if rec is not None and not rec.ok else None,
-        ))
-    return rows
-
 
 # --------------------------------------------------------------------------- rank statistics
 

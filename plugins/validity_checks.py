@@ -222,7 +222,8 @@ class InputScale(ValidityCheck):
         if not expected or not measured:
             return []
         median = measured[len(measured) // 2]
-        said = f"inputs have a std of {median:.3g}; the initialisation expects about {expected:.3g}"
+        said = f"the networks' inputs have a std of {median:.3g}; the architecture's initialisation expects about " \
+               f"{expected:.3g}"
         if expected / 3 <= median <= expected * 3:
             return [CheckResult(self.name, "pass", said)]
         return [CheckResult(self.name, "warn", said, "fix the data's normalisation (data.mean / data.std) "

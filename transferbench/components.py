@@ -1,0 +1,30 @@
+"""The plugin instances a config resolves to: what the engine works on, below the plugin host.
+
+:func:`transferbench.resolve.resolve` builds a :class:`Components` from a config's names (the
+edge); everything below it (the planner, the runner, the trainer, the executors) receives
+this value and never sees a name or the plugin host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .estimator import Estimator
+from .executor import Executor
+from .interfaces import Architecture, DataSource, TaskSplit, TransferProtocol
+from .observers import Observer
+
+__all__ = ["Components"]
+
+
+@dataclass
+class Components:
+    """The plugin instances an experiment needs; the engine works on these alone."""
+
+    data: DataSource
+    architecture: Architecture
+    splits: dict[str, TaskSplit]  # experiment name -> split
+    protocols: dict[tuple[str, str], TransferProtocol]  # (experiment, treatment) -> protocol
+    executor: Executor
+    observers: list[Observer] = field(default_factory=list)  # in the config's order
+    estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator

@@ -1,0 +1,262 @@
+"""The report of a run, computed once: every number that the console, the files, ``--json``
+and the run observers show.
+
+:func:`build_report` turns a run's tidy rows (:mod:`transferbench.results`) into one
+:class:`RunReport`: per experiment the grid, its derived metrics, Table 1, the drops from
+base, the first specific layer and the recommendation; the estimators' agreement with
+retraining; every registered validity check; and, when asked, the paper's counterpart grids
+and the reproduction scorecard. Renderers (:mod:`transferbench.report` for the console,
+:mod:`transferbench.report_files` for the files, :mod:`transferbench.jsonout` for
+``--json``, :mod:`transferbench.observing` for the observers) read it and compute nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .analysis import (
+    Difference,
+    Grid,
+    LayerMetrics,
+    SpecificLayer,
+    Table1Row,
+    build_grids,
+    drops,
+    layer_metrics,
+    specific_layer,
+    table1,
+    transfer_source,
+)
+from .errors import ResultsError
+from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
+from .plugins import get_registry
+from .recommend import Recommendation, estimator_views, recommend
+from .results import EstimateRow, RunResults, check_metric, read_results
+from .scorecard import Finding, scorecard
+from .validation import Agreement, CostSummary, SpecificComparison, agreements, cost_summary, specific_layers
+from .validity import CheckResult, RunView, ValidityCheck
+
+__all__ = [
+    "COMPARISONS",
+    "EstimatorSection",
+    "ExperimentReport",
+    "RunReport",
+    "build_report",
+    "experiment_report",
+    "paper_report",
+    "read_report",
+    "registered_checks",
+    "run_checks",
+]
+
+#: What ``report --compare`` accepts.
+COMPARISONS: tuple[str, ...] = ("paper",)
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """Everything the report says about one experiment.
+
+    Attributes:
+        grid: the accuracies by (treatment, n).
+        metrics: the derived metrics at every transfer layer.
+        table1: the paper's Table 1 (the fine-tuning boost over ranges of n).
+        drops: Figure 3's view: per treatment, n -> (drop from its base, relative drop).
+        specific: the first layer whose features are specific (None: no BnB and AnB).
+        recommendation: how many layers to freeze (experiments with a weights-file source).
+        paper: the paper's counterpart grid, when the report compares with it.
+        warned: names of the validity checks that warned about this experiment or the run.
+    """
+
+    grid: Grid
+    metrics: tuple[LayerMetrics, ...] = ()
+    table1: tuple[Table1Row, ...] = ()
+    drops: Mapping[str, Mapping[int, tuple[Difference, float | None]]] = field(default_factory=dict)
+    specific: SpecificLayer | None = None
+    recommendation: Recommendation | None = None
+    paper: Grid | None = None
+    warned: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The experiment's name."""
+        return self.grid.experiment
+
+    @property
+    def source(self) -> str:
+        """``A`` for the paper's halves, ``X`` for a weights file (see :func:`transfer_source`)."""
+        return transfer_source(self.grid)
+
+
+@dataclass(frozen=True)
+class EstimatorSection:
+    """The estimators of a run: their scores, agreement with retraining, specific layers, cost."""
+
+    rows: tuple[EstimateRow, ...]
+    agreements: tuple[Agreement, ...]
+    specific: tuple[SpecificComparison, ...]
+    cost: CostSummary
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One run's report (or the paper's own results), computed once.
+
+    Attributes:
+        results: the tidy rows it was computed from.
+        metric: the accuracy every number is based on.
+        pool: the pooling asked for (None: decided per experiment).
+        experiments: one :class:`ExperimentReport` per experiment, in plan order.
+        checks: every validity check's findings (empty for the paper's data).
+        estimators: the estimators' section, when the run has estimator points.
+        scorecard: the paper's findings judged on the run (``compare="paper"``), else None.
+        compare: the reference compared with (``paper``), or None.
+        half_names: experiment -> {half: name} (the paper's man-made / natural).
+        title: a heading for the whole report (the paper's), or None.
+        reference: the paper's own report under the same metric, when comparing with it.
+    """
+
+    results: RunResults
+    metric: str
+    pool: bool | None
+    experiments: tuple[ExperimentReport, ...]
+    checks: tuple[CheckResult, ...] = ()
+    estimators: EstimatorSection | None = None
+    scorecard: tuple[Finding, ...] | None = None
+    compare: str | None = None
+    half_names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    title: str | None = None
+    reference: RunReport | None = None
+
+    @property
+    def grids(self) -> list[Grid]:
+        """The experiments' grids, in plan order."""
+        return [e.grid for e in self.experiments]
+
+    @property
+    def run_dir(self) -> Path | None:
+        """Where the run lies (None for the paper's data)."""
+        return self.results.run_dir
+
+
+# --------------------------------------------------------------------------- validity checks
+
+
+def registered_checks() -> dict[str, ValidityCheck]:
+    """Every registered validity check (built-in and installed) with its default settings."""
+    registry = get_registry()
+    checks = {}
+    for name in registry.names("check"):
+        factory = registry.get("check", name).factory
+        try:
+            checks[name] = factory(factory.Params())
+        except Exception:  # noqa: BLE001 - a check that needs settings cannot run with none
+            continue
+    return checks
+
+
+def run_checks(view: RunView, checks: Mapping[str, ValidityCheck]) -> list[CheckResult]:
+    """Every check on ``view``, in name order; a check that raises becomes a warning about itself."""
+    out: list[CheckResult] = []
+    for name in sorted(checks):
+        check = checks[name]
+        check.name = name
+        try:
+            results = list(check.check(view))
+        except Exception as exc:  # noqa: BLE001 - a broken third-party check must not hide the others
+            results = [CheckResult(name, "warn", f"the check itself failed: {type(exc).__name__}: {exc}",
+                                   "report it to the plugin's authors")]
+        out += [r if r.check else CheckResult(name, r.status, r.message, r.remedy, r.experiment) for r in results]
+    return out
+
+
+def _warned(checks: Sequence[CheckResult], experiment: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.check for c in checks if c.status == "warn"
+                               and c.experiment in (None, "", experiment)))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _paper_counterpart(grid: Grid, papers: Sequence[Grid]) -> Grid:
+    by_name = {p.experiment: p for p in papers}
+    if grid.experiment in by_name:
+        return by_name[grid.experiment]
+    if any(grid.sources.get(t) is None for t in grid.treatments if t not in grid.bases):
+        return by_name["random_weights"]
+    # a split by meaning (or of unequal halves) stands beside the paper's man-made/natural split
+    return by_name["random" if grid.equal_halves and grid.exchangeable else "manmade_natural"]
+
+
+def _estimators(results: RunResults, metric: str) -> EstimatorSection | None:
+    if not results.estimates:
+        return None
+    rows = results.estimates
+    return EstimatorSection(rows, tuple(agreements(results, rows, metric)),
+                            tuple(specific_layers(results, rows, metric)), cost_summary(results, rows))
+
+
+def experiment_report(grid: Grid, estimators: EstimatorSection | None,
+                      checks: Sequence[CheckResult], paper: Grid | None = None) -> ExperimentReport:
+    """One experiment's part of the report: its metrics, Table 1, drops, specific layer, the
+    recommendation (weights-file sources) and the validity checks that warned about it."""
+    rec = None
+    if transfer_source(grid) == "X":  # the practitioner's answer, for a weights-file source
+        views = estimator_views(grid, estimators.rows, estimators.agreements) if estimators else []
+        rec = recommend(grid, views)
+    return ExperimentReport(grid, tuple(layer_metrics(grid)), tuple(table1(grid)), drops(grid), specific_layer(grid),
+                            rec, paper, _warned(checks, grid.experiment))
+
+
+def build_report(results: RunResults, metric: str = "top1", pool: bool | None = None, *,
+                 compare: str | None = None, checks: Mapping[str, ValidityCheck] | None = None) -> RunReport:
+    """The report of a run's results (see the module docstring).
+
+    Args:
+        results: the run's rows, as :func:`transferbench.results.read_results` reads them.
+        metric: ``top1`` or ``top1_best_k``.
+        pool: pool mirror-image treatments (None: per experiment).
+        compare: ``"paper"`` adds the paper's counterpart grids and the scorecard.
+        checks: the validity checks to run (default: every registered one).
+
+    Raises:
+        ResultsError: an unknown metric or comparison.
+    """
+    check_metric(metric)
+    if compare is not None and compare not in COMPARISONS:
+        raise ResultsError(f"unknown comparison {compare!r}: the only reference is 'paper'")
+    grids = build_grids(results, metric, pool)
+    view = RunView(results, grids, metric, pool, results.records.get)
+    found = run_checks(view, registered_checks() if checks is None else checks)
+    estimators = _estimators(results, metric)
+    reference = paper_report(metric, pool) if compare == "paper" else None
+    papers = reference.grids if reference is not None else []
+    experiments = tuple(experiment_report(g, estimators, found, _paper_counterpart(g, papers) if papers and g.cells
+                                    else None) for g in grids)
+    card = tuple(scorecard(grids, found)) if compare == "paper" else None
+    return RunReport(results, metric, pool, experiments, tuple(found), estimators, card, compare,
+                     reference=reference)
+
+
+def read_report(run_dir: Path | str, metric: str = "top1", pool: bool | None = None, *,
+                compare: str | None = None) -> RunReport:
+    """Read a run directory (once) and build its report.
+
+    Raises:
+        RunDirError: not a run directory, or its plan is damaged.
+        ResultsError: an unknown metric or comparison.
+    """
+    check_metric(metric)
+    return build_report(read_results(run_dir), metric, pool, compare=compare)
+
+
+def paper_report(metric: str = PAPER_METRIC, pool: bool | None = None) -> RunReport:
+    """The paper's own results, recomputed from its published per-network logs."""
+    check_metric(metric)
+    results = load_paper()
+    experiments = tuple(ExperimentReport(g, tuple(layer_metrics(g)), tuple(table1(g)), drops(g), specific_layer(g))
+                        for g in build_grids(results, metric, pool))
+    return RunReport(results, metric, pool, experiments, half_names=HALF_NAMES,
+                     title="Yosinski et al. (2014), recomputed from the published logs")
