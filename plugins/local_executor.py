@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -10,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -24,7 +25,8 @@ class LocalParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workers: int = Field(1, ge=1, description="jobs trained at once, each in its own process")
     threads_per_worker: int | None = Field(
-        None, ge=1, description="torch threads in each worker (default: cores / workers)"
+        None, ge=1, description="torch threads of every job with workers > 1, in a worker or in this process "
+        "(default: cores / workers; the config's threads wins)"
     )
     retries: int = Field(
         1, ge=0, description="times a job is tried again when its worker process dies (killed, out of memory)"
@@ -50,19 +52,31 @@ class LocalExecutor(Executor):
     def run(self, jobs: Sequence[Job], runner: JobRunner, events: Events | None = None) -> None:
         events = events or Events()
         units = cohort_units(jobs, self.params.cohort_size) if self.cohorts else [[job] for job in jobs]
+        threads = self.threads(runner)
         if self.params.workers == 1 or len(units) <= 1:
-            for unit in units:
-                for job in unit:
-                    events.job_started(job)
-                records = _run_unit(runner, unit, events.job_progress)
-                for job, record in zip(unit, records):
-                    events.job_finished(job, record)
+            with _torch_threads(threads):  # the count a worker would use: the numbers do not depend on where
+                for unit in units:
+                    for job in unit:
+                        events.job_started(job)
+                    records = _run_unit(runner, unit, events.job_progress)
+                    for job, record in zip(unit, records):
+                        events.job_finished(job, record)
             return
-        self._run_parallel(units, runner, events)
+        self._run_parallel(units, runner, events, threads or 1)
 
-    def _run_parallel(self, units: list[list[Job]], runner: JobRunner, events: Events) -> None:
+    def threads(self, runner: JobRunner) -> int | None:
+        """The torch threads every job of the run computes with, in a worker or in this process
+        (floating-point sums depend on it): the config's ``threads``, else ``threads_per_worker``,
+        else cores / workers; None with one worker: this process's own count (torch's default,
+        or the config's ``threads``, which the engine set). Never how many jobs are pending."""
+        if runner.threads:
+            return runner.threads
+        if self.params.workers == 1:
+            return self.params.threads_per_worker
+        return self.params.threads_per_worker or max(1, (os.cpu_count() or 1) // self.params.workers)
+
+    def _run_parallel(self, units: list[list[Job]], runner: JobRunner, events: Events, threads: int) -> None:
         workers = min(self.params.workers, len(units))
-        threads = self.params.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: forking a process that already ran torch's thread pools can hang
         ctx = mp.get_context("spawn")
         progress_q = ctx.Queue()  # handed to the workers at start (no manager process to orphan)
@@ -123,6 +137,20 @@ class LocalExecutor(Executor):
         return [r if r is not None else runner.record_failure(
             job, f"its worker process died {attempt} times (killed, or out of memory?); the other networks "
             "went on: rerun to retry") for job, r in zip(unit, records)]
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (None: left as it is) for a block."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_worker(threads: int, progress_q: Any, parent: int) -> None:

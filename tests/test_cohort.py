@@ -206,6 +206,68 @@ def test_an_interrupted_cohort_resumes_to_the_same_numbers(solo, tmp_path):
     _same(got, {jid: solo[True][jid] for jid in got})
 
 
+def _finished_cohort(solo, tmp_path):
+    """A run trained in cohorts, then one cohort's records removed (as if it had not
+    finished); its runner, jobs and steps per epoch."""
+    cfg = _synthetic(True, output={"checkpoints": "all", "cohort_checkpoint_minutes": 0})
+    config, components, plan = _prepare(cfg)
+    run_dir = tmp_path / "run"
+    run_plan(config, components, plan, run_dir, Console(quiet=True))
+    cohort = max(plan.cohorts.values(), key=len)
+    for jid in cohort:
+        RunStore(run_dir).record_path(jid).unlink()
+    runner = TrainingRunner(config, components, plan, run_dir)
+    return runner, [plan.jobs[j] for j in cohort], solo[True][cohort[0]]["history"][0]["step"]
+
+
+def test_a_cohort_killed_while_its_records_are_written_loses_nothing(solo, tmp_path, monkeypatch):
+    """The window between the end of training and the last record: the joint checkpoint is
+    still there, the members written keep their records, the others resume from it."""
+    runner, jobs, steps_per_epoch = _finished_cohort(solo, tmp_path)
+    write, written = RunStore.write_record, []
+
+    def killed_after_two(store, record):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # as a kill -9 would stop it
+        write(store, record)
+        written.append(record.job_id)
+
+    monkeypatch.setattr(RunStore, "write_record", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cohort(jobs)
+    monkeypatch.setattr(RunStore, "write_record", write)
+    saved = list((runner.run_dir / "cohorts").rglob("*.pt"))
+    assert len(saved) == 1, "the joint checkpoint must outlive the records"
+    kept = {jid: runner.store.read_record(jid) for jid in written}
+    seen: list[int] = []
+    records = runner.run_cohort(jobs, lambda job, step, total, info: seen.append(step))
+    assert min(seen) == 2 * steps_per_epoch + 1  # resumed from the last epoch's checkpoint, not from scratch
+    assert not saved[0].exists()
+    assert all(runner.store.read_record(jid).finished_at == r.finished_at for jid, r in kept.items())
+    got = {r.job_id: json.loads(r.to_json()) for r in records}
+    _same(got, {jid: solo[True][jid] for jid in got})
+
+
+def test_a_cohort_killed_after_its_records_leaves_nothing_to_train(solo, tmp_path, monkeypatch):
+    from transferbench import cohort
+
+    runner, jobs, _ = _finished_cohort(solo, tmp_path)
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort._Checkpoints, "done", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cohort(jobs)
+    monkeypatch.undo()
+    before = {job.id: runner.store.read_record(job.id) for job in jobs}
+    assert all(r is not None and r.ok for r in before.values())
+    seen: list[int] = []
+    records = runner.run_cohort(jobs, lambda job, step, total, info: seen.append(step))
+    assert not seen and not list((runner.run_dir / "cohorts").rglob("*.pt"))  # no training; the leftover is gone
+    assert [r.finished_at for r in records] == [before[job.id].finished_at for job in jobs]
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 

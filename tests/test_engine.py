@@ -178,7 +178,7 @@ def test_resume_retrains_a_source_whose_checkpoint_is_missing(fake_plugins, tmp_
     store.checkpoint_path(base.id).unlink()
     store.record_path(dependent.id).unlink()
     audit = audit_run(plan, store)
-    assert audit.reasons[base.id].startswith("checkpoint needed") and audit.reasons[dependent.id] == "not trained yet"
+    assert audit.reasons[base.id].startswith("checkpoint missing") and audit.reasons[dependent.id] == "not trained yet"
     # the source's other dependents are checked again: kept if the source retrains to the same weights
     assert {j.id for j in audit.todo} == {base.id} | {j.id for j in plan.dependents(base.id)}
     _run(tmp_path)

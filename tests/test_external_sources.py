@@ -401,7 +401,11 @@ def test_export_says_what_is_ambiguous_missing_or_not_kept(source_run, tmp_path,
         export_network(run_dir, tmp_path / "x", Selection(job=job[:8]))
     assert export_network(run_dir, tmp_path / "x", Selection(job=job[:8]), force=True).job_id == job
     (run_dir / "checkpoints" / f"{job}.safetensors").unlink()
-    with pytest.raises(RunDirError, match="were not kept.*output.checkpoints=all"):
+    with pytest.raises(RunDirError, match="is missing .its record says it was kept.*transferbench run .*config.yaml"):
+        export_network(run_dir, tmp_path / "y", Selection(job=job))
+    record = run_dir / "records" / f"{job}.json"  # a network whose weights the run did not keep
+    record.write_text(json.dumps({**json.loads(record.read_text()), "checkpoint_sha256": None}))
+    with pytest.raises(RunDirError, match="were not kept.*--set output.checkpoints=all"):
         export_network(run_dir, tmp_path / "y", Selection(job=job))
     # through the command line: the same messages, exit code 2
     assert main(["export", str(run_dir), "--out", str(tmp_path / "z"), "--experiment", "src"]) == 2

@@ -49,7 +49,8 @@ def test_the_deepest_frozen_n_shown_as_good_as_the_best_and_fine_tuning_with_int
     text = "\n".join(rec.lines(NAMES))
     assert "Freeze layers 1..2: n=2 (conv2) is the deepest frozen transfer shown as good as the best one" in text
     assert "as good: n = 1, 2" in text and "lies within 1.0 points" in text
-    assert "fine-tuning (XnB+) beats frozen transfer (XnB) (+6.0 points, 95% interval +5.6 to +6.4 over 3 units)" in text
+    assert "fine-tuning (XnB+) beats frozen transfer (XnB) (+6.0 points, 95% interval +5.6 to +6.4 over 3 units)" \
+        in text
     assert "over 3 units" in text
     assert "Fine-tuned (XnB+, n=2) beats training from scratch (baseB)" in text
     assert "Frozen (XnB, n=2) beats training from scratch" in text

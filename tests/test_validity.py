@@ -10,7 +10,6 @@ import pytest
 from transferbench import RunView
 from transferbench.analysis import build_grids
 from transferbench.results import read_results
-from transferbench.scorecard import scorecard
 from transferbench_plugins.validity_checks import (
     Chance,
     Completeness,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .analysis import Grid, build_grids, layer_metrics, specific_layer
 from .components import Components
-from .config import Config, apply_override, parse_config, read_yaml
+from .config import Config, apply_override, check_size, parse_config, read_yaml
 from .errors import ConfigError
 from .plan import Plan, build_plan
 from .resolve import raw_plugin_problems, resolve
@@ -49,6 +49,7 @@ def _parse(config: str | Path | Mapping[str, Any] | Config, overrides: Sequence[
         raw, source = dict(config), None
     else:
         raw, source = read_yaml(config), str(config)
+    check_size(raw, source=source)  # the fallback below walks the raw config too
     try:
         return parse_config(raw, overrides, source=source)
     except ConfigError as exc:

@@ -1,9 +1,10 @@
 """What a run directory holds, and what a (re)run must train: one pass shared by ``run`` and ``check``.
 
 For every job of the plan, in dependency order, the audit decides whether its record can be
-kept or the job must train (again), and why: no record yet, a failed one, a damaged record
-or checkpoint, a network trained by other code (its fingerprint), a source checkpoint that
-its dependents need and that is missing, or a dependent whose source's weights changed.
+kept or the job must train (again), and why: no record yet, a failed one, a damaged record,
+a network trained by other code (its fingerprint), a checkpoint that ``output.checkpoints``
+keeps and that is missing or damaged (whether or not a dependent still has to train: a
+finished run is repaired too), or a dependent whose source's weights changed.
 ``run`` audits with ``fix=True``: damaged files are moved aside under ``damaged/``, records of
 other code under ``superseded/``, and the shared cache is consulted; ``check`` only reports.
 """
@@ -50,9 +51,9 @@ class Audit:
 
 class _Auditor:
     def __init__(self, plan: Plan, store: RunStore, reuse_across_code: bool, fix: bool,
-                 shared: JobCache | None) -> None:
+                 shared: JobCache | None, checkpoints: str) -> None:
         self.plan, self.store, self.fix, self.shared = plan, store, fix, shared
-        self.reuse_across_code = reuse_across_code
+        self.reuse_across_code, self.checkpoints = reuse_across_code, checkpoints
         self.result = Audit()
         self.records: dict[str, JobRecord | None] = {}
 
@@ -81,10 +82,15 @@ class _Auditor:
             if self.fix:
                 self.store.supersede(job.id)
             return self.train(job, f"trained with another seed: {rec.seed}, the plan now gives {job.seed}")
-        if self.plan.dependents(job.id):
+        if self.plan.keeps_checkpoint(job.id, self.checkpoints):
             problem = self.store.checkpoint_problem(job.id, rec.checkpoint_sha256)
-            if problem is not None and problem != "missing":
-                self.damaged(self.store.checkpoint_path(job.id), f"checkpoint {problem}")
+            if problem == "missing" and rec.checkpoint_sha256 is None:
+                return self.train(job, "weights not kept before: output.checkpoints keeps them now")
+            if problem is not None:
+                if problem != "missing":
+                    self.damaged(self.store.checkpoint_path(job.id), f"checkpoint {problem}")
+                return self.train(job, f"checkpoint {problem.split(' (')[0]}: its network retrains (to the "
+                                  "same weights on this machine)")
         return rec
 
     def train(self, job: Job, why: str) -> None:
@@ -112,38 +118,21 @@ class _Auditor:
             self.records[job.id] = self.record(job)
             if job.id in self.result.reasons and self.fix and self.shared is not None:
                 fp = None if self.reuse_across_code else job.fingerprint
-                fetched = self.shared.fetch(job.id, self.store, bool(self.plan.dependents(job.id)), fp)
+                keep = self.plan.keeps_checkpoint(job.id, self.checkpoints)
+                fetched = self.shared.fetch(job.id, self.store, keep, fp)
                 if fetched is not None:
                     del self.result.reasons[job.id]
                     self.records[job.id] = fetched
                     self.result.reused += 1
         for job in self.plan.jobs.values():  # dependency order: sources are settled first
             self.source_state(job)
-        self.sources_needed()
         self.result.todo = [j for j in self.plan.jobs.values() if j.id in self.result.reasons]
         self.result.kept = len(self.plan.jobs) - len(self.result.todo) - self.result.reused
         return self.result
 
-    def sources_needed(self) -> None:
-        """A source whose checkpoint is missing or damaged retrains when a dependent must train."""
-        for job in list(self.plan.jobs.values()):
-            if job.id not in self.result.reasons:
-                continue
-            for src in job.dependencies:  # the source, and any other network the job reads
-                if src in self.result.reasons:
-                    continue
-                rec = self.records.get(src)
-                if rec is not None and self.store.checkpoint_problem(src, rec.checkpoint_sha256) is not None:
-                    if self.fix:
-                        self.store.supersede(src)
-                    self.result.reasons[src] = "checkpoint needed by a dependent is missing or damaged"
-                    for other in self.plan.dependents(src):
-                        self.result.reasons.setdefault(other.id, "source retrains: kept if its new weights are "
-                                                       "identical")
-
 
 def audit_run(plan: Plan, store: RunStore, *, reuse_across_code: bool = False, fix: bool = False,
-              shared: JobCache | None = None) -> Audit:
+              shared: JobCache | None = None, checkpoints: str = "sources") -> Audit:
     """Compare a run directory with its plan (see the module docstring).
 
     Args:
@@ -153,5 +142,6 @@ def audit_run(plan: Plan, store: RunStore, *, reuse_across_code: bool = False, f
         fix: move damaged and superseded files aside and consult ``shared`` (``run``), or
             only report (``check``).
         shared: the shared cache (``output.shared_cache``), if any.
+        checkpoints: ``output.checkpoints``: whose weights the run keeps (and must find).
     """
-    return _Auditor(plan, store, reuse_across_code, fix, shared).run()
+    return _Auditor(plan, store, reuse_across_code, fix, shared, checkpoints).run()

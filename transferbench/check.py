@@ -26,6 +26,7 @@ class CheckReport:
         redo: reason -> number of networks a rerun trains for it.
         notes: anything else worth saying (config not resolvable here, an older format, ...).
         networks: networks in the plan; ok: how many have a usable record.
+        refused: why a rerun of the run's config here is refused (what ``run`` would say), if it is.
     """
 
     damaged: list[tuple[str, str]] = field(default_factory=list)
@@ -33,6 +34,7 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
     networks: int = 0
     ok: int = 0
+    refused: str | None = None
 
 
 def _files_only(store: RunStore, plan: dict, report: CheckReport) -> None:
@@ -45,9 +47,11 @@ def _files_only(store: RunStore, plan: dict, report: CheckReport) -> None:
             continue
         if rec is not None and rec.ok:
             report.ok += 1
-            if store.has_checkpoint(job_id):
+            if store.has_checkpoint(job_id) or rec.checkpoint_sha256 is not None:  # kept: it must be there
                 problem = store.checkpoint_problem(job_id, rec.checkpoint_sha256)
-                if problem:
+                if problem == "missing":
+                    report.redo["checkpoint missing"] = report.redo.get("checkpoint missing", 0) + 1
+                elif problem:
                     report.damaged.append((str(store.checkpoint_path(job_id)), f"checkpoint {problem}"))
 
 
@@ -55,19 +59,28 @@ def _audit(store: RunStore, report: CheckReport) -> bool:
     """Audit against the run's own config, as ``run`` would; False when it cannot be resolved."""
     from .api import prepare
     from .audit import audit_run
+    from .plan import merge_plan_json
 
     try:
         prepared = prepare(store.root / "config.yaml")
     except TransferbenchError as exc:
-        report.notes.append(f"the run's config.yaml cannot be resolved here ({str(exc).splitlines()[0]}): "
-                            "checked the files only")
+        why = "; ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
+        report.notes.append(f"the run's config.yaml cannot be resolved here ({why}): checked the files only; "
+                            "a rerun of it fails the same way until that is fixed")
         return False
     old = store.read_plan()
     if old is not None and old.get("format") != prepared.plan.to_json()["format"]:
         report.notes.append(f"written by another transferbench (plan format {old.get('format')}): `report` reads "
                             "it; `run` cannot resume it")
         return False
-    audit = audit_run(prepared.plan, store, reuse_across_code=prepared.config.output.reuse_across_code)
+    try:  # exactly what `run` refuses: another config, or a cell that now means another network
+        store.check_compatible(prepared.plan.config_hash, old)
+        merge_plan_json(old, prepared.plan, store.has_result)
+    except RunDirError as exc:
+        report.refused = str(exc)
+        return False
+    output = prepared.config.output
+    audit = audit_run(prepared.plan, store, reuse_across_code=output.reuse_across_code, checkpoints=output.checkpoints)
     report.damaged += [(str(p), why) for p, why in audit.damaged]
     report.redo = audit.counts()
     report.ok = audit.kept

@@ -38,6 +38,22 @@ def _err_console() -> Console:
     return _console(stderr=True)
 
 
+class UsageError(Exception):
+    """The command line itself is wrong (argparse's errors): exit code 2."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors reach :func:`main` (to print a JSON document when --json was
+    asked for) instead of exiting on the spot."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(self, message)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -102,14 +118,19 @@ def cmd_layers(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     shape = tuple(arch.example_input_shape)
     if args.input_shape:
-        try:
-            shape = tuple(int(d) for d in args.input_shape.split(","))
-        except ValueError:
-            problem = f"expected integers like 3,32,32, got {args.input_shape!r}"
-            raise ConfigError([("--input-shape", problem)]) from None
+        shape = _shape(args.input_shape)
     from .jsonout import layer_table
 
-    model = build_meta(arch, args.classes, shape)
+    try:
+        model = build_meta(arch, args.classes, shape)
+    except ConfigError as exc:  # the architecture's own check of the shape
+        where = "--input-shape" if args.input_shape else "architecture"
+        raise ConfigError([(p or where, m) for p, m in exc.problems]) from None
+    except TransferbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the architecture's own words, at the argument that caused them
+        raise ConfigError([("--input-shape", f"{args.architecture} cannot be built for inputs of shape {shape} and "
+                            f"{args.classes} classes ({type(exc).__name__}: {exc})")]) from None
     info = layer_table(args.architecture, model, list(arch.layers(model)), shape, args.classes)
     if args.json:
         return _print_json(info.to_json())
@@ -132,6 +153,21 @@ def cmd_layers(args: argparse.Namespace) -> int:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             console.print(f"[yellow]warning:[/yellow] {len(names)} parameter tensors {what}: {escape(shown)}")
     return EXIT_OK
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """``--input-shape``: one or more positive integers, comma-separated.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise ConfigError([("--input-shape", f"expected integers like 3,32,32, got {text!r}")]) from None
+    if any(d < 1 for d in shape):
+        raise ConfigError([("--input-shape", f"every dimension must be at least 1, got {text!r}")])
+    return shape
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -167,6 +203,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
+    if args.estimate_only:
+        plan = plan.without_transfers()
     if args.json:
         from .api import Prepared
         from .compute import estimate_compute
@@ -183,8 +221,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     table = Table(title=f"plan of {config.name}", title_justify="left")
     for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
         table.add_column(col)
-    if args.estimate_only:
-        plan = plan.without_transfers()
     for job in plan.jobs.values():
         cells = plan.cells_of(job.id)
         treatments = sorted({c.treatment for c in cells})
@@ -285,11 +321,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(f"a rerun trains {count} networks: {escape(why)}")
     for note in report.notes:
         console.print(f"note: {escape(note)}")
-    if not report.damaged and not report.redo:
+    if report.refused:
+        console.print(f"[red]a rerun of its config.yaml is refused:[/red] {escape(report.refused)}")
+    elif not report.damaged and not report.redo:
         console.print("intact: a rerun would train nothing")
     elif report.damaged:
         console.print("a rerun moves the damaged files under damaged/ (never deletes them) and recomputes them")
-    return EXIT_FAILED_JOBS if report.damaged else EXIT_OK
+    return EXIT_FAILED_JOBS if report.damaged or report.refused else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -372,6 +410,22 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low`` (argparse reports the rest)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON document instead of tables (shapes: docs/json-output.md)")
@@ -419,17 +473,17 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--job", metavar="ID", help="the network's job id (or its first characters)")
     p.add_argument("--experiment", help="the experiment it belongs to")
     p.add_argument("--treatment", help="its treatment: baseA, baseB, AnB+, XnB, ...")
-    p.add_argument("--n", type=int, help="its n (0 for base networks)")
+    p.add_argument("--n", type=_at_least(0), help="its n (0 for base networks)")
     p.add_argument("--seed", type=int, help="its split seed")
     p.add_argument("--init", action="store_true",
-                   help="also write FILE.init.safetensors, its initial weights (recomputed from its seed), "
-                        "for protocols that reset layers to them (reinit)")
+                   help="also write FILE.init.safetensors, the weights it started training from (recomputed "
+                        "exactly), for protocols that reset layers to them (reinit)")
     p.add_argument("--force", action="store_true", help="replace files that exist")
     p.set_defaults(fn=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="transferbench",
         description="How transferable are the features of each layer of a network?",
     )
@@ -487,16 +541,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand an argument list names (for an error document), or ``transferbench``."""
+    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "check", "report", "export"}
+    return next((a for a in argv if a in commands), "transferbench")
+
+
+def _json_error(argv: Sequence[str], exc: BaseException, code: int) -> None:
+    """With --json on the command line: the error document on stdout (messages stay on stderr)."""
+    if "--json" in argv:
+        from .jsonout import error_json
+
+        _print_json(error_json(_command(argv), exc, code))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # what argparse prints, and exit code 2 as argparse's
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        _json_error(argv, exc, EXIT_USAGE)
+        raise SystemExit(EXIT_USAGE) from None
     try:
         return args.fn(args)
     except TransferbenchError as exc:
-        if getattr(args, "json", False):
-            from .jsonout import error_json
-
-            _print_json(error_json(args.command, exc))
+        _json_error(argv, exc, EXIT_USAGE)
         _err_console().print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
     except BrokenPipeError:  # `transferbench splits ... | head`
@@ -504,11 +576,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except OSError as exc:  # a path of the user's that the system refuses (disk full, permissions)
         where = f"{exc.filename}: " if exc.filename else ""
-        _err_console().print(f"[red]error:[/red] {escape(where + (exc.strerror or str(exc)))}")
+        message = where + (exc.strerror or str(exc))
+        _json_error(argv, type(exc)(message), EXIT_USAGE)
+        _err_console().print(f"[red]error:[/red] {escape(message)}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _json_error(argv, exc, EXIT_INTERRUPTED)
         _err_console().print("interrupted: rerun the same command to resume where it stopped")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: the document, then the traceback (exit code 1)
+        _json_error(argv, exc, EXIT_FAILED_JOBS)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,7 +50,7 @@ from .records import HistoryPoint, JobRecord, utc_now
 from .stepping import TrainingSteps
 from .trainer import count_correct, evaluate, job_record, prepare_job
 
-__all__ = ["CohortResult", "train_cohort"]
+__all__ = ["CohortResult", "joint_checkpoint", "train_cohort"]
 
 log = logging.getLogger("transferbench")
 
@@ -290,7 +290,8 @@ def train_cohort(jobs: Sequence[Job], ctx: TrainContext,
                  sources: Mapping[str, Mapping[str, torch.Tensor] | None],
                  progress: Callable[[Job], ProgressFn | None] = lambda job: None,
                  checkpoint_dir: Path | None = None, checkpoint_minutes: float = 10.0,
-                 identity: Mapping[str, Any] | None = None) -> list[CohortResult]:
+                 identity: Mapping[str, Any] | None = None,
+                 written: Callable[[list[CohortResult]], None] | None = None) -> list[CohortResult]:
     """Train the members of one cohort in lockstep (see the module's docstring).
 
     Args:
@@ -303,6 +304,9 @@ def train_cohort(jobs: Sequence[Job], ctx: TrainContext,
         checkpoint_minutes: least time between two checkpoints (taken at epoch ends).
         identity: job id -> what else a checkpoint must match to be resumed from (the code
             fingerprint and the source checkpoint's SHA-256); default: the fingerprints.
+        written: called with the results once the cohort finished, before its joint
+            checkpoint is removed: the runner writes the records (and kept checkpoints) there,
+            so a process killed between the two loses nothing.
 
     Returns:
         One result per job, in order.
@@ -321,11 +325,19 @@ def train_cohort(jobs: Sequence[Job], ctx: TrainContext,
     saver.resume(c)
     _loop(c, saver.save)
     c.sync()
-    saver.done()
     seconds = time.perf_counter() - t0
-    return [CohortResult(m.job, None, None, m.course.error) if m.course.error else
-            CohortResult(m.job, job_record(m.job, ctx, m.setup, m.course.history, started, seconds), m.model)
-            for m in members]
+    results = [CohortResult(m.job, None, None, m.course.error) if m.course.error else
+               CohortResult(m.job, job_record(m.job, ctx, m.setup, m.course.history, started, seconds), m.model)
+               for m in members]
+    if written is not None:
+        written(results)  # the records first: the joint checkpoint goes only once they are on disk
+    saver.done()
+    return results
+
+
+def joint_checkpoint(folder: Path, jobs: Sequence[Job]) -> Path:
+    """Where the joint checkpoint of exactly these members lies under ``folder``."""
+    return folder / f"{content_hash(sorted(j.id for j in jobs))[:16]}.pt"
 
 
 # --------------------------------------------------------------------------- joint checkpoints
@@ -337,7 +349,7 @@ class _Checkpoints:
 
     def __init__(self, folder: Path | None, jobs: Sequence[Job], minutes: float, identity: dict[str, Any]) -> None:
         self.identity = identity
-        self.path = None if folder is None else folder / f"{content_hash(sorted(j.id for j in jobs))[:16]}.pt"
+        self.path = None if folder is None else joint_checkpoint(folder, jobs)
         self.minutes = minutes
         self.last = time.monotonic()
 

@@ -346,7 +346,9 @@ class Config(_Strict):
     estimation: Estimation = Field(default_factory=Estimation)
     output: Output = Field(default_factory=Output)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own)")
+    threads: int | None = Field(
+        None, gt=0, description="torch CPU threads of every job, wherever it runs (default: the executor's; "
+        "local: torch's own with one worker, cores / workers with more). Sums depend on it, job ids do not")
     executor: PluginRef = Field(default_factory=lambda: PluginRef(name="local"))
     observers: list[PluginRef] = Field(
         default_factory=list,
@@ -391,25 +393,87 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML safely, refusing duplicate keys."""
-    return yaml.load(text, Loader=_StrictLoader)
+    """Parse YAML safely, refusing duplicate keys.
 
-
-def _parse_value(text: str) -> Any:
+    Raises:
+        yaml.YAMLError: not YAML, a key given twice, or nested too deeply to parse.
+    """
     try:
-        return load_yaml(text)
+        return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply (thousands of levels of lists or mappings)") from None
+
+
+def _parse_value(text: str, key: str) -> Any:
+    try:
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
+    check_size(value, f"--set {key}")
+    return value
 
 
-def non_finite_values(node: Any, path: str = "") -> list[tuple[str, str]]:
-    """(key path, message) for every infinite or NaN number in a raw config (YAML's .inf, .nan)."""
+#: The most values (mappings, lists and scalars, each counted as often as YAML aliases
+#: repeat it) a config may expand to. A real config has hundreds; nested aliases (a
+#: "billion laughs") make a few lines expand to billions, which validation, hashing and
+#: writing the config would each walk.
+MAX_CONFIG_VALUES = 100_000
+
+
+def check_size(raw: Any, where: str = "", source: str | None = None) -> None:
+    """Refuse a raw config that expands to more than :data:`MAX_CONFIG_VALUES` values, or
+    that contains itself (an alias inside its own anchor). Each shared node is visited once,
+    so the check itself costs the size of the text, not of the expansion.
+
+    Raises:
+        ConfigError: naming the key under which the expansion happens.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any, path: str) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError([(path, "a YAML alias refers to a node that contains it: the config would be "
+                                "infinite")], source=source)
+        open_nodes.add(key)
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        total = 1 + sum(size(v, f"{path}.{k}" if path else str(k)) for k, v in children)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    total = size(raw, where)
+    if total > MAX_CONFIG_VALUES:
+        node, path = raw, where
+        while isinstance(node, dict) and node:  # down the keys to the one that holds the expansion
+            k, child = max(node.items(), key=lambda kv: size(kv[1], ""))
+            node, path = child, f"{path}.{k}" if path else str(k)
+        raise ConfigError([(path, f"expands to {total:,} values, more than the {MAX_CONFIG_VALUES:,} a config may "
+                            "hold: YAML aliases (*name) that repeat anchors (&name) which repeat others multiply "
+                            "(a \"billion laughs\"); write the values out, or refer to each anchor once")],
+                          source=source)
+
+
+def non_finite_values(node: Any, path: str = "", seen: set[int] | None = None) -> list[tuple[str, str]]:
+    """(key path, message) for every infinite or NaN number in a raw config (YAML's .inf, .nan);
+    a node that YAML aliases repeat is looked at once, under the first path that reaches it."""
     if isinstance(node, float) and not math.isfinite(node):
         return [(path, f"{node} is not a finite number")]
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    if not isinstance(node, (dict, list)):
+        return []
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return []
+    seen.add(id(node))
+    items = node.items() if isinstance(node, dict) else enumerate(node)
     out: list[tuple[str, str]] = []
     for key, value in items:
-        out += non_finite_values(value, f"{path}.{key}" if path else str(key))
+        out += non_finite_values(value, f"{path}.{key}" if path else str(key), seen)
     return out
 
 
@@ -440,7 +504,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         else:
             raise ConfigError([(where, f"cannot set {key!r}: {where} is not a mapping")])
     last = parts[-1]
-    value = _parse_value(text)
+    value = _parse_value(text, key.strip())
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise ConfigError([(key, f"no list item {last!r}")])
@@ -475,6 +539,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([("", f"not valid YAML: {exc}")], source=str(p)) from None
     if not isinstance(raw, dict):
         raise ConfigError([("", "the top level must be a mapping")], source=str(p))
+    check_size(raw, source=str(p))
     return raw
 
 
@@ -497,10 +562,17 @@ def format_validation_error(
 
 
 def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
-    """Validate a raw mapping (after applying overrides) into a :class:`Config`."""
+    """Validate a raw mapping (after applying overrides) into a :class:`Config`.
+
+    Raises:
+        ConfigError: every problem, each with its key path; a config that expands beyond
+            :data:`MAX_CONFIG_VALUES` values is refused before anything walks it.
+    """
+    check_size(raw, source=source)  # before deepcopy and the rest: each walks the expansion
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
+    check_size(raw, source=source)
     bad = non_finite_values(raw)
     if bad:
         raise ConfigError(bad, source=source)

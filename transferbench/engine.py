@@ -72,6 +72,10 @@ def _say_audit(console: Console, audit: Audit, run_dir: Path, total: int, kept_e
         console.print(f"resuming {run_dir}: {audit.kept} of {total} networks already trained")
     if audit.reused:
         console.print(f"reusing {audit.reused} networks from the shared cache")
+    lost = sum(1 for why in audit.reasons.values() if why.startswith("checkpoint missing"))
+    if lost:
+        console.print(f"retraining {lost} networks whose kept checkpoint is missing (output.checkpoints keeps it; "
+                      "training is deterministic, so their dependents are kept when the weights come out the same)")
     other = sum(1 for why in audit.reasons.values() if why.startswith("trained by other code"))
     if other:
         console.print(f"retraining {other} networks trained by other code (records kept under superseded/; "
@@ -92,10 +96,11 @@ def run_plan(
     device = resolve_device(config.device)
     with store.lock():
         old = _previous_plan(store, plan, console)
-        plan_json, kept_experiments = merge_plan_json(old, plan)
+        plan_json, kept_experiments = merge_plan_json(old, plan, store.has_result)
         store.write_start(dump_config(config), plan_json)
         shared = JobCache(Path(config.output.shared_cache)) if config.output.shared_cache else None
-        audit = audit_run(plan, store, reuse_across_code=config.output.reuse_across_code, fix=True, shared=shared)
+        audit = audit_run(plan, store, reuse_across_code=config.output.reuse_across_code, fix=True, shared=shared,
+                          checkpoints=config.output.checkpoints)
         _say_audit(console, audit, run_dir, len(plan.jobs), kept_experiments)
         todo = audit.todo
         skipped = len(plan.jobs) - len(todo)

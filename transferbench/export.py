@@ -9,9 +9,14 @@ and/or by experiment, treatment, n and split seed, and writes, each atomically:
 * ``FILE.json``: what it is: the architecture config (name and params), the input shape and
   normalisation, the classes it was trained on, its layers, the job and cells it came from,
   its accuracy;
-* with ``init=True``, ``FILE.init.safetensors``: its initial weights, recomputed exactly
-  from the job's seed (what ``reinit`` with ``reset: initial`` resets a layer to; give it
-  as ``init:`` beside ``checkpoint:``).
+* with ``init=True``, ``FILE.init.safetensors``: the weights it started training from,
+  recomputed exactly (what ``reinit`` with ``reset: initial`` resets a layer to; give it as
+  ``init:`` beside ``checkpoint:``). For a base network, its initialisation from its seed;
+  for a transferred one, the state its job built before training: layers 1..n as its
+  protocol copied them from its source (the source's checkpoint or weights file, or the
+  source's own initial weights), its own initialisation elsewhere. What cannot be rebuilt
+  exactly (the source's weights gone or changed, the job no longer in the run's config,
+  layers it kept frozen that do not come out equal) is refused with the reason.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ._version import __version__
-from .config import Augment, PluginRef, read_yaml
+from .config import Augment, PluginRef, load_config, read_yaml
 from .errors import ConfigError, RunDirError, TransferbenchError
 from .files import atomic_copy, atomic_target, atomic_write_json, sha256_file
-from .network import initial_state, input_shape
+from .network import build_target, initial_state, input_shape, under
 from .plugins import get_registry
 from .records import RecordError
-from .resolve import instantiate
+from .resolve import instantiate, resolve
+from .sources import SourceFileError, load_state
 from .store import RunStore
 
 __all__ = ["Exported", "Selection", "export_network"]
@@ -101,27 +109,35 @@ def _pick(plan: Mapping[str, Any], sel: Selection) -> tuple[str, list[Mapping[st
     return jid, found[jid] or cells.get(jid, [])
 
 
+def _rerun(store: RunStore) -> str:
+    """The command that repairs the run directory: its own resolved config, into itself."""
+    return f"transferbench run {store.root / 'config.yaml'} --out {store.root}"
+
+
 def _checkpoint(store: RunStore, job_id: str) -> tuple[Path, Any]:
     """The network's checkpoint, verified against its record.
 
     Raises:
-        RunDirError: the network did not train well, or its weights were not kept or are damaged.
+        RunDirError: the network did not train well, or its weights were not kept or are
+            missing or damaged; the message says which command repairs it.
     """
     try:
         record = store.read_record(job_id)
     except RecordError as exc:
-        raise RunDirError(f"the record of network {job_id} is damaged ({exc}); rerun the run to repair it") from None
+        raise RunDirError(f"the record of network {job_id} is damaged ({exc}); `{_rerun(store)}` moves it aside "
+                          "and trains the network again") from None
     if record is None or not record.ok:
         why = "has not trained yet" if record is None else f"failed ({record.error})"
-        raise RunDirError(f"network {job_id} {why}: nothing to export")
+        raise RunDirError(f"network {job_id} {why}: nothing to export; `{_rerun(store)}` trains it")
     problem = store.checkpoint_problem(job_id, record.checkpoint_sha256)
-    if problem == "missing":
+    if problem == "missing" and record.checkpoint_sha256 is None:
         raise RunDirError(
             f"the weights of network {job_id} were not kept: output.checkpoints 'sources' (the default) keeps "
-            "only networks others copy from; train it with `--set output.checkpoints=all` (into a new --out, "
-            "or with output.shared_cache set, which reuses what the run trained)")
+            f"only networks others copy from; `{_rerun(store)} --set output.checkpoints=all` trains again the "
+            "networks whose weights were not kept, and keeps them")
     if problem is not None:
-        raise RunDirError(f"the checkpoint of network {job_id} is {problem}; rerun the run to repair it")
+        raise RunDirError(f"the checkpoint of network {job_id} is {problem} (its record says it was kept); "
+                          f"`{_rerun(store)}` trains the network again (to the same weights on this machine)")
     return store.checkpoint_path(job_id), record
 
 
@@ -189,13 +205,14 @@ def export_network(run_dir: Path, out: Path, selection: Selection, *, init: bool
     shape = input_shape(Augment.model_validate(config.get("train", {}).get("augment", {})), data)
     job = plan["jobs"][job_id]
     classes = _classes(data, cells, config, job)
+    start = _starting_state(store, job_id, job, arch, shape, checkpoint) if init else None  # refused: nothing written
     atomic_copy(checkpoint, weights)
     sha = sha256_file(weights)
     doc = _info(plan, job_id, cells, config, shape, classes, record)
     doc.update(architecture={"name": config["architecture"]["name"], **arch.params.model_dump(mode="json")},
                normalization=_normalization(data, arch), sha256=sha)
-    if init:
-        doc.update(_write_init(arch, job, shape, init_path, weights))
+    if start is not None:
+        doc.update(_write_init(start, init_path))
     atomic_write_json(info_path, doc)
     return Exported(job_id, weights, info_path, init_path if init else None, sha)
 
@@ -232,17 +249,114 @@ def _normalization(data: Any, arch: Any) -> dict[str, list[float]] | None:
     return None if norm is None else {"mean": [float(x) for x in norm[0]], "std": [float(x) for x in norm[1]]}
 
 
-def _write_init(arch: Any, job: Mapping[str, Any], shape: Sequence[int], path: Path, weights: Path) -> dict[str, Any]:
-    """Recompute the network's initial weights from its seed and write them beside it."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+def _starting_state(store: RunStore, job_id: str, job: Mapping[str, Any], arch: Any, shape: Sequence[int],
+                    checkpoint: Path) -> dict[str, Any]:
+    """The weights the network started training from, rebuilt exactly (see the module docstring).
 
-    state = initial_state(arch, int(job["num_classes"]), shape, int(job["seed"]))
-    with safe_open(str(weights), "pt") as f:
+    Raises:
+        RunDirError: they cannot be rebuilt exactly; the message says why and what would help.
+    """
+    if job.get("kind") != "transfer":  # a base network: its initialisation, from its seed alone
+        state = initial_state(arch, int(job["num_classes"]), shape, int(job["seed"]))
+    else:
+        state = _transferred_start(store, job_id, job, arch, shape)
+    _same_tensors(state, checkpoint)
+    return state
+
+
+def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arch: Any, shape: Sequence[int]
+                       ) -> dict[str, Any]:
+    """What build_target gave a transferred network's job before it trained, rebuilt from the
+    run's config (for its protocol) and its source's weights."""
+    from .plan import build_plan  # the planner only for a transferred network's start
+
+    why = f"the starting weights of transferred network {job_id} cannot be rebuilt"
+    for name, sha in (("file", "sha256"), ("init", "init_sha256")):  # a weights file: still the one it copied?
+        files = job.get("source_checkpoint") or {}
+        path = Path(files[name]) if files.get(name) else None
+        now = sha256_file(path) if path is not None and path.is_file() else "missing"
+        if path is not None and now != files.get(sha):
+            raise RunDirError(f"{why}: its source weights {path} changed since it trained (SHA-256 "
+                              f"{str(files.get(sha))[:12]}... then, {now[:12]}{'...' if now != 'missing' else ''} "
+                              "now); put that file back to export them")
+    try:
+        config = load_config(store.root / "config.yaml")
+        plan = build_plan(config, resolve(config))
+    except TransferbenchError as exc:
+        raise RunDirError(f"{why}: the run's config.yaml does not resolve here ({str(exc).splitlines()[-1].strip()})"
+                          ) from None
+    full = plan.jobs.get(job_id)
+    if full is None or full.protocol is None:
+        raise RunDirError(f"{why}: it is not a job of the run's config.yaml any more (its experiment was run with "
+                          "an earlier config), so its protocol is not at hand")
+    source, start = _copied_from(store, plan, full, why), _source_initial(plan, full, arch, shape, why)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(full.seed)  # as training does, right before the build
+        target = build_target(arch, full.num_classes, shape, full.protocol, full.n, source, start)
+    state = {k: v.detach() for k, v in target.model.state_dict().items()}
+    _check_frozen(store, job_id, target, state, why)
+    return state
+
+
+def _copied_from(store: RunStore, plan: Any, job: Any, why: str) -> dict[str, Any] | None:
+    """The source weights the job copied: its weights file (as hashed) or its source's checkpoint."""
+    if job.external is not None:
+        try:
+            return load_state(job.external.file)
+        except SourceFileError as exc:
+            raise RunDirError(f"{why}: {exc}") from None
+    if job.depends_on is None:
+        return None
+    record = store.read_record(job.depends_on)
+    sha = record.checkpoint_sha256 if record is not None else None
+    problem = store.checkpoint_problem(job.depends_on, sha) if record is not None and record.ok else "not trained"
+    if problem is not None:
+        raise RunDirError(f"{why}: the checkpoint of its source network {job.depends_on} is {problem}; "
+                          f"`{_rerun(store)}` trains it again (to the same weights on this machine)")
+    return store.load_checkpoint(job.depends_on)
+
+
+def _source_initial(plan: Any, job: Any, arch: Any, shape: Sequence[int], why: str) -> dict[str, Any] | None:
+    """The source's own initial weights, when the protocol resets layers to them."""
+    if not any(a.from_init for a in job.protocol.actions(job.n, plan.num_layers)):
+        return None
+    if job.external is not None:
+        if job.external.init is None:
+            raise RunDirError(f"{why}: its protocol resets layers to the source file's initial weights, and the "
+                              "config gives no init file")
+        try:
+            return load_state(job.external.init)
+        except SourceFileError as exc:
+            raise RunDirError(f"{why}: {exc}") from None
+    source = plan.jobs[job.depends_on]
+    return initial_state(arch, source.num_classes, shape, source.seed)
+
+
+def _check_frozen(store: RunStore, job_id: str, target: Any, state: Mapping[str, Any], why: str) -> None:
+    """Layers the network never trained hold, in its checkpoint, exactly the rebuilt weights."""
+    trained = store.load_checkpoint(job_id)
+    frozen = [m for layer, a in zip(target.layers, target.actions) if not a.train for m in layer.modules]
+    for key in (k for k in state if under(k, frozen)):
+        if key not in trained or not torch.equal(trained[key], state[key].to(trained[key].dtype)):
+            raise RunDirError(f"{why} exactly: {key}, which it never trained, differs from its checkpoint's (the "
+                              "code that builds or copies it changed since it trained)")
+
+
+def _same_tensors(state: Mapping[str, Any], checkpoint: Path) -> None:
+    """The rebuilt weights have the trained network's tensors (names and shapes)."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), "pt") as f:
         trained = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     if {k: tuple(v.shape) for k, v in state.items()} != trained:
         raise RunDirError("the architecture as the run's config.yaml builds it now does not match the trained "
                           "network's tensors, so its initial weights cannot be recomputed")
+
+
+def _write_init(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Write the network's starting weights beside it."""
+    from safetensors.torch import save_file
+
     with atomic_target(path) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     return {"init": path.name, "init_sha256": sha256_file(path)}

@@ -42,16 +42,18 @@ def dump(document: dict[str, Any], out: TextIO) -> None:
     out.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
 
 
-def _problems(exc: TransferbenchError) -> list[dict[str, str]]:
+def _problems(exc: BaseException) -> list[dict[str, str]]:
     if isinstance(exc, ConfigError):
         return [{"path": p, "message": m} for p, m in exc.problems]
     return [{"path": "", "message": str(exc)}]
 
 
-def error_json(command: str, exc: TransferbenchError) -> dict[str, Any]:
-    """What a command prints with ``--json`` when it fails with a user error (exit code 2)."""
-    return {"format": _format("error"), "command": command, "error": type(exc).__name__, "message": str(exc),
-            "problems": _problems(exc)}
+def error_json(command: str, exc: BaseException, exit_code: int = 2) -> dict[str, Any]:
+    """What a command prints with ``--json`` when it fails, whatever the failure: a user error
+    or an argument error (exit code 2), a path the system refuses (2), an interruption (130),
+    a bug (1). ``exit_code`` is the code the command exits with."""
+    return {"format": _format("error"), "command": command, "error": type(exc).__name__,
+            "message": str(exc) or type(exc).__name__, "problems": _problems(exc), "exit_code": exit_code}
 
 
 # --------------------------------------------------------------------------- validate / plan

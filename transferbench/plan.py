@@ -6,13 +6,13 @@ treatment, n) onto jobs; several cells may share one job, which is then trained 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .components import Components
 from .config import Config, Experiment, Treatment
-from .errors import ConfigError, TransferbenchError
+from .errors import ConfigError, RunDirError, TransferbenchError
 from .estimator import Estimator
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
@@ -58,6 +58,16 @@ class Plan:
 
     def dependents(self, job_id: str) -> list[Job]:
         return [j for j in self.jobs.values() if job_id in j.dependencies]
+
+    def keeps_checkpoint(self, job_id: str, policy: str) -> bool:
+        """Whether a trained network's weights are kept under ``output.checkpoints`` =
+        ``policy``: every network with ``all``, the ones other jobs read with ``sources``;
+        never an estimator's job (it trains no network). The runner, the audit of ``run`` and
+        ``check``, and ``export`` all ask this one question."""
+        job = self.jobs.get(job_id)
+        if job is None or job.kind == "estimate":
+            return False
+        return policy == "all" or (policy == "sources" and bool(self.dependents(job_id)))
 
     def without_transfers(self) -> Plan:
         """The base networks and estimator jobs alone (``run --estimate-only``).
@@ -335,21 +345,23 @@ def _seed(role: dict[str, Any]) -> int:
     return int(content_hash(role)[:8], 16)
 
 
-def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, Any], list[str]]:
+def merge_plan_json(old: dict[str, Any] | None, new: Plan,
+                    finished: Callable[[str], bool] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The plan.json of a run directory that ``new`` continues: every cell ever planned there.
 
     Cells of the old plan that the new one does not have (an experiment, a seed or an n
-    dropped from the config) are kept, with their jobs, so their results stay reported.
+    dropped from the config) are kept, with their jobs, so their results stay reported. A
+    cell that the new plan fills with another network is the new plan's when the old network
+    has no result here (``finished`` says which have one): nothing is hidden then.
 
     Returns:
         The merged plan.json and the names of experiments kept from the old plan only.
 
     Raises:
         RunDirError: a cell of both plans is filled by different jobs (the same experiment
-            and treatment name now mean another network): that would hide results.
+            and treatment name now mean another network) and the old one finished: that
+            would hide its result. A changed weights file is named, with the ways forward.
     """
-    from .errors import RunDirError
-
     merged = new.to_json()
     if old is None:
         return merged, []
@@ -360,14 +372,14 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
         at = tuple(cell.get(k) for k in key)
         if at not in have:
             kept.append(cell)
-        elif have[at] != cell.get("job_id"):
+        elif have[at] != cell.get("job_id") and (finished is None or finished(str(cell.get("job_id")))):
+            why = _changed_file(old.get("jobs", {}).get(cell.get("job_id"), {}), merged["jobs"].get(have[at], {}))
             raise RunDirError(
                 f"experiment {at[0]!r}, treatment {at[2]!r} at n={at[3]} (split seed {at[1]}) now names a "
-                "different network than the one this run directory holds for it (a changed protocol or "
-                "experiment definition under the same names, or executor cohorts switched on or off: a "
-                "cohort's networks share another data order); rename the experiment or treatment, or use "
-                "another --out"
-            )
+                "different network than the one this run directory holds for it (" + (why or (
+                    "a changed protocol or experiment definition under the same names, or executor cohorts "
+                    "switched on or off: a cohort's networks share another data order); rename the experiment "
+                    "or treatment, or use another --out")))
     merged["cells"] += kept
     merged["exchangeable"] = {**old.get("exchangeable", {}), **merged.get("exchangeable", {})}
     kept_estimates = _merge_estimates(merged, old)
@@ -378,6 +390,28 @@ def merge_plan_json(old: dict[str, Any] | None, new: Plan) -> tuple[dict[str, An
         merged.pop("estimate_only", None)  # retrained networks of an earlier run stay reported
     only_old = sorted({c["experiment"] for c in kept} - {c.experiment for c in new.cells})
     return merged, only_old
+
+
+def _changed_file(old_job: dict[str, Any], new_job: dict[str, Any]) -> str:
+    """The refusal's reason when a cell's network changed because its weights file did: the
+    file, its content then and now, and the two ways forward; empty otherwise."""
+    before, now = old_job.get("source_checkpoint"), new_job.get("source_checkpoint")
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return ""
+    for path, sha in (("file", "sha256"), ("init", "init_sha256")):
+        if before.get(sha) == now.get(sha):
+            continue
+        was, new_sha = str(before.get(sha) or "none")[:12], str(now.get(sha) or "none")[:12]
+        if before.get(path) == now.get(path):
+            what = f"the weights file {now.get(path)} changed: its SHA-256 was {was}... when these networks trained, " \
+                   f"it is {new_sha}... now"
+        else:
+            what = f"its weights file is now {now.get(path)} (SHA-256 {new_sha}...), the networks here were " \
+                   f"trained from {before.get(path)} (SHA-256 {was}...)"
+        return (f"{what}). To finish this run, put back the file it was planned with (SHA-256 {was}...) and "
+                "rerun; to measure the new file, run it into another --out (the networks of the old one stay "
+                "here, reported)")
+    return ""
 
 
 def _merge_estimates(merged: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cohort import train_cohort
+from .cohort import joint_checkpoint, train_cohort
 from .components import Components
 from .config import Config
 from .context import TrainContext
@@ -46,10 +46,7 @@ class TrainingRunner:
         self.config, self.components, self.plan = config, components, plan
         # absolute: a worker on another machine (Ray) need not share the driver's directory
         self.run_dir = Path(run_dir).absolute()
-        keep = config.output.checkpoints
-        self.keep_checkpoint = {
-            jid: keep == "all" or (keep == "sources" and bool(plan.dependents(jid))) for jid in plan.jobs
-        }
+        self.keep_checkpoint = {jid: plan.keeps_checkpoint(jid, config.output.checkpoints) for jid in plan.jobs}
         self._ctx: TrainContext | None = None
 
     @property
@@ -116,47 +113,69 @@ class TrainingRunner:
     def run_cohort(self, jobs: Sequence[Job], progress: CohortProgressFn | None = None) -> list[JobRecord]:
         """Train the members of one cohort in lockstep (:func:`transferbench.cohort.train_cohort`);
         write and return their records, in order. A member whose source failed, or that fails
-        itself, gets a failed record; the others train on."""
+        itself, gets a failed record; the others train on.
+
+        A cohort killed while its records were being written left some members finished and
+        its joint checkpoint in place: the finished members then resume with the others from
+        that checkpoint (keeping their records), so the rest lose nothing; a checkpoint left
+        by a cohort whose members all finished is removed."""
         records: dict[str, JobRecord] = {}
         todo, sources, shas = [], {}, {}
         started = utc_now()
+        saved = joint_checkpoint(self._cohort_folder(jobs), jobs)
+        whole = saved.is_file()
         for job in jobs:
             done = self.finished(job)
             if done is not None:
                 records[job.id] = done
-                continue
+                if not whole:
+                    continue
             try:
                 sources[job.id], shas[job.id] = self._source(job)
             except TrainingFailed as exc:
-                records[job.id] = self._write(self._failed(job, str(exc), started))
+                if done is None:
+                    records[job.id] = self._write(self._failed(job, str(exc), started))
                 continue
             todo.append(job)
-        if todo:
-            records.update(self._train_cohort(todo, sources, shas, progress, started))
+        if any(job.id not in records for job in todo):
+            records.update(self._train_cohort(todo, sources, shas, progress, started, set(records)))
+        elif whole:
+            saved.unlink(missing_ok=True)
         return [records[job.id] for job in jobs]
 
+    def _cohort_folder(self, jobs: Sequence[Job]) -> Path:
+        return self.run_dir / "cohorts" / (jobs[0].cohort or "solo")
+
     def _train_cohort(self, jobs: list[Job], sources: dict, shas: dict, progress: CohortProgressFn | None,
-                      started: str) -> dict[str, JobRecord]:
+                      started: str, finished: set[str]) -> dict[str, JobRecord]:
+        """Train ``jobs`` as one cohort and write their records, except those of the members in
+        ``finished`` (which ride along to resume the others from the joint checkpoint)."""
         def progress_of(job: Job) -> ProgressFn | None:
             return None if progress is None else lambda s, t, i: progress(job, s, t, i)
 
+        def fail_all(why: str, tb: str | None = None) -> dict[str, JobRecord]:
+            return {job.id: self._write(self._failed(job, why, started, tb)) for job in jobs if job.id not in finished}
+
+        out: dict[str, JobRecord] = {}
+
+        def write(results: list) -> None:  # before the joint checkpoint is removed: a kill loses nothing
+            for r in results:
+                if r.job.id in finished:
+                    continue
+                record = self._failed(r.job, r.error, started) if r.error else \
+                    self._trained(r.job, r.record, r.model, shas[r.job.id])
+                out[r.job.id] = self._write(record)
+
         identity = {job.id: {"fingerprint": job.fingerprint, "source": shas[job.id]} for job in jobs}
-        folder = self.run_dir / "cohorts" / (jobs[0].cohort or "solo")
         try:
-            results = train_cohort(jobs, self.ctx, sources, progress_of, folder,
-                                   self.config.output.cohort_checkpoint_minutes, identity)
+            train_cohort(jobs, self.ctx, sources, progress_of, self._cohort_folder(jobs),
+                         self.config.output.cohort_checkpoint_minutes, identity, written=write)
         except DataError:
             raise
         except TrainingFailed as exc:
-            return {job.id: self._write(self._failed(job, str(exc), started)) for job in jobs}
+            return fail_all(str(exc))
         except Exception as exc:  # noqa: BLE001 - a broken cohort must not stop the grid
-            why, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            return {job.id: self._write(self._failed(job, why, started, tb)) for job in jobs}
-        out = {}
-        for r in results:
-            record = self._failed(r.job, r.error, started) if r.error else \
-                self._trained(r.job, r.record, r.model, shas[r.job.id])
-            out[r.job.id] = self._write(record)
+            return fail_all(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         return out
 
     def _fingerprint(self, job: Job) -> dict:

@@ -174,12 +174,16 @@ def load_state(source: SourceFile) -> dict[str, torch.Tensor]:
             return _LOADED[key]
         data = path.read_bytes()
     except OSError as exc:
-        raise SourceFileError(f"cannot read the source weights {path}: {exc.strerror or exc}") from None
+        raise SourceFileError(f"cannot read the source weights {path} ({exc.strerror or exc}): put the file "
+                              "back and rerun the command") from None
     import hashlib
 
-    if hashlib.sha256(data).hexdigest() != source.sha256:
-        raise SourceFileError(f"the source weights {path} changed since the run was planned (their SHA-256 "
-                              "differs): rerun the command, which plans new networks for the new file")
+    now = hashlib.sha256(data).hexdigest()
+    if now != source.sha256:
+        raise SourceFileError(
+            f"the source weights {path} changed since the run was planned (SHA-256 {source.sha256[:12]}... then, "
+            f"{now[:12]}... now): to finish this run, put back the file it was planned with and rerun the "
+            "command; to measure the new file, run the command into another --out")
     state = _strip(_parse(data, path), source.strip_prefix)
     _LOADED[key] = state
     while len(_LOADED) > 2:

@@ -171,6 +171,14 @@ class RunStore:
             raise RecordError(f"holds the record of job {record.job_id}, not {job_id}")
         return record
 
+    def has_result(self, job_id: str) -> bool:
+        """Whether the job has a readable record of a network (or estimate) that finished well."""
+        try:
+            record = self.read_record(job_id)
+        except RecordError:
+            return False
+        return record is not None and record.ok
+
     def write_record(self, record: JobRecord) -> None:
         atomic_write_text(self.record_path(record.job_id), record.to_json())
 
