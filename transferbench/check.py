@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunDirError, TransferbenchError
+from .planfile import PlanFile
 from .records import RecordError
 from .store import RunStore
 
@@ -37,9 +38,9 @@ class CheckReport:
     refused: str | None = None
 
 
-def _files_only(store: RunStore, plan: dict, report: CheckReport) -> None:
+def _files_only(store: RunStore, plan: PlanFile | None, report: CheckReport) -> None:
     """Without the config: validate every record and checkpoint the plan names."""
-    for job_id in plan.get("jobs", {}):
+    for job_id in plan.jobs if plan is not None else ():
         try:
             rec = store.read_record(job_id)
         except RecordError as exc:
@@ -59,7 +60,7 @@ def _audit(store: RunStore, report: CheckReport) -> bool:
     """Audit against the run's own config, as ``run`` would; False when it cannot be resolved."""
     from .api import prepare
     from .audit import audit_run
-    from .plan import merge_plan_json
+    from .plan import PLAN_FORMAT, merge_plan_json
 
     try:
         prepared = prepare(store.root / "config.yaml")
@@ -69,8 +70,8 @@ def _audit(store: RunStore, report: CheckReport) -> bool:
                             "a rerun of it fails the same way until that is fixed")
         return False
     old = store.read_plan()
-    if old is not None and old.get("format") != prepared.plan.to_json()["format"]:
-        report.notes.append(f"written by another transferbench (plan format {old.get('format')}): `report` reads "
+    if old is not None and old.format != PLAN_FORMAT:
+        report.notes.append(f"written by another transferbench (plan format {old.format}): `report` reads "
                             "it; `run` cannot resume it")
         return False
     try:  # exactly what `run` refuses: another config, or a cell that now means another network
@@ -98,15 +99,15 @@ def check_run_dir(run_dir: Path) -> CheckReport:
         raise RunDirError(f"{run_dir} is not a run directory (no plan.json)")
     report = CheckReport()
     try:
-        plan = store.read_plan() or {}
+        plan = store.read_plan()
     except RunDirError as exc:
         report.damaged.append((str(store.plan_path), str(exc).split(" is damaged ")[-1]))
         report.notes.append("a rerun of the run's config moves plan.json aside and rebuilds it")
-        plan = {}
-    report.networks = len(plan.get("jobs", {}))
-    if not plan or not _audit(store, report):
+        plan = None
+    report.networks = len(plan.jobs) if plan is not None else 0
+    if plan is None or not _audit(store, report):
         _files_only(store, plan, report)
-    planned = set(plan.get("jobs", {}))
+    planned = set(plan.jobs) if plan is not None else set()
     orphans = [p.stem for p in store.records_dir.glob("*.json") if p.stem not in planned] if planned else []
     if orphans:
         report.notes.append(f"{len(orphans)} records belong to no job of the plan (kept, not reported)")

@@ -18,7 +18,8 @@ from .config import Config, dump_config
 from .devices import resolve_device
 from .errors import ConfigError, DataError, RunDirError
 from .observing import observing, run_info
-from .plan import Plan, merge_plan_json
+from .plan import PLAN_FORMAT, Plan, merge_plan_json
+from .planfile import PlanFile
 from .preflight import check_data, environment_problems
 from .progress import Reporter
 from .report_files import write_report
@@ -43,7 +44,7 @@ class RunSummary:
     files: tuple[Path, ...] = ()
 
 
-def _previous_plan(store: RunStore, plan: Plan, console: Console) -> dict | None:
+def _previous_plan(store: RunStore, plan: Plan, console: Console) -> PlanFile | None:
     """The plan.json already in the run directory (a damaged one is moved aside and rebuilt)."""
     try:
         old = store.read_plan()
@@ -52,10 +53,10 @@ def _previous_plan(store: RunStore, plan: Plan, console: Console) -> dict | None
         console.print(f"warning: {exc}; moved to {where} and rebuilt from the config "
                       "(experiments only it named are no longer listed)")
         return None
-    if old is not None and old.get("format") != plan.to_json()["format"]:
+    if old is not None and old.format != PLAN_FORMAT:
         raise RunDirError(
             f"{store.root} was written by another version of transferbench (plan format "
-            f"{old.get('format')}, this one writes {plan.to_json()['format']}); its networks cannot "
+            f"{old.format}, this one writes {PLAN_FORMAT}); its networks cannot "
             "be resumed by this version, but `transferbench report` still reads them: use another --out"
         )
     store.check_compatible(plan.config_hash, old)

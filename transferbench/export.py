@@ -33,6 +33,7 @@ from .config import Augment, PluginRef, load_config, read_yaml
 from .errors import ConfigError, RunDirError, TransferbenchError
 from .files import atomic_copy, atomic_target, atomic_write_json, sha256_file
 from .network import build_target, initial_state, input_shape, under
+from .planfile import CellEntry, JobEntry, PlanFile
 from .plugins import get_registry
 from .records import RecordError
 from .resolve import instantiate, resolve
@@ -55,13 +56,13 @@ class Selection:
     n: int | None = None
     seed: int | None = None
 
-    def matches(self, job_id: str, cell: Mapping[str, Any] | None) -> bool:
+    def matches(self, job_id: str, cell: CellEntry | None) -> bool:
         if self.job is not None and not job_id.startswith(self.job):
             return False
         wanted = {"experiment": self.experiment, "treatment": self.treatment, "n": self.n, "split_seed": self.seed}
         if cell is None:
             return all(v is None for v in wanted.values())
-        return all(v is None or cell.get(k) == v for k, v in wanted.items())
+        return all(v is None or getattr(cell, k) == v for k, v in wanted.items())
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.__dict__.items() if v is not None]
@@ -79,29 +80,28 @@ class Exported:
     sha256: str
 
 
-def _cell_text(cell: Mapping[str, Any]) -> str:
-    return (f"--experiment {cell['experiment']} --treatment {cell['treatment']} --n {cell['n']} "
-            f"--seed {cell['split_seed']}")
+def _cell_text(cell: CellEntry) -> str:
+    return f"--experiment {cell.experiment} --treatment {cell.treatment} --n {cell.n} --seed {cell.split_seed}"
 
 
-def _pick(plan: Mapping[str, Any], sel: Selection) -> tuple[str, list[Mapping[str, Any]]]:
+def _pick(plan: PlanFile, sel: Selection) -> tuple[str, list[CellEntry]]:
     """The one network the selection names, and its cells.
 
     Raises:
         ConfigError: no network, or several, match.
     """
-    jobs = {jid: j for jid, j in plan.get("jobs", {}).items() if j.get("kind") != "estimate"}
-    cells: dict[str, list[Mapping[str, Any]]] = {}
-    for cell in plan.get("cells", []):
-        cells.setdefault(str(cell["job_id"]), []).append(cell)
+    jobs = {jid: j for jid, j in plan.jobs.items() if j.kind != "estimate"}
+    cells: dict[str, list[CellEntry]] = {}
+    for cell in plan.cells:
+        cells.setdefault(cell.job_id, []).append(cell)
     found = {jid: [c for c in cells.get(jid, []) if sel.matches(jid, c)] for jid in jobs}
     found = {jid: cs for jid, cs in found.items() if cs or (not cells.get(jid) and sel.matches(jid, None))}
     if not found:
-        have = sorted({f"{c['experiment']}/{c['treatment']}" for cs in cells.values() for c in cs})
+        have = sorted({f"{c.experiment}/{c.treatment}" for cs in cells.values() for c in cs})
         raise ConfigError([("export", f"no network of the run matches {sel.describe()}; it has "
                             f"{', '.join(have[:12])}{' ...' if len(have) > 12 else ''}")])
     if len(found) > 1:
-        lines = [f"{jid[:12]} ({_cell_text(cs[0]) if cs else jobs[jid].get('kind')})" for jid, cs in found.items()]
+        lines = [f"{jid[:12]} ({_cell_text(cs[0]) if cs else jobs[jid].kind})" for jid, cs in found.items()]
         shown = "; ".join(lines[:8]) + (f"; and {len(lines) - 8} more" if len(lines) > 8 else "")
         raise ConfigError([("export", f"{len(found)} networks match {sel.describe()}: {shown}. Name one: add "
                             "--n, --seed or --job ID")])
@@ -162,21 +162,21 @@ def _paths(out: Path) -> tuple[Path, Path, Path]:
     return out, out.with_name(stem + ".json"), out.with_name(stem + ".init.safetensors")
 
 
-def _info(plan: Mapping[str, Any], job_id: str, cells: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+def _info(plan: PlanFile, job_id: str, cells: Sequence[CellEntry], config: Mapping[str, Any],
           shape: Sequence[int], classes: list[dict[str, Any]], record: Any) -> dict[str, Any]:
-    job = plan["jobs"][job_id]
+    job = plan.jobs[job_id]
     return {
         "format": EXPORT_FORMAT,
         "transferbench_version": __version__,
         "architecture": config["architecture"],
         "input_shape": list(shape),
-        "num_classes": job.get("num_classes"),
+        "num_classes": job.num_classes,
         "classes": classes,
-        "layers": plan.get("layer_names", []),
+        "layers": list(plan.layer_names),
         "data": config["data"],
-        "job": {"id": job_id, **job},
-        "cells": [dict(c) for c in cells],
-        "run": {"name": plan.get("name"), "config_hash": plan.get("config_hash")},
+        "job": {"id": job_id, **job.model_dump(mode="json", exclude_unset=True)},
+        "cells": [c.model_dump(mode="json", exclude_unset=True) for c in cells],
+        "run": {"name": plan.name, "config_hash": plan.config_hash},
         "top1": record.top1,
         "top1_best_k": record.top1_best_k,
     }
@@ -203,7 +203,7 @@ def export_network(run_dir: Path, out: Path, selection: Selection, *, init: bool
         raise ConfigError([("--out", f"{existing[0]} exists; choose another --out, or --force to replace it")])
     config, data, arch = _components(run_dir)
     shape = input_shape(Augment.model_validate(config.get("train", {}).get("augment", {})), data)
-    job = plan["jobs"][job_id]
+    job = plan.jobs[job_id]
     classes = _classes(data, cells, config, job)
     start = _starting_state(store, job_id, job, arch, shape, checkpoint) if init else None  # refused: nothing written
     atomic_copy(checkpoint, weights)
@@ -217,23 +217,23 @@ def export_network(run_dir: Path, out: Path, selection: Selection, *, init: bool
     return Exported(job_id, weights, info_path, init_path if init else None, sha)
 
 
-def _classes(data: Any, cells: Sequence[Mapping[str, Any]], config: Mapping[str, Any], job: Mapping[str, Any]
+def _classes(data: Any, cells: Sequence[CellEntry], config: Mapping[str, Any], job: JobEntry
              ) -> list[dict[str, Any]]:
     """The classes the network was trained on, in label order (label i is the i-th), from the
     run's split; empty when they cannot be told without the data."""
     try:
         everything = list(data.classes())
         indices = None
-        name = cells[0]["experiment"] if cells else None
+        name = cells[0].experiment if cells else None
         exp = next((e for e in config.get("experiments", []) if e.get("name") == name), None)
-        if exp is not None and job.get("target") in ("A", "B", "all"):
+        if exp is not None and job.target in ("A", "B", "all"):
             problems: list[tuple[str, str]] = []
             split = instantiate(get_registry(), "split", PluginRef.model_validate(exp["split"]), "split", problems)
             if split is not None:
-                indices = split.split(everything, int(cells[0]["split_seed"]))[job["target"]]
+                indices = split.split(everything, cells[0].split_seed)[job.target]
     except (TransferbenchError, KeyError, TypeError, ValueError):
         return []
-    if indices is None or len(indices) != job.get("num_classes"):
+    if indices is None or len(indices) != job.num_classes:
         return []
     return [{"label": i, "index": everything[k].index, "id": everything[k].id, "name": everything[k].name}
             for i, k in enumerate(indices)]
@@ -249,22 +249,25 @@ def _normalization(data: Any, arch: Any) -> dict[str, list[float]] | None:
     return None if norm is None else {"mean": [float(x) for x in norm[0]], "std": [float(x) for x in norm[1]]}
 
 
-def _starting_state(store: RunStore, job_id: str, job: Mapping[str, Any], arch: Any, shape: Sequence[int],
+def _starting_state(store: RunStore, job_id: str, job: JobEntry, arch: Any, shape: Sequence[int],
                     checkpoint: Path) -> dict[str, Any]:
     """The weights the network started training from, rebuilt exactly (see the module docstring).
 
     Raises:
         RunDirError: they cannot be rebuilt exactly; the message says why and what would help.
     """
-    if job.get("kind") != "transfer":  # a base network: its initialisation, from its seed alone
-        state = initial_state(arch, int(job["num_classes"]), shape, int(job["seed"]))
+    if job.kind != "transfer":  # a base network: its initialisation, from its seed alone
+        if job.num_classes is None or job.seed is None:
+            raise RunDirError(f"the starting weights of network {job_id} cannot be rebuilt: plan.json gives no "
+                              "class count or seed for it")
+        state = initial_state(arch, job.num_classes, shape, job.seed)
     else:
         state = _transferred_start(store, job_id, job, arch, shape)
     _same_tensors(state, checkpoint)
     return state
 
 
-def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arch: Any, shape: Sequence[int]
+def _transferred_start(store: RunStore, job_id: str, job: JobEntry, arch: Any, shape: Sequence[int]
                        ) -> dict[str, Any]:
     """What build_target gave a transferred network's job before it trained, rebuilt from the
     run's config (for its protocol) and its source's weights."""
@@ -272,7 +275,7 @@ def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arc
 
     why = f"the starting weights of transferred network {job_id} cannot be rebuilt"
     for name, sha in (("file", "sha256"), ("init", "init_sha256")):  # a weights file: still the one it copied?
-        files = job.get("source_checkpoint") or {}
+        files = job.source_checkpoint or {}
         path = Path(files[name]) if files.get(name) else None
         now = sha256_file(path) if path is not None and path.is_file() else "missing"
         if path is not None and now != files.get(sha):
@@ -292,7 +295,7 @@ def _transferred_start(store: RunStore, job_id: str, job: Mapping[str, Any], arc
     source, start = _copied_from(store, plan, full, why), _source_initial(plan, full, arch, shape, why)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(full.seed)  # as training does, right before the build
-        target = build_target(arch, full.num_classes, shape, full.protocol, full.n, source, start)
+        target = build_target(arch, full, shape, source, start)
     state = {k: v.detach() for k, v in target.model.state_dict().items()}
     _check_frozen(store, job_id, target, state, why)
     return state
@@ -318,7 +321,7 @@ def _copied_from(store: RunStore, plan: Any, job: Any, why: str) -> dict[str, An
 
 def _source_initial(plan: Any, job: Any, arch: Any, shape: Sequence[int], why: str) -> dict[str, Any] | None:
     """The source's own initial weights, when the protocol resets layers to them."""
-    if not any(a.from_init for a in job.protocol.actions(job.n, plan.num_layers)):
+    if not job.read_protocol(plan.num_layers).resets:
         return None
     if job.external is not None:
         if job.external.init is None:
@@ -335,7 +338,7 @@ def _source_initial(plan: Any, job: Any, arch: Any, shape: Sequence[int], why: s
 def _check_frozen(store: RunStore, job_id: str, target: Any, state: Mapping[str, Any], why: str) -> None:
     """Layers the network never trained hold, in its checkpoint, exactly the rebuilt weights."""
     trained = store.load_checkpoint(job_id)
-    frozen = [m for layer, a in zip(target.layers, target.actions) if not a.train for m in layer.modules]
+    frozen = [m for layer, trained in zip(target.layers, target.reading.trained) if not trained for m in layer.modules]
     for key in (k for k in state if under(k, frozen)):
         if key not in trained or not torch.equal(trained[key], state[key].to(trained[key].dtype)):
             raise RunDirError(f"{why} exactly: {key}, which it never trained, differs from its checkpoint's (the "

@@ -12,13 +12,14 @@ from typing import Any
 
 from .components import Components
 from .config import Config, Experiment, Treatment
-from .errors import ConfigError, RunDirError, TransferbenchError
+from .errors import ConfigError, TransferbenchError
 from .estimator import Estimator
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
 from .jobs import Cell, EstimateCell, ExternalSource, Job
 from .network import build_meta, input_shape
+from .planfile import CellEntry, JobEntry, PlanFile, merge_plans
 from .reading import ProtocolReading
 from .sources import SourcePlanner
 
@@ -92,6 +93,10 @@ class Plan:
 
     def cells_of(self, job_id: str) -> list[Cell]:
         return [c for c in self.cells if c.job_id == job_id]
+
+    def to_file(self) -> PlanFile:
+        """The plan as ``plan.json`` holds it."""
+        return PlanFile.model_validate(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,17 +231,20 @@ class _Builder:
         hash stands where the network's role and id do), on ``task`` (the ``reference``'s task)."""
         spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
-        file = source if isinstance(source, ExternalSource) else None
-        origin = (file.identity(), file.identity()) if file else (self.roles[source.id], source.id)  # type: ignore[union-attr]
-        src_id = None if file else source.id  # type: ignore[union-attr]
+        if isinstance(source, ExternalSource):
+            file, src_id, half = source, None, "X"
+            origin: tuple[Any, Any] = (file.identity(), file.identity())
+        else:
+            file, src_id, half = None, source.id, source.target
+            origin = (self.roles[source.id], source.id)
         role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
                 "features": self.features, "source": origin[0],
                 "reference": self.roles[reference.id] if ref else None}
         jid = content_hash({**self.base_spec, **role, "source": origin[1], "reference": ref})
         c = self.components
         fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
-        job = Job(jid, "estimate", reference.target, "X" if file else source.target, n, task,  # type: ignore[union-attr]
-                  _seed(role), src_id, fingerprint=fingerprint, after=(ref,) if ref and ref != src_id else (),
+        job = Job(jid, "estimate", reference.target, half, n, task, _seed(role), src_id, fingerprint=fingerprint,
+                  after=(ref,) if ref and ref != src_id else (),
                   estimator_spec=spec, estimator=estimator, external=file)
         return self._add(job, role)
 
@@ -245,8 +253,8 @@ class _Builder:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
         between, and on each target's own base (the pair depth cannot tell apart); a weights
         file is the source ``X`` (the first file a target's treatments copy from)."""
-        pairs = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
-                 and components.protocols[(exp.name, t.name)].needs_source}
+        pairs: set[tuple[str, str]] = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
+                                       and components.protocols[(exp.name, t.name)].needs_source}
         files: dict[str, ExternalSource] = {}
         for t in exp.treatments:
             if t.name in (externals or {}) and t.target in ("A", "B"):
@@ -268,8 +276,9 @@ class _Builder:
         """The bases, transferred networks and estimators of one experiment at one split seed;
         ``externals``: treatment -> its weights file."""
         protocols = components.protocols
-        sources = {t.half for t in exp.treatments if t.half}
-        needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
+        sources: set[str] = {h for t in exp.treatments if (h := t.half)}
+        targets: set[str] = {t.target for t in exp.treatments}
+        needed: list[str] = list(exp.bases or ()) or sorted(targets | sources)
         bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
         for half in needed:
             self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
@@ -345,57 +354,22 @@ def _seed(role: dict[str, Any]) -> int:
     return int(content_hash(role)[:8], 16)
 
 
-def merge_plan_json(old: dict[str, Any] | None, new: Plan,
-                    finished: Callable[[str], bool] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The plan.json of a run directory that ``new`` continues: every cell ever planned there.
-
-    Cells of the old plan that the new one does not have (an experiment, a seed or an n
-    dropped from the config) are kept, with their jobs, so their results stay reported. A
-    cell that the new plan fills with another network is the new plan's when the old network
-    has no result here (``finished`` says which have one): nothing is hidden then.
-
-    Returns:
-        The merged plan.json and the names of experiments kept from the old plan only.
+def merge_plan_json(old: PlanFile | None, new: Plan,
+                    finished: Callable[[str], bool] | None = None) -> tuple[PlanFile, list[str]]:
+    """The plan.json of a run directory that ``new`` continues (:func:`transferbench.planfile.merge_plans`),
+    naming a changed weights file when that is why a finished cell would be refilled.
 
     Raises:
-        RunDirError: a cell of both plans is filled by different jobs (the same experiment
-            and treatment name now mean another network) and the old one finished: that
-            would hide its result. A changed weights file is named, with the ways forward.
+        RunDirError: a finished cell of the old plan is filled by another network now.
     """
-    merged = new.to_json()
-    if old is None:
-        return merged, []
-    key = ("experiment", "split_seed", "treatment", "n")
-    have = {tuple(c[k] for k in key): c["job_id"] for c in merged["cells"]}
-    kept: list[dict[str, Any]] = []
-    for cell in old.get("cells", []):
-        at = tuple(cell.get(k) for k in key)
-        if at not in have:
-            kept.append(cell)
-        elif have[at] != cell.get("job_id") and (finished is None or finished(str(cell.get("job_id")))):
-            why = _changed_file(old.get("jobs", {}).get(cell.get("job_id"), {}), merged["jobs"].get(have[at], {}))
-            raise RunDirError(
-                f"experiment {at[0]!r}, treatment {at[2]!r} at n={at[3]} (split seed {at[1]}) now names a "
-                "different network than the one this run directory holds for it (" + (why or (
-                    "a changed protocol or experiment definition under the same names, or executor cohorts "
-                    "switched on or off: a cohort's networks share another data order); rename the experiment "
-                    "or treatment, or use another --out")))
-    merged["cells"] += kept
-    merged["exchangeable"] = {**old.get("exchangeable", {}), **merged.get("exchangeable", {})}
-    kept_estimates = _merge_estimates(merged, old)
-    for cell in kept + kept_estimates:
-        if cell["job_id"] not in merged["jobs"] and cell["job_id"] in old.get("jobs", {}):
-            merged["jobs"][cell["job_id"]] = old["jobs"][cell["job_id"]]
-    if any(merged["jobs"].get(c["job_id"], {}).get("kind") == "transfer" for c in kept):
-        merged.pop("estimate_only", None)  # retrained networks of an earlier run stay reported
-    only_old = sorted({c["experiment"] for c in kept} - {c.experiment for c in new.cells})
-    return merged, only_old
+    return merge_plans(old, new.to_file(), finished, _changed_file)
 
 
-def _changed_file(old_job: dict[str, Any], new_job: dict[str, Any]) -> str:
+def _changed_file(cell: CellEntry, old_job: JobEntry | None, new_job: JobEntry | None) -> str:
     """The refusal's reason when a cell's network changed because its weights file did: the
     file, its content then and now, and the two ways forward; empty otherwise."""
-    before, now = old_job.get("source_checkpoint"), new_job.get("source_checkpoint")
+    before = old_job.source_checkpoint if old_job is not None else None
+    now = new_job.source_checkpoint if new_job is not None else None
     if not isinstance(before, dict) or not isinstance(now, dict):
         return ""
     for path, sha in (("file", "sha256"), ("init", "init_sha256")):
@@ -412,15 +386,3 @@ def _changed_file(old_job: dict[str, Any], new_job: dict[str, Any]) -> str:
                 "rerun; to measure the new file, run it into another --out (the networks of the old one stay "
                 "here, reported)")
     return ""
-
-
-def _merge_estimates(merged: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
-    """Keep the estimator points of the old plan that the new one does not have; a point the
-    new plan computes otherwise (other estimator params or ``estimation:`` settings) is the
-    new plan's. Returns the points kept."""
-    key = ("experiment", "split_seed", "source", "target", "n", "estimator")
-    have = {tuple(e[k] for k in key) for e in merged.get("estimates", [])}
-    kept = [e for e in old.get("estimates", []) if tuple(e.get(k) for k in key) not in have]
-    if kept:
-        merged["estimates"] = merged.get("estimates", []) + kept
-    return kept

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError, RunDirError
+from .planfile import CellEntry, EstimateEntry, JobEntry, PlanFile
 from .records import JobRecord, RecordError
 from .store import RunStore, atomic_write_bytes
 
@@ -213,7 +214,7 @@ class RunResults:
         return list(dict.fromkeys(r.experiment for r in self.rows))
 
 
-def _load_plan(run_dir: Path) -> dict[str, Any]:
+def _load_plan(run_dir: Path) -> PlanFile:
     if not run_dir.is_dir():
         raise RunDirError(f"run directory not found: {run_dir}")
     store = RunStore(run_dir)
@@ -254,8 +255,6 @@ def read_results(run_dir: Path | str) -> RunResults:
     """
     run_dir = Path(run_dir)
     plan = _load_plan(run_dir)
-    jobs: dict[str, dict[str, Any]] = plan.get("jobs", {})
-    config_hash = str(plan.get("config_hash", ""))
     records: dict[str, JobRecord | None] = {}
     unreadable: list[tuple[str, str]] = []
     store = RunStore(run_dir)
@@ -265,43 +264,35 @@ def read_results(run_dir: Path | str) -> RunResults:
             records[job_id] = _load_record(store, job_id, unreadable)
         return records[job_id]
 
-    rows = []
-    for i, cell in enumerate(plan["cells"]):
-        try:
-            job_id = str(cell["job_id"])
-            experiment, treatment, n = str(cell["experiment"]), str(cell["treatment"]), int(cell["n"])
-        except (KeyError, TypeError, ValueError):
-            raise RunDirError(f"{run_dir / 'plan.json'}: cell {i} lacks job_id, experiment, treatment or n") from None
-        rows.append(_row(cell, experiment, treatment, n, job_id, record(job_id), jobs.get(job_id, {}), config_hash))
-    estimates = tuple(_estimate_row(cell, record(str(cell["job_id"]))) for cell in plan.get("estimates", []))
-    layer_names = tuple(str(x) for x in plan.get("layer_names", ()))
+    rows = [_row(cell, record(cell.job_id), plan.jobs.get(cell.job_id), plan.config_hash) for cell in plan.cells]
+    estimates = tuple(_estimate_row(cell, record(cell.job_id)) for cell in plan.estimates)
     kept = {jid: r for jid, r in records.items() if r is not None}
     return RunResults(
-        name=str(plan.get("name", run_dir.name)),
-        config_hash=config_hash,
-        num_layers=int(plan.get("num_layers", len(layer_names))),
-        layer_names=layer_names,
+        name=plan.name or run_dir.name,
+        config_hash=plan.config_hash,
+        num_layers=plan.layers,
+        layer_names=tuple(plan.layer_names),
         rows=tuple(rows),
         run_dir=run_dir,
         unreadable=tuple(unreadable),
-        expected_input_std=plan.get("expected_input_std"),
-        code={r.fingerprint_id: r.fingerprint for r in kept.values() if r.fingerprint},
-        exchangeable={str(k): bool(v) for k, v in (plan.get("exchangeable") or {}).items()},
+        expected_input_std=plan.expected_input_std,
+        code={r.fingerprint_id: r.fingerprint for r in kept.values() if r.fingerprint and r.fingerprint_id},
+        exchangeable=dict(plan.exchangeable),
         records=kept,
         estimates=estimates,
     )
 
 
-def _row(cell: dict[str, Any], experiment: str, treatment: str, n: int, job_id: str, rec: JobRecord | None,
-         job: dict[str, Any], config_hash: str) -> ResultRow:
+def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_hash: str) -> ResultRow:
     status = "pending" if rec is None else rec.status
+    job = job or JobEntry()
     return ResultRow(
-        experiment=experiment,
-        split=str(cell.get("split", "")),
-        split_seed=int(cell.get("split_seed", 0)),
-        treatment=treatment,
-        n=n,
-        job_id=job_id,
+        experiment=cell.experiment,
+        split=cell.split,
+        split_seed=cell.split_seed,
+        treatment=cell.treatment,
+        n=cell.n,
+        job_id=cell.job_id,
         status=status,
         top1=rec.value("top1") if rec else None,
         top5=rec.value("top5") if rec else None,
@@ -309,27 +300,26 @@ def _row(cell: dict[str, Any], experiment: str, treatment: str, n: int, job_id: 
         best_k=rec.best_k if rec else None,
         train_time_s=rec.train_time_s if rec else None,
         config_hash=config_hash,
-        kind=job.get("kind"),
-        source=job.get("source"),
-        target=job.get("target"),
-        protocol=job.get("protocol"),
-        num_classes=job.get("num_classes", rec.num_classes if rec else None),
-        seed=job.get("seed", rec.seed if rec else None),
+        kind=job.kind,
+        source=job.source,
+        target=job.target,
+        protocol=job.protocol,
+        num_classes=job.num_classes if job.num_classes is not None else (rec.num_classes if rec else None),
+        seed=job.seed if job.seed is not None else (rec.seed if rec else None),
         error=rec.error if rec and status == "failed" else None,
         fingerprint=rec.fingerprint_id if rec else None,
         input_std=rec.input_std if rec else None,
     )
 
 
-def _estimate_row(cell: dict[str, Any], rec: JobRecord | None) -> EstimateRow:
-    ok = rec is not None and rec.ok
+def _estimate_row(cell: EstimateEntry, rec: JobRecord | None) -> EstimateRow:
+    done = rec if rec is not None and rec.ok else None
     return EstimateRow(
-        experiment=str(cell["experiment"]), split=str(cell.get("split", "")), split_seed=int(cell["split_seed"]),
-        source=str(cell["source"]), target=str(cell["target"]), n=int(cell["n"]),
-        estimator=str(cell["estimator"]), job_id=str(cell["job_id"]),
+        experiment=cell.experiment, split=cell.split, split_seed=cell.split_seed, source=cell.source,
+        target=cell.target, n=cell.n, estimator=cell.estimator, job_id=cell.job_id,
         status="pending" if rec is None else rec.status,
-        value=rec.estimate if ok else None, seconds=rec.train_time_s if ok else None,
-        estimate_s=rec.estimate_s if ok else None, features_s=rec.features_s if ok else None,
+        value=done.estimate if done else None, seconds=done.train_time_s if done else None,
+        estimate_s=done.estimate_s if done else None, features_s=done.features_s if done else None,
         error=rec.error if rec is not None and not rec.ok else None,
     )
 

@@ -9,11 +9,9 @@ directory or continues its own. See docs/run-directory.md for the layout and gua
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -30,6 +28,7 @@ from .files import (
     sha256_file,
 )
 from .hashing import content_hash
+from .planfile import PlanFile
 from .records import JobRecord, RecordError
 
 __all__ = ["JobCache", "RunStore", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
@@ -117,40 +116,37 @@ class RunStore:
             lock.__exit__(None, None, None)
 
     # ------------------------------------------------------------------ plan/config
-    def check_compatible(self, config_hash: str, plan: Mapping[str, Any] | None) -> None:
+    def check_compatible(self, config_hash: str, plan: PlanFile | None) -> None:
         """Refuse to mix results of a different experiment into an existing run directory."""
-        if plan is not None and plan.get("config_hash") != config_hash:
+        if plan is not None and plan.config_hash != config_hash:
             raise RunDirError(
                 f"{self.root} holds a run of a different config (its data, architecture, training "
                 "or seed differ); use another --out, or delete the directory to start over"
             )
 
-    def read_plan(self) -> dict[str, Any] | None:
-        """The run's plan.json, None when there is none.
+    def read_plan(self) -> PlanFile | None:
+        """The run's plan.json, validated; None when there is none.
 
         Raises:
-            RunDirError: plan.json is damaged (not JSON, or not shaped like a plan).
+            RunDirError: plan.json is damaged (not JSON, or a field of the wrong shape: named).
         """
         path = self.plan_path
         if not path.is_file():
             return None
         try:
-            plan = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RunDirError(f"{path} is damaged (not valid JSON: {exc})") from None
-        if not (isinstance(plan, dict) and isinstance(plan.get("cells"), list)
-                and isinstance(plan.get("jobs", {}), dict)):
-            raise RunDirError(f"{path} is damaged (not a plan: no list of cells or mapping of jobs)")
-        return plan
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RunDirError(f"{path} is unreadable ({exc.strerror or exc})") from None
+        return PlanFile.from_json(data, path)
 
-    def write_start(self, config_yaml: str, plan_json: Mapping[str, Any]) -> None:
+    def write_start(self, config_yaml: str, plan: PlanFile) -> None:
         """Write the config (and keep every config ever run here under configs/) and the plan."""
         atomic_write_text(self.root / "config.yaml", config_yaml)
         key = content_hash(config_yaml)
         history = self.root / "configs" / f"{key}.yaml"
         if not history.is_file():
             atomic_write_text(history, config_yaml)
-        atomic_write_json(self.plan_path, plan_json)
+        atomic_write_json(self.plan_path, plan.to_json())
 
     # ------------------------------------------------------------------ records
     def read_record(self, job_id: str) -> JobRecord | None:
