@@ -218,10 +218,12 @@ class CaffeNet(nn.Module):
                     nn.init.normal_(module.weight, std=0.01)
                 else:
                     nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             else:
                 nn.init.normal_(module.weight, std=0.005 if name in ("fc6", "fc7") else 0.01)
-                nn.init.constant_(module.bias, 1.0 if name in ONE_BIAS else 0.0)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 1.0 if name in ONE_BIAS else 0.0)
 
     def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Weight layer ``i`` (1..8) with what follows it, up to the next layer's dropout.
@@ -314,6 +316,13 @@ def _check_input(arch: str, input_shape: Sequence[int], kernel: int, stride: int
             raise ConfigError([("", too_small_message(arch, side, kernel, stride, padding, padding_follows_kernel))])
 
 
+def _caffenet(model: nn.Module) -> CaffeNet:
+    """``model`` as the CaffeNet this plugin built (its stages are what the cache splits)."""
+    if not isinstance(model, CaffeNet):
+        raise TypeError(f"expected a CaffeNet this plugin built, got {type(model).__name__}")
+    return model
+
+
 class _CaffeNetBase(Architecture):
     """Layer names, multipliers and input scale shared by both variants."""
 
@@ -353,14 +362,16 @@ class _CaffeNetBase(Architecture):
         the deterministic prefix ends at fc6: for n = 7 the frozen fc7 runs in the suffix.
         """
         m = min(n, 6)
-        return Stages(model, 0, m), Stages(model, m, len(LAYER_NAMES))
+        net = _caffenet(model)
+        return Stages(net, 0, m), Stages(net, m, len(LAYER_NAMES))
 
     def prefix_outputs(self, model: nn.Module, x: torch.Tensor, ns: Sequence[int]) -> dict[int, torch.Tensor]:
         """The prefixes of :meth:`split_at` for every n of ``ns``, run once up to the deepest."""
         cuts = {n: min(n, 6) for n in ns}
         at, outputs = 0, {}
+        net = _caffenet(model)
         for m in sorted(set(cuts.values())):
-            x = model.run_stages(x, at, m)
+            x = net.run_stages(x, at, m)
             at, outputs[m] = m, x
         return {n: outputs[m] for n, m in cuts.items()}
 
@@ -384,7 +395,7 @@ class CaffeNetArch(_CaffeNetBase):
     example_input_shape = (3, 227, 227)
 
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        p: CaffeNetParams = self.params  # type: ignore[assignment]
+        p: CaffeNetParams = self.params
         _check_input("caffenet", input_shape, 11, 4, 0)
         return CaffeNet(
             num_outputs=_fc8_outputs(p.fc8_outputs, num_classes),
@@ -437,12 +448,12 @@ class CaffeNetScaled(_CaffeNetBase):
 
     def channels(self) -> tuple[int, ...]:
         """conv1..conv5 output channels: the paper's, times ``width``, in multiples of 2."""
-        p: CaffeNetScaledParams = self.params  # type: ignore[assignment]
+        p: CaffeNetScaledParams = self.params
         # Every channel count must split into conv2/conv4/conv5's two groups.
         return tuple(max(2, 2 * round(c * p.width / 2)) for c in PAPER_CHANNELS)
 
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        p: CaffeNetScaledParams = self.params  # type: ignore[assignment]
+        p: CaffeNetScaledParams = self.params
         padding = p.conv1_kernel // 2 if p.conv1_padding is None else p.conv1_padding
         _check_input("caffenet_scaled", input_shape, p.conv1_kernel, p.conv1_stride, padding,
                      padding_follows_kernel=p.conv1_padding is None)

@@ -46,14 +46,14 @@ class LinearParams(BaseModel):
     max_iter: int = Field(100, ge=1, description="L-BFGS iterations")
 
 
-class LinearProbe(Estimator):
+class LinearProbe(Estimator[LinearParams]):
     """Held-out top-1 of a logistic regression on frozen layer-n features (a linear AnB)."""
 
     description = "linear probe: logistic regression on layer-n features, held-out top-1"
     Params = LinearParams
 
     def score(self, features: LayerFeatures) -> float:
-        p: LinearParams = self.params  # type: ignore[assignment]
+        p: LinearParams = self.params
         x, xe = _standardise(features.train.float(), features.eval.float())
         y, k = features.train_labels, features.num_classes
         weight = torch.zeros(x.shape[1], k, device=x.device, requires_grad=True)
@@ -86,14 +86,14 @@ class KnnParams(BaseModel):
     temperature: float = Field(0.07, gt=0, description="votes weigh exp(cosine similarity / temperature)")
 
 
-class KNearest(Estimator):
+class KNearest(Estimator[KnnParams]):
     """Held-out top-1 of a weighted k-nearest-neighbour vote among the training examples."""
 
     description = "k-nearest neighbours (cosine) on layer-n features, held-out top-1"
     Params = KnnParams
 
     def score(self, features: LayerFeatures) -> float:
-        p: KnnParams = self.params  # type: ignore[assignment]
+        p: KnnParams = self.params
         train, evaluation = features.train.float(), features.eval.float()
         mean = train.mean(0)
         train = F.normalize(train - mean, dim=1)
@@ -158,7 +158,7 @@ def _evidence(sigma: torch.Tensor, z2: torch.Tensor, y2: float, n: int, d: int, 
     return evidence / n
 
 
-class LogME(Estimator):
+class LogME(Estimator[LogMEParams]):
     """LogME: evidence of a Bayesian linear model from layer-n features to the labels."""
 
     description = "LogME evidence of a linear model from layer-n features to the labels (You et al. 2021)"
@@ -195,7 +195,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, *, debiased: bool = False) -> f
     gx, gy = (x @ x.T, y @ y.T) if gram else (None, None)
 
     def dot(a: torch.Tensor, b: torch.Tensor, ga: torch.Tensor | None, gb: torch.Tensor | None) -> float:
-        value = float((ga * gb).sum()) if ga is not None else float((a.T @ b).pow(2).sum())
+        value = float((ga * gb).sum()) if ga is not None and gb is not None else float((a.T @ b).pow(2).sum())
         if not debiased:
             return value
         rows_a, rows_b = a.pow(2).sum(1), b.pow(2).sum(1)
@@ -214,7 +214,7 @@ class CKAParams(BaseModel):
                                              "features outnumber examples)")
 
 
-class CKA(Estimator):
+class CKA(Estimator[CKAParams]):
     """Linear CKA between the source's and the target's own base network's layer-n features."""
 
     description = "linear CKA between the source's and the target base's layer-n features (Kornblith et al. 2019)"

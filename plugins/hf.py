@@ -73,7 +73,7 @@ class HFImagesParams(images.ImageSourceParams):
         return self
 
 
-class HFImages(DataSource):
+class HFImages(DataSource[HFImagesParams]):
     """A Hugging Face image-classification dataset (Hub id or local copy)."""
 
     description = "a Hugging Face image dataset: Hub id, save_to_disk folder or parquet files"

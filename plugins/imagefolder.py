@@ -153,7 +153,7 @@ class ImageFolderParams(images.ImageSourceParams):
     )
 
 
-class ImageFolder(DataSource):
+class ImageFolder(DataSource[ImageFolderParams]):
     """Class-per-folder images on disk (an ILSVRC-2012 tree or any other)."""
 
     description = "a local folder tree: train/<class>/*.JPEG, val/<class>/ or flat val/ + labels"
@@ -311,7 +311,7 @@ class ImageFolder(DataSource):
                 dropped.add(label)
                 continue
             paths.append(str(folder / name))
-            labels.append(index[cls_id])  # type: ignore[index]
+            labels.append(index[cls_id])
         if dropped:
             warnings.warn(
                 f"imagefolder: {len(pairs) - len(paths)} eval images of {len(dropped)} labels "

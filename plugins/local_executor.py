@@ -43,7 +43,7 @@ class LocalParams(BaseModel):
     )
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(Executor[LocalParams]):
     """Runs jobs on this machine: one after another, or several at once in worker processes."""
 
     description = "run jobs on this machine (workers: N trains N jobs at once)"
@@ -126,8 +126,8 @@ class LocalExecutor(Executor):
     def _worker_died(self, unit: list[Job], attempt: int, runner: JobRunner, events: Events
                      ) -> list[JobRecord] | None:
         """A worker process died under ``unit`` (killed, out of memory): retry, or record it."""
-        records = [runner.finished(job) for job in unit]  # it may have finished just before its worker died
-        if all(r is not None for r in records):
+        records = [r for job in unit if (r := runner.finished(job)) is not None]  # finished before it died?
+        if len(records) == len(unit):
             return records
         what = unit[0].id if len(unit) == 1 else f"a cohort of {len(unit)} networks ({unit[0].id}, ...)"
         if attempt <= self.params.retries:

@@ -58,7 +58,7 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^\w./\- ]", "_", name.replace("+", "_plus"))
 
 
-class MLflowObserver(Observer):
+class MLflowObserver(Observer[MLflowParams]):
     """Logs every network as an MLflow run: parameters, per-step metrics and its record."""
 
     description = "MLflow tracking: one run per network, params, metrics, the record (needs mlflow)"
@@ -157,8 +157,8 @@ class MLflowObserver(Observer):
         mlrun = self.client.create_run(self.experiment_id, run_name="report", tags=self._tags("report"))
         run_id = mlrun.info.run_id
         now = int(time.time() * 1000)
-        metrics = [Metric(metric_name(f"{c['experiment']}/{c['treatment']}/{report.metric}"), float(c["mean"]),
-                          now, int(c["n"])) for c in report.cells if c.get("mean") is not None]
+        metrics = [Metric(metric_name(f"{c['experiment']}/{c['treatment']}/{report.metric}"), _number(c["mean"]),
+                          now, int(_number(c["n"]))) for c in report.cells if c.get("mean") is not None]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
         for path in report.files:
@@ -175,6 +175,14 @@ class MLflowObserver(Observer):
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:
         return {"tracking_uri": (Path(workdir).resolve() / "mlruns").as_uri(), "progress_every": 1}
+
+
+
+def _number(value: object) -> float:
+    """A report cell's numeric value (``ReportInfo.cells`` hold plain scalars)."""
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number in a report cell, got {value!r}")
+    return float(value)
 
 
 @hookimpl

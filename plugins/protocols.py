@@ -9,10 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import LayerAction, TransferProtocol, hookimpl
+from transferbench import LayerAction, NoParams, TransferProtocol, hookimpl
 
 
-class Frozen(TransferProtocol):
+class Frozen(TransferProtocol[NoParams]):
     """Copy layers 1..n from the source and freeze them; train the re-initialised rest."""
 
     description = "copy layers 1..n and freeze them (AnB, BnB)"
@@ -28,7 +28,7 @@ class FineTuneParams(BaseModel):
     )
 
 
-class FineTune(TransferProtocol):
+class FineTune(TransferProtocol[FineTuneParams]):
     """Copy layers 1..n from the source; every layer keeps learning."""
 
     description = "copy layers 1..n and fine-tune everything (AnB+, BnB+)"
@@ -42,7 +42,7 @@ class FineTune(TransferProtocol):
         ]
 
 
-class RandomFrozen(TransferProtocol):
+class RandomFrozen(TransferProtocol[NoParams]):
     """Layers 1..n keep their random initialisation and are frozen; the rest is trained."""
 
     description = "freeze layers 1..n at their random init (the random-weights experiment)"
@@ -52,7 +52,7 @@ class RandomFrozen(TransferProtocol):
         return [LayerAction(copy=False, train=i > n) for i in range(1, num_layers + 1)]
 
 
-class Surgical(TransferProtocol):
+class Surgical(TransferProtocol[NoParams]):
     """Copy every layer but the classifier; fine-tune only layer n (and train the new classifier)."""
 
     description = "copy layers 1..L-1, fine-tune only layer n, train a new classifier (surgical fine-tuning)"
@@ -77,7 +77,7 @@ class ReinitParams(BaseModel):
         "layer n and the new classifier learn)")
 
 
-class Reinit(TransferProtocol):
+class Reinit(TransferProtocol[ReinitParams]):
     """Copy every layer but the classifier, reset layer n, and train layer n and a new classifier."""
 
     description = "copy layers 1..L-1 but reset layer n; retrain layer n and a new classifier"
@@ -96,7 +96,7 @@ class ReinitEvalParams(BaseModel):
     reset: Reset = Field("initial", description="what layer n is reset to: " + _RESET)
 
 
-class ReinitEval(TransferProtocol):
+class ReinitEval(TransferProtocol[ReinitEvalParams]):
     """The source network itself with layer n reset, evaluated without any training."""
 
     description = "evaluate the source with layer n reset, no training (re-initialisation robustness)"

@@ -111,7 +111,7 @@ def _import_ray() -> Any:
     return ray
 
 
-class RayExecutor(Executor):
+class RayExecutor(Executor[RayParams]):
     """Runs every job as a Ray task: on all GPUs of one machine or of a cluster."""
 
     description = "run jobs as tasks on a Ray cluster (shared run directory required)"

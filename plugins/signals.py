@@ -128,7 +128,7 @@ class _Classes:
 
 
 def _atom(kind: str, u: np.ndarray, width: np.ndarray, freq: np.ndarray, phase: np.ndarray,
-          sweep: np.ndarray) -> np.ndarray:
+          sweep: np.ndarray | float) -> np.ndarray:
     """One atom per row: ``u`` is time relative to the atom's centre, in samples (n, T);
     the other arguments are (n, 1) columns."""
     half = width / 2
@@ -208,7 +208,7 @@ def generate(p: SignalsParams, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), labels
 
 
-class SignalsDataSource(DataSource):
+class SignalsDataSource(DataSource[SignalsParams]):
     """Synthetic 1-D signals: classes are sequences of shared waveform atoms."""
 
     description = "synthetic 1-D signals (tonal / percussive superclasses), generated offline"
@@ -291,7 +291,7 @@ class Conv1dNet(nn.Sequential):
         super().__init__(layers)
 
 
-class Conv1dArchitecture(Architecture):
+class Conv1dArchitecture(Architecture[Conv1dParams]):
     """A 1-D convolutional network: conv1..conv4, fc5, fc6 (the classifier) by default."""
 
     description = "1-D conv net for signals: conv1..conv4 (BN, ReLU, pool), fc5, fc6"
@@ -303,7 +303,7 @@ class Conv1dArchitecture(Architecture):
             raise ConfigError(
                 [("", f"conv1d takes signals (channels, length); the data gives {tuple(input_shape)}")]
             )
-        return Conv1dNet(input_shape[0], num_classes, self.params)  # type: ignore[arg-type]
+        return Conv1dNet(input_shape[0], num_classes, self.params)
 
     def layers(self, model: nn.Module) -> Sequence[Layer]:
         return [Layer(name, (name,)) for name, _ in model.named_children()]

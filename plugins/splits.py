@@ -77,7 +77,7 @@ class RandomParams(BaseModel):
     )
 
 
-class RandomSplit(TaskSplit):
+class RandomSplit(TaskSplit[RandomParams]):
     """Seeded random halves, the paper's rule (4 ImageNet splits for seeds 0..3).
 
     With the ImageNet reference, ``size_a`` and ``size_b`` count ImageNet classes (default
@@ -133,7 +133,7 @@ class ManMadeNaturalParams(BaseModel):
     )
 
 
-class ManMadeNaturalSplit(TaskSplit):
+class ManMadeNaturalSplit(TaskSplit[ManMadeNaturalParams]):
     """The paper's dissimilar split of ImageNet: 449 natural against 551 man-made classes.
 
     Works on any source whose class ids are ImageNet-1k WordNet ids (a subset keeps its
@@ -176,7 +176,7 @@ class SuperclassParams(BaseModel):
         return self
 
 
-class SuperclassSplit(TaskSplit):
+class SuperclassSplit(TaskSplit[SuperclassParams]):
     """Splits any source by its classes' ``superclass`` (CIFAR-100 coarse labels, ...).
 
     The seed picks no classes (the superclass lists fix the halves): several seeds give

@@ -548,7 +548,7 @@ def build_cache(p: SyntheticParams) -> Path:
 # --------------------------------------------------------------------------- the plugin
 
 
-class SyntheticDataSource(DataSource):
+class SyntheticDataSource(DataSource[SyntheticParams]):
     """Procedural offline dataset: compositions of shared parts, in geometric and organic styles."""
 
     description = "procedurally generated offline image classes (geometric vs organic styles)"

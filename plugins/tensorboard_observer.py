@@ -45,7 +45,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.+=-]+", "_", name).strip("_") or "_"
 
 
-class TensorBoardObserver(Observer):
+class TensorBoardObserver(Observer[TensorBoardParams]):
     """Writes each network's training curves and the run's final grids for TensorBoard."""
 
     description = "TensorBoard event files: per-network curves and the final grids (needs tensorboard)"
@@ -122,10 +122,10 @@ class TensorBoardObserver(Observer):
             by_run.setdefault(folder, []).append(cell)
         for folder, cells in by_run.items():
             writer = self._writer(folder)
-            for cell in sorted(cells, key=lambda c: int(c["n"])):
+            for cell in sorted(cells, key=lambda c: _number(c["n"])):
                 for suffix, key in (("", "mean"), ("_ci95_low", "ci95_low"), ("_ci95_high", "ci95_high")):
                     if cell.get(key) is not None:
-                        writer.add_scalar(f"grid/{report.metric}{suffix}", float(cell[key]), int(cell["n"]))
+                        writer.add_scalar(f"grid/{report.metric}{suffix}", _number(cell[key]), int(_number(cell["n"])))
             writer.close()
 
     def close(self) -> None:
@@ -136,6 +136,14 @@ class TensorBoardObserver(Observer):
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:
         return {"logdir": str(Path(workdir) / "tensorboard"), "progress_every": 1}
+
+
+
+def _number(value: object) -> float:
+    """A report cell's numeric value (``ReportInfo.cells`` hold plain scalars)."""
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number in a report cell, got {value!r}")
+    return float(value)
 
 
 @hookimpl

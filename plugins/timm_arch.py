@@ -168,11 +168,13 @@ def timm_layers(model: nn.Module, granularity: Granularity = "stage") -> list[La
             f"timm model {name} has no group_matcher(), so its stages are unknown; "
             "write an Architecture plugin that names its layers (see docs/writing-plugins.md)"
         )
-    matcher = model.group_matcher(coarse=granularity == "stage")
+    timm_model: Any = model  # timm's models define group_matcher(), which nn.Module does not know
+    matcher = timm_model.group_matcher(coarse=granularity == "stage")
     state_keys = list(model.state_dict().keys())
     # timm groups what `named_parameters()` yields by name alone; handing it every
     # state-dict key puts buffers (BatchNorm statistics) in the group of their module.
-    groups = group_parameters(_StateKeys(state_keys), matcher)
+    # a duck-typed stand-in for the model: timm's group_parameters calls only named_parameters()
+    groups = group_parameters(_StateKeys(state_keys), matcher)  # type: ignore[arg-type]
     ordered = [groups[lid] for lid in sorted(groups)]
     if len(ordered) < 2:
         raise ConfigError(f"timm model {name}: group_matcher() found a single group; nothing to transfer")
@@ -211,7 +213,8 @@ class _StateKeys:
 
 def _classifier_keys(model: nn.Module, state_keys: Sequence[str]) -> list[str]:
     """State-dict keys of the module ``model.get_classifier()`` returns."""
-    clf = model.get_classifier() if hasattr(model, "get_classifier") else None
+    timm_model: Any = model  # timm's models define get_classifier(), which nn.Module does not know
+    clf = timm_model.get_classifier() if hasattr(model, "get_classifier") else None
     if not isinstance(clf, nn.Module):
         return []
     for mod_name, module in model.named_modules():
@@ -223,7 +226,7 @@ def _classifier_keys(model: nn.Module, state_keys: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- plugin
 
 
-class TimmArchitecture(Architecture):
+class TimmArchitecture(Architecture[TimmParams]):
     """Any timm model by name; layers stem, stages (or blocks), head."""
 
     description = "any timm model (no weights downloaded); layers: stem, stages or blocks, head"
@@ -233,7 +236,7 @@ class TimmArchitecture(Architecture):
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
         import timm
 
-        p: TimmParams = self.params  # type: ignore[assignment]
+        p: TimmParams = self.params
         if len(input_shape) != 3:
             raise ConfigError(
                 [("model", f"timm models take images (channels, height, width); the data gives {tuple(input_shape)}")]
@@ -248,7 +251,7 @@ class TimmArchitecture(Architecture):
         return model
 
     def layers(self, model: nn.Module) -> Sequence[Layer]:
-        return timm_layers(model, self.params.granularity)  # type: ignore[attr-defined]
+        return timm_layers(model, self.params.granularity)
 
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:

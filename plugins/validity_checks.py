@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from transferbench import MIN_UNITS, CheckResult, Grid, RunView, ValidityCheck, diff, equivalence, hookimpl
+from transferbench import MIN_UNITS, CheckResult, Grid, NoParams, RunView, ValidityCheck, diff, equivalence, hookimpl
 
 SEEDS_REMEDY = ("run more split seeds (experiments.<i>.split.seeds: [0, 1, 2]; intervals need 3 units, "
                 "`transferbench report RUN_DIR --power` says how many a decisive answer needs)")
@@ -32,7 +32,7 @@ def _interval(d) -> str:
     return f"95% CI {_pts(d.ci_low)} to {_pts(d.ci_high)} over {d.units} units"
 
 
-class Convergence(ValidityCheck):
+class Convergence(ValidityCheck[NoParams]):
     """Base networks stopped improving, and BnB+ does not beat baseB beyond noise."""
 
     description = "bases converged: no late improvement, and the BnB+ control matches baseB"
@@ -131,7 +131,7 @@ def late_gain(history: Sequence[float], lr_factors: Sequence[float | None] = ())
     return gain, sd * math.sqrt(1 / len(first) + 1 / len(second))
 
 
-class Power(ValidityCheck):
+class Power(ValidityCheck[NoParams]):
     """Enough independent units per cell for intervals."""
 
     description = "enough independent units (split seed x direction) per cell for intervals (>= 3)"
@@ -157,7 +157,7 @@ class Power(ValidityCheck):
         return out
 
 
-class Chance(ValidityCheck):
+class Chance(ValidityCheck[NoParams]):
     """No cell at or near chance by accident (broken training); random weights may reach it."""
 
     description = "no cell at or near chance, except random weights where that is the finding"
@@ -165,7 +165,8 @@ class Chance(ValidityCheck):
     def check(self, run: RunView) -> list[CheckResult]:
         out = []
         for grid in run.grids():
-            broken, floor = [], []
+            broken: list[str] = []
+            floor: list[str] = []
             for (t, n), s in sorted(grid.cells.items()):
                 chance = run.chance(grid.experiment, t)
                 if chance is None or s.mean > max(1.5 * chance, chance + 0.05):
@@ -185,7 +186,7 @@ class Chance(ValidityCheck):
         return out
 
 
-class Completeness(ValidityCheck):
+class Completeness(ValidityCheck[NoParams]):
     """Failed or pending networks, and what they leave out of the statistics."""
 
     description = "every network finished (failed and pending ones are left out of the statistics)"
@@ -205,7 +206,7 @@ class Completeness(ValidityCheck):
         return out
 
 
-class Provenance(ValidityCheck):
+class Provenance(ValidityCheck[NoParams]):
     """Every network trained by the same code and library versions."""
 
     description = "one code (transferbench, plugins, torch, timm) trained every network"
@@ -218,7 +219,7 @@ class Provenance(ValidityCheck):
         return [CheckResult(self.name, "pass", "one code and library versions trained every network")]
 
 
-class InputScale(ValidityCheck):
+class InputScale(ValidityCheck[NoParams]):
     """The inputs had the scale the architecture's initialisation expects."""
 
     description = "network inputs have the scale the architecture's initialisation expects"

@@ -384,7 +384,7 @@ def layer_metrics(grid: Grid) -> list[LayerMetrics]:
     for n in grid.transfer_layers:
         bnb, anb = grid.get("BnB", n), grid.get(f"{src}nB", n)
         bnb_p, anb_p = grid.get("BnB+", n), grid.get(f"{src}nB+", n)
-        ratio_ok = base is not None and anb is not None and base.mean > 0
+        ratio = anb.mean / base.mean if base is not None and anb is not None and base.mean > 0 else None
         out.append(
             LayerMetrics(
                 n=n,
@@ -393,8 +393,8 @@ def layer_metrics(grid: Grid) -> list[LayerMetrics]:
                 boost_base=_diff(anb_p, base),
                 boost_selffer=_diff(anb_p, bnb_p),
                 drop=_diff(base, anb),
-                relative_drop=(base.mean - anb.mean) / base.mean if ratio_ok else None,
-                generality=anb.mean / base.mean if ratio_ok else None,
+                relative_drop=None if ratio is None else 1.0 - ratio,
+                generality=ratio,
             )
         )
     return out
@@ -505,7 +505,7 @@ class SpecificLayer:
 
 
 def _first_specific(gaps: dict[int, Difference]) -> int | None:
-    return next((n for n in sorted(gaps) if gaps[n].ci_low is not None and gaps[n].ci_low > 0), None)
+    return next((n for n in sorted(gaps) if (lo := gaps[n].ci_low) is not None and lo > 0), None)
 
 
 def specific_layer(grid: Grid, *, resamples: int = 200, seed: int = 0) -> SpecificLayer | None:
@@ -520,10 +520,11 @@ def specific_layer(grid: Grid, *, resamples: int = 200, seed: int = 0) -> Specif
         None when the grid has no layer with both BnB and AnB.
     """
     anb = f"{transfer_source(grid)}nB"
-    layers = [n for n in grid.transfer_layers if grid.get("BnB", n) and grid.get(anb, n)]
+    pairs = {n: (b, a) for n in grid.transfer_layers if (b := grid.get("BnB", n)) and (a := grid.get(anb, n))}
+    layers = list(pairs)
     if not layers:
         return None
-    gaps = {n: diff(grid.get("BnB", n), grid.get(anb, n)) for n in layers}  # type: ignore[arg-type]
+    gaps = {n: diff(b, a) for n, (b, a) in pairs.items()}
     rule = f"first n whose 95% interval of BnB - {anb} over units lies above 0"
     if not any(g.determined for g in gaps.values()):
         return SpecificLayer(None, None, False, rule)

@@ -93,7 +93,8 @@ class _Auditor:
                                   "same weights on this machine)")
         return rec
 
-    def train(self, job: Job, why: str) -> None:
+    def train(self, job: Job, why: str) -> JobRecord | None:
+        """Note why ``job`` must train; its usable record is therefore none."""
         self.result.reasons.setdefault(job.id, why)
         return None
 

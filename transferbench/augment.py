@@ -37,7 +37,8 @@ class BatchTransform:
                  device: torch.device, *, channels_last: bool = False) -> None:
         self.augment = augment
         self.channels_last = channels_last
-        self.mean = self.std = None
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
         if normalization is not None:
             mean, std = normalization
             self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -55,7 +56,7 @@ class BatchTransform:
         if train and aug.mirror:
             flip = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

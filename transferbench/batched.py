@@ -119,12 +119,12 @@ class BatchedMembers:
         self.buffers = {n: torch.stack([b.detach() for b in bs]) for n, bs in
                         zip([n for n, _ in self.base.named_buffers()],
                             zip(*[[b for _, b in m.named_buffers()] for m in models]))}
-        first = self.members[0].setup.optimizer
+        first = self.members[0].optimizer
         groups = [{**{k: v for k, v in g.items() if k != "params"},
                    "params": [self.params[self._name(p)] for p in g["params"]]} for g in first.param_groups]
         self.optimizer = type(first)(groups, **first.defaults)
         for n, stacked in self.params.items():
-            per = [m.setup.optimizer.state.get(m.model.get_parameter(n), {}) for m in self.members]
+            per = [m.optimizer.state.get(m.model.get_parameter(n), {}) for m in self.members]
             if per[0]:
                 self.optimizer.state[stacked] = {k: torch.stack([s[k] for s in per]) if torch.is_tensor(v) and v.dim()
                                                  else v for k, v in per[0].items()}
@@ -156,7 +156,7 @@ class BatchedMembers:
                 for n, stacked in self.params.items():
                     state = self.optimizer.state.get(stacked)
                     if state:
-                        m.setup.optimizer.state[m.model.get_parameter(n)] = {
+                        m.optimizer.state[m.model.get_parameter(n)] = {
                             key: v[k].clone() if torch.is_tensor(v) and v.dim() else v for key, v in state.items()}
 
     def drop_failed(self) -> None:
@@ -268,7 +268,7 @@ class BatchedMembers:
 
 def _signature(m: Member) -> tuple:
     """What members batched together must share: shapes, trainable parameters, optimizer."""
-    opt = m.setup.optimizer
+    opt = m.optimizer
     names = {id(p): n for n, p in m.model.named_parameters()}
     return (
         tuple((n, tuple(p.shape), p.requires_grad) for n, p in m.model.named_parameters()),
@@ -287,7 +287,8 @@ def _probe(m: Member, ctx: TrainContext) -> list[tuple] | None:
     model.train()
     mode = _Dropouts()
     cuda = ctx.device.type == "cuda"
-    state = torch.get_rng_state(), torch.cuda.get_rng_state(ctx.device) if cuda else None
+    cpu_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(ctx.device) if cuda else None
     x = torch.zeros(2, *ctx.input_shape, device=ctx.device)
     try:
         with torch.no_grad(), autocast(ctx.config.performance.amp, ctx.device), mode:
@@ -295,9 +296,9 @@ def _probe(m: Member, ctx: TrainContext) -> list[tuple] | None:
     except Exception:  # noqa: BLE001 - a network the probe cannot run is trained one by one
         return None
     finally:
-        after = torch.get_rng_state(), torch.cuda.get_rng_state(ctx.device) if cuda else None
-        drew = any(a is not None and not torch.equal(a, b) for a, b in zip(state, after))
-        torch.set_rng_state(state[0])
-        if cuda:
-            torch.cuda.set_rng_state(state[1], ctx.device)
+        drew = not torch.equal(torch.get_rng_state(), cpu_state)
+        if cuda_state is not None:
+            drew = drew or not torch.equal(torch.cuda.get_rng_state(ctx.device), cuda_state)
+            torch.cuda.set_rng_state(cuda_state, ctx.device)
+        torch.set_rng_state(cpu_state)
     return None if drew else mode.calls

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -50,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, whose errors reach :func:`main` (to print a JSON document when --json was
     asked for) instead of exiting on the spot."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
 
 
@@ -135,7 +136,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     if args.json:
         return _print_json(info.to_json())
     table = Table()
-    columns = (("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right"))
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("n", "right"), ("layer", "left"), ("modules", "left"), ("parameters", "right"), ("share", "right"))
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     for row in info.layers:
@@ -224,10 +226,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for job in plan.jobs.values():
         cells = plan.cells_of(job.id)
         treatments = sorted({c.treatment for c in cells})
-        if job.kind == "estimate":
-            cells = [e for e in plan.estimates if e.job_id == job.id]  # type: ignore[misc]
-            treatments = sorted({f"{e.estimator} on {e.source}n{e.target}" for e in cells})
         used = sorted({f"{c.experiment}/{c.split_seed}" for c in cells})
+        if job.kind == "estimate":
+            points = [e for e in plan.estimates if e.job_id == job.id]
+            treatments = sorted({f"{e.estimator} on {e.source}n{e.target}" for e in points})
+            used = sorted({f"{e.experiment}/{e.split_seed}" for e in points})
         table.add_row(
             job.id[:10],
             ", ".join(treatments),
@@ -503,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_plugins_parser(sub)
 
-    p = sub.add_parser("layers", help="list the transferable layers of an architecture with parameter counts")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "layers", help="list the transferable layers of an architecture with parameter counts")
     p.add_argument("architecture", help="an architecture name (see `transferbench plugins`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="an architecture parameter (repeatable), e.g. --set model=resnet18")

@@ -134,8 +134,8 @@ def _members(jobs: Sequence[Job], ctx: TrainContext, sources: Mapping[str, Mappi
     raw = None
     for job in jobs:
         setup = prepare_job(job, ctx, sources.get(job.id))
-        member = Member(job, setup, RngState(ctx.device), progress(job), setup.data.net,
-                        base_lrs=[g["lr"] for g in setup.optimizer.param_groups])
+        member = Member(job, setup, RngState(ctx.device), progress(job), setup.data.net)
+        member.base_lrs = [g["lr"] for g in member.optimizer.param_groups]
         if setup.data.cached:
             member.feed = "cached"
             member.generator = torch.Generator().manual_seed(job.stream_seed)
@@ -158,16 +158,18 @@ def _prefix_groups(members: list[Member], ctx: TrainContext) -> list[_PrefixGrou
     arch = ctx.components.architecture
     if ctx.config.performance.compile:
         return []  # the compiled whole network is what a member runs alone
-    by_source: dict[str, list[Member]] = {}
+    by_source: dict[str, list[tuple[Member, nn.Module]]] = {}
     for m in members:
-        if m.feed == "raw" and m.job.depends_on and _cut(m) and arch.split_at(m.model, _cut(m)) is not None:
-            by_source.setdefault(m.job.depends_on, []).append(m)
+        parts = arch.split_at(m.model, _cut(m)) if m.feed == "raw" and m.job.depends_on and _cut(m) else None
+        if parts is not None and m.job.depends_on:
+            by_source.setdefault(m.job.depends_on, []).append((m, parts[1]))
     groups = []
-    for ms in by_source.values():
-        if len(ms) < 2:
+    for pairs in by_source.values():
+        if len(pairs) < 2:
             continue
-        for m in ms:
-            m.net, m.feed = arch.split_at(m.model, _cut(m))[1], "prefix"
+        for m, suffix in pairs:
+            m.net, m.feed = suffix, "prefix"
+        ms = [m for m, _ in pairs]
         groups.append(_PrefixGroup(max(ms, key=_cut).setup.target, ms))
     return groups
 
@@ -408,7 +410,7 @@ class _Checkpoints:
                 m.course.error = s["error"]
                 continue
             m.model.load_state_dict(s["model"])
-            m.setup.optimizer.load_state_dict(s["optimizer"])
+            m.optimizer.load_state_dict(s["optimizer"])
             m.rng.load(s["rng"])
             m.course.history = [HistoryPoint(**h) for h in s["history"]]
             m.course.running, m.setup.data.input_std = s["running"], s["input_std"]
@@ -424,7 +426,7 @@ class _Checkpoints:
         members = {}
         for m in c.members:
             members[m.job.id] = {"error": m.course.error} if m.course.error else {
-                "model": m.model.state_dict(), "optimizer": m.setup.optimizer.state_dict(),
+                "model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(),
                 "rng": m.rng.state(), "history": [h.model_dump() for h in m.course.history],
                 "running": m.course.running,
                 "input_std": m.setup.data.input_std,

@@ -151,9 +151,9 @@ def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops:
     saved = 0.0
     for (key, _), members in groups.items():  # the deepest prefix once per batch, not one per member
         if len(members) > 1:
-            train_images = members[0][0]
+            shared_images = members[0][0]
             shared = sum(p(n) for _, n in members) - p(max(n for _, n in members))
-            saved += train_images * shared
+            saved += shared_images * shared
             t, e, f = streams[key]
             streams[key] = (t, e, f - train_images * shared)
     cohort_flop = solo_flop - saved

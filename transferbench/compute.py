@@ -9,6 +9,7 @@ import torch
 
 from .components import Components
 from .config import Config
+from .interfaces import Split
 from .network import build_meta, input_shape
 from .plan import Plan
 from .schedule import TrainingLength
@@ -49,7 +50,7 @@ def forward_gflop(config: Config, components: Components, num_classes: int) -> f
     return counter.get_total_flops() / 1e9
 
 
-def _examples_per_class(components: Components, split: str, classes: int) -> np.ndarray | None:
+def _examples_per_class(components: Components, split: Split, classes: int) -> np.ndarray | None:
     try:
         labels = np.asarray(components.data.load(split).with_format("numpy")["label"])
     except Exception:  # noqa: BLE001 - data not at hand: sizes unknown

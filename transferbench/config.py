@@ -561,7 +561,7 @@ def format_validation_error(
     return problems
 
 
-def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
+def parse_config(raw: dict[str, Any], overrides: Sequence[str] = (), source: str | None = None) -> Config:
     """Validate a raw mapping (after applying overrides) into a :class:`Config`.
 
     Raises:
@@ -582,7 +582,7 @@ def parse_config(raw: dict[str, Any], overrides: list[str] = (), source: str | N
         raise ConfigError(format_validation_error(exc, model=Config), source=source) from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Load, override and validate a YAML config file."""
     return parse_config(read_yaml(path), overrides, source=str(path))
 

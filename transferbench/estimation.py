@@ -26,6 +26,7 @@ from .errors import TrainingFailed
 from .estimator import LayerFeatures
 from .features import layer_features
 from .hashing import content_hash
+from .interfaces import Split
 from .jobs import Job
 from .records import JobRecord, utc_now
 from .taskdata import TaskData, open_task
@@ -91,7 +92,8 @@ def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int,
     transform = BatchTransform(config.train.augment, source.normalization(), ctx.device)
     batch_size = config.eval.batch_size or config.train.batch_size
     out: list[torch.Tensor] = []
-    for split, limit in (("train", settings.max_train), ("eval", settings.max_eval)):
+    splits: tuple[tuple[Split, int], ...] = (("train", settings.max_train), ("eval", settings.max_eval))
+    for split, limit in splits:
         task = open_task(source, split, classes, config.loader, ctx.memory)
         labels: list[torch.Tensor] = []
         inputs = (transform(x.to(ctx.device), train=False)
@@ -104,8 +106,8 @@ def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int,
     return result, time.perf_counter() - t0
 
 
-def _remember(key: str, value: tuple[torch.Tensor, ...]) -> None:
-    _CACHE[key] = value  # type: ignore[assignment]
+def _remember(key: str, value: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    _CACHE[key] = value
     while len(_CACHE) > 1 and sum(t.numel() * t.element_size() for v in _CACHE.values() for t in v) > CACHE_MAX_BYTES:
         _CACHE.popitem(last=False)
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from .interfaces import Plugin
+from .interfaces import P, Plugin
 
 __all__ = ["Estimator", "LayerFeatures"]
 
@@ -54,7 +54,7 @@ class LayerFeatures:
         return int(self.train.shape[1])
 
 
-class Estimator(Plugin, abc.ABC):
+class Estimator(Plugin[P], abc.ABC):
     """Scores the layer-n features of a trained source network on a target task.
 
     Higher must mean "more transferable". The score must be deterministic for given

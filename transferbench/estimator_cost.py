@@ -18,6 +18,7 @@ from .components import Components
 from .compute import _examples_per_class, estimate_compute
 from .config import Config
 from .features import prefix_cost
+from .interfaces import Split
 from .network import input_shape
 from .plan import Plan
 
@@ -54,7 +55,7 @@ class EstimatorCost:
         return flop / (self.tflops * 1e12) / 3600
 
 
-def _counts(components: Components, split: str, num_classes: int) -> np.ndarray | None:
+def _counts(components: Components, split: Split, num_classes: int) -> np.ndarray | None:
     return _examples_per_class(components, split, num_classes)
 
 

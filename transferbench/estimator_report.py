@@ -148,7 +148,7 @@ def _validation_table(rows: Sequence[Agreement]) -> Table:
     table = _table()
     for head, justify in (("vs", "left"), ("estimator", "left"), ("ρ", "right"), ("95%", "right"),
                           ("τ", "right"), ("depth ρ", "right"), ("pts", "right")):
-        table.add_column(head, justify=justify)  # type: ignore[arg-type]
+        table.add_column(head, justify="left" if justify == "left" else "right")
     order = {"layers": 0, "gap": 1, "same_n": 2}
     for a in sorted(rows, key=lambda a: (order.get(a.comparison, 3), a.reference)):
         vs = a.reference + {"gap": " gap", "same_n": " same n"}.get(a.comparison, "")
@@ -301,8 +301,8 @@ def _panel(top: Axes, bottom: Axes, results: RunResults, estimates: Sequence[Est
     src, tgt = pair
     retrained = {t: _means(v) for t, v in _retrained(results, exp, pair, metric).items()}
     for t, series in retrained.items():
-        style = STYLES.get(t)
-        look = (style.color, style.marker, style.linestyle) if style else ("#D55E00", "D", "-")
+        known = STYLES.get(t)
+        look = (known.color, known.marker, known.linestyle) if known else ("#D55E00", "D", "-")
         _draw(top, _scaled(series, "range"), f"{t} (retrained)", look, filled=not t.endswith("+"))
         selffer = _selffer(results, exp, t, tgt)
         if src == tgt or t.endswith("+"):  # the specificity gap is the frozen transfer's

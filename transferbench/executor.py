@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from .interfaces import Plugin
+from .interfaces import P, Plugin
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -42,8 +42,15 @@ class JobRunner(Protocol):
         threads: torch CPU threads a job should use, or None for the executor's choice.
     """
 
-    device: str
-    threads: int | None
+    @property
+    def device(self) -> str:
+        """The config's device setting."""
+        ...
+
+    @property
+    def threads(self) -> int | None:
+        """Torch CPU threads a job uses, or None for the executor's choice."""
+        ...
 
     def __call__(self, job: Job, progress: ProgressFn | None = None) -> JobRecord:
         """Train ``job``, write its record (and checkpoint) into the run, return the record.
@@ -92,7 +99,7 @@ class Events:
         log.info(text)
 
 
-class Executor(Plugin, abc.ABC):
+class Executor(Plugin[P], abc.ABC):
     """Runs jobs, respecting their dependencies.
 
     Attributes:

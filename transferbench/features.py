@@ -46,11 +46,14 @@ def pool_features(x: torch.Tensor, max_features: int) -> torch.Tensor:
         channels, spatial = x.shape[1], x.shape[2:]
         grid = max(1, int(math.floor((max_features / channels) ** (1 / len(spatial)))))
         size = tuple(min(grid, s) for s in spatial)
-        pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(len(spatial))
-        if pool is None:  # more than 3 spatial dimensions: average them all away
+        if len(spatial) == 1:
+            x = F.adaptive_avg_pool1d(x, size[0])
+        elif len(spatial) == 2:
+            x = F.adaptive_avg_pool2d(x, (size[0], size[1]))
+        elif len(spatial) == 3:
+            x = F.adaptive_avg_pool3d(x, (size[0], size[1], size[2]))
+        else:  # more than 3 spatial dimensions: average them all away
             x = x.flatten(2).mean(dim=2)
-        else:
-            x = pool(x, size)
     x = x.flatten(1)
     if x.shape[1] > max_features:
         x = F.adaptive_avg_pool1d(x[:, None, :], max_features)[:, 0, :]

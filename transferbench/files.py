@@ -129,7 +129,7 @@ def clean_stale_temp(folder: Path, prefix: str = ".") -> list[Path]:
     Call it only while holding the lock that every writer of ``folder`` holds (a run's lock,
     a cache entry's lock): then no temporary there belongs to a live writer.
     """
-    removed = []
+    removed: list[Path] = []
     if not Path(folder).is_dir():
         return removed
     for entry in Path(folder).iterdir():

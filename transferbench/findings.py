@@ -199,9 +199,12 @@ class FindingResult:
 # --------------------------------------------------------------------------- judging
 
 
+_EQUIVALENCE_VERDICTS: dict[Equivalence, Verdict] = {
+    "holds": "reproduced", "fails": "contradicted", "not shown": "inconclusive", "not determined": "not determined"}
+
+
 def _equivalence_verdict(outcome: Equivalence) -> Verdict:
-    return {"holds": "reproduced", "fails": "contradicted", "not shown": "inconclusive"}.get(outcome,
-                                                                                           "not determined")
+    return _EQUIVALENCE_VERDICTS[outcome]
 
 
 def combine(verdicts: Sequence[Verdict]) -> Verdict:
@@ -241,8 +244,8 @@ def _pts(d: Difference | None, unit: str = "points") -> str:
     if d is None:
         return ""
     text = f"{100 * d.value:+.1f}"
-    if d.determined:
-        return (f"{text} {unit} ±{100 * (d.half_width or 0):.1f} [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"  # type: ignore[operator]
+    if d.ci_low is not None and d.ci_high is not None:
+        return (f"{text} {unit} ±{100 * (d.half_width or 0):.1f} [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
                 f" over {d.units} units")
     return f"{text} {unit} (no interval: {d.units} unit{'s' if d.units != 1 else ''})"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .errors import DataError
 from .interfaces import ClassInfo
@@ -42,8 +42,8 @@ __all__ = [
 
 NUM_IMAGENET_CLASSES = 1000
 
-MAN_MADE = "man-made"
-NATURAL = "natural"
+MAN_MADE: Final = "man-made"
+NATURAL: Final = "natural"
 
 #: Inclusive ranges of ImageNet indices that the paper's dissimilar split calls natural
 #: (PAPER.md): animals, vegetables/fruit/mushroom/hay, geological formations except 971

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -68,9 +69,14 @@ def imagenet_normalization(params: ImageSourceParams) -> tuple[Triple, Triple]:
     # Imported here: importing timm costs over a second and most commands never normalise.
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    mean = params.mean if params.mean is not None else tuple(IMAGENET_DEFAULT_MEAN)
-    std = params.std if params.std is not None else tuple(IMAGENET_DEFAULT_STD)
-    return mean, std  # type: ignore[return-value]
+    mean = params.mean if params.mean is not None else _triple(IMAGENET_DEFAULT_MEAN)
+    std = params.std if params.std is not None else _triple(IMAGENET_DEFAULT_STD)
+    return mean, std
+
+
+def _triple(values: Sequence[float]) -> Triple:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
 
 
 def _open_image(value: Any) -> Any:
@@ -140,8 +146,8 @@ def decode_image(value: Any, resize: int | None) -> torch.Tensor:
 def image_size(value: Any) -> tuple[int, int]:
     """``(width, height)`` of one stored image (any value :func:`decode_image` takes),
     read from its header without decoding the pixels where the format allows."""
-    img = _open_image(value)
-    return tuple(img.size)  # type: ignore[return-value]
+    width, height = _open_image(value).size
+    return int(width), int(height)
 
 
 def warn_if_upsampled(source: str, where: str, sizes: list[tuple[int, int]], resize: int | None) -> bool:

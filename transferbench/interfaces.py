@@ -27,7 +27,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -55,12 +55,20 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Plugin:
-    """Common base of every plugin class.
+#: A plugin's params model (its pydantic ``Params``).
+P = TypeVar("P", bound=BaseModel)
+
+
+class Plugin(Generic[P]):
+    """Common base of every plugin class, generic over its params model.
+
+    ``class Mine(TaskSplit[MineParams])`` with ``Params = MineParams`` gives ``self.params``
+    the type ``MineParams``, so a type checker knows every setting the plugin reads.
 
     Attributes:
         Params: pydantic model of the plugin's own config keys (``extra="forbid"`` is
             recommended so a misspelt key is reported, not ignored).
+        params: the validated settings, an instance of ``Params``.
         description: one line shown by ``transferbench plugins``.
     """
 
@@ -72,8 +80,11 @@ class Plugin:
     requires: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    params: P
+
+    def __init__(self, params: P | None = None) -> None:
+        # the registry validates a config's keys with ``Params`` and passes the instance in
+        self.params = params if params is not None else cast(P, self.Params())
 
     @classmethod
     def missing_requirements(cls) -> list[str]:
@@ -119,7 +130,7 @@ class ClassInfo:
     superclass: str | None = None
 
 
-class DataSource(Plugin, abc.ABC):
+class DataSource(Plugin[P], abc.ABC):
     """A labelled dataset with a train and an eval split.
 
     ``load(split)`` returns a ``datasets.Dataset`` (or ``IterableDataset``) with a column
@@ -190,7 +201,7 @@ class Halves:
         raise KeyError(half)
 
 
-class TaskSplit(Plugin, abc.ABC):
+class TaskSplit(Plugin[P], abc.ABC):
     """Divides a source's classes into two disjoint halves A and B.
 
     Attributes:
@@ -225,7 +236,7 @@ class Layer:
     modules: tuple[str, ...]
 
 
-class Architecture(Plugin, abc.ABC):
+class Architecture(Plugin[P], abc.ABC):
     """Builds networks and names their transferable layers 1..L (L is the classifier)."""
 
     #: An input shape the architecture works with, for the contract tests and ``layers``.
@@ -321,7 +332,7 @@ class LayerAction:
     from_init: bool = False
 
 
-class TransferProtocol(Plugin, abc.ABC):
+class TransferProtocol(Plugin[P], abc.ABC):
     """Maps "transfer the first n layers" (or "treat layer n") onto per-layer actions."""
 
     #: Whether the protocol copies from a trained source network. A protocol that does not

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -69,11 +70,11 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target) 
             feats = _features(prefix, (train, evaluation), transform, ctx)
             if feats is not None:
                 identity = BatchTransform(Augment(), None, device, channels_last=channels_last)
-                first = train.tensors()[0][: config.train.batch_size].to(device)
+                first = next(train.batches(config.train.batch_size, shuffle=False))[0].to(device)
                 data = JobData(feats[0], feats[1], identity, suffix, cached=True,
                                input_std=float(transform(first, train=False).float().std()))
     if perf.compile:
-        data.net = torch.compile(data.net)
+        data.net = cast(nn.Module, torch.compile(data.net))  # compiling a Module gives an OptimizedModule
     return data
 
 

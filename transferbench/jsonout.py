@@ -159,9 +159,9 @@ def _experiment_json(e: Any, layer_names: Sequence[str]) -> dict[str, Any]:
                 cells.append({"treatment": t, "n": n, "layer": layer_names[n - 1] if 0 < n <= len(layer_names) else "",
                               "count": s.count, "mean": s.mean, "std": s.std, "ci95_low": s.ci_low,
                               "ci95_high": s.ci_high, "values": list(s.values)})
-    metrics = [{"n": m.n, "quantity": q, **_diff(getattr(m, q))} for m in e.metrics
+    metrics = [{"n": m.n, "quantity": q, **d} for m in e.metrics
                for q in ("coadaptation", "specificity", "boost_base", "boost_selffer", "drop")
-               if getattr(m, q) is not None]
+               if (d := _diff(getattr(m, q))) is not None]
     spec, rec = e.specific, e.recommendation
     return {
         "experiment": grid.experiment, "split": grid.split, "metric": grid.metric, "pooled": grid.pooled,
@@ -232,7 +232,8 @@ def report_json(reports: Sequence[Any], files: Sequence[Path]) -> dict[str, Any]
     """``report --json``: the computed reports (the run's, the paper's) and the files written from them."""
     run = next((r for r in reports if r.run_dir is not None), None)
     paper = next((r for r in reports if r.run_dir is None), None) or (run.reference if run is not None else None)
-    metric = (run or paper).metric if (run or paper) is not None else None
+    either = run if run is not None else paper
+    metric = either.metric if either is not None else None
     return {"format": _format("report"), "metric": metric,
             "run": None if run is None else results_json(run),
             "paper": None if paper is None else results_json(paper),

@@ -53,9 +53,12 @@ class RngState:
         return {"cpu": self.cpu, "cuda": self.cuda}
 
     def load(self, state: Mapping[str, torch.Tensor | None]) -> None:
-        self.cpu = state["cpu"]
-        if self.cuda is not None and state.get("cuda") is not None:
-            self.cuda = state["cuda"]
+        cpu, cuda = state["cpu"], state.get("cuda")
+        if cpu is None:
+            raise ValueError("a saved dropout stream without its CPU state")
+        self.cpu = cpu
+        if self.cuda is not None and cuda is not None:
+            self.cuda = cuda
 
 
 @dataclass(eq=False)
@@ -85,6 +88,13 @@ class Member:
     generator: torch.Generator | None = None
     course: Course = field(default_factory=Course)
     base_lrs: list[float] = field(default_factory=list)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Its optimizer (a member always trains: networks that are only evaluated train alone)."""
+        if self.setup.optimizer is None:
+            raise TypeError(f"cohort member {self.job.id} has no optimizer: it only evaluates")
+        return self.setup.optimizer
 
     @property
     def model(self) -> nn.Module:
@@ -139,7 +149,7 @@ class SoloSteppers:
             if m.alive:
                 x, y = inputs[m]
                 with m.rng.active():
-                    steps.step(m.net, m.setup.optimizer, m.base_lrs, x, y, m.course, step)
+                    steps.step(m.net, m.optimizer, m.base_lrs, x, y, m.course, step)
 
     def eval_logits(self, inputs: Mapping[Member, torch.Tensor]) -> dict[Member, torch.Tensor]:
         return {m: m.net(inputs[m]) for m in self.members if m in inputs}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .interfaces import Plugin
+from .interfaces import P, Plugin
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -95,7 +95,7 @@ class ReportInfo:
     cells: tuple[dict[str, Scalar], ...]
 
 
-class Observer(Plugin, abc.ABC):
+class Observer(Plugin[P], abc.ABC):
     """Watches a run: the base of experiment trackers and loggers (config key ``observers``).
 
     Every method does nothing by default; override the events you need. The engine calls

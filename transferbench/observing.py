@@ -63,7 +63,7 @@ def run_info(name: str, config: dict[str, Any], plan: Plan, run_dir: Path, todo:
 def report_info(report: RunReport, files: Sequence[Path]) -> ReportInfo:
     """Describe a computed report's grids (and the files written from it) for the observers."""
     names = list(report.results.layer_names)
-    cells = []
+    cells: list[dict[str, Scalar]] = []
     for grid in report.grids:
         for treatment in grid.treatments:
             for n in grid.layers:

@@ -231,17 +231,20 @@ class _Builder:
         hash stands where the network's role and id do), on ``task`` (the ``reference``'s task)."""
         spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
-        file = source if isinstance(source, ExternalSource) else None
-        origin = (file.identity(), file.identity()) if file else (self.roles[source.id], source.id)  # type: ignore[union-attr]
-        src_id = None if file else source.id  # type: ignore[union-attr]
+        if isinstance(source, ExternalSource):
+            file, src_id, half = source, None, "X"
+            origin: tuple[Any, Any] = (file.identity(), file.identity())
+        else:
+            file, src_id, half = None, source.id, source.target
+            origin = (self.roles[source.id], source.id)
         role = {"seed": self.seed, "kind": "estimate", "classes": list(task), "estimator": spec, "n": n,
                 "features": self.features, "source": origin[0],
                 "reference": self.roles[reference.id] if ref else None}
         jid = content_hash({**self.base_spec, **role, "source": origin[1], "reference": ref})
         c = self.components
         fingerprint = code_fingerprint([c.data, c.architecture, estimator], entry=ESTIMATION_ENTRY)["id"]
-        job = Job(jid, "estimate", reference.target, "X" if file else source.target, n, task,  # type: ignore[union-attr]
-                  _seed(role), src_id, fingerprint=fingerprint, after=(ref,) if ref and ref != src_id else (),
+        job = Job(jid, "estimate", reference.target, half, n, task, _seed(role), src_id, fingerprint=fingerprint,
+                  after=(ref,) if ref and ref != src_id else (),
                   estimator_spec=spec, estimator=estimator, external=file)
         return self._add(job, role)
 
@@ -250,8 +253,8 @@ class _Builder:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
         between, and on each target's own base (the pair depth cannot tell apart); a weights
         file is the source ``X`` (the first file a target's treatments copy from)."""
-        pairs = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
-                 and components.protocols[(exp.name, t.name)].needs_source}
+        pairs: set[tuple[str, str]] = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
+                                       and components.protocols[(exp.name, t.name)].needs_source}
         files: dict[str, ExternalSource] = {}
         for t in exp.treatments:
             if t.name in (externals or {}) and t.target in ("A", "B"):
@@ -273,8 +276,9 @@ class _Builder:
         """The bases, transferred networks and estimators of one experiment at one split seed;
         ``externals``: treatment -> its weights file."""
         protocols = components.protocols
-        sources = {t.half for t in exp.treatments if t.half}
-        needed = exp.bases or sorted({t.target for t in exp.treatments} | sources)
+        sources: set[str] = {h for t in exp.treatments if (h := t.half)}
+        targets: set[str] = {t.target for t in exp.treatments}
+        needed: list[str] = list(exp.bases or ()) or sorted(targets | sources)
         bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
         for half in needed:
             self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))

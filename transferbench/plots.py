@@ -76,11 +76,11 @@ def _mean_line(ax: Axes, grid: Grid, name: str, style: Style, label: str | None,
     layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
     if not layers:
         return
-    stats = [grid.get(name, n) for n in layers]
+    stats = [s for n in layers if (s := grid.get(name, n)) is not None]
     base = grid.base_for(name)
     if with_base and base is not None:
         layers, stats = [0, *layers], [base, *stats]
-    ys = [s.mean for s in stats]  # type: ignore[union-attr]
+    ys = [s.mean for s in stats]
     ax.plot(layers, ys, color=style.color, linestyle=style.linestyle, linewidth=1.4, label=label, zorder=2)
     if error_bars:
         _error_bars(ax, layers, stats, style, shift=0.0, scale=1.0)
@@ -140,13 +140,21 @@ def figure2(grid: Grid, title: str | None = None) -> Figure:
     return fig
 
 
+def _mean(grid: Grid, treatment: str, n: int) -> float:
+    """The mean of a cell the caller knows is there."""
+    stat = grid.get(treatment, n)
+    if stat is None:
+        raise KeyError(f"no {treatment} cell at n={n}")
+    return stat.mean
+
+
 def _shade_gaps(ax: Axes, grid: Grid) -> None:
     base = grid.get("baseB", 0)
     layers = [n for n in grid.transfer_layers if grid.get("BnB", n) is not None]
     if base is None or not layers:
         return
     xs = [0, *layers]
-    bnb = [base.mean, *(grid.get("BnB", n).mean for n in layers)]  # type: ignore[union-attr]
+    bnb = [base.mean, *(_mean(grid, "BnB", n) for n in layers)]
     ax.fill_between(xs, [base.mean] * len(xs), bnb, where=[b < base.mean for b in bnb], interpolate=True,
                     facecolor="none", edgecolor="0.35", hatch="//", linewidth=0, label="co-adaptation")
     anb = f"{transfer_source(grid)}nB"
@@ -154,8 +162,8 @@ def _shade_gaps(ax: Axes, grid: Grid) -> None:
     if not both:
         return
     xs = [0, *both]
-    top = [base.mean, *(grid.get("BnB", n).mean for n in both)]  # type: ignore[union-attr]
-    low = [base.mean, *(grid.get(anb, n).mean for n in both)]  # type: ignore[union-attr]
+    top = [base.mean, *(_mean(grid, "BnB", n) for n in both)]
+    low = [base.mean, *(_mean(grid, anb, n) for n in both)]
     ax.fill_between(xs, top, low, where=[a < b for a, b in zip(low, top)], interpolate=True,
                     facecolor="none", edgecolor="#D55E00", hatch="\\\\", linewidth=0, label="specificity")
 
@@ -230,8 +238,8 @@ def _plot_series(ax: Axes, grid: Grid, name: str, style: Style, label: str, rela
     layers = [n for n in grid.transfer_layers if grid.get(name, n) is not None]
     shift, scale = (base.mean, 100.0) if relative else (0.0, 1.0)
     xs = [0, *layers]
-    stats = [base, *(grid.get(name, n) for n in layers)]
-    ys = [scale * (s.mean - shift) for s in stats]  # type: ignore[union-attr]
+    stats = [base, *(s for n in layers if (s := grid.get(name, n)) is not None)]
+    ys = [scale * (s.mean - shift) for s in stats]
     ax.plot(xs, ys, color=style.color, linestyle=style.linestyle, marker=style.marker,
             markerfacecolor=style.color if style.filled else "white", markersize=5, linewidth=1.3, label=label)
     _error_bars(ax, xs, stats, style, shift, scale)
@@ -240,9 +248,9 @@ def _plot_series(ax: Axes, grid: Grid, name: str, style: Style, label: str, rela
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` into ``out_dir``, each atomically."""
     paths = []
-    for ext, kwargs in (("png", {"dpi": 130}), ("svg", {})):
+    for ext, dpi in (("png", 130), ("svg", None)):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, **kwargs)
+        fig.savefig(buf, format=ext, dpi=dpi if dpi is not None else "figure")
         path = Path(out_dir) / f"{stem}.{ext}"
         write_atomic(path, buf.getvalue())
         paths.append(path)

@@ -122,7 +122,7 @@ def recommend(grid: Grid, estimators: Sequence[EstimatorView] = (), *, margin: f
     layers = [n for n in grid.transfer_layers if grid.get(frozen, n) is not None]
     if not layers:
         return None
-    stats: dict[int, Stat] = {n: grid.get(frozen, n) for n in layers}  # type: ignore[misc]
+    stats: dict[int, Stat] = {n: s for n in layers if (s := grid.get(frozen, n)) is not None}
     best_n = max(layers, key=lambda n: (stats[n].mean, n))
     gaps = {n: diff(stats[best_n], stats[n]) for n in layers}
     within = [n for n in layers if n == best_n or equivalence(gaps[n], margin) == "holds"]
@@ -141,10 +141,10 @@ def recommend(grid: Grid, estimators: Sequence[EstimatorView] = (), *, margin: f
 
 def _best_finetuned(grid: Grid, finetuned: str, n: int) -> dict[str, Any]:
     """Where fine-tuning does best, and how far the recommended n is from it."""
-    cells = {k: grid.get(finetuned, k) for k in grid.transfer_layers if grid.get(finetuned, k) is not None}
+    cells = {k: s for k in grid.transfer_layers if (s := grid.get(finetuned, k)) is not None}
     if not cells or n not in cells:
         return {}
-    best = max(cells, key=lambda k: (cells[k].mean, -k))  # type: ignore[union-attr]
+    best = max(cells, key=lambda k: (cells[k].mean, -k))
     return {"finetune_best_n": best, "finetune_gap": _diff(cells[best], cells[n])}
 
 
@@ -166,8 +166,8 @@ def estimator_views(grid: Grid, estimates: Sequence[EstimateRow], agreements: Se
     for name in dict.fromkeys(e.estimator for e in mine):
         by_n: dict[int, list[float]] = {}
         for e in mine:
-            if e.estimator == name:
-                by_n.setdefault(e.n, []).append(float(e.value))  # type: ignore[arg-type]
+            if e.estimator == name and e.value is not None:
+                by_n.setdefault(e.n, []).append(float(e.value))
         means = {n: sum(v) / len(v) for n, v in by_n.items()}
         top, span = max(means.values()), max(means.values()) - min(means.values())
         n = max(k for k, v in means.items() if top - v <= 0.05 * span)

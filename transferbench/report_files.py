@@ -68,7 +68,8 @@ def _results_csv(results: RunResults, metric: str) -> str:
     for (exp, split, seed, n), bucket in cells.items():
         values = [sum(bucket[t]) / len(bucket[t]) if t in bucket else None for t in names]
         rows.append([exp, split, seed, n, metric, *values])
-    rows.sort(key=lambda row: (results.experiments.index(row[0]), row[2], row[3]))
+    order = {name: i for i, name in enumerate(results.experiments)}
+    rows.sort(key=lambda row: (order[str(row[0])], int(row[2] or 0), int(row[3] or 0)))
     return rows_to_csv(["experiment", "split", "split_seed", "n", "metric", *names], rows)
 
 

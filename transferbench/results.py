@@ -276,7 +276,7 @@ def read_results(run_dir: Path | str) -> RunResults:
         run_dir=run_dir,
         unreadable=tuple(unreadable),
         expected_input_std=plan.expected_input_std,
-        code={r.fingerprint_id: r.fingerprint for r in kept.values() if r.fingerprint},
+        code={r.fingerprint_id: r.fingerprint for r in kept.values() if r.fingerprint and r.fingerprint_id},
         exchangeable=dict(plan.exchangeable),
         records=kept,
         estimates=estimates,
@@ -313,13 +313,13 @@ def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_ha
 
 
 def _estimate_row(cell: EstimateEntry, rec: JobRecord | None) -> EstimateRow:
-    ok = rec is not None and rec.ok
+    done = rec if rec is not None and rec.ok else None
     return EstimateRow(
         experiment=cell.experiment, split=cell.split, split_seed=cell.split_seed, source=cell.source,
         target=cell.target, n=cell.n, estimator=cell.estimator, job_id=cell.job_id,
         status="pending" if rec is None else rec.status,
-        value=rec.estimate if ok else None, seconds=rec.train_time_s if ok else None,
-        estimate_s=rec.estimate_s if ok else None, features_s=rec.features_s if ok else None,
+        value=done.estimate if done else None, seconds=done.train_time_s if done else None,
+        estimate_s=done.estimate_s if done else None, features_s=done.features_s if done else None,
         error=rec.error if rec is not None and not rec.ok else None,
     )
 

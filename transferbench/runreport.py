@@ -150,11 +150,13 @@ class RunReport:
 def registered_checks() -> dict[str, ValidityCheck]:
     """Every registered validity check (built-in and installed) with its default settings."""
     registry = get_registry()
-    checks = {}
+    checks: dict[str, ValidityCheck] = {}
     for name in registry.names("check"):
         factory = registry.get("check", name).factory
         try:
-            checks[name] = factory(factory.Params())
+            check = factory(factory.Params())
+            if isinstance(check, ValidityCheck):  # the registry refuses any other class
+                checks[name] = check
         except Exception:  # noqa: BLE001 - a check that needs settings cannot run with none
             continue
     return checks

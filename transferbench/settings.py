@@ -99,6 +99,7 @@ def _default(field: FieldInfo) -> str:
         return ""
     if field.default_factory is not None:
         try:
+            # pydantic types the factory as maybe taking the validated data; ours take nothing
             return yaml_value(field.default_factory())  # type: ignore[call-arg]
         except Exception:  # noqa: BLE001 - a factory that needs arguments: say so
             return "(computed)"

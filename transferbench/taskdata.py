@@ -26,7 +26,7 @@ from .config import Loader
 from .errors import DataError
 from .files import cached_dir
 from .hashing import content_hash
-from .interfaces import DataSource
+from .interfaces import DataSource, Split
 
 __all__ = [
     "InMemoryTask",
@@ -226,7 +226,7 @@ def labels_of(ds: Any) -> np.ndarray:
     return np.asarray(ds.with_format("numpy")["label"][:], dtype=np.int64)
 
 
-def load_split_tensors(source: DataSource, split: str, ds: Any = None) -> SplitTensors:
+def load_split_tensors(source: DataSource, split: Split, ds: Any = None) -> SplitTensors:
     """Read a whole split into memory (inputs converted with the source's ``to_tensor``).
 
     ``ds`` is the split's dataset when the caller already loaded it.
@@ -255,7 +255,7 @@ def _estimate_bytes(ds: Any, input_shape: Sequence[int]) -> float:
 
 def open_task(
     source: DataSource,
-    split: str,
+    split: Split,
     classes: Sequence[int],
     loader: Loader,
     memory: dict[str, SplitTensors | None],
@@ -302,7 +302,7 @@ def open_task(
     return task
 
 
-def decoded_split(source: DataSource, split: str, root: Path, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def decoded_split(source: DataSource, split: Split, root: Path, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A split decoded once into a uint8 memory-mapped array (and its labels).
 
     The first call decodes every example with ``source.to_tensor`` (in ``workers``
@@ -377,7 +377,7 @@ class _Probe(torch.utils.data.Dataset):
         return ""
 
 
-def scan_bad_examples(source: DataSource, split: str, workers: int = 0) -> list[str]:
+def scan_bad_examples(source: DataSource, split: Split, workers: int = 0) -> list[str]:
     """Every example of ``split`` that the source cannot turn into a tensor, described."""
     ds = source.load(split)
     if not hasattr(ds, "__len__"):

@@ -37,10 +37,10 @@ from torch import nn
 
 from .analysis import build_grids
 from .estimator import Estimator, LayerFeatures
-from .executor import Events, Executor
-from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, TaskSplit, TransferProtocol
+from .executor import Events, Executor, ProgressFn
+from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, Split, TaskSplit, TransferProtocol
 from .jobs import Job
-from .observers import Observer, ReportInfo, RunInfo
+from .observers import Observer, ReportInfo, RunInfo, Scalar
 from .plugins import KINDS, PluginHost, Registry
 from .records import HistoryPoint, JobRecord
 from .results import ResultRow, RunResults
@@ -80,6 +80,11 @@ class RequirementsMissing(Exception):
 def _expect(condition: Any, message: str) -> None:
     if not condition:
         raise ContractError(message)
+
+
+def _numpy_state() -> bytes:
+    """numpy's global RNG state, comparable with ``==``."""
+    return repr(np.random.get_state(legacy=False)).encode()
 
 
 def _skip(reason: str) -> None:
@@ -125,11 +130,12 @@ def check_data_source(source: type[DataSource] | DataSource, workdir: str | Path
             "every class must be a ClassInfo with an id and a name")
     _expect(len({c.id for c in classes}) == len(classes), "class ids must be unique")
     src.check()
-    for split in ("train", "eval"):
+    splits: tuple[Split, ...] = ("train", "eval")
+    for split in splits:
         _check_rows(src, split, len(classes))
 
 
-def _check_rows(src: DataSource, split: str, num_classes: int) -> None:
+def _check_rows(src: DataSource, split: Split, num_classes: int) -> None:
     ds = src.load(split)
     _expect({"input", "label"} <= set(ds.column_names or ()),
             f"load({split!r}) must have columns input and label, has {ds.column_names}")
@@ -167,7 +173,7 @@ def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None =
     global random state (on :func:`example_classes` unless ``classes`` are given)."""
     s: TaskSplit = build(split, workdir, TaskSplit)
     classes = list(classes) if classes is not None else example_classes()
-    state, torch_state = np.random.get_state(), torch.random.get_rng_state()
+    state, torch_state = _numpy_state(), torch.random.get_rng_state()
     halves = s.split(classes, 0)
     _expect(isinstance(halves, Halves), f"split() must return Halves, returned {type(halves).__name__}")
     _expect(halves.A and halves.B, "both halves must be non-empty")
@@ -175,7 +181,7 @@ def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None =
     _expect(set(halves.A) | set(halves.B) <= set(range(len(classes))), "halves must hold class indices")
     _expect(list(halves.A) == sorted(halves.A) and list(halves.B) == sorted(halves.B), "halves must be sorted")
     _expect(s.split(classes, 0) == halves, "split() must be deterministic for a seed")
-    _expect(np.array_equal(np.random.get_state()[1], state[1]), "split() must not touch numpy's global RNG")
+    _expect(_numpy_state() == state, "split() must not touch numpy's global RNG")
     _expect(torch.equal(torch.random.get_rng_state(), torch_state), "split() must not touch torch's global RNG")
 
 
@@ -263,7 +269,10 @@ def _check_prefixes(a: Architecture, model: nn.Module, shape: tuple[int, ...], n
         whole = model(x)
         outputs = a.prefix_outputs(model, x, ns) if ns else {}
         for n in ns:
-            prefix, suffix = a.split_at(model, n)
+            parts = a.split_at(model, n)
+            if parts is None:
+                raise ContractError(f"split_at({n}) cut the network once and not again")
+            prefix, suffix = parts
             alone = prefix(x)
             _expect(torch.allclose(suffix(alone), whole, atol=1e-5), f"split_at({n}): suffix(prefix(x)) != model(x)")
             _expect(outputs is not None and torch.allclose(outputs[n], alone, atol=1e-6),
@@ -311,8 +320,13 @@ class FileRunner:
         """Logs ``cohort:<id>+<id>...``, then runs each member."""
         with open(self.log, "a") as f:
             f.write(f"cohort:{'+'.join(job.id for job in jobs)}\n")
-        return [self(job, None if progress is None else lambda s, t, i, _j=job: progress(_j, s, t, i))
-                for job in jobs]
+
+        def of(job: Job) -> ProgressFn | None:
+            if progress is None:
+                return None
+            return lambda s, t, i: progress(job, s, t, i)
+
+        return [self(job, of(job)) for job in jobs]
 
 
 def _job(jid: str, dep: str | None = None, n: int = 1, cohort: str | None = None) -> Job:
@@ -442,7 +456,8 @@ def example_run(run_dir: str | Path) -> tuple[RunInfo, list[Job], list[JobRecord
                          history=history[:2], train_time_s=0.25, steps=2, num_classes=2)]
     table = run_dir / "results_top1.csv"
     table.write_text("experiment,split,split_seed,n,metric,baseA,AnB\nexp,s,0,0,top1,1.0,\nexp,s,0,2,top1,,0.5\n")
-    cells = ({"experiment": "exp", "treatment": "baseA", "n": 0, "layer": "", "count": 1, "mean": 1.0,
+    cells: tuple[dict[str, Scalar], ...] = (
+             {"experiment": "exp", "treatment": "baseA", "n": 0, "layer": "", "count": 1, "mean": 1.0,
               "std": None, "ci95_low": None, "ci95_high": None},
              {"experiment": "exp", "treatment": "AnB", "n": 2, "layer": "h2", "count": 1, "mean": 0.5,
               "std": None, "ci95_low": None, "ci95_high": None})
@@ -534,7 +549,8 @@ def check_plugin(plugin: type[Plugin] | Plugin, workdir: str | Path | None = Non
     """The contract check of the plugin's kind (``check_split`` for a split, ...)."""
     kind = kind_of(plugin)
     check = CHECKS.get(kind)
-    _expect(check is not None, f"no contract check for plugins of kind {kind!r}")
+    if check is None:
+        raise ContractError(f"no contract check for plugins of kind {kind!r}")
     check(plugin, workdir)
 
 

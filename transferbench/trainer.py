@@ -74,8 +74,8 @@ def count_correct(counts: list[int], logits: torch.Tensor, y: torch.Tensor, num_
     """Add a batch's top-1 hits, top-k hits and examples to ``counts`` (k = min(5, classes))."""
     logits = logits[:, :num_classes]  # extra logits (fc8 wider than k) go unused
     top = logits.topk(min(5, num_classes), dim=1).indices
-    counts[0] += (top[:, 0] == y).sum().item()
-    counts[1] += (top == y[:, None]).any(dim=1).sum().item()
+    counts[0] += int((top[:, 0] == y).sum())
+    counts[1] += int((top == y[:, None]).any(dim=1).sum())
     counts[2] += y.numel()
 
 

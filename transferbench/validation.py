@@ -202,8 +202,8 @@ def _pooled(exp: str, est: str, ref: str, comparison: str, points: list[_Point],
     by_seed: dict[int, list[_Point]] = defaultdict(list)
     for p in points:
         by_seed[p.seed].append(p)
-    per_seed = [spearman([p.estimate for p in g], [p.retrained for p in g]) for g in by_seed.values()]
-    per_seed = [r for r in per_seed if r is not None]
+    per_seed = [r for g in by_seed.values()
+                if (r := spearman([p.estimate for p in g], [p.retrained for p in g])) is not None]
     return Agreement(exp, est, ref, comparison, len(points), len(by_seed), rho, fisher_interval(rho, len(points)),
                      tau, fisher_interval(tau, len(points), "kendall"), Stat.of(per_seed) if per_seed else None,
                      spearman(depth, y), kendall(depth, y))
@@ -217,14 +217,13 @@ def _stratified(exp: str, est: str, ref: str, points: list[_Point]) -> Agreement
         return None
     x, y = [p.estimate for p in points], [p.retrained for p in points]
     tau = kendall(x, y, strata=[p.n for p in points])
-    per_n = [spearman([p.estimate for p in g], [p.retrained for p in g]) for g in by_n.values()]
-    per_n = [r for r in per_n if r is not None]
+    per_n = [r for g in by_n.values() if (r := spearman([p.estimate for p in g], [p.retrained for p in g])) is not None]
     stat = Stat.of(per_n) if per_n else None
     ci = None
     if stat is not None and stat.ci_low is not None and stat.ci_high is not None:
         ci = (max(-1.0, stat.ci_low), min(1.0, stat.ci_high))  # a correlation's interval stays in [-1, 1]
     return Agreement(exp, est, ref, "same_n", len(points), len({p.seed for p in points}),
-                     stat.mean if stat else None, ci, tau, None, stat, 0.0, 0.0)  # type: ignore[arg-type]
+                     stat.mean if stat else None, ci, tau, None, stat, 0.0, 0.0)
 
 
 def _layer_points(data: _Data, est: str, exp: str, treatment: str) -> list[_Point]:

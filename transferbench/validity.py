@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .interfaces import Plugin
+from .interfaces import P, Plugin
 
 if TYPE_CHECKING:
     from .analysis import Grid
@@ -98,7 +98,7 @@ class RunView:
         return None
 
 
-class ValidityCheck(Plugin, abc.ABC):
+class ValidityCheck(Plugin[P], abc.ABC):
     """Reads a run and says whether a claim of its report holds (the ``check`` plugin kind)."""
 
     @abc.abstractmethod
