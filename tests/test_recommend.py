@@ -135,3 +135,20 @@ def test_the_report_ends_weights_file_experiments_with_the_answer():
     grid, results = _grid(cells, source="A")
     _print_recommendations(console, _report(results, grid))
     assert console.export_text() == ""  # the paper's experiments report as they always did
+
+
+def test_the_recommended_depth_carries_its_stability():
+    from transferbench.recommend import recommendation_stability
+
+    grid, _ = _grid(CLEAR)
+    stab = recommendation_stability(grid)
+    assert stab is not None and stab.resamples == 200 and stab.stable  # n=2 in every unit
+    assert recommendation_stability(grid) == stab  # seeded
+    report = _report(*reversed(_grid(CLEAR)))  # through the report, as a user reads it
+    rec = experiment_report(report.experiments[0].grid, None, ()).recommendation
+    assert rec.stability is not None and "under resampling of the units" in "\n".join(rec.lines(NAMES))
+    # near-equal depths: whether n=2 is "as good as n=1" depends on which units are drawn
+    shaky = {**CLEAR, ("XnB", 2): [0.800, 0.809, 0.797, 0.806, 0.8], ("XnB", 1): [0.800, 0.810, 0.805, 0.806, 0.81],
+             ("XnB", 3): [0.700, 0.710, 0.705, 0.7, 0.7], ("baseB", 0): [0.750, 0.760, 0.755, 0.75, 0.75]}
+    unstable = recommendation_stability(_grid(shaky)[0])
+    assert unstable is not None and not unstable.stable

@@ -30,7 +30,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .results import ResultRow, RunResults, check_metric
 from .stats import Difference, Stability, over_units, paired, stability, welch
@@ -259,6 +259,22 @@ class Grid:
             m = math.fsum(values) / len(values)
             std = math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
         return Stat(values, est.value, std, est.ci_low, est.ci_high, means)
+
+    @property
+    def units(self) -> list[Hashable]:
+        """Every unit with a network in some cell, in a stable order."""
+        return sorted({u for s in self.cells.values() for u in s.by_unit}, key=str)
+
+    def resampled(self, draw: Sequence[Hashable]) -> Grid:
+        """The grid of the units ``draw`` names, each as often as it is named (a bootstrap
+        resample): the i-th draw of unit u becomes unit (u, i) in every cell, so cells stay
+        paired by unit."""
+        cells = {}
+        for key, stat in self.cells.items():
+            picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
+            if picked:
+                cells[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
+        return replace(self, cells=cells)
 
     def networks(self, treatment: str, layers: Iterable[int]) -> int:
         """How many networks of ``treatment`` fill the given layers."""

@@ -27,10 +27,10 @@ from typing import Any
 
 from .analysis import Grid, Stat, diff, transfer_source
 from .results import EstimateRow
-from .stats import Difference, Stability, equivalence
+from .stats import Difference, Stability, equivalence, stability
 from .validation import Agreement
 
-__all__ = ["EstimatorView", "Recommendation", "estimator_views", "recommend"]
+__all__ = ["EstimatorView", "Recommendation", "estimator_views", "recommend", "recommendation_stability"]
 
 #: The default margin of "as good as the best" (top-1 as a fraction: 1 point).
 MARGIN = 0.01
@@ -137,6 +137,20 @@ def recommend(grid: Grid, estimators: Sequence[EstimatorView] = (), *, margin: f
         estimators=list(estimators), determined=gaps[best_n].determined or any(g.determined for g in gaps.values()),
         **_best_finetuned(grid, finetuned, n),
     )
+
+
+def recommendation_stability(grid: Grid, estimators: Sequence[EstimatorView] = (), *, margin: float = MARGIN,
+                             resamples: int = 200, seed: int = 0) -> Stability | None:
+    """How often resampled units (with replacement, seeded) recommend the same n."""
+    units = grid.units
+    if not units:
+        return None
+
+    def claim(groups: Sequence[Sequence[Any]]) -> int | None:
+        rec = recommend(grid.resampled(groups[0]), estimators, margin=margin)
+        return None if rec is None else rec.n
+
+    return stability([units], claim, resamples=resamples, seed=seed)
 
 
 def _best_finetuned(grid: Grid, finetuned: str, n: int) -> dict[str, Any]:

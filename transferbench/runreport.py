@@ -13,7 +13,7 @@ and the reproduction scorecard. Renderers (:mod:`transferbench.report` for the c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .analysis import (
@@ -33,7 +33,7 @@ from .errors import ResultsError
 from .findings import FindingResult, headroom
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plugins import get_registry
-from .recommend import Recommendation, estimator_views, recommend
+from .recommend import Recommendation, estimator_views, recommend, recommendation_stability
 from .results import EstimateRow, RunResults, check_metric, read_results
 from .scorecard import Boost, default_margin, scorecard
 from .validation import Agreement, CostSummary, SpecificComparison, agreements, cost_summary, specific_layers
@@ -211,6 +211,8 @@ def experiment_report(grid: Grid, estimators: EstimatorSection | None,
     if transfer_source(grid) == "X":  # the practitioner's answer, for a weights-file source
         views = estimator_views(grid, estimators.rows, estimators.agreements) if estimators else []
         rec = recommend(grid, views)
+        if rec is not None and rec.determined:  # how often resampled units give the same n
+            rec = replace(rec, stability=recommendation_stability(grid, views))
     return ExperimentReport(grid, tuple(layer_metrics(grid)), tuple(table1(grid)), drops(grid), specific_layer(grid),
                             rec, paper, _warned(checks, grid.experiment))
 
