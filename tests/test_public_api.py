@@ -114,7 +114,8 @@ def _module_imports(path: Path, modules: set[str], type_only: bool) -> set[str]:
 def _design_rows() -> list[tuple[str, set[str] | None]]:
     """docs/design.md's module map: (module, what it may import; None for anything), in order."""
     text = (REPO / "docs" / "design.md").read_text()
-    section = text[text.index("## Module map"):text.index("## Choices, and why")]
+    start = text.index("## Module map")
+    section = text[start:text.index("\n## ", start + 1)]
     rows = []
     for line in section.splitlines():
         if line.startswith("| `") and line.count("|") >= 4:

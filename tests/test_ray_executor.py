@@ -27,7 +27,7 @@ from transferbench.config import parse_config
 from transferbench.engine import run_plan
 from transferbench.errors import ConfigError, TransferbenchError
 from transferbench.plan import build_plan
-from transferbench.progress import Reporter
+from transferbench.progress import ProgressDisplay
 from transferbench.resolve import resolve
 from transferbench.runner import TrainingRunner
 from transferbench.store import RunStore
@@ -220,11 +220,11 @@ def test_ray_grid_gives_the_records_of_the_local_executor(ray_instance, local_re
                                                          monkeypatch):
     events: list[tuple[str, str]] = []
     for name in ("job_started", "job_progress", "job_finished"):
-        def spy(self, job, *args, _name=name, _real=getattr(Reporter, name)):  # noqa: B008 - binds now
+        def spy(self, job, *args, _name=name, _real=getattr(ProgressDisplay, name)):  # noqa: B008 - binds now
             events.append((_name, job.id))
             _real(self, job, *args)
 
-        monkeypatch.setattr(Reporter, name, spy)
+        monkeypatch.setattr(ProgressDisplay, name, spy)
     # a relative run directory: the workers run elsewhere (here: in the cwd Ray started in)
     monkeypatch.chdir(tmp_path)
     plan, summary, store = _run(Path("run"), _config("ray"))
@@ -297,13 +297,13 @@ def test_interrupted_driver_cancels_and_the_rerun_resumes(ray_instance, plugin_h
     exp = {"name": "parity", "split": {"name": "parity", "seeds": [0]}, "treatments": [slow],
            "layers": [1, 2], "bases": ["A", "B"]}
     cfg = tiny_config(experiments=[exp], executor={"name": "ray", "cancel_grace_s": 5})
-    finish = Reporter.job_finished
+    finish = ProgressDisplay.job_finished
 
     def interrupt_after_first(self, job, record):
         finish(self, job, record)
         raise KeyboardInterrupt  # Ctrl-C while the driver waits for the other jobs
 
-    monkeypatch.setattr(Reporter, "job_finished", interrupt_after_first)
+    monkeypatch.setattr(ProgressDisplay, "job_finished", interrupt_after_first)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "run", cfg)
     monkeypatch.undo()

@@ -12,13 +12,18 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, TransferbenchError
+
+if TYPE_CHECKING:  # the commands import what they need lazily
+    from .plan import Plan
+    from .power import PowerRow
+    from .runreport import RunReport
 
 EXIT_OK, EXIT_FAILED_JOBS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -203,6 +208,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan_table(name: str, plan: Plan) -> Table:
+    """One row per job: what it trains, on what, from what, for which cells."""
+    table = Table(title=f"plan of {name}", title_justify="left")
+    for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
+        table.add_column(col)
+    for job in plan.jobs.values():
+        cells = plan.cells_of(job.id)
+        treatments = sorted({c.treatment for c in cells})
+        used = sorted({f"{c.experiment}/{c.split_seed}" for c in cells})
+        if job.kind == "estimate":
+            points = [e for e in plan.estimates if e.job_id == job.id]
+            treatments = sorted({f"{e.estimator} on {e.source}n{e.target}" for e in points})
+            used = sorted({f"{e.experiment}/{e.split_seed}" for e in points})
+        table.add_row(job.id[:10], ", ".join(treatments), str(job.n), job.target,
+                      job.depends_on[:10] if job.depends_on else "-", str(job.num_classes), ", ".join(used))
+    return table
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
     if args.estimate_only:
@@ -220,26 +243,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, args.tflops, rate))
         return _print_json(doc)
     console = _console()
-    table = Table(title=f"plan of {config.name}", title_justify="left")
-    for col in ("job", "treatment", "n", "trains on", "copies from", "classes", "used by"):
-        table.add_column(col)
-    for job in plan.jobs.values():
-        cells = plan.cells_of(job.id)
-        treatments = sorted({c.treatment for c in cells})
-        used = sorted({f"{c.experiment}/{c.split_seed}" for c in cells})
-        if job.kind == "estimate":
-            points = [e for e in plan.estimates if e.job_id == job.id]
-            treatments = sorted({f"{e.estimator} on {e.source}n{e.target}" for e in points})
-            used = sorted({f"{e.experiment}/{e.split_seed}" for e in points})
-        table.add_row(
-            job.id[:10],
-            ", ".join(treatments),
-            str(job.n),
-            job.target,
-            job.depends_on[:10] if job.depends_on else "-",
-            str(job.num_classes),
-            ", ".join(used),
-        )
+    table = _plan_table(config.name, plan)
     if not args.quiet:
         console.print(table)
     _print_notes(console, plan.notes)
@@ -388,7 +392,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _power_rows(report, run_dir: Path | None) -> list:
+def _power_rows(report: RunReport, run_dir: Path | None) -> list[PowerRow]:
     from .power import gpu_hours_per_network, plan_power
 
     return plan_power(report, gpu_hours_per_network(run_dir) if run_dir is not None else None)

@@ -21,7 +21,7 @@ from .observing import observing, run_info
 from .plan import PLAN_FORMAT, Plan, merge_plan_json
 from .planfile import PlanFile
 from .preflight import check_data, environment_problems
-from .progress import Reporter
+from .progress import ProgressDisplay
 from .report_files import write_report
 from .runner import TrainingRunner
 from .runreport import RunReport, read_report
@@ -110,7 +110,7 @@ def run_plan(
         watching = [(f"observers.{i}", o) for i, o in enumerate(components.observers)]
         info = run_info(config.name, config.model_dump(mode="json"), plan, run_dir, todo)
         try:
-            with Reporter(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
+            with ProgressDisplay(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
                     observing(reporter, watching, info) as events:
                 components.executor.run(todo, runner, events)
                 report = read_report(run_dir)

@@ -18,10 +18,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import TransferbenchError
 from .findings import FindingResult
 from .runreport import RunReport
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["PowerRow", "gpu_hours_per_network", "plan_power"]
 
@@ -136,7 +140,7 @@ def _num(x: float | None, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
-def print_power(console, rows: Sequence[PowerRow]) -> None:
+def print_power(console: Console, rows: Sequence[PowerRow]) -> None:
     """The planner's table, one row per finding (or part)."""
     from rich import box
     from rich.table import Table

@@ -20,7 +20,7 @@ from .jobs import Job
 from .plan import Plan
 from .records import JobRecord
 
-__all__ = ["Reporter", "job_label"]
+__all__ = ["ProgressDisplay", "job_label"]
 
 
 def job_label(plan: Plan, job: Job) -> str:
@@ -35,7 +35,7 @@ def job_label(plan: Plan, job: Job) -> str:
     return f"{c.treatment}{n} ({c.experiment}, seed {c.split_seed})"
 
 
-class Reporter(Events):
+class ProgressDisplay(Events):
     """Progress bars: jobs overall and each running job's steps, with time left.
 
     On a terminal the bars redraw in place; when output is piped, one line per finished job.
@@ -57,7 +57,7 @@ class Reporter(Events):
         )
         self.jobs_task = self.progress.add_task("jobs", total=total, completed=done, info="")
 
-    def __enter__(self) -> Reporter:
+    def __enter__(self) -> ProgressDisplay:
         self.progress.__enter__()
         return self
 
