@@ -109,7 +109,7 @@ def test_layers_json(capsys):
 
 def test_report_json(run_dir, capsys):
     doc = _json(capsys, "report", str(run_dir), "--json", "--no-plots")
-    assert doc["format"] == "transferbench.report/1" and set(doc) == _documented_keys("report")
+    assert doc["format"] == "transferbench.report/2" and set(doc) == _documented_keys("report")
     assert doc["paper"] is None and doc["metric"] == "top1"
     run = doc["run"]
     assert run["networks"] == {"total": 14, "ok": 14, "pending": 0, "failed": 0}
@@ -138,3 +138,15 @@ def test_tables_do_not_wrap_when_piped():
     # a long description stays on its key's line
     resize = next(line for line in done.stdout.splitlines() if line.startswith("resize "))
     assert "null keeps the stored size, which must then be the same for all images" in resize
+
+
+def test_report_power_json_lists_every_finding_with_the_documented_fields(run_dir, capsys):
+    doc = _json(capsys, "report", str(run_dir), "--json", "--no-plots", "--power")
+    rows = doc["power"]
+    assert {r["finding"] for r in rows} >= {"control", "co-adaptation: dip", "co-adaptation: recovery",
+                                            "specificity", "fine-tuning boost"}
+    section = DOC.split("## `report RUN_DIR --json`")[1].split("\n## ")[0]
+    for key in rows[0]:
+        assert f"`{key}`" in section, key
+    card = doc["run"]["scorecard"]
+    assert all(f["verdict"] in ("reproduced", "contradicted", "inconclusive", "not determined") for f in card)

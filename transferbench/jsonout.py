@@ -22,8 +22,14 @@ __all__ = ["LayerTable", "dump", "error_json", "layer_table", "layers_json", "pl
            "validate_json"]
 
 
+#: The version of each command's document: it changes when a field is removed or changes
+#: meaning (report/2: intervals over units, the specific layer as a difference with its
+#: stability, four-valued verdicts).
+_VERSIONS = {"report": 2}
+
+
 def _format(command: str) -> str:
-    return f"transferbench.{command}/1"
+    return f"transferbench.{command}/{_VERSIONS.get(command, 1)}"
 
 
 def _clean(value: Any) -> Any:
