@@ -119,11 +119,15 @@ class Stat:
             groups.setdefault(key, []).append(v)
         by_unit = {key: math.fsum(vs) / len(vs) for key, vs in groups.items()}
         est = over_units(by_unit.values(), len(vals))
-        std = None
-        if len(vals) >= 2:
-            m = math.fsum(vals) / len(vals)
-            std = math.sqrt(math.fsum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-        return cls(vals, est.value, std, est.ci_low, est.ci_high, by_unit)
+        return cls(vals, est.value, _std(vals), est.ci_low, est.ci_high, by_unit)
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (ddof 1) of networks' values, a description; None for one."""
+    if len(values) < 2:
+        return None
+    m = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def diff(a: Stat, b: Stat) -> Difference:
@@ -254,11 +258,7 @@ class Grid:
             return None
         values = tuple(v for n in layers if (s := self.get(treatment, n)) is not None for v in s.values)
         est = over_units(means.values(), len(values))
-        std = None
-        if len(values) >= 2:
-            m = math.fsum(values) / len(values)
-            std = math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
-        return Stat(values, est.value, std, est.ci_low, est.ci_high, means)
+        return Stat(values, est.value, _std(values), est.ci_low, est.ci_high, means)
 
     @property
     def units(self) -> list[Hashable]:

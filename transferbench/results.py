@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,7 +29,6 @@ __all__ = [
     "ResultsError",
     "RunResults",
     "check_metric",
-    "export_long",
     "read_results",
     "rows_to_csv",
     "write_atomic",
@@ -340,45 +338,3 @@ def rows_to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     for row in rows:
         writer.writerow(["" if v is None else v for v in row])
     return buf.getvalue()
-
-
-def export_long(results: RunResults, out_dir: Path | None = None) -> list[Path]:
-    """Write ``results_long.csv``, ``results_long.jsonl`` and, when pyarrow is importable,
-    ``results_long.parquet``: one row per plan cell (see ``docs/results.md``).
-
-    Args:
-        results: the loaded run.
-        out_dir: where to write (default: the run directory).
-
-    Returns:
-        The paths written.
-    """
-    out = Path(out_dir) if out_dir is not None else results.run_dir
-    if out is None:
-        raise ResultsError("export_long needs out_dir for results that have no run directory")
-    dicts = [r.to_dict() for r in results.rows]
-    written = [out / "results_long.csv", out / "results_long.jsonl"]
-    write_atomic(written[0], rows_to_csv(LONG_COLUMNS, ([d[c] for c in LONG_COLUMNS] for d in dicts)))
-    write_atomic(written[1], "".join(json.dumps(d, sort_keys=False) + "\n" for d in dicts))
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return written
-    table = pa.Table.from_pylist(dicts, schema=_arrow_schema(pa))
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
-    written.append(out / "results_long.parquet")
-    write_atomic(written[-1], buf.getvalue().to_pybytes())
-    return written
-
-
-def _arrow_schema(pa: Any) -> Any:
-    # An explicit schema keeps column types stable when every value of a column is None
-    # (a run with all jobs pending would otherwise give null-typed columns).
-    types = {
-        "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
-        "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
-        "train_time_s": pa.float64(), "input_std": pa.float64(),
-    }
-    return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])

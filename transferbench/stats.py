@@ -245,17 +245,23 @@ def units_for_effect(sd: float | None, effect: float, *, power: float = 0.8, lev
     if sd == 0:
         return MIN_UNITS
     fn = _power_welch if two_groups else _power_one_sample
+    return _smallest(lambda k: fn(k, sd, effect, level), power, max_units)
+
+
+def _smallest(power_at: Callable[[int], float], power: float, max_units: int) -> int | None:
+    """The smallest number of units (at least :data:`MIN_UNITS`) whose power reaches ``power``
+    (power grows with units: doubling, then bisection); None beyond ``max_units``."""
     lo = MIN_UNITS
-    if fn(lo, sd, effect, level) >= power:
+    if power_at(lo) >= power:
         return lo
     hi = lo
-    while fn(hi, sd, effect, level) < power:
+    while power_at(hi) < power:
         if hi >= max_units:
             return None
         lo, hi = hi, min(hi * 2, max_units)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fn(mid, sd, effect, level) >= power else (mid, hi)
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
     return hi
 
 
@@ -282,18 +288,7 @@ def units_for_equivalence(sd: float | None, margin: float, *, power: float = 0.8
         return None
     if sd == 0:
         return MIN_UNITS
-    lo = MIN_UNITS
-    if _power_equivalence(lo, sd, margin, level) >= power:
-        return lo
-    hi = lo
-    while _power_equivalence(hi, sd, margin, level) < power:
-        if hi >= max_units:
-            return None
-        lo, hi = hi, min(hi * 2, max_units)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _power_equivalence(mid, sd, margin, level) >= power else (mid, hi)
-    return hi
+    return _smallest(lambda k: _power_equivalence(k, sd, margin, level), power, max_units)
 
 
 # --------------------------------------------------------------------------- stability
