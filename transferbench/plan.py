@@ -30,7 +30,10 @@ __all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"
 PLAN_FORMAT = 2
 
 #: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
-FEATURES_FORMAT = 1
+#: 2: the inputs go through the architecture's normalisation, as in training (1 used the data
+#: source's own mean and std: Caffe-scale networks saw inputs ~58x too small), so every estimate
+#: of a format-1 run is recomputed.
+FEATURES_FORMAT = 2
 
 
 @dataclass
