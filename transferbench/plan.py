@@ -201,6 +201,8 @@ class _Builder:
         """A transferred network; its source is a base network, a weights file (``external``:
         its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
+        if type(protocol).revision:  # the protocol's meaning changed under its name: new networks
+            protocol_spec["revision"] = type(protocol).revision
         origin = external.identity() if external else None
         role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
                 "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin}
