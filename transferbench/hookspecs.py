@@ -62,3 +62,9 @@ def register_estimators(register: Register) -> None:
 @hookspec
 def register_checks(register: Register) -> None:
     """Register :class:`~transferbench.ValidityCheck` classes by name (every report runs them all)."""
+
+
+@hookspec
+def register_findings(register: Register) -> None:
+    """Register :class:`~transferbench.PaperFindings` classes by name: a paper's findings,
+    judged by ``transferbench report RUN --compare NAME`` (or ``--compare all``)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
+from .claims import PaperFindings
 from .errors import PluginError
 from .estimator import Estimator
 from .executor import Executor
@@ -42,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.mlflow_observer",
     "transferbench_plugins.estimators",
     "transferbench_plugins.validity_checks",
+    "transferbench_plugins.yosinski2014",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -59,6 +61,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "observer": ("register_observers", Observer),
     "estimator": ("register_estimators", Estimator),
     "check": ("register_checks", ValidityCheck),
+    "findings": ("register_findings", PaperFindings),
 }
 
 

@@ -36,8 +36,10 @@ import torch
 from torch import nn
 
 from .analysis import build_grids
+from .claims import Finding, PaperFindings
 from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor, ProgressFn
+from .findings import FindingResult, judge
 from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, Split, TaskSplit, TransferProtocol
 from .jobs import Job
 from .observers import Observer, ReportInfo, RunInfo, Scalar
@@ -55,6 +57,7 @@ __all__ = [
     "check_architecture",
     "check_data_source",
     "check_estimator",
+    "check_finding",
     "check_executor",
     "check_observer",
     "check_plugin",
@@ -196,7 +199,9 @@ def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir:
     re-initialised. For ``"layer"``: every layer but n and the classifier gets one same
     action (copied, when ``needs_source``), and layer n another. The classifier is neither
     copied nor frozen, except by an ``evaluate_only`` protocol, which trains nothing and
-    copies the classifier (it evaluates the source's own task)."""
+    copies the classifier (it evaluates the source's own task), and by one that
+    ``keeps_classifier`` (it copies it). A layer's ``start`` lies in [0, 1), and only a layer
+    that trains has one above 0."""
     proto: TransferProtocol = build(protocol, workdir, TransferProtocol)
     _expect(proto.n_meaning in ("depth", "layer"), f"n_meaning must be 'depth' or 'layer', not {proto.n_meaning!r}")
     for n in range(1, num_layers):
@@ -207,9 +212,14 @@ def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir:
         if proto.evaluate_only:
             _expect(not any(a.train for a in actions), f"n={n}: an evaluate_only protocol trains nothing")
             _expect(actions[-1].copy or not proto.needs_source, "an evaluate_only protocol copies the classifier")
+        elif proto.keeps_classifier:
+            _expect(actions[-1].copy and not actions[-1].from_init,
+                    "a protocol with keeps_classifier copies the source's trained classifier")
         else:
-            _expect(actions[-1].copy is False, "the classifier is never copied")
+            _expect(actions[-1].copy is False, "the classifier is never copied (unless keeps_classifier)")
             _expect(actions[-1].train, "the classifier always trains")
+        _expect(all(0.0 <= a.start < 1.0 for a in actions), f"n={n}: start must be in [0, 1)")
+        _expect(all(a.train or a.start == 0.0 for a in actions), f"n={n}: start is for layers that train")
         if not proto.needs_source:
             _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
         if proto.n_meaning == "layer":
@@ -524,6 +534,54 @@ def check_validity_check(check: type[ValidityCheck] | ValidityCheck, workdir: st
             _expect(r.status == "pass" or bool(r.remedy), f"a warning needs a remedy: {r.message}")
 
 
+# --------------------------------------------------------------------------- findings
+
+_VERDICTS = ("reproduced", "contradicted", "inconclusive", "not determined")
+
+
+def _check_claim(f: Finding, where: str) -> None:
+    _expect(isinstance(f, Finding), f"{where}: {f!r} is not a Finding")
+    _expect(bool(f.name) and bool(f.claim) and bool(f.source),
+            f"{where}: every finding needs a name, the paper's claim and the source of its effect ({f!r})")
+    _expect(f.kind in ("effect", "equivalence"), f"{where} {f.name!r}: kind must be effect or equivalence")
+    _expect(f.effect is None or math.isfinite(f.effect), f"{where} {f.name!r}: a stated effect must be finite")
+    _expect(f.margin is None or f.margin > 0, f"{where} {f.name!r}: a control's margin must be above 0")
+
+
+def check_finding(plugin: type[PaperFindings] | PaperFindings, workdir: str | Path | None = None) -> None:
+    """A findings plugin names its paper and the experiments it needs; each finding has a name
+    (unique), the paper's claim and the source of its effect; an effect finding states its
+    effect or the plugin recomputes it from the paper's networks; judged on a small made-up
+    run and on an empty one, every finding gives a :class:`FindingResult` with one of the four
+    verdicts, and on the empty run "not determined"."""
+    p: PaperFindings = build(plugin, workdir, PaperFindings)
+    _expect(bool(p.paper) and bool(p.shape), "a findings plugin needs `paper` (the citation) and `shape` "
+            "(the experiments its findings need)")
+    found = list(p.findings())
+    _expect(bool(found), "findings() returned no finding")
+    names = [f.name for f in found]
+    _expect(len(set(names)) == len(names), f"finding names must be unique: {names}")
+    reference = p.reference("top1", None)
+    for f in found:
+        _check_claim(f, "finding")
+        for part in f.parts():
+            _check_claim(part, f"part of {f.name!r}")
+        for g in (f.parts() or (f,)):
+            _expect(g.kind == "equivalence" or g.effect is not None or bool(reference),
+                    f"finding {g.name!r}: state the paper's effect (Finding.effect) or return the paper's "
+                    "networks from reference()")
+    empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
+    for results in (example_results(), empty):
+        grids = build_grids(results)
+        for f in found:
+            margin = f.margin or p.default_margin(reference) or 0.01
+            r = judge(f, grids, reference, margin=margin if f.kind == "equivalence" else None, resamples=20)
+            _expect(isinstance(r, FindingResult), f"judging {f.name!r} gave {r!r}, not a FindingResult")
+            _expect(r.verdict in _VERDICTS, f"{f.name!r}: unknown verdict {r.verdict!r}")
+            _expect(results is not empty or r.verdict == "not determined",
+                    f"{f.name!r} has a verdict on a run without networks: {r.verdict}")
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "data_source": check_data_source,
     "split": check_split,
@@ -533,6 +591,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "observer": check_observer,
     "estimator": check_estimator,
     "check": check_validity_check,
+    "findings": check_finding,
 }
 
 
