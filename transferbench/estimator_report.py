@@ -188,8 +188,8 @@ def _baseline_table(rows: Sequence[Agreement]) -> Table:
 _VALIDATION_NOTE = (
     "ρ, τ, wτ: Spearman, Kendall (tau-b) and weighted Kendall (hyperbolic weights, the top "
     "counts most) of each estimator with retraining; 95%: cluster bootstrap over the independent "
-    "units (split seed x direction; none with fewer than 3); regret: the best layer's accuracy "
-    "minus that of the layer the estimator ranks first, mean over units. AnB: the estimator on "
+    "units (split seed x direction; none with fewer than 3); regret: the accuracy of the layer "
+    "best on average minus that of the layer the estimator ranks first, mean over units. AnB: the estimator on "
     "A->B vs AnB's accuracy across n and split seeds; BnB-AnB gap: e(B->B) - e(A->B) vs BnB - AnB; "
     "frozen same n: transfers at equal n, e(S->T) - e(T->T) vs accuracy / base, where depth knows "
     "nothing (ρ, wτ: mean within n). Every treatment is a ground truth of its protocol (AnB frozen, "
