@@ -473,6 +473,40 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_report)
 
 
+def cmd_estimators_score(args: argparse.Namespace) -> int:
+    from .published import print_score_report, read_scores, read_table, score_against
+
+    table = read_table(args.against)
+    scores = read_scores(args.scores) if args.scores else None
+    report = score_against(table, scores, args.truth, every_source=args.every_source)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({"format": "transferbench.estimators-score/1", **asdict(report)})
+        return EXIT_OK
+    print_score_report(_console(), report)
+    return EXIT_OK
+
+
+def _add_estimators_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimators", help="estimators outside a run: score a ranking against a published table")
+    inner = p.add_subparsers(dest="estimators_command", metavar="COMMAND")
+    inner.required = True
+    q = inner.add_parser("score", help="agreement of estimator scores (or a table's own published scores) with a "
+                         "published ground truth, beside the free baselines, per target data set")
+    q.add_argument("scores", nargs="?", metavar="SCORES.csv",
+                   help="target,source,NAME[,NAME...]: one column per estimator (default: the table's own "
+                        "published scores)")
+    q.add_argument("--against", required=True, metavar="TABLE",
+                   help="a shipped table (agostinelli2022) or a CSV target,source,finetuned[,frozen,...]")
+    q.add_argument("--truth", default="finetuned", help="the ground truth column: finetuned (default) or frozen")
+    q.add_argument("--every-source", action="store_true",
+                   help="keep every source, leaving out the baseline columns that lack some (default: keep "
+                        "every baseline, on the sources that have them all)")
+    _json_flag(q)
+    q.set_defaults(fn=cmd_estimators_score)
+
+
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained network of a run as a safetensors file (+ JSON), "
                        "to be the source of another run")
@@ -548,12 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report_parser(sub)
     _add_export_parser(sub)
+    _add_estimators_parser(sub)
     return parser
 
 
 def _command(argv: Sequence[str]) -> str:
     """The subcommand an argument list names (for an error document), or ``transferbench``."""
-    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "check", "report", "export"}
+    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "check", "report", "export", "estimators"}
     return next((a for a in argv if a in commands), "transferbench")
 
 
