@@ -91,6 +91,8 @@ def guide_plugin():
         ("register_observers", "observer", "jsonl_log"),
         ("register_estimators", "estimator", "centroid"),
         ("register_checks", "check", "seeds_everywhere"),
+        ("register_findings", "findings", "reset_demo"),
+        ("register_data_transforms", "data_transform", "invert"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):

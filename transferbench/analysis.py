@@ -186,6 +186,8 @@ class Grid:
         failed: networks whose job failed.
         num_layers: L of the architecture (0 when unknown).
         classes: treatment -> the number of classes of its task (chance is 1 / classes).
+        protocols: treatment -> its transfer protocol's name (None: base networks; what a
+            finding locates its treatments by, whatever the config named them).
     """
 
     experiment: str
@@ -205,6 +207,7 @@ class Grid:
     failed: int = 0
     num_layers: int = 0
     classes: dict[str, int] = field(default_factory=dict)
+    protocols: dict[str, str | None] = field(default_factory=dict)
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -340,6 +343,7 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
             grid.sources.setdefault(name, None if _is_base(row) else _source_of(name, row))
             if row.num_classes:
                 grid.classes.setdefault(name, row.num_classes)
+            grid.protocols.setdefault(name, row.protocol)
             value = row.value(metric)
             if value is not None:
                 unit = (experiment, row.split_seed, _target_of(row.treatment, row) or "")

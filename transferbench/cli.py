@@ -494,7 +494,9 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="tables, metrics and plots of a run (or of the paper)")
     p.add_argument("run_dir", nargs="?", help="a run directory")
     p.add_argument("--paper", action="store_true", help="the paper's own published results")
-    p.add_argument("--compare", choices=["paper"], help="put the paper's numbers beside the run's")
+    p.add_argument("--compare", metavar="PAPER",
+                   help="judge a paper's findings on the run: paper (Yosinski et al. 2014, its numbers beside the "
+                        "run's), the name of any findings plugin (`transferbench plugins` lists them) or all")
     p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
                    help="final top-1 (default for runs) or the paper's mean of the best k "
                         "evaluations (default for --paper alone)")

@@ -65,6 +65,18 @@ class SplitRef(PluginRef):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
 
+class TransformRef(PluginRef):
+    """A data transform plugin, the halves whose networks it applies to, and on which examples."""
+
+    halves: list[Half] = Field(
+        default_factory=lambda: list[Half](["B"]), min_length=1,
+        description="the halves whose networks see transformed examples (the target half B, by default): "
+        "their base networks and every network trained on them; networks of other halves are unchanged")
+    on: list[Literal["train", "eval"]] = Field(
+        default_factory=lambda: list[Literal["train", "eval"]](["train", "eval"]), min_length=1,
+        description="which examples are transformed: train, eval or both")
+
+
 _TREATMENT = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])(?P<plus>\+?)$")
 
 
@@ -139,6 +151,11 @@ class Experiment(_Strict):
         "(linear, knn, logme, cka; docs/estimators.md)",
     )
 
+    transforms: list[TransformRef] = Field(
+        default_factory=list,
+        description="data transforms (block_shuffle, ...; `transferbench plugins`) applied, in order, to the "
+        "examples of the networks trained on some halves (docs/configuration.md)")
+
     source: CheckpointSource | None = Field(
         None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from "
         "(refused when no treatment does)")
@@ -158,6 +175,9 @@ class Experiment(_Strict):
                 raise ValueError(
                     f"treatment {t.name!r} (treatments.{j}) copies from X, the experiment's weights file: "
                     "set the experiment's source: {checkpoint: path/to/weights.safetensors}")
+        if self.transforms and self.estimators:
+            raise ValueError("estimators read the untransformed examples: an experiment with transforms cannot "
+                             "have estimators yet (put them in an experiment of their own)")
         if self.source is not None and not any(t.source == "X" for t in self.treatments):
             # a file given but never read: the user meant to measure it, and would not be
             raise ValueError(
@@ -237,7 +257,9 @@ class Eval(_Strict):
 
 class Performance(_Strict):
     """Speed switches. ``amp`` and ``channels_last`` change the floating-point operations (so
-    the numbers, slightly), so they enter job ids; the others give the same numbers."""
+    the numbers, slightly), so they enter job ids, and so does ``batched`` (when not off) for
+    the members of cohorts; ``deterministic`` picks reproducible kernels and enters no id (like
+    the thread count: docs/performance.md); the others give the same numbers."""
 
     cache_frozen: bool = Field(
         True,
@@ -253,9 +275,16 @@ class Performance(_Strict):
     )
     compile: bool = Field(False, description="torch.compile the model")
     batched: Literal["auto", "on", "off"] = Field(
-        "auto",
+        "off",
         description="train the same-shaped members of a cohort (executor cohorts: true) as one "
-        "batched computation (equal within float tolerance); auto: on CUDA devices only",
+        "batched computation (equal to one-by-one training within float tolerance, not bit for bit, "
+        "so on or auto enters the cohort members' job ids); auto: on CUDA devices only",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels: torch.use_deterministic_algorithms, cuDNN deterministic "
+        "with its benchmark off, CUBLAS_WORKSPACE_CONFIG=:4096:8 (same bits run after run on one GPU; "
+        "often slower; an operation with no deterministic kernel fails); enters no job id",
     )
 
     @field_validator("amp", "batched", mode="before")

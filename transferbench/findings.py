@@ -20,13 +20,11 @@ the result in both scales.
 
 from __future__ import annotations
 
-import abc
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from .analysis import Grid
+from .claims import INVALIDATING, Contrast, Finding, Kind
 from .stats import (
     Difference,
     Equivalence,
@@ -38,7 +36,6 @@ from .stats import (
     units_for_effect,
     units_for_equivalence,
     verdict,
-    welch,
 )
 from .validity import CheckResult
 
@@ -59,13 +56,6 @@ __all__ = [
 #: The shared scale's name, as the report prints it.
 SCALE = "% of headroom (the base's distance from chance)"
 
-#: Validity checks whose warning makes any comparison of their experiment not determined:
-#: networks of other code, missing networks, inputs at the wrong scale.
-INVALIDATING: frozenset[str] = frozenset({"provenance", "completeness", "input_scale"})
-
-Kind = Literal["effect", "equivalence"]
-
-
 def headroom(grid: Grid, base: str = "baseB") -> dict[Hashable, float]:
     """Per unit, its base network's distance from chance (the shared scale's unit)."""
     stat = grid.get(base, 0)
@@ -73,82 +63,6 @@ def headroom(grid: Grid, base: str = "baseB") -> dict[Hashable, float]:
     if stat is None:
         return {}
     return {u: v - chance for u, v in stat.by_unit.items() if v - chance > 0}
-
-
-@dataclass(frozen=True)
-class Contrast:
-    """A finding's contrast on one run (or on the paper's networks).
-
-    Attributes:
-        groups: one tuple of per-unit values (a quantity within units), or two (the first set
-            of units against the second: two experiments), on the shared scale, the paper's
-            direction positive.
-        headroom: the mean headroom of the units (shared scale times it: points of top-1).
-        networks: the networks behind the values (a description).
-        where: what was compared, in words (``BnB - AnB at n=7``).
-        n: the layer it was read at, for a single-layer contrast (the paper is read at the same
-            depth: :func:`same_depth`).
-        layers: the layers it averaged over.
-    """
-
-    groups: tuple[tuple[float, ...], ...]
-    headroom: float
-    networks: int
-    where: str
-    n: int | None = None
-    layers: tuple[int, ...] = ()
-
-    @property
-    def effect(self) -> float:
-        """The point estimate: the mean of the first group (minus the second's)."""
-        means = [math.fsum(g) / len(g) for g in self.groups]
-        return means[0] - (means[1] if len(means) > 1 else 0.0)
-
-    def estimate(self) -> Difference:
-        """The mean over units with its interval (Welch's for two groups)."""
-        if len(self.groups) == 1:
-            return over_units(self.groups[0], self.networks)
-        return welch(self.groups[0], self.groups[1], self.networks)
-
-
-class Finding(abc.ABC):
-    """A claim of a paper, judged on a run by :func:`judge`.
-
-    Attributes:
-        name: short name (``specificity``).
-        claim: the paper's sentence.
-        source: where the paper's effect comes from (a table, a figure, its networks).
-        kind: ``effect`` (reproduced when the interval excludes 0 in the paper's direction)
-            or ``equivalence`` (a control: holds when the interval lies within a margin).
-        invalidated_by: validity checks whose warning makes the finding not determined.
-        needs: what the finding needs from a run, in words (for "not determined").
-    """
-
-    name: str = ""
-    claim: str = ""
-    source: str = ""
-    kind: Kind = "effect"
-    invalidated_by: frozenset[str] = INVALIDATING
-    needs: str = ""
-
-    @abc.abstractmethod
-    def locate(self, grids: Sequence[Grid]) -> tuple[Grid, ...] | None:
-        """The experiments the finding is judged on, or None when the run lacks one."""
-
-    @abc.abstractmethod
-    def contrast(self, grids: tuple[Grid, ...], like: Contrast | None = None) -> Contrast | None:
-        """The contrast on these experiments, or None when a cell it needs is missing.
-        ``like`` is the run's contrast when the paper's is computed: read it at the same n."""
-
-    def parts(self) -> tuple[Finding, ...]:
-        """For a compound finding (a shape with several parts), the parts; it holds only when
-        every part does."""
-        return ()
-
-    def unit_rows(self, grids: tuple[Grid, ...]) -> list[tuple[float, ...]]:
-        """For a compound finding, each unit's value of every part, aligned: what the
-        stability of the compound verdict resamples jointly."""
-        return []
 
 
 @dataclass(frozen=True)
@@ -174,6 +88,7 @@ class FindingResult:
         caveats: the validity checks that warned for its experiments.
         invalidated: those among them that make it not determined.
         parts: the parts of a compound finding.
+        paper: the findings plugin it belongs to (``yosinski2014``), set by the scorecard.
     """
 
     name: str
@@ -194,6 +109,7 @@ class FindingResult:
     caveats: tuple[str, ...] = ()
     invalidated: tuple[str, ...] = ()
     parts: tuple[FindingResult, ...] = field(default_factory=tuple)
+    paper: str = ""
 
 
 # --------------------------------------------------------------------------- judging
@@ -264,10 +180,11 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
     """
     if finding.parts():
         return _judge_compound(finding, grids, paper, checks, resamples=resamples, seed=seed)
+    margin = finding.margin if margin is None else margin
     located = finding.locate(grids)
     if located is None:
         return FindingResult(finding.name, finding.claim, "not determined", run="not in this run: add the "
-                             "experiment it needs (configs/quickstart.yaml has all three)", source=finding.source)
+                             f"experiment it needs ({finding.found_in})", source=finding.source)
     names = tuple(g.experiment for g in located)
     where = " vs ".join(names)
     caveats, invalid = _caveats(finding, names, checks)
@@ -275,10 +192,7 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
     if c is None:
         return FindingResult(finding.name, finding.claim, "not determined", where, f"needs {finding.needs}",
                              finding.source, caveats=caveats, invalidated=invalid)
-    pl = finding.locate(paper)
-    pc = finding.contrast(pl, like=replace(c, n=same_depth(c.n, located[0].num_layers, pl[0].num_layers))
-                          ) if pl is not None else None
-    effect = pc.effect if pc is not None else None
+    effect, effect_points = _paper_effect(finding, c, located[0], paper)
     est = c.estimate()
     decided, outcome = _decide(finding.kind, est, effect or 0.0, margin)
     if invalid and decided != "not determined":
@@ -290,8 +204,19 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
     stab = _stability(c, finding.kind, effect or 0.0, margin, resamples, seed) if est.determined else None
     return FindingResult(
         finding.name, finding.claim, decided, where, f"{c.where} = {_pts(est.scaled(c.headroom))}", finding.source,
-        est, est.scaled(c.headroom), effect, pc.effect * pc.headroom if pc is not None else None, outcome, margin,
-        needed, sizes, stab, caveats, invalid)
+        est, est.scaled(c.headroom), effect, effect_points, outcome, margin, needed, sizes, stab, caveats, invalid)
+
+
+def _paper_effect(finding: Finding, c: Contrast, run: Grid, paper: Sequence[Grid]
+                  ) -> tuple[float | None, float | None]:
+    """The paper's effect on the shared scale and in its own points: recomputed from the
+    paper's networks (read at the run's depth) when it has them, else the finding's stated one."""
+    pl = finding.locate(paper) if paper else None
+    pc = finding.contrast(pl, like=replace(c, n=same_depth(c.n, run.num_layers, pl[0].num_layers))
+                          ) if pl is not None else None
+    if pc is not None:
+        return pc.effect, pc.effect * pc.headroom
+    return finding.effect, finding.effect_points
 
 
 def _judge_compound(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks: Sequence[CheckResult],

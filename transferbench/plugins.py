@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
+from .claims import PaperFindings
 from .errors import PluginError
 from .estimator import Estimator
 from .executor import Executor
-from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+from .interfaces import Architecture, DataSource, DataTransform, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
 from .validity import ValidityCheck
 
@@ -42,6 +43,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.mlflow_observer",
     "transferbench_plugins.estimators",
     "transferbench_plugins.validity_checks",
+    "transferbench_plugins.yosinski2014",
+    "transferbench_plugins.transforms",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -59,6 +62,8 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "observer": ("register_observers", Observer),
     "estimator": ("register_estimators", Estimator),
     "check": ("register_checks", ValidityCheck),
+    "findings": ("register_findings", PaperFindings),
+    "data_transform": ("register_data_transforms", DataTransform),
 }
 
 

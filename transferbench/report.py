@@ -34,7 +34,7 @@ from .findings import SCALE, FindingResult
 from .paperdata import PAPER_METRIC
 from .report_files import write_report
 from .results import ResultsError, RunResults, check_metric
-from .runreport import COMPARISONS, ExperimentReport, RunReport, paper_report, read_report
+from .runreport import ExperimentReport, RunReport, compared_papers, paper_report, read_report
 from .validity import CheckResult
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not determined")
@@ -383,17 +383,26 @@ def _finding_lines(f: FindingResult, indent: str, part: bool = False) -> list[st
 
 
 def print_scorecard(console: Console, findings: Sequence[FindingResult]) -> None:
-    """The scorecard: per finding its verdict, the run's comparison (points and the shared
-    scale, with the interval over units), the paper's effect, the stability and the caveats."""
-    counts = {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    console.print(Text(f"Reproduction scorecard ({len(findings)} findings: {summary})", style="bold"))
-    for f in findings:
-        for line in _finding_lines(f, "  "):
-            console.print(Text(line))
+    """The scorecard, one section per paper compared with: per finding its verdict, the run's
+    comparison (points and the shared scale, with the interval over units), the paper's
+    effect, the stability and the caveats."""
+    papers = list(dict.fromkeys(f.paper for f in findings))
+    for paper in papers:
+        mine = [f for f in findings if f.paper == paper]
+        counts = {v: sum(f.verdict == v for f in mine) for v in VERDICTS}
+        summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        title = "Reproduction scorecard" + (f": {paper}" if paper else "")
+        console.print(Text(f"{title} ({len(mine)} findings: {summary})", style="bold"))
+        for f in mine:
+            for line in _finding_lines(f, "  "):
+                console.print(Text(line))
+    if len(papers) > 1:
+        counts = {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
+        console.print(Text(f"All papers: {len(findings)} findings: "
+                           + ", ".join(f"{n} {v}" for v, n in counts.items() if n), style="bold"))
     console.print(Text(f"verdicts on the shared scale, {SCALE}, with 95% intervals over units (a split seed and a "
                        "direction); reproduced: the interval excludes 0 in the paper's direction; contradicted: it "
-                       "excludes the paper's effect; inconclusive: it holds both; the control is an equivalence "
+                       "excludes the paper's effect; inconclusive: it holds both; a control is an equivalence "
                        "test; stability: the share of 200 bootstrap resamples of the units giving the same verdict",
                        style="dim"))
     console.print()
@@ -497,8 +506,7 @@ def build_reports(run_dir: Path | None, *, paper: bool = False, compare: str | N
     Raises:
         ResultsError: an unknown metric or comparison, or neither a run nor ``paper``.
     """
-    if compare is not None and compare not in COMPARISONS:
-        raise ResultsError(f"unknown comparison {compare!r}: the only reference is 'paper'")
+    compared_papers(compare)  # an unknown name fails before anything is read
     if run_dir is None and not paper:
         raise ResultsError("give a run directory, or ask for the paper's own tables (--paper)")
     if metric is not None:

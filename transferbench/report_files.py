@@ -185,9 +185,9 @@ def _checks_files(checks: Sequence[CheckResult], metric: str) -> dict[str, str |
 
 #: Columns of ``scorecard_<metric>.csv`` (estimates on the shared scale, a fraction of headroom).
 SCORECARD_COLUMNS: tuple[str, ...] = (
-    "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units", "networks",
-    "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points", "equivalence", "margin",
-    "units_needed", "stability", "resamples", "caveats", "invalidated_by", "claim", "source",
+    "paper", "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units",
+    "networks", "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points",
+    "equivalence", "margin", "units_needed", "stability", "resamples", "caveats", "invalidated_by", "claim", "source",
 )
 
 
@@ -195,9 +195,9 @@ def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> lis
     rows: list[list[object]] = []
     for f in findings:
         e, pt = f.estimate, f.points
-        rows.append([f.name, part_of, f.verdict, f.experiment, f.run, e and e.value, e and e.ci_low, e and e.ci_high,
-                     e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low, pt and pt.ci_high, f.effect,
-                     f.effect_points, f.equivalence, f.margin, f.units_needed,
+        rows.append([f.paper, f.name, part_of, f.verdict, f.experiment, f.run, e and e.value, e and e.ci_low,
+                     e and e.ci_high, e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low,
+                     pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed,
                      f.stability.fraction if f.stability else None, f.stability.resamples if f.stability else None,
                      "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source])
         rows += _scorecard_rows(f.parts, f.name)

@@ -29,13 +29,14 @@ from .analysis import (
     table1,
     transfer_source,
 )
+from .claims import PaperFindings
 from .errors import ResultsError
 from .findings import FindingResult, headroom
 from .paperdata import HALF_NAMES, PAPER_METRIC, load_paper
 from .plugins import get_registry
 from .recommend import Recommendation, estimator_views, recommend, recommendation_stability
 from .results import EstimateRow, RunResults, check_metric, read_results
-from .scorecard import Boost, default_margin, scorecard
+from .scorecard import PAPER_ALIAS, Boost, default_margin, scorecard
 from .validation import Agreement, CostSummary, SpecificComparison, agreements, cost_summary, specific_layers
 from .validity import CheckResult, RunView, ValidityCheck
 
@@ -45,15 +46,18 @@ __all__ = [
     "ExperimentReport",
     "RunReport",
     "build_report",
+    "compared_papers",
     "experiment_report",
     "paper_report",
     "read_report",
     "registered_checks",
+    "registered_findings",
     "run_checks",
 ]
 
-#: What ``report --compare`` accepts.
-COMPARISONS: tuple[str, ...] = ("paper",)
+#: What ``report --compare`` accepts beside the name of any findings plugin: ``paper``
+#: (Yosinski et al.'s six findings, ``yosinski2014``) and ``all`` (every findings plugin).
+COMPARISONS: tuple[str, ...] = ("paper", "all")
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,12 @@ class RunReport:
         experiments: one :class:`ExperimentReport` per experiment, in plan order.
         checks: every validity check's findings (empty for the paper's data).
         estimators: the estimators' section, when the run has estimator points.
-        scorecard: the paper's findings judged on the run (``compare="paper"``), else None.
-        compare: the reference compared with (``paper``), or None.
+        scorecard: the findings of the papers compared with judged on the run (each result
+            names its findings plugin in ``paper``), else None.
+        compare: what was compared with (``paper``, a findings plugin's name, ``all``), or None.
         half_names: experiment -> {half: name} (the paper's man-made / natural).
         title: a heading for the whole report (the paper's), or None.
-        reference: the paper's own report under the same metric, when comparing with it.
+        reference: Yosinski et al.'s own report under the same metric, when comparing with it.
         margins: experiment -> the control's equivalence margin (top-1 as a fraction).
     """
 
@@ -160,6 +165,37 @@ def registered_checks() -> dict[str, ValidityCheck]:
         except Exception:  # noqa: BLE001 - a check that needs settings cannot run with none
             continue
     return checks
+
+
+def registered_findings() -> dict[str, PaperFindings]:
+    """Every registered findings plugin (built-in and installed) with its default settings."""
+    registry = get_registry()
+    out: dict[str, PaperFindings] = {}
+    for name in registry.names("findings"):
+        factory = registry.get("findings", name).factory
+        plugin = factory(factory.Params())
+        if isinstance(plugin, PaperFindings):  # the registry refuses any other class
+            out[name] = plugin
+    return out
+
+
+def compared_papers(compare: str | None) -> dict[str, PaperFindings]:
+    """The findings plugins ``compare`` names: none, one (``paper`` is ``yosinski2014``) or
+    every registered one (``all``, Yosinski et al.'s first).
+
+    Raises:
+        ResultsError: a name no findings plugin registers.
+    """
+    if compare is None:
+        return {}
+    known = registered_findings()
+    if compare == "all":
+        return dict(sorted(known.items(), key=lambda kv: (kv[0] != PAPER_ALIAS, kv[0])))
+    name = PAPER_ALIAS if compare == "paper" else compare
+    if name not in known:
+        raise ResultsError(f"unknown comparison {compare!r}: use paper, all or a findings plugin "
+                           f"({', '.join(sorted(known)) or 'none installed'}; `transferbench plugins` lists them)")
+    return {name: known[name]}
 
 
 def run_checks(view: RunView, checks: Mapping[str, ValidityCheck]) -> list[CheckResult]:
@@ -240,7 +276,9 @@ def build_report(results: RunResults, metric: str = "top1", pool: bool | None = 
         results: the run's rows, as :func:`transferbench.results.read_results` reads them.
         metric: ``top1`` or ``top1_best_k``.
         pool: pool mirror-image treatments (None: per experiment).
-        compare: ``"paper"`` adds the paper's counterpart grids and the scorecard.
+        compare: ``"paper"`` (or ``"yosinski2014"``) adds the paper's counterpart grids and its
+            scorecard; the name of another findings plugin adds that paper's scorecard;
+            ``"all"`` every findings plugin's (see :func:`compared_papers`).
         checks: the validity checks to run (default: every registered one).
         control_margin: the control's equivalence margin in top-1 (0.008 = 0.8 points;
             default: half the paper's boost, scaled to each experiment's headroom).
@@ -249,8 +287,7 @@ def build_report(results: RunResults, metric: str = "top1", pool: bool | None = 
         ResultsError: an unknown metric or comparison, or a margin that is not above 0.
     """
     check_metric(metric)
-    if compare is not None and compare not in COMPARISONS:
-        raise ResultsError(f"unknown comparison {compare!r}: the only reference is 'paper'")
+    papers_compared = compared_papers(compare)
     if control_margin is not None and not control_margin > 0:
         raise ResultsError(f"the control margin must be above 0, got {control_margin}")
     grids = build_grids(results, metric, pool)
@@ -259,19 +296,20 @@ def build_report(results: RunResults, metric: str = "top1", pool: bool | None = 
     view = RunView(results, grids, metric, pool, results.records.get, margins)
     found = run_checks(view, registered_checks() if checks is None else checks)
     estimators = _estimators(results, metric)
-    papers = reference.grids if compare == "paper" else []
+    with_paper = PAPER_ALIAS in papers_compared
+    papers = reference.grids if with_paper else []
     experiments = tuple(experiment_report(g, estimators, found, _paper_counterpart(g, papers) if papers and g.cells
                                           else None) for g in grids)
     card = None
-    if compare == "paper":
+    if papers_compared:
         room = Boost().locate(grids)
         margin = None
         if control_margin is not None and room:
             h = headroom(room[0])
             margin = control_margin / (sum(h.values()) / len(h)) if h else None
-        card = tuple(scorecard(grids, reference.grids, found, margin=margin))
+        card = tuple(scorecard(grids, papers_compared, found, metric=metric, pool=pool, margin=margin))
     return RunReport(results, metric, pool, experiments, tuple(found), estimators, card, compare,
-                     reference=reference if compare == "paper" else None, margins=margins)
+                     reference=reference if with_paper else None, margins=margins)
 
 
 def read_report(run_dir: Path | str, metric: str = "top1", pool: bool | None = None, *,

@@ -22,13 +22,18 @@ comparison on the paper's published networks. :func:`scorecard` judges them all 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
+from functools import lru_cache
 
-from .analysis import Grid
+from .analysis import Grid, build_grids
+from .claims import PaperFindings
 from .findings import Contrast, Finding, FindingResult, headroom, judge, nearest, unit_values
+from .interfaces import NoParams
+from .paperdata import load_paper
 from .validity import CheckResult
 
-__all__ = ["CONTROL_SHARE", "FINDINGS", "default_margin", "scorecard"]
+__all__ = ["CONTROL_SHARE", "FINDINGS", "PAPER_ALIAS", "Yosinski2014", "default_margin", "judge_paper", "scorecard"]
 
 #: The control's default margin: this share of the smallest effect it guards (the boost).
 CONTROL_SHARE = 0.5
@@ -292,18 +297,74 @@ def default_margin(paper: Sequence[Grid], share: float = CONTROL_SHARE) -> float
     return None if c is None else share * abs(c.effect)
 
 
-def scorecard(grids: Sequence[Grid], paper: Sequence[Grid], checks: Sequence[CheckResult] = (), *,
-              margin: float | None = None, resamples: int = 200, seed: int = 0) -> list[FindingResult]:
-    """The paper's six findings judged on a run's grids.
+class Yosinski2014(PaperFindings[NoParams]):
+    """The six findings of Yosinski et al. (2014), their effects recomputed from the paper's
+    published networks (the ``yosinski2014`` findings plugin; ``--compare paper`` names it too)."""
+
+    description = "Yosinski et al. (2014): six findings, effects recomputed from the paper's networks"
+    paper = "Yosinski, Clune, Bengio & Lipson (2014), How transferable are features in deep neural networks?"
+    shape = ("random halves (baseB, BnB, BnB+, AnB, AnB+), a dissimilar split (AnB) and random frozen weights "
+             "(configs/quickstart.yaml has all three)")
+
+    def findings(self) -> Sequence[Finding]:
+        return FINDINGS
+
+    def reference(self, metric: str, pool: bool | None) -> Sequence[Grid]:
+        return _paper_grids(metric, pool)
+
+    def default_margin(self, reference: Sequence[Grid]) -> float | None:
+        return default_margin(reference)
+
+
+@lru_cache(maxsize=4)
+def _paper_grids(metric: str, pool: bool | None) -> tuple[Grid, ...]:
+    return tuple(build_grids(load_paper(), metric, pool))
+
+
+#: ``report --compare paper``: the name it stands for (0.3's only comparison).
+PAPER_ALIAS = "yosinski2014"
+
+
+def judge_paper(name: str, plugin: PaperFindings, grids: Sequence[Grid], checks: Sequence[CheckResult] = (), *,
+                metric: str = "top1", pool: bool | None = None, margin: float | None = None, resamples: int = 200,
+                seed: int = 0) -> list[FindingResult]:
+    """Every finding of one findings plugin judged on a run's grids.
+
+    Args:
+        name: the plugin's registered name (each result's ``paper``).
+        plugin: the findings plugin.
+        grids: the run's grids.
+        checks: the run's validity checks (their warnings become caveats).
+        metric, pool: how the paper's own networks are read, when the plugin has them.
+        margin: a control's margin on the shared scale, for controls that state none (default:
+            the plugin's :meth:`~transferbench.claims.PaperFindings.default_margin`).
+    """
+    reference = plugin.reference(metric, pool)
+    fallback = plugin.default_margin(reference) if margin is None else margin
+    out = []
+    for f in plugin.findings():
+        m = (f.margin if f.margin is not None else fallback) if f.kind == "equivalence" else None
+        r = judge(f, grids, reference, checks, margin=m, resamples=resamples, seed=seed)
+        out.append(replace(r, paper=name, parts=tuple(replace(p, paper=name) for p in r.parts)))
+    return out
+
+
+def scorecard(grids: Sequence[Grid], papers: Mapping[str, PaperFindings], checks: Sequence[CheckResult] = (), *,
+              metric: str = "top1", pool: bool | None = None, margin: float | None = None, resamples: int = 200,
+              seed: int = 0) -> list[FindingResult]:
+    """The findings of every plugin in ``papers`` (name -> plugin, in the order given) judged
+    on a run's grids, one scorecard across papers.
 
     Args:
         grids: the run's grids.
-        paper: the paper's grids (under the paper's metric), where the effects are read.
+        papers: the findings plugins to judge (``yosinski2014``: the paper's six findings).
         checks: the run's validity checks: their warnings are the rows' caveats, and
-            provenance, completeness, input scale (and, for the boost, convergence) make a
-            row not determined.
-        margin: the control's margin on the shared scale (default :func:`default_margin`).
+            provenance, completeness, input scale (and, for Yosinski's boost, convergence)
+            make a row not determined.
+        metric, pool: how a paper's own networks are read.
+        margin: the margin of controls that state none, on the shared scale (default: each
+            plugin's own; Yosinski's is :func:`default_margin`).
     """
-    margin = default_margin(paper) if margin is None else margin
-    return [judge(f, grids, paper, checks, margin=margin if f.kind == "equivalence" else None, resamples=resamples,
-                  seed=seed) for f in FINDINGS]
+    return [r for name, plugin in papers.items()
+            for r in judge_paper(name, plugin, grids, checks, metric=metric, pool=pool, margin=margin,
+                                 resamples=resamples, seed=seed)]
