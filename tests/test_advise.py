@@ -105,3 +105,23 @@ def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, t
 def _parse(label: str) -> tuple:
     kind, _, n = label.partition(" ")
     return (kind, int(n.split("=")[1])) if n else (kind,)
+
+
+def test_a_target_with_a_weights_file_as_its_source(fake_plugins, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.fakes import MLP
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in MLP().build(8, (12,)).state_dict().items()}
+    save_file(state, str(tmp_path / "src.safetensors"))
+    treatments = [{"name": n, "source": "X", "target": "all", "protocol": p}
+                  for n, p in (("XnB", "frozen"), ("XnB+", "finetune"), ("surgical", "surgical"), ("lpft", "lp_ft"))]
+    sweep = read_sweep_plan(prepare(_config(treatments=treatments, bases=["all"],
+                                            source={"checkpoint": str(tmp_path / "src.safetensors")})))
+    unit = ("t", 0, "all")
+    assert sweep.sources == {} and {c.regime.kind for c in sweep.of(unit)} == {
+        "frozen", "finetune", "surgical", "lp_ft", "scratch"}
+    loaded = sweep.source_state(unit, RunStore(tmp_path / "unused"))
+    assert loaded is not None and all(torch.equal(loaded[k], state[k]) for k in state)

@@ -10,7 +10,8 @@ on the whole copied network, then fine-tuning: Kumar et al.'s LP-FT). That is th
 The advice, in each unit (a split seed and a direction) on its own:
 
 1. trains the unit's source network (the base network of the source half: what a
-   practitioner already has; counted in neither the advice's compute nor the sweep's);
+   practitioner already has; counted in neither the advice's compute nor the sweep's), or
+   reads it from the experiment's weights file (``source: X``);
 2. trains every regime of the sweep for :data:`RUNGS` [0] of the training length, keeps the
    :data:`KEEP` best (final top-1 on the target's held-out examples; ties: the cheaper);
 3. trains those for :data:`RUNGS` [1] of the length and chooses the best;
@@ -54,6 +55,7 @@ from .plan import Plan
 from .reading import ProtocolReading
 from .regret import Advice, Regime, RegretRow, Sweep, heuristics, overall, regret
 from .schedule import TrainingLength
+from .sources import load_state
 from .stats import Difference, over_units
 from .store import RunStore
 from .trainer import train_job
@@ -99,12 +101,20 @@ class SweepPlan:
     Attributes:
         plan: the plan of the sweep (``lp_ft`` at n = L-1 only; no estimators).
         candidates: every regime of every unit.
-        sources: unit -> the job of its source network.
+        sources: unit -> the job of its source network (none for a weights file: the
+            candidates' jobs carry it, ``job.external``).
     """
 
     plan: Plan
     candidates: list[Candidate]
     sources: dict[Unit, Job]
+
+    def source_state(self, unit: Unit, store: RunStore) -> dict[str, torch.Tensor] | None:
+        """The unit's source network's weights: its checkpoint, or its weights file."""
+        if unit in self.sources:
+            return store.load_checkpoint(self.sources[unit].id)
+        external = next((c.job.external for c in self.of(unit) if c.job.external is not None), None)
+        return None if external is None else load_state(external.file)
 
     @property
     def num_layers(self) -> int:
@@ -138,7 +148,7 @@ def read_sweep_plan(prepared: Prepared) -> SweepPlan:
     problems: list[tuple[str, str]] = []
     halves: dict[str, tuple[str, str]] = {}
     for i, exp in enumerate(config.experiments):
-        pairs = {(t.half, t.target) for t in exp.treatments}
+        pairs = {("X" if t.external else t.half, t.target) for t in exp.treatments}
         names = {t.protocol.name for t in exp.treatments}
         if len(pairs) != 1 or next(iter(pairs))[0] is None:
             problems.append((f"experiments.{i}.treatments", "a recommend target copies from one source half into "
@@ -312,15 +322,14 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
     contexts = {f: TrainContext(_shortened(config, f), components, device) for f in (*RUNGS, 1.0)}
     result = AdviceResult()
     for unit in sweep.units:
-        source = sweep.sources.get(unit)
-        state = store.load_checkpoint(source.id) if source is not None else None
+        state = sweep.source_state(unit, store)
         pool = sweep.of(unit)
         spent = 0.0
         for rung, fraction in enumerate(RUNGS):
             scores: dict[Regime, float] = {}
             for c in pool:
                 try:
-                    record, _ = train_job(c.job, contexts[fraction], state if c.job.depends_on else None)
+                    record, _ = train_job(c.job, contexts[fraction], state if c.job.kind == "transfer" else None)
                     top1: float | None = record.top1
                 except TrainingFailed:  # diverged: the regime is out (recorded as such)
                     top1 = None
@@ -332,7 +341,7 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
             ranked = sorted(pool, key=lambda c: (-scores[c.regime], costs.of(c.job), c.regime))
             pool = ranked[:KEEP] if rung == 0 else ranked[:1]
         chosen = pool[0]
-        record, _ = train_job(chosen.job, contexts[1.0], state if chosen.job.depends_on else None)
+        record, _ = train_job(chosen.job, contexts[1.0], state if chosen.job.kind == "transfer" else None)
         spent += costs.of(chosen.job)
         result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
         result.sweep_cost[unit] = math.fsum(costs.of(c.job) for c in sweep.of(unit))
