@@ -1,7 +1,9 @@
 """Transfer protocols: the paper's frozen (AnB, BnB), fine-tuned (AnB+, BnB+) and random
-weights, and two protocols where n names one layer: surgical fine-tuning of layer n (Lee et
-al., ICLR 2023) and re-initialising layer n (Zhang, Bengio and Singer, "Are all layers created
-equal?", JMLR 2022), trained or evaluated as they are."""
+weights; LP-FT, a linear probe then fine-tuning (Kumar et al., ICLR 2022); and protocols where
+n names one layer: surgical fine-tuning of layer n (Lee et al., ICLR 2023), with the source's
+classifier (``surgical``) or a new one (``surgical_head``), and re-initialising layer n
+(Zhang, Bengio and Singer, "Are all layers created equal?", JMLR 2022), trained or evaluated
+as they are."""
 
 from __future__ import annotations
 
@@ -53,14 +55,50 @@ class RandomFrozen(TransferProtocol[NoParams]):
 
 
 class Surgical(TransferProtocol[NoParams]):
-    """Copy every layer but the classifier; fine-tune only layer n (and train the new classifier)."""
+    """Surgical fine-tuning as Lee et al. (ICLR 2023) define it: the source network whole, its
+    classifier included, with only layer n learning. The target must be the source's own task
+    (its classes, in its label order): a shifted version of the data it was trained on."""
 
-    description = "copy layers 1..L-1, fine-tune only layer n, train a new classifier (surgical fine-tuning)"
+    description = "the source network whole, classifier kept; fine-tune only layer n (Lee et al.'s surgical)"
+    n_meaning = "layer"
+    keeps_classifier = True
+    revision = 1  # 0.3's surgical trained a new classifier beside layer n: that is surgical_head now
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        return [LayerAction(copy=True, train=i == n) for i in range(1, num_layers + 1)]
+
+
+class SurgicalHead(TransferProtocol[NoParams]):
+    """Copy every layer but the classifier; fine-tune only layer n and train a new classifier
+    (surgical fine-tuning for a target whose classes are not the source's)."""
+
+    description = "copy layers 1..L-1, fine-tune only layer n, train a new classifier (surgical, new classes)"
     n_meaning = "layer"
 
     def actions(self, n: int, num_layers: int) -> list[LayerAction]:
         copied = [LayerAction(copy=True, train=i == n) for i in range(1, num_layers)]
         return [*copied, LayerAction(copy=False, train=True)]
+
+
+class LpFtParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    probe_fraction: float = Field(
+        0.5, gt=0.0, lt=1.0, description="fraction of the training steps spent in the linear probe (the copied "
+        "layers held frozen while the layers above them train); the rest fine-tunes every layer, on the "
+        "config's one learning-rate schedule")
+
+
+class LpFt(TransferProtocol[LpFtParams]):
+    """LP-FT (Kumar et al., ICLR 2022): copy layers 1..n, first train only the layers above
+    them (at n = L-1, a linear probe on the frozen copied network), then fine-tune everything."""
+
+    description = "copy layers 1..n; train the rest with them frozen (linear probe), then fine-tune all (LP-FT)"
+    Params = LpFtParams
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        probe = self.params.probe_fraction
+        return [LayerAction(copy=i <= n, train=True, start=probe if i <= n else 0.0)
+                for i in range(1, num_layers + 1)]
 
 
 Reset = Literal["initial", "random"]
@@ -111,11 +149,28 @@ class ReinitEval(TransferProtocol[ReinitEvalParams]):
         return [reset if i == n else kept for i in range(1, num_layers)] + [kept]
 
 
+class RerandomizeEval(TransferProtocol[NoParams]):
+    """The source network itself with layer n re-drawn from the architecture's initialisation
+    (a fresh draw, not its own initial weights), evaluated without any training: Zhang et al.'s
+    re-randomisation, beside ``reinit_eval`` (their re-initialisation) under its own name, so
+    a report tells the two apart by protocol."""
+
+    description = "evaluate the source with layer n freshly re-drawn, no training (re-randomisation robustness)"
+    n_meaning = "layer"
+    evaluate_only = True
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        return ReinitEval(ReinitEvalParams(reset="random")).actions(n, num_layers)
+
+
 @hookimpl
 def register_protocols(register) -> None:
     register("frozen", Frozen)
     register("finetune", FineTune)
     register("random_frozen", RandomFrozen)
     register("surgical", Surgical)
+    register("surgical_head", SurgicalHead)
+    register("lp_ft", LpFt)
     register("reinit", Reinit)
     register("reinit_eval", ReinitEval)
+    register("rerandomize_eval", RerandomizeEval)

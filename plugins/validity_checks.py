@@ -220,22 +220,34 @@ class Provenance(ValidityCheck[NoParams]):
 
 
 class InputScale(ValidityCheck[NoParams]):
-    """The inputs had the scale the architecture's initialisation expects."""
+    """The inputs had the scale the architecture's initialisation expects: the trained
+    networks' (their records) and, separately, the estimators' features' (estimate records,
+    which must see the inputs the networks were trained on)."""
 
     description = "network inputs have the scale the architecture's initialisation expects"
 
     def check(self, run: RunView) -> list[CheckResult]:
         expected = run.results.expected_input_std
-        measured = sorted(r.input_std for r in run.results.rows if r.status == "ok" and r.input_std)
-        if not expected or not measured:
+        if not expected:
             return []
-        median = measured[len(measured) // 2]
-        said = f"the networks' inputs have a std of {median:.3g}; the architecture's initialisation expects about " \
-               f"{expected:.3g}"
-        if expected / 3 <= median <= expected * 3:
-            return [CheckResult(self.name, "pass", said)]
-        return [CheckResult(self.name, "warn", said, "fix the data's normalisation (data.mean / data.std) "
-                            "or use an architecture init made for this scale")]
+        results = run.results
+        groups = [
+            ("the networks' inputs", [r.input_std for r in results.rows if r.status == "ok" and r.input_std]),
+            ("the estimators' inputs", [e.input_std for e in results.estimates if e.status == "ok" and e.input_std]),
+        ]
+        out = []
+        for what, values in groups:
+            if not values:
+                continue
+            measured = sorted(values)
+            median = measured[len(measured) // 2]
+            said = f"{what} have a std of {median:.3g}; the architecture's initialisation expects about {expected:.3g}"
+            if expected / 3 <= median <= expected * 3:
+                out.append(CheckResult(self.name, "pass", said))
+            else:
+                out.append(CheckResult(self.name, "warn", said, "fix the data's normalisation (data.mean / data.std) "
+                                       "or use an architecture init made for this scale"))
+        return out
 
 
 @hookimpl

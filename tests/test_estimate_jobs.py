@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 from tests.conftest import tiny_config
@@ -242,3 +243,36 @@ def test_estimate_only_into_a_finished_run_keeps_its_retrained_networks(fake_plu
     saved = json.loads((run_dir / "plan.json").read_text())
     assert len(saved["cells"]) == len(plan.cells) and "estimate_only" not in saved
     assert len(saved["estimates"]) == len(plan.estimates)
+
+
+def test_estimator_inputs_are_the_training_jobs_inputs(tmp_path):
+    """With the paper's init (Caffe's 0-255 scale), the estimators' features see exactly the
+    inputs training sees, and their records say so (the input-scale check reads them)."""
+    from transferbench.context import TrainContext
+    from transferbench.jobdata import input_transform, prepare_job_data
+    from transferbench.network import build_target
+    from transferbench.results import read_results
+    from transferbench_plugins.caffenet import CAFFE_INPUT_STD
+
+    cfg = tiny_config(data={"name": "synthetic", "num_classes": 4, "train_per_class": 6, "eval_per_class": 3,
+                            "image_size": 16},
+                      architecture={"name": "caffenet_scaled", "width": 0.125, "fc_width": 16, "conv1_stride": 1,
+                                    "init": "paper"},
+                      experiments=[{"name": "e", "split": {"name": "random", "seeds": [0]}, "treatments": ["AnB"],
+                                    "layers": [1], "estimators": ["knn"]}],
+                      train={"lr": 0.001, "batch_size": 8, "epochs": 1})
+    config, components, plan = _setup(cfg)
+    ctx = TrainContext(config, components, torch.device("cpu"))
+    base = next(j for j in plan.jobs.values() if j.kind == "base")
+    job_data = prepare_job_data(ctx, base.classes, build_target(components.architecture, base, ctx.input_shape, None))
+    x = next(job_data.train.batches(8, shuffle=False))[0]
+    trained_on = job_data.transform(x, train=False)
+    assert torch.equal(input_transform(ctx)(x, train=False), trained_on)
+    assert float(trained_on.std()) > CAFFE_INPUT_STD / 3  # Caffe's scale, not the data source's unit std
+
+    run_plan(config, components, plan, tmp_path / "run", console=Console(quiet=True))
+    results = read_results(tmp_path / "run")
+    trained = [r.input_std for r in results.rows if r.input_std]
+    estimated = [e.input_std for e in results.estimates if e.input_std]
+    assert trained and estimated
+    assert max(estimated) < 1.5 * min(trained) and min(estimated) > min(trained) / 1.5

@@ -1,5 +1,5 @@
 """Weights files as sources (X): reading, mapping, identity, refusal to download; XnB runs;
-the surgical, reinit and reinit_eval protocols; export round trips."""
+the surgical, surgical_head, lp_ft, reinit and reinit_eval protocols; export round trips."""
 
 from __future__ import annotations
 
@@ -230,20 +230,94 @@ def test_initial_weights_are_recomputed_exactly(fake_plugins, monkeypatch, tmp_p
     assert all(torch.equal(seen["init"][k], again[k]) for k in again)
 
 
-def test_surgical_fine_tunes_only_layer_k(fake_plugins, tmp_path):
-    treatment = {"name": "surgical", "source": "B", "protocol": "surgical"}
+def _unchanged(after, before, layer):
+    return all(torch.equal(after[k], before[k]) for k in after if k.startswith(layer + "."))
+
+
+@pytest.mark.parametrize("protocol", ["surgical", "surgical_head"])
+def test_surgical_fine_tunes_only_layer_k(fake_plugins, tmp_path, protocol):
+    """surgical: only layer k changes, the source's classifier is kept bit for bit;
+    surgical_head: layer k and a new classifier learn, the rest is the source's, bit for bit."""
+    treatment = {"name": "surgical", "source": "B", "target": "B", "protocol": protocol}
     config, components, plan, ctx, base, source = _trained_base(tmp_path, [treatment])
     for k in (1, 2, 3):
-        record, model = train_job(_job(plan, "surgical", k), ctx, source)
+        record, model = train_job(_job(plan, protocol, k), ctx, source)
         after = model.state_dict()
         for i, layer in enumerate(LAYERS, start=1):
-            same = all(torch.equal(after[f"{layer}.0.{p}"], source[f"{layer}.0.{p}"]) for p in ("weight", "bias"))
+            same = _unchanged(after, source, layer)
             assert same == (i != k), f"k={k}: layer {layer} {'changed' if not same else 'unchanged'}"
+        assert _unchanged(after, source, "out") == (protocol == "surgical")
         assert record.frozen_cache == (k > 1)  # the frozen layers below k are computed once
 
 
+def test_surgical_keeps_the_source_s_classifier_so_its_target_is_the_source_s_task(fake_plugins):
+    with pytest.raises(ConfigError, match="keeps the source's classifier"):
+        _setup(experiments=[{"name": "p", "split": {"name": "parity"},
+                             "treatments": [{"name": "s", "source": "A", "target": "B", "protocol": "surgical"}]}])
+    _setup(experiments=[{"name": "p", "split": {"name": "parity"},  # a new classifier: any target
+                         "treatments": [{"name": "s", "source": "A", "target": "B", "protocol": "surgical_head"}]}])
+
+
+def test_surgical_s_new_meaning_makes_new_networks(fake_plugins):
+    """0.4's surgical keeps the classifier (0.3's trained a new one): its revision enters the ids."""
+    def ids(protocol):
+        plan = _setup(experiments=[{"name": "p", "split": {"name": "parity"}, "treatments": [
+            {"name": "s", "source": "B", "target": "B", "protocol": protocol}]}])[2]
+        return {j.id for j in plan.jobs.values() if j.kind == "transfer"}
+
+    from transferbench_plugins.protocols import Surgical
+
+    new, head = ids("surgical"), ids("surgical_head")
+    assert new.isdisjoint(head) and len(new) == len(head) == 3
+    revision = Surgical.revision
+    try:
+        Surgical.revision = 0  # as if the meaning had not changed: the spec 0.3 hashed
+        assert ids("surgical").isdisjoint(new)
+    finally:
+        Surgical.revision = revision
+
+
+def test_lp_ft_probes_with_the_copied_layers_frozen_then_tunes_them(fake_plugins, monkeypatch, tmp_path):
+    from transferbench.network import Target
+
+    treatment = {"name": "lpft", "source": "B", "target": "B", "protocol": {"name": "lp_ft", "probe_fraction": 0.5}}
+    config, components, plan, ctx, base, source = _trained_base(tmp_path, [treatment])
+    seen: dict = {}
+    real = Target.stage
+
+    def spy(self, done, total):
+        changed = real(self, done, total)
+        if changed:
+            seen.setdefault("held", []).append((done, list(self.held)))
+            seen.setdefault("at", []).append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return changed
+
+    monkeypatch.setattr(Target, "stage", spy)
+    job = _job(plan, "lp_ft", 3)  # every hidden layer copied: a linear probe, then fine-tuning
+    assert not job.reading.joins_cohort
+    record, model = train_job(job, ctx, source)
+    total = record.steps
+    assert [d for d, _ in seen["held"]] == [0, round(0.5 * total)]
+    assert seen["held"][0][1] == ["h1", "h2", "h3"] and seen["held"][1][1] == []
+    released = seen["at"][1]  # when the probe ends: copied layers still the source's, the head trained
+    assert all(_unchanged(released, source, layer) for layer in LAYERS)
+    assert not _unchanged(released, seen["at"][0], "out")
+    after = model.state_dict()  # then every layer learns
+    assert not any(_unchanged(after, source, layer) for layer in LAYERS)
+    assert record.trainable_params == sum(p.numel() for p in model.parameters())
+
+
+def test_lp_ft_s_probe_enters_the_job_id(fake_plugins):
+    def ids(fraction):
+        plan = _setup(experiments=[{"name": "p", "split": {"name": "parity"}, "treatments": [
+            {"name": "l", "source": "A", "protocol": {"name": "lp_ft", "probe_fraction": fraction}}]}])[2]
+        return {j.id for j in plan.jobs.values() if j.kind == "transfer"}
+
+    assert ids(0.5).isdisjoint(ids(0.25))
+
+
 def test_surgical_cached_and_plain_paths_agree(fake_plugins, tmp_path):
-    treatment = {"name": "surgical", "source": "B", "protocol": "surgical"}
+    treatment = {"name": "surgical", "source": "B", "target": "B", "protocol": "surgical"}
     _, _, plan, ctx, _, source = _trained_base(tmp_path, [treatment])
     cached, m1 = train_job(_job(plan, "surgical", 3), ctx, source)
     config, components, plan2 = _setup(experiments=[{"name": "p", "split": {"name": "parity"},

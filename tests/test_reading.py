@@ -52,15 +52,21 @@ def test_the_check_finds_a_module_that_reads_a_protocol_itself():
 
 
 def test_the_reading_of_the_paper_s_protocols():
-    from transferbench_plugins.protocols import FineTune, Frozen, Reinit, ReinitEval, Surgical
+    from transferbench_plugins.protocols import FineTune, Frozen, LpFt, Reinit, ReinitEval, Surgical, SurgicalHead
 
     frozen = ProtocolReading.of(Frozen(), 2, 4)
     assert frozen.copied == (True, True, False, False) and frozen.trained == (False, False, True, True)
     assert (frozen.frozen_prefix, frozen.source_prefix, frozen.trains, frozen.joins_cohort) == (2, 2, True, True)
     tuned = ProtocolReading.of(FineTune(), 2, 4)
     assert (tuned.frozen_prefix, tuned.source_prefix, tuned.resets) == (0, 0, False)
-    surgical = ProtocolReading.of(Surgical(), 3, 4)  # layers 1..2 frozen copies, 3 trains
+    surgical = ProtocolReading.of(Surgical(), 3, 4)  # layers 1..2 frozen copies, 3 trains, the head kept
     assert (surgical.frozen_prefix, surgical.source_prefix) == (2, 0)
+    assert surgical.copied == (True,) * 4 and surgical.trained == (False, False, True, False)
+    head = ProtocolReading.of(SurgicalHead(), 3, 4)  # the same with a new classifier
+    assert head.copied == (True, True, True, False) and head.trained == (False, False, True, True)
+    lpft = ProtocolReading.of(LpFt(), 3, 4)  # every layer learns, the copied ones after the probe
+    assert lpft.staged and lpft.start == (0.5, 0.5, 0.5, 0.0) and lpft.frozen_prefix == 0
+    assert not lpft.joins_cohort and not tuned.staged
     reinit = ProtocolReading.of(Reinit(), 2, 4)
     assert reinit.reset == (False, True, False, False) and reinit.copied == (True, False, True, False)
     assert reinit.resets and not reinit.joins_cohort

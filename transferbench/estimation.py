@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .augment import BatchTransform
 from .context import TrainContext
 from .devices import autocast
 from .errors import TrainingFailed
@@ -27,18 +26,23 @@ from .estimator import LayerFeatures
 from .features import layer_features
 from .hashing import content_hash
 from .interfaces import Split
+from .jobdata import input_transform
 from .jobs import Job
 from .records import JobRecord, utc_now
 from .taskdata import TaskData, open_task
 
-__all__ = ["CACHE_MAX_BYTES", "LoadNetwork", "estimate_job", "network_features", "source_network"]
+__all__ = ["CACHE_MAX_BYTES", "Features", "LoadNetwork", "estimate_job", "network_features", "source_network"]
 
 #: ``load(job_id) -> (num_classes, state_dict)``: a trained network of the run.
 LoadNetwork = Callable[[str], "tuple[int, Mapping[str, torch.Tensor]]"]
 
 #: Features kept per process for the next estimator job on the same network and layer.
 CACHE_MAX_BYTES = 2e9
-_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+#: ``(train, train_labels, eval, eval_labels)``: layer-n features and labels of a task.
+Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: key -> (features, the std of the network's inputs).
+_CACHE: OrderedDict[str, tuple[Features, float]] = OrderedDict()
 
 
 def _subset_seed(classes: Sequence[int], split: str) -> int:
@@ -71,45 +75,63 @@ def _build(ctx: TrainContext, num_classes: int, state: Mapping[str, torch.Tensor
 
 
 def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int, classes: Sequence[int]
-                     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], float]:
+                     ) -> tuple[Features, float, float]:
     """Layer-n features of the trained ``network`` on the task ``classes``.
 
+    The inputs go through the run's :func:`~transferbench.jobdata.input_transform` (the
+    architecture's normalisation, evaluation mode): exactly what the network saw in training.
+
     Returns:
-        ``(train, train_labels, eval, eval_labels)`` and the seconds spent computing them
-        (0.0 when they came from this process's cache).
+        ``(train, train_labels, eval, eval_labels)``, the standard deviation of the network's
+        inputs (first batch, as training measures it) and the seconds spent computing the
+        features (0.0 when they came from this process's cache).
     """
     settings = ctx.config.estimation
     key = content_hash({"network": network, "n": n, "classes": list(classes),
                         "settings": settings.model_dump(mode="json")})
     if key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key], 0.0
+        cached, input_std = _CACHE[key]
+        return cached, input_std, 0.0
     t0 = time.perf_counter()
     config, source = ctx.config, ctx.components.data
     num_classes, state = load(network)
     model = _build(ctx, num_classes, state)
     layers = list(ctx.components.architecture.layers(model))
-    transform = BatchTransform(config.train.augment, source.normalization(), ctx.device)
+    transform = input_transform(ctx)
     batch_size = config.eval.batch_size or config.train.batch_size
     out: list[torch.Tensor] = []
+    stds: list[float] = []
     splits: tuple[tuple[Split, int], ...] = (("train", settings.max_train), ("eval", settings.max_eval))
     for split, limit in splits:
         task = open_task(source, split, classes, config.loader, ctx.memory)
         labels: list[torch.Tensor] = []
-        inputs = (transform(x.to(ctx.device), train=False)
+        inputs = (_measured(transform(x.to(ctx.device), train=False), stds)
                   for x in _batches(task, limit, batch_size, _subset_seed(classes, split), labels))
         with autocast(config.performance.amp, ctx.device):
             feats = layer_features(model, layers, n, inputs, settings.max_features)
         out += [feats, torch.cat(labels)]
     result = (out[0], out[1], out[2], out[3])
-    _remember(key, result)
-    return result, time.perf_counter() - t0
+    input_std = stds[0] if stds else 0.0
+    _remember(key, (result, input_std))
+    return result, input_std, time.perf_counter() - t0
 
 
-def _remember(key: str, value: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+def _measured(x: torch.Tensor, stds: list[float]) -> torch.Tensor:
+    """``x``, its std noted when it is the first batch (the record's ``input_std``, as training notes it)."""
+    if not stds:
+        stds.append(float(x.detach().float().std()))
+    return x
+
+
+def _remember(key: str, value: tuple[Features, float]) -> None:
     _CACHE[key] = value
-    while len(_CACHE) > 1 and sum(t.numel() * t.element_size() for v in _CACHE.values() for t in v) > CACHE_MAX_BYTES:
+    while len(_CACHE) > 1 and _cached_bytes() > CACHE_MAX_BYTES:
         _CACHE.popitem(last=False)
+
+
+def _cached_bytes() -> int:
+    return sum(t.numel() * t.element_size() for features, _ in _CACHE.values() for t in features)
 
 
 def source_network(job: Job) -> str:
@@ -133,12 +155,12 @@ def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
     # the estimator runs where the networks do when that is a CUDA device (the arithmetic of a
     # linear probe on ImageNet-sized features is GPU work), else on the CPU
     device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
-    feats, features_s = network_features(ctx, network, load, job.n, job.classes)
+    feats, input_std, features_s = network_features(ctx, network, load, job.n, job.classes)
     tx, ty, ex, ey = (t.to(device) for t in feats)
     reference = None
     if job.estimator.needs_reference:
         ref_id = job.after[0] if job.after else network
-        ref, ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
+        ref, _, ref_s = network_features(ctx, ref_id, load, job.n, job.classes)
         features_s += ref_s
         rtx, rty, rex, rey = (t.to(device) for t in ref)
         reference = LayerFeatures(rtx, rty, rex, rey, job.num_classes, job.n)
@@ -155,5 +177,5 @@ def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
         estimate_s=round(estimate_s, 4), features_s=round(features_s, 4), feature_dim=max(1, features.dim),
         train_time_s=round(time.perf_counter() - t0, 4), num_classes=job.num_classes, device=str(ctx.device),
         seed=job.seed, started_at=started, finished_at=utc_now(), transferbench_version=__version__,
-        torch_version=torch.__version__,
+        torch_version=torch.__version__, input_std=input_std,
     )

@@ -325,12 +325,16 @@ class LayerAction:
             before it trained) instead of its trained ones: resetting a layer to its
             initialisation (``reinit``). A source trained in the run has them recomputed
             exactly from its seed; a weights file needs its ``init`` file.
+        start: with ``train``, the fraction of the training steps the layer waits, frozen,
+            before it starts to learn (0: from the first step). LP-FT's linear probe (Kumar et
+            al. 2022) holds the copied layers while the new ones train, then tunes them all.
     """
 
     copy: bool
     train: bool
     lr_mult: float = 1.0
     from_init: bool = False
+    start: float = 0.0
 
 
 class TransferProtocol(Plugin[P], abc.ABC):
@@ -349,6 +353,16 @@ class TransferProtocol(Plugin[P], abc.ABC):
     #: layer copied or reset, the classifier included), so its target must be the source's
     #: own task. The record has ``steps == 0`` and an empty history.
     evaluate_only: ClassVar[bool] = False
+
+    #: True: the protocol copies the source's classifier (layer L) and keeps it, so the
+    #: target must be the source's own task (its classes, in its label order).
+    keeps_classifier: ClassVar[bool] = False
+
+    #: Raised when what the protocol does changes under the same name (0.4's ``surgical``
+    #: keeps the source's classifier; 0.3's trained a new one). From 1 on it enters the
+    #: ids of the networks the protocol makes, so a network trained under the old meaning
+    #: is never taken for one of the new.
+    revision: ClassVar[int] = 0
 
     @abc.abstractmethod
     def actions(self, n: int, num_layers: int) -> list[LayerAction]:

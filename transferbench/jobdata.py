@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .interfaces import DataTransform
     from .jobs import TaskTransform
 
-__all__ = ["JobData", "prepare_job_data", "transformed"]
+__all__ = ["JobData", "input_transform", "prepare_job_data", "transformed"]
 
 
 @dataclass
@@ -49,6 +49,17 @@ class JobData:
     input_std: float | None = None
 
 
+def input_transform(ctx: TrainContext, *, channels_last: bool = False) -> BatchTransform:
+    """The transform from a data source's batch to network inputs, as every job of the run uses it.
+
+    The normalisation is the architecture's (:meth:`~transferbench.interfaces.Architecture.input_normalization`
+    of the source's mean and std), so training, evaluation and the estimators' features see
+    inputs on the one scale the network was built for (Caffe's 0-255 pixels for the paper's init).
+    """
+    norm = ctx.components.architecture.input_normalization(ctx.components.data.normalization())
+    return BatchTransform(ctx.config.train.augment, norm, ctx.device, channels_last=channels_last)
+
+
 def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target,
                      transforms: Sequence[TaskTransform] = ()) -> JobData:
     """The examples of the task ``classes`` and the module to train on them.
@@ -66,8 +77,7 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target,
     channels_last = perf.channels_last and len(ctx.input_shape) == 3
     train = transformed(open_task(source, "train", classes, config.loader, ctx.memory), transforms, "train")
     evaluation = transformed(open_task(source, "eval", classes, config.loader, ctx.memory), transforms, "eval")
-    norm = ctx.components.architecture.input_normalization(source.normalization())
-    transform = BatchTransform(config.train.augment, norm, device, channels_last=channels_last)
+    transform = input_transform(ctx, channels_last=channels_last)
     data = JobData(train, evaluation, transform, target.model)
     if _can_cache(ctx, target, train):
         split = ctx.components.architecture.split_at(target.model, target.reading.frozen_prefix)

@@ -9,7 +9,7 @@ state-dict prefixes, for any architecture.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ __all__ = [
     "input_shape",
     "overlay",
     "set_frozen_norm_eval",
+    "start_step",
     "under",
 ]
 
@@ -124,6 +125,11 @@ def set_frozen_norm_eval(model: nn.Module, frozen_prefixes: Sequence[str]) -> No
             module.eval()
 
 
+def start_step(start: float, total: int) -> int:
+    """The step at which a layer whose action has ``start`` (a fraction of ``total``) begins to learn."""
+    return round(start * total)
+
+
 @dataclass
 class Target:
     """A job's network after transfer, ready to train.
@@ -134,6 +140,8 @@ class Target:
         reading: what the job's protocol does to each layer (copied, reset, frozen, trained).
         lr_mult: the protocol's learning-rate multiplier of each parameter.
         frozen: state-dict prefixes of the frozen layers.
+        held: state-dict prefixes of the layers that will learn but wait, frozen, at the
+            current step (a staged protocol: LP-FT's probe); see :meth:`stage`.
     """
 
     model: nn.Module
@@ -141,11 +149,27 @@ class Target:
     reading: ProtocolReading
     lr_mult: dict[str, float]
     frozen: list[str]
+    held: list[str] = field(default_factory=list)
 
     def train_mode(self) -> None:
-        """Training mode, with frozen layers' normalisation statistics pinned."""
+        """Training mode, with frozen (and held) layers' normalisation statistics pinned."""
         self.model.train()
-        set_frozen_norm_eval(self.model, self.frozen)
+        set_frozen_norm_eval(self.model, self.frozen + self.held)
+
+    def stage(self, done: int, total: int) -> bool:
+        """Before step ``done`` of ``total``: hold (no gradient, so no update, momentum or
+        weight decay: the optimizer skips a parameter without one) every layer whose action
+        starts later, and release those whose start has come. Returns whether the set of
+        held layers changed (then call :meth:`train_mode`)."""
+        held = [m for layer, trained, start in zip(self.layers, self.reading.trained, self.reading.start)
+                if trained and done < start_step(start, total) for m in layer.modules]
+        if held == self.held:
+            return False
+        self.held = held
+        for name, p in self.model.named_parameters():
+            if not under(name, self.frozen):
+                p.requires_grad_(not under(name, held))
+        return True
 
 
 def build_target(

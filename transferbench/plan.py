@@ -30,7 +30,10 @@ __all__ = ["Plan", "build_plan", "layer_names", "merge_plan_json", "result_spec"
 PLAN_FORMAT = 2
 
 #: Version of the layer-n feature definition (transferbench.features); hashed into estimator jobs.
-FEATURES_FORMAT = 1
+#: 2: the inputs go through the architecture's normalisation, as in training (1 used the data
+#: source's own mean and std: Caffe-scale networks saw inputs ~58x too small), so every estimate
+#: of a format-1 run is recomputed.
+FEATURES_FORMAT = 2
 
 
 @dataclass
@@ -230,6 +233,8 @@ class _Builder:
         """A transferred network; its source is a base network, a weights file (``external``:
         its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
+        if type(protocol).revision:  # the protocol's meaning changed under its name: new networks
+            protocol_spec["revision"] = type(protocol).revision
         origin = external.identity() if external else None
         role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
                 "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin,

@@ -77,6 +77,17 @@ class ProtocolReading:
         return tuple(a.lr_mult for a in self.actions)
 
     @property
+    def start(self) -> tuple[float, ...]:
+        """Per layer: the fraction of the training steps it waits, frozen, before it learns."""
+        return tuple(a.start if a.train else 0.0 for a in self.actions)
+
+    @property
+    def staged(self) -> bool:
+        """Whether some layer starts to learn later than the others (LP-FT): the set of
+        trained layers changes during training."""
+        return any(s > 0 for s in self.start)
+
+    @property
     def trains(self) -> bool:
         """Whether any layer learns."""
         return any(self.trained)
@@ -102,6 +113,7 @@ class ProtocolReading:
     @property
     def joins_cohort(self) -> bool:
         """Whether the network may share a cohort's data order. A network that is only
-        evaluated has no steps to share, and one reset to its source's initial weights needs
-        them recomputed for it: both train alone."""
-        return not self.evaluate_only and not self.resets
+        evaluated has no steps to share, one reset to its source's initial weights needs
+        them recomputed for it, and one whose trained layers change during training (staged)
+        steps as no cohort member does: all three train alone."""
+        return not self.evaluate_only and not self.resets and not self.staged

@@ -86,6 +86,14 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                      f"protocol {treatment.protocol.name!r} evaluates the source network as it is, classifier "
                      f"included, without training: its target must be the source's own half ({treatment.half})")
                 )
+            if proto.keeps_classifier and not proto.evaluate_only and treatment.half \
+                    and treatment.target != treatment.half:
+                problems.append(
+                    (f"experiments.{i}.treatments.{j}.target",
+                     f"protocol {treatment.protocol.name!r} keeps the source's classifier: its target must be "
+                     f"the source's own half ({treatment.half}); for other classes use a protocol that trains "
+                     "a new classifier (surgical_head)")
+                )
             protocols[(exp.name, treatment.name)] = proto
         for j, ref in enumerate(exp.estimators):
             est = instantiate(registry, "estimator", ref, f"experiments.{i}.estimators.{j}", problems)

@@ -123,6 +123,8 @@ class EstimateRow:
         seconds: wall time of the job (the first job on a network and layer computes the
             features, later ones in the same process reuse them).
         estimate_s, features_s: the estimator's own seconds and the features' seconds.
+        input_std: standard deviation of the inputs the network saw while its features were
+            computed (first batch): what the training records measure, for the input-scale check.
     """
 
     experiment: str
@@ -139,6 +141,7 @@ class EstimateRow:
     estimate_s: float | None = None
     features_s: float | None = None
     error: str | None = None
+    input_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,7 @@ def _estimate_row(cell: EstimateEntry, rec: JobRecord | None) -> EstimateRow:
         value=done.estimate if done else None, seconds=done.train_time_s if done else None,
         estimate_s=done.estimate_s if done else None, features_s=done.features_s if done else None,
         error=rec.error if rec is not None and not rec.ok else None,
+        input_std=done.input_std if done else None,
     )
 
 

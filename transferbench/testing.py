@@ -210,7 +210,9 @@ def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir:
     re-initialised. For ``"layer"``: every layer but n and the classifier gets one same
     action (copied, when ``needs_source``), and layer n another. The classifier is neither
     copied nor frozen, except by an ``evaluate_only`` protocol, which trains nothing and
-    copies the classifier (it evaluates the source's own task)."""
+    copies the classifier (it evaluates the source's own task), and by one that
+    ``keeps_classifier`` (it copies it). A layer's ``start`` lies in [0, 1), and only a layer
+    that trains has one above 0."""
     proto: TransferProtocol = build(protocol, workdir, TransferProtocol)
     _expect(proto.n_meaning in ("depth", "layer"), f"n_meaning must be 'depth' or 'layer', not {proto.n_meaning!r}")
     for n in range(1, num_layers):
@@ -221,9 +223,14 @@ def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir:
         if proto.evaluate_only:
             _expect(not any(a.train for a in actions), f"n={n}: an evaluate_only protocol trains nothing")
             _expect(actions[-1].copy or not proto.needs_source, "an evaluate_only protocol copies the classifier")
+        elif proto.keeps_classifier:
+            _expect(actions[-1].copy and not actions[-1].from_init,
+                    "a protocol with keeps_classifier copies the source's trained classifier")
         else:
-            _expect(actions[-1].copy is False, "the classifier is never copied")
+            _expect(actions[-1].copy is False, "the classifier is never copied (unless keeps_classifier)")
             _expect(actions[-1].train, "the classifier always trains")
+        _expect(all(0.0 <= a.start < 1.0 for a in actions), f"n={n}: start must be in [0, 1)")
+        _expect(all(a.train or a.start == 0.0 for a in actions), f"n={n}: start is for layers that train")
         if not proto.needs_source:
             _expect(not any(a.copy for a in actions), "a protocol with needs_source=False copies nothing")
         if proto.n_meaning == "layer":
@@ -592,8 +599,8 @@ def _check_claim(f: Finding, where: str) -> None:
 
 def check_finding(plugin: type[PaperFindings] | PaperFindings, workdir: str | Path | None = None) -> None:
     """A findings plugin names its paper and the experiments it needs; each finding has a name
-    (unique), the paper's claim and the source of its effect; an effect finding states its
-    effect or the plugin recomputes it from the paper's networks; judged on a small made-up
+    (unique), the paper's claim and the source of its effect (a stated effect finite, a margin
+    above 0; a finding without an effect is judged on its direction); judged on a small made-up
     run and on an empty one, every finding gives a :class:`FindingResult` with one of the four
     verdicts, and on the empty run "not determined"."""
     p: PaperFindings = build(plugin, workdir, PaperFindings)
@@ -608,10 +615,6 @@ def check_finding(plugin: type[PaperFindings] | PaperFindings, workdir: str | Pa
         _check_claim(f, "finding")
         for part in f.parts():
             _check_claim(part, f"part of {f.name!r}")
-        for g in (f.parts() or (f,)):
-            _expect(g.kind == "equivalence" or g.effect is not None or bool(reference),
-                    f"finding {g.name!r}: state the paper's effect (Finding.effect) or return the paper's "
-                    "networks from reference()")
     empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
     for results in (example_results(), empty):
         grids = build_grids(results)

@@ -102,9 +102,12 @@ def train_loop(
     eval_batch = config.eval.batch_size or config.train.batch_size
     course = Course()
     done = 0
+    staged = target.reading.staged  # some layers start to learn later (LP-FT): held until then
     target.train_mode()
     while done < length.total:
         for x, y in data.train.batches(config.train.batch_size, shuffle=True, generator=generator):
+            if staged and target.stage(done, length.total):
+                target.train_mode()
             x = data.transform(x.to(device, non_blocking=True), train=True, generator=generator)
             if data.input_std is None:  # what the network's inputs look like (its init expects a scale)
                 data.input_std = float(x.detach().float().std())
