@@ -257,7 +257,9 @@ class Eval(_Strict):
 
 class Performance(_Strict):
     """Speed switches. ``amp`` and ``channels_last`` change the floating-point operations (so
-    the numbers, slightly), so they enter job ids; the others give the same numbers."""
+    the numbers, slightly), so they enter job ids, and so does ``batched`` (when not off) for
+    the members of cohorts; ``deterministic`` picks reproducible kernels and enters no id (like
+    the thread count: docs/performance.md); the others give the same numbers."""
 
     cache_frozen: bool = Field(
         True,
@@ -273,9 +275,16 @@ class Performance(_Strict):
     )
     compile: bool = Field(False, description="torch.compile the model")
     batched: Literal["auto", "on", "off"] = Field(
-        "auto",
+        "off",
         description="train the same-shaped members of a cohort (executor cohorts: true) as one "
-        "batched computation (equal within float tolerance); auto: on CUDA devices only",
+        "batched computation (equal to one-by-one training within float tolerance, not bit for bit, "
+        "so on or auto enters the cohort members' job ids); auto: on CUDA devices only",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels: torch.use_deterministic_algorithms, cuDNN deterministic "
+        "with its benchmark off, CUBLAS_WORKSPACE_CONFIG=:4096:8 (same bits run after run on one GPU; "
+        "often slower; an operation with no deterministic kernel fails); enters no job id",
     )
 
     @field_validator("amp", "batched", mode="before")

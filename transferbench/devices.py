@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
-__all__ = ["autocast", "device_problem", "resolve_device"]
+__all__ = ["autocast", "device_problem", "resolve_device", "use_deterministic"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,3 +50,20 @@ def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManage
     if amp == "off" or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def use_deterministic(on: bool) -> None:
+    """``performance.deterministic``: reproducible kernels in this process, or torch's defaults.
+
+    On: ``torch.use_deterministic_algorithms(True)`` (an operation without a deterministic
+    kernel raises instead of running), cuDNN's deterministic algorithms with its autotuner
+    off (the autotuner may pick another algorithm run after run), and cuBLAS's fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts: set before the first
+    CUDA matrix product, as the runner does when it builds a process's training context).
+    On the CPU torch's kernels are already deterministic for a fixed thread count.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False if on else torch.backends.cudnn.benchmark

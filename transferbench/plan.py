@@ -186,9 +186,11 @@ class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
     def __init__(self, base_spec: dict[str, Any], components: Components,
-                 features: dict[str, Any] | None = None, cohorts: bool = False, num_layers: int = 0) -> None:
+                 features: dict[str, Any] | None = None, cohorts: bool = False, num_layers: int = 0,
+                 batched: str = "off") -> None:
         self.base_spec = base_spec
         self.cohorts = cohorts
+        self.batched = batched
         self.num_layers = num_layers
         self.seed = base_spec["seed"]
         self.components = components
@@ -262,7 +264,12 @@ class _Builder:
         if not self.cohorts or not reading.joins_cohort:
             return {}
         role = {"seed": self.seed, "replicate": replicate, "kind": "cohort", "classes": list(task)}
-        return {"data_order": {"cohort": _seed(role)}}
+        order: dict[str, Any] = {"data_order": {"cohort": _seed(role)}}
+        if self.batched != "off" and all(reading.trained):
+            # a member that may be batched (it trains every layer) computes the same function
+            # up to the batched kernels' rounding, not bit for bit: another network (another id)
+            order["batched"] = self.batched
+        return order
 
     def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job | ExternalSource,
                  reference: Job, n: int) -> Job:
@@ -352,7 +359,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
         raise ConfigError([("architecture", f"needs at least 2 layers to transfer, has {num_layers}")])
 
     builder = _Builder(base_spec, components, {"format": FEATURES_FORMAT, **config.estimation.model_dump(mode="json")},
-                       cohorts=bool(getattr(components.executor, "cohorts", False)), num_layers=num_layers)
+                       cohorts=bool(getattr(components.executor, "cohorts", False)), num_layers=num_layers,
+                       batched=config.performance.batched)
     files = SourcePlanner(components.architecture, input_shape(config.train.augment, components.data), num_layers,
                           [c.id for c in classes])
     all_halves: dict[tuple[str, int], Halves] = {}

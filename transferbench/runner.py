@@ -11,7 +11,7 @@ from .cohort import joint_checkpoint, train_cohort
 from .components import Components
 from .config import Config
 from .context import TrainContext
-from .devices import resolve_device
+from .devices import resolve_device, use_deterministic
 from .errors import DataError, TrainingFailed
 from .estimation import estimate_job, source_network
 from .executor import CohortProgressFn, ProgressFn
@@ -73,6 +73,7 @@ class TrainingRunner:
         if self._ctx is None:
             key = content_hash(self.config.model_dump(mode="json"))
             if key not in _CONTEXTS:
+                use_deterministic(self.config.performance.deterministic)  # before the device's first kernel
                 _CONTEXTS[key] = TrainContext(self.config, self.components, resolve_device(self.config.device))
             self._ctx = _CONTEXTS[key]
         return self._ctx
