@@ -132,8 +132,15 @@ def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops:
     for job in networks:
         examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
         length = TrainingLength.of(config.train, config.eval, examples)
+        evaluated = 0 if eval_counts is None else int(eval_counts[list(job.classes)].sum())
+        if job.reading is not None and not job.reading.trains:  # evaluate-only: one pass, nothing trained
+            solo_flop += evaluated * full
+            solo_images += evaluated
+            solo_hours += max(evaluated * full / (tflops * 1e12), evaluated / decode_rate if decode_rate else 0)
+            streams[job.id] = (0.0, float(evaluated), evaluated * full)
+            continue
         train_images = length.total * config.train.batch_size
-        eval_images = 0 if eval_counts is None else int(eval_counts[list(job.classes)].sum()) * length.evaluations
+        eval_images = evaluated * length.evaluations
         frozen = p(_frozen(job, plan.num_layers))
         if cached and frozen:
             flop = train_images * 3 * (full - frozen) + (examples or 0) * frozen + eval_images * full
