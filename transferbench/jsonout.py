@@ -223,6 +223,7 @@ def _estimators_json(section: Any) -> dict[str, Any] | None:
 
 def _finding_json(f: Any) -> dict[str, Any]:
     doc = asdict(f)
+    doc["size"] = f.size
     doc["stability"] = f.stability.fraction if f.stability else None
     doc["n_resamples"] = f.stability.resamples if f.stability else None
     doc["parts"] = [_finding_json(p) for p in f.parts]

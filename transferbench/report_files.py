@@ -204,7 +204,8 @@ def _checks_files(checks: Sequence[CheckResult], metric: str) -> dict[str, str |
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "paper", "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units",
     "networks", "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points",
-    "equivalence", "margin", "units_needed", "stability", "resamples", "caveats", "invalidated_by", "claim", "source",
+    "equivalence", "margin", "units_needed", "size", "stability", "resamples", "caveats", "invalidated_by", "claim",
+    "source",
 )
 
 
@@ -214,7 +215,7 @@ def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> lis
         e, pt = f.estimate, f.points
         rows.append([f.paper, f.name, part_of, f.verdict, f.experiment, f.run, e and e.value, e and e.ci_low,
                      e and e.ci_high, e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low,
-                     pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed,
+                     pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed, f.size,
                      f.stability.fraction if f.stability else None, f.stability.resamples if f.stability else None,
                      "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source])
         rows += _scorecard_rows(f.parts, f.name)
