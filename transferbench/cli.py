@@ -21,6 +21,9 @@ from rich.table import Table
 from .errors import ConfigError, TransferbenchError
 
 if TYPE_CHECKING:  # the commands import what they need lazily
+    from .cohort_cost import Rates
+    from .components import Components
+    from .config import Config
     from .plan import Plan
     from .power import PowerRow
     from .runreport import RunReport
@@ -226,21 +229,33 @@ def _plan_table(name: str, plan: Plan) -> Table:
     return table
 
 
+def _plan_rates(args: argparse.Namespace, config: Config, components: Components) -> tuple[Rates, list[str]]:
+    """The rates ``plan`` costs at: a rates file (``--measured``), else the flags and the
+    decode rate measured here; and the lines that say where they come from."""
+    from .cohort_cost import Rates, decode_rate_note, rates_note, read_rates, with_read_gbps
+
+    if args.measured:
+        rates = read_rates(args.measured, config, components)
+        return rates, [rates_note(rates, components, args.read_gbps)]
+    decode, note = decode_rate_note(components, args.decode_rate)
+    rates = with_read_gbps(Rates(args.tflops, decode, None), components, args.read_gbps)
+    return rates, [note, rates_note(rates, components, args.read_gbps)]
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
     if args.estimate_only:
         plan = plan.without_transfers()
     if args.json:
         from .api import Prepared
+        from .cohort_cost import cohort_cost_json, estimate_cohorts
         from .compute import estimate_compute
         from .jsonout import plan_json
 
-        estimate = estimate_compute(config, components, plan, args.tflops)
+        rates, _ = _plan_rates(args, config, components)
+        estimate = estimate_compute(config, components, plan, rates.tflops)
         doc = plan_json(Prepared(config, components, plan), estimate)
-        from .cohort_cost import cohort_cost_json, decode_rate_note, estimate_cohorts
-
-        rate = decode_rate_note(components, args.decode_rate)[0]
-        doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, args.tflops, rate))
+        doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, rates))
         return _print_json(doc)
     console = _console()
     table = _plan_table(config.name, plan)
@@ -255,16 +270,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
         + (f"; {estimates} estimator jobs" if estimates else "")
     )
+    from .cohort_cost import describe_cohorts, estimate_cohorts
     from .compute import describe, estimate_compute
     from .estimator_cost import describe_estimators, estimate_estimators
 
-    console.print(describe(estimate_compute(config, components, plan, args.tflops)))
-    from .cohort_cost import decode_rate_note, describe_cohorts, estimate_cohorts
-
-    rate, note = decode_rate_note(components, args.decode_rate)
-    console.print(describe_cohorts(estimate_cohorts(config, components, plan, args.tflops, rate), [note]))
+    rates, notes = _plan_rates(args, config, components)
+    console.print(describe(estimate_compute(config, components, plan, rates.tflops)))
+    console.print(describe_cohorts(estimate_cohorts(config, components, plan, rates), notes))
     if estimates:
-        console.print(describe_estimators(estimate_estimators(config, components, plan, args.tflops)))
+        console.print(describe_estimators(estimate_estimators(config, components, plan, rates.tflops)))
     if config.train.augment.active and config.performance.cache_frozen:
         console.print("frozen-feature cache: off, because train.augment makes training inputs random "
                       "(frozen layers see different inputs every epoch)")
@@ -533,6 +547,23 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_export)
 
 
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``plan``: output and the rates its cost is computed at."""
+    _json_flag(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
+    p.add_argument("--tflops", type=_positive(float), default=20.0,
+                   help="effective training throughput assumed for the GPU-hour estimate (default 20)")
+    p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
+    p.add_argument("--decode-rate", type=_positive(float), default=None, metavar="IMAGES_PER_S",
+                   help="images/s the data pipeline of one training machine decodes and augments, for the "
+                        "data-bound estimate (default: measured here on the data source's images)")
+    p.add_argument("--read-gbps", type=_positive(float), default=2.0, metavar="GB_PER_S",
+                   help="disk read speed of the uint8 store (loader.decode_cache), in GB/s (default 2, assumed)")
+    p.add_argument("--measured", metavar="RATES_FILE",
+                   help="a rates file written by benchmarks/gpu_check.py (measured TFLOP/s, decode and store "
+                        "images/s) in place of --tflops, --decode-rate and --read-gbps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="transferbench",
@@ -569,14 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory to check (default: the config's output.dir)")
     _json_flag(p)
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
-    _json_flag(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
-    p.add_argument("--tflops", type=_positive(float), default=20.0,
-                   help="effective training throughput assumed for the GPU-hour estimate (default 20)")
-    p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
-    p.add_argument("--decode-rate", type=_positive(float), default=None, metavar="IMAGES_PER_S",
-                   help="images/s the data pipeline of one training machine decodes and augments, for the "
-                        "data-bound estimate (default: measured here on the data source's images)")
+    _plan_options(p)
     with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
