@@ -46,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.yosinski2014",
     "transferbench_plugins.transforms",
     "transferbench_plugins.zhang2019",
+    "transferbench_plugins.neyshabur2020",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
