@@ -425,7 +425,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.plots_dir) if args.plots_dir else None
     if args.power and run_dir is None:
         raise ConfigError([("--power", "the power planner reads a run: give a RUN_DIR")])
-    compare = "paper" if args.power else args.compare
+    compare = args.compare or "paper" if args.power else args.compare
     margin = None if args.control_margin is None else args.control_margin / 100
     if args.json:
         from .jsonout import power_json, report_json
@@ -519,7 +519,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: when both halves have the same number of classes)")
     p.add_argument("--power", action="store_true",
                    help="the power planner: split seeds (and their cost) for a decisive verdict on each of the "
-                        "paper's findings, with this run as the pilot (implies --compare paper)")
+                        "findings compared with (--compare; default paper), with this run as the pilot")
     p.add_argument("--control-margin", type=_positive(float), metavar="POINTS",
                    help="how close (in points of top-1) BnB+ must be shown to be to baseB for the control to hold "
                         "(default: half the paper's fine-tuning boost, scaled to each experiment's headroom)")
