@@ -149,6 +149,20 @@ class ReinitEval(TransferProtocol[ReinitEvalParams]):
         return [reset if i == n else kept for i in range(1, num_layers)] + [kept]
 
 
+class RerandomizeEval(TransferProtocol[NoParams]):
+    """The source network itself with layer n re-drawn from the architecture's initialisation
+    (a fresh draw, not its own initial weights), evaluated without any training: Zhang et al.'s
+    re-randomisation, beside ``reinit_eval`` (their re-initialisation) under its own name, so
+    a report tells the two apart by protocol."""
+
+    description = "evaluate the source with layer n freshly re-drawn, no training (re-randomisation robustness)"
+    n_meaning = "layer"
+    evaluate_only = True
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        return ReinitEval(ReinitEvalParams(reset="random")).actions(n, num_layers)
+
+
 @hookimpl
 def register_protocols(register) -> None:
     register("frozen", Frozen)
@@ -159,3 +173,4 @@ def register_protocols(register) -> None:
     register("lp_ft", LpFt)
     register("reinit", Reinit)
     register("reinit_eval", ReinitEval)
+    register("rerandomize_eval", RerandomizeEval)

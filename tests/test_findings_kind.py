@@ -94,7 +94,7 @@ def test_check_finding_fails_on_a_broken_plugin(tmp_path):
         name = ""
 
     class NoEffect(Always):
-        effect = None
+        effect = float("nan")
 
     class Broken(Demo):
         def findings(self):
@@ -110,7 +110,7 @@ def test_check_finding_fails_on_a_broken_plugin(tmp_path):
 
     with pytest.raises(testing.ContractError, match="needs a name"):
         testing.check_finding(Broken, tmp_path)
-    with pytest.raises(testing.ContractError, match="state the paper's effect"):
+    with pytest.raises(testing.ContractError, match="must be finite"):
         testing.check_finding(Unstated, tmp_path)
     with pytest.raises(testing.ContractError, match="unique"):
         testing.check_finding(Twice, tmp_path)

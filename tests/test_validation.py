@@ -19,7 +19,6 @@ from transferbench.runreport import build_report
 from transferbench.validation import (
     agreements,
     cost_summary,
-    fisher_interval,
     kendall,
     ranks,
     spearman,
@@ -136,16 +135,6 @@ def test_spearman_and_kendall_known_values():
         spearman([1, 2, 3], [1, 2])
 
 
-def test_fisher_interval():
-    low, high = fisher_interval(0.9, 10)
-    assert low == pytest.approx(math.tanh(math.atanh(0.9) - 1.96 * math.sqrt(1.06 / 7)))
-    assert high == pytest.approx(math.tanh(math.atanh(0.9) + 1.96 * math.sqrt(1.06 / 7)))
-    assert low < 0.9 < high
-    assert fisher_interval(0.9, 3) is None and fisher_interval(0.5, 4, "kendall") is None
-    assert fisher_interval(None, 30) is None
-    assert fisher_interval(1.0, 20)[1] <= 1.0
-
-
 # --------------------------------------------------------------------------- comparisons
 
 
@@ -169,10 +158,11 @@ def test_read_estimates(handmade):
 def test_an_oracle_agrees_fully_and_depth_alone_nearly_as_well_across_layers(handmade):
     rows = agreements(*handmade)
     oracle = _by(rows, experiment="random", estimator="oracle", reference="AnB", comparison="layers")
-    assert (oracle.spearman, oracle.kendall, oracle.points, oracle.seeds) == (pytest.approx(1.0), 1.0, 8, 2)
+    assert (oracle.spearman, oracle.kendall) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert (oracle.points, oracle.seeds) == (8, 2)
     assert oracle.depth_spearman == pytest.approx(40 / math.sqrt(40 * 42))  # why depth is the yardstick
     assert oracle.per_group.values == (pytest.approx(1.0), pytest.approx(1.0))
-    assert oracle.spearman_ci[1] <= 1.0
+    assert oracle.units == 2 and oracle.spearman_ci is None  # two split seeds: no interval over units
     depth = _by(rows, experiment="random", estimator="depth", reference="AnB", comparison="layers")
     assert depth.spearman == pytest.approx(depth.depth_spearman)
     plus = _by(rows, experiment="random", estimator="oracle", reference="AnB+", comparison="layers")
@@ -272,3 +262,75 @@ def test_an_estimate_only_run_is_reported_as_a_proxy(tmp_path):
     text = console.export_text()
     assert "a proxy, not a measurement" in text and "oracle: not validated by transferbench" in text
     assert "no network was retrained here" in text
+
+
+# --------------------------------------------------------------------------- intervals over units, baselines, ceiling
+
+
+def _four_seed_results():
+    """One experiment, 4 split seeds (4 units), layers 1-4: AnB falls with n but not
+    monotonically (n = 3 beats n = 2 in every seed, so depth is not perfect), shifted by seed;
+    AnB+ rises; estimators that know AnB, know depth, or know AnB upside down."""
+    from transferbench.results import EstimateRow, ResultRow, RunResults
+
+    shape = {1: 0.80, 2: 0.70, 3: 0.72, 4: 0.60}
+    rows, estimates = [], []
+    for seed in range(4):
+        for half in "AB":
+            rows.append(ResultRow("e", "random", seed, f"base{half}", 0, f"b{half}{seed}", "ok", top1=0.85,
+                                  kind="base", target=half))
+        for n, value in shape.items():
+            anb, plus = value + 0.02 * seed, 0.80 + 0.01 * n + 0.001 * seed
+            for t, v, proto in (("AnB", anb, "frozen"), ("AnB+", plus, "finetune")):
+                rows.append(ResultRow("e", "random", seed, t, n, f"{t}{n}{seed}", "ok", top1=v, kind="transfer",
+                                      source="A", target="B", protocol=proto))
+            for name, v in (("oracle", anb), ("depth", -float(n)), ("anti", -anb)):
+                estimates.append(EstimateRow("e", "random", seed, "A", "B", n, name, f"{name}{n}{seed}", "ok", v))
+    return RunResults("r", "h", 5, ("a", "b", "c", "d", "e"), tuple(rows), estimates=tuple(estimates))
+
+
+def test_intervals_are_over_units_and_estimators_face_the_strongest_baseline():
+    results = _four_seed_results()
+    rows = agreements(results, results.estimates)
+    oracle = _by(rows, estimator="oracle", reference="AnB", comparison="layers")
+    assert oracle.units == 4 and oracle.ground_truth == "frozen"
+    assert oracle.spearman_ci == (pytest.approx(1.0), pytest.approx(1.0))  # 1 on every resample of units
+    assert oracle.weighted_tau.value == pytest.approx(1.0)
+    assert oracle.regret.value == 0.0  # it picks n = 1, the best layer, in every unit
+    names = [b.name for b in oracle.baselines]
+    assert names == ["depth", "random"]  # one experiment: no static hierarchy; no sources to rank
+    random = oracle.baselines[1].spearman
+    assert random.ci_low < 0 < random.ci_high
+    assert oracle.strongest == "depth" and oracle.beats == "yes"
+    depth = _by(rows, estimator="depth", reference="AnB", comparison="layers")
+    assert depth.beats == "not determined"  # equal to the baseline on every resample: never "beats"
+    assert depth.regret.value == 0.0
+    anti = _by(rows, estimator="anti", reference="AnB", comparison="layers")
+    assert anti.beats == "no" and anti.regret.value == pytest.approx(0.20)  # picks n = 4: .60 against .80
+    # every unit ranks the layers the same way: the ceiling is 1, and the oracle reaches all of it
+    assert oracle.ceiling.seed_to_seed.value == pytest.approx(1.0)
+    assert oracle.ceiling.fraction.value == pytest.approx(1.0)
+    assert anti.ceiling.fraction.value == pytest.approx(-1.0)
+    plus = _by(rows, estimator="oracle", reference="AnB+", comparison="layers")
+    assert plus.ground_truth == "finetune" and plus.spearman_ci[1] < 0 and not plus.predicts()
+
+
+def test_three_ground_truths_are_compared_with_each_other():
+    from transferbench.validation import ground_truth_agreements
+
+    (gt,) = ground_truth_agreements(_four_seed_results())
+    assert (gt.first, gt.second, gt.points) == ("AnB", "AnB+", 16)
+    assert gt.spearman.determined and gt.spearman.value < 0  # frozen falls with n, fine-tuned rises
+
+
+def test_the_report_never_says_an_estimator_predicts_a_ground_truth_its_interval_does_not_support():
+    from transferbench.estimator_report import print_estimator_report
+
+    results = _four_seed_results()
+    console = Console(record=True, width=200)
+    print_estimator_report(console, results, build_report(results).estimators)
+    text = console.export_text()
+    assert "anti predicts the finetune ground truth (AnB+)" in text
+    assert "oracle ranks the finetune ground truth (AnB+) the wrong way round" in text
+    assert "oracle predicts" not in text and "depth predicts" not in text
+    assert "e: AnB and AnB+ rank their 16 points" in text

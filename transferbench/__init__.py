@@ -4,7 +4,7 @@ Everything a plugin or a notebook needs is exported here; the submodules are the
 own and may change. A plugin imports from ``transferbench`` only:
 
 * the plugin interfaces: :class:`Architecture`, :class:`TaskSplit`, :class:`TransferProtocol`,
-  :class:`DataSource` (with :class:`Plugin`, :class:`NoParams`, :class:`Layer`,
+  :class:`DataSource`, :class:`DataTransform` (with :class:`Plugin`, :class:`NoParams`, :class:`Layer`,
   :class:`LayerAction`, :class:`ClassInfo`, :class:`Halves`) and the ``hookimpl`` marker;
 * the executor contract: :class:`Executor`, :class:`JobRunner`, :class:`Events`, :class:`Job`,
   :class:`JobRecord`;
@@ -50,6 +50,7 @@ from .interfaces import (
     Architecture,
     ClassInfo,
     DataSource,
+    DataTransform,
     Halves,
     Layer,
     LayerAction,
@@ -74,6 +75,7 @@ __all__ = [
     "Contrast",
     "DataError",
     "DataSource",
+    "DataTransform",
     "Difference",
     "Estimator",
     "Events",

@@ -329,6 +329,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Advice from short trainings (transferbench/advise.py); with --validate, its regret table."""
+    from .advise import advise, read_sweep_plan, table_rows, validate, verdict_lines
+    from .api import Prepared
+
+    config, components, plan = _load(args)
+    sweep = read_sweep_plan(Prepared(config, components, plan))
+    run_dir = Path(args.out) if args.out else config.run_dir()
+    console = _console()
+    components.data.check()
+    result = advise(Prepared(config, components, plan), sweep, run_dir, console)
+    for target in sweep.targets():
+        units = [u for u in result.choice if u[0] == target]
+        expected = result.expected(target)
+        low, high = expected.ci_low, expected.ci_high
+        ci = (f"95% interval {100 * low:.1f} to {100 * high:.1f}" if low is not None and high is not None
+              else "too few units for an interval")
+        spent = sum(result.spent[u] for u in units) / sum(result.sweep_cost[u] for u in units)
+        chosen = sorted({str(result.choice[u]) for u in units})
+        console.print(f"[bold]{target}[/bold]: train {' / '.join(chosen)} (per unit: "
+                      + ", ".join(f"seed {u[1]}: {result.choice[u]}" for u in units) + ")")
+        console.print(f"  expected top-1 {100 * expected.value:.1f}% ({ci}, over {expected.units} units: the "
+                      "advice's own networks at full length)")
+        console.print(f"  compute: {sum(result.spent[u] for u in units) / 1e12:.3g} TFLOP spent, "
+                      f"{sum(result.sweep_cost[u] for u in units) / 1e12:.3g} TFLOP for the full sweep it replaces "
+                      f"({100 * spent:.1f}%; training FLOPs, source networks in neither)")
+    if not args.validate:
+        console.print(f"advice written to {run_dir / 'advice.json'}")
+        return EXIT_OK
+    tables = validate(Prepared(config, components, plan), sweep, result, run_dir, console)
+    for target, rows in tables.items():
+        table = Table(title=f"regret against the sweep's best regime: {target}", title_justify="left")
+        for col in ("advice", "regret (points)", "95% interval", "units", "compute", "chose"):
+            table.add_column(col)
+        for row in table_rows(rows):
+            table.add_row(*(escape(c) for c in row))
+        console.print(table)
+    for line in verdict_lines(tables["all"]):
+        console.print(line)
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify a run directory; exit 1 when a file is damaged."""
     from .check import check_run_dir
@@ -566,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only the base networks and run the config's estimators: a proxy of the "
                         "transfer curve in a fraction of the time (docs/estimators.md)")
 
+    _add_recommend_options(with_config(
+        "recommend", "which regime to train (freeze 1..n, fine-tune, surgical k, LP-FT, scratch), chosen from "
+        "short trainings; --validate: its regret against the exhaustive sweep", cmd_recommend))
     p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
     p.add_argument("run_dir", help="a run directory")
     p.set_defaults(fn=cmd_check)
@@ -575,9 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_recommend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
+    p.add_argument("--validate", action="store_true",
+                   help="also run the exhaustive sweep and print the regret table (advice and fixed heuristics)")
+
+
 def _command(argv: Sequence[str]) -> str:
     """The subcommand an argument list names (for an error document), or ``transferbench``."""
-    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "check", "report", "export"}
+    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "recommend", "check", "report", "export"}
     return next((a for a in argv if a in commands), "transferbench")
 
 

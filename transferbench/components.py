@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .estimator import Estimator
 from .executor import Executor
-from .interfaces import Architecture, DataSource, TaskSplit, TransferProtocol
+from .interfaces import Architecture, DataSource, DataTransform, TaskSplit, TransferProtocol
 from .observers import Observer
 
 __all__ = ["Components"]
@@ -28,3 +28,4 @@ class Components:
     executor: Executor
     observers: list[Observer] = field(default_factory=list)  # in the config's order
     estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
+    transforms: dict[str, list[DataTransform]] = field(default_factory=dict)  # experiment -> its transforms, in order

@@ -65,6 +65,18 @@ class SplitRef(PluginRef):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
 
+class TransformRef(PluginRef):
+    """A data transform plugin, the halves whose networks it applies to, and on which examples."""
+
+    halves: list[Half] = Field(
+        default_factory=lambda: list[Half](["B"]), min_length=1,
+        description="the halves whose networks see transformed examples (the target half B, by default): "
+        "their base networks and every network trained on them; networks of other halves are unchanged")
+    on: list[Literal["train", "eval"]] = Field(
+        default_factory=lambda: list[Literal["train", "eval"]](["train", "eval"]), min_length=1,
+        description="which examples are transformed: train, eval or both")
+
+
 _TREATMENT = re.compile(r"^(?P<source>[ABX])n(?P<target>[AB])(?P<plus>\+?)$")
 
 
@@ -139,6 +151,11 @@ class Experiment(_Strict):
         "(linear, knn, logme, cka; docs/estimators.md)",
     )
 
+    transforms: list[TransformRef] = Field(
+        default_factory=list,
+        description="data transforms (block_shuffle, ...; `transferbench plugins`) applied, in order, to the "
+        "examples of the networks trained on some halves (docs/configuration.md)")
+
     source: CheckpointSource | None = Field(
         None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from "
         "(refused when no treatment does)")
@@ -158,6 +175,9 @@ class Experiment(_Strict):
                 raise ValueError(
                     f"treatment {t.name!r} (treatments.{j}) copies from X, the experiment's weights file: "
                     "set the experiment's source: {checkpoint: path/to/weights.safetensors}")
+        if self.transforms and self.estimators:
+            raise ValueError("estimators read the untransformed examples: an experiment with transforms cannot "
+                             "have estimators yet (put them in an experiment of their own)")
         if self.source is not None and not any(t.source == "X" for t in self.treatments):
             # a file given but never read: the user meant to measure it, and would not be
             raise ValueError(

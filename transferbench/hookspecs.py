@@ -68,3 +68,9 @@ def register_checks(register: Register) -> None:
 def register_findings(register: Register) -> None:
     """Register :class:`~transferbench.PaperFindings` classes by name: a paper's findings,
     judged by ``transferbench report RUN --compare NAME`` (or ``--compare all``)."""
+
+
+@hookspec
+def register_data_transforms(register: Register) -> None:
+    """Register :class:`~transferbench.DataTransform` classes by name: changes to a task's
+    examples (``experiments[].transforms``), such as block-shuffled images."""

@@ -37,6 +37,7 @@ __all__ = [
     "Architecture",
     "ClassInfo",
     "DataSource",
+    "DataTransform",
     "Halves",
     "Layer",
     "LayerAction",
@@ -366,3 +367,35 @@ class TransferProtocol(Plugin[P], abc.ABC):
     @abc.abstractmethod
     def actions(self, n: int, num_layers: int) -> list[LayerAction]:
         """One action per layer 1..num_layers for transferring the first ``n`` layers."""
+
+
+# --------------------------------------------------------------------------- data transforms
+
+
+class DataTransform(Plugin[P], abc.ABC):
+    """Changes the examples of a task (the ``data_transform`` plugin kind): block-shuffled
+    images, corruptions, new labels.
+
+    A config applies it to the networks an experiment trains on some halves
+    (``experiments[].transforms``), on their training and/or evaluation examples. Its name and
+    settings enter those networks' job ids, so a changed transform retrains them; their source
+    networks (trained on other halves) are unchanged.
+
+    The contract (``transferbench.testing.check_data_transform``): :meth:`apply` is a function
+    of each example alone and the plugin's settings (the same example gives the same output in
+    any batch, in any order, every time), keeps the inputs' shape and dtype, returns labels in
+    ``0..classes-1``, and changes neither argument in place. Randomness comes from a seed in
+    the settings, never from a global generator.
+    """
+
+    @abc.abstractmethod
+    def apply(self, inputs: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of a task's examples as the data source gives them (``N x C x H x W`` for
+        images, before augmentation and normalisation) and its labels (``0..classes-1``);
+        returns the changed batch."""
+
+    def check_shape(self, shape: tuple[int, ...]) -> str | None:
+        """Why the transform cannot take examples of ``shape`` (one example's, as the data
+        source gives it), in one line; None when it can (the default). The planner asks
+        before anything trains, so a bad setting is a config error, not a failed network."""
+        return None

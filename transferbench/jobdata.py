@@ -8,9 +8,9 @@ becomes the identity, and the module becomes the layers above m.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -20,9 +20,13 @@ from .config import Augment
 from .context import TrainContext
 from .devices import autocast
 from .network import Target
-from .taskdata import InMemoryTask, TaskData, open_task
+from .taskdata import Batch, InMemoryTask, TaskData, open_task
 
-__all__ = ["JobData", "input_transform", "prepare_job_data"]
+if TYPE_CHECKING:
+    from .interfaces import DataTransform
+    from .jobs import TaskTransform
+
+__all__ = ["JobData", "input_transform", "prepare_job_data", "transformed"]
 
 
 @dataclass
@@ -56,7 +60,8 @@ def input_transform(ctx: TrainContext, *, channels_last: bool = False) -> BatchT
     return BatchTransform(ctx.config.train.augment, norm, ctx.device, channels_last=channels_last)
 
 
-def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target) -> JobData:
+def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target,
+                     transforms: Sequence[TaskTransform] = ()) -> JobData:
     """The examples of the task ``classes`` and the module to train on them.
 
     Args:
@@ -65,12 +70,13 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target) 
         target: the job's network after transfer (on ``ctx.device``). The cache covers its
             reading's leading frozen layers, whatever n says (``surgical`` at n freezes
             layers 1..n-1).
+        transforms: the job's data transforms (:func:`transformed`), before everything else.
     """
     config, source, device = ctx.config, ctx.components.data, ctx.device
     perf = config.performance
     channels_last = perf.channels_last and len(ctx.input_shape) == 3
-    train = open_task(source, "train", classes, config.loader, ctx.memory)
-    evaluation = open_task(source, "eval", classes, config.loader, ctx.memory)
+    train = transformed(open_task(source, "train", classes, config.loader, ctx.memory), transforms, "train")
+    evaluation = transformed(open_task(source, "eval", classes, config.loader, ctx.memory), transforms, "eval")
     transform = input_transform(ctx, channels_last=channels_last)
     data = JobData(train, evaluation, transform, target.model)
     if _can_cache(ctx, target, train):
@@ -86,6 +92,47 @@ def prepare_job_data(ctx: TrainContext, classes: Sequence[int], target: Target) 
     if perf.compile:
         data.net = cast(nn.Module, torch.compile(data.net))  # compiling a Module gives an OptimizedModule
     return data
+
+
+def transformed(task: TaskData, transforms: Sequence[TaskTransform], split: str) -> TaskData:
+    """``task``'s examples through the transforms that change ``split``: computed once when
+    the examples are in memory (so the frozen-prefix cache and every fast path see them as
+    any other task), batch by batch otherwise. A transform is a function of each example
+    alone (its contract), so both give the same examples."""
+    mine = [t.transform for t in transforms if split in t.on]
+    if not mine:
+        return task
+    held = task.tensors()
+    if held is None:
+        return _Transformed(task, mine)
+    inputs, labels = _apply(mine, held, len(task.classes))
+    return InMemoryTask(inputs, labels, task.classes)
+
+
+def _apply(changes: Sequence[DataTransform], batch: Batch, classes: int) -> Batch:
+    inputs, labels = batch
+    for change in changes:
+        inputs, labels = change.apply(inputs, labels, classes)
+    return inputs, labels
+
+
+class _Transformed(TaskData):
+    """A task that is not in memory (a stream, a memory map) through transforms, batch by batch."""
+
+    def __init__(self, inner: TaskData, changes: Sequence[DataTransform]) -> None:
+        self.inner, self.changes, self.classes = inner, list(changes), inner.classes
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    @property
+    def size(self) -> int | None:
+        return self.inner.size
+
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+                ) -> Iterator[Batch]:
+        for batch in self.inner.batches(batch_size, shuffle=shuffle, generator=generator):
+            yield _apply(self.changes, batch, len(self.classes))
 
 
 def _can_cache(ctx: TrainContext, target: Target, train: TaskData) -> bool:

@@ -16,10 +16,29 @@ from typing import Any
 
 from .errors import TransferbenchError
 from .estimator import Estimator
-from .interfaces import TransferProtocol
+from .interfaces import DataTransform, TransferProtocol
 from .reading import ProtocolReading
 
-__all__ = ["Cell", "EstimateCell", "ExternalSource", "Job", "SourceFile"]
+__all__ = ["Cell", "EstimateCell", "ExternalSource", "Job", "SourceFile", "TaskTransform"]
+
+
+@dataclass(frozen=True)
+class TaskTransform:
+    """A data transform a job's examples go through (``experiments[].transforms``).
+
+    Attributes:
+        spec: the transform's name and settings (in the job's id).
+        on: the examples it changes: ``train``, ``eval`` or both.
+        transform: the plugin instance (not part of equality).
+    """
+
+    spec: dict[str, Any]
+    on: tuple[str, ...]
+    transform: DataTransform = field(compare=False, repr=False)
+
+    def identity(self) -> dict[str, Any]:
+        """What enters the job's id."""
+        return {**self.spec, "on": sorted(self.on)}
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,8 @@ class Job:
             its content hash is in the id, its path is not.
         reading: what the protocol does to each layer at n, read once by the planner (not
             part of equality: it follows from ``protocol`` and ``n``); see :meth:`read_protocol`.
+        transforms: the data transforms its task's examples go through, in order (their specs
+            are in the id).
     """
 
     id: str
@@ -116,6 +137,7 @@ class Job:
     cohort: str | None = None
     external: ExternalSource | None = field(default=None, compare=False, repr=False)
     reading: ProtocolReading | None = field(default=None, compare=False, repr=False)
+    transforms: tuple[TaskTransform, ...] = ()
 
     @property
     def stream_seed(self) -> int:

@@ -17,7 +17,7 @@ from .estimator import Estimator
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
-from .jobs import Cell, EstimateCell, ExternalSource, Job
+from .jobs import Cell, EstimateCell, ExternalSource, Job, TaskTransform
 from .network import build_meta, input_shape
 from .planfile import CellEntry, JobEntry, PlanFile, merge_plans
 from .reading import ProtocolReading
@@ -155,6 +155,33 @@ def _check_halves(halves: Halves, classes: Sequence[ClassInfo], where: str) -> N
         raise ConfigError([(where, "split returned class indices the data source does not have")])
 
 
+def _transformed(transforms: Sequence[TaskTransform]) -> dict[str, Any]:
+    """What a job's transforms add to its id: nothing without any (older ids stay as they were)."""
+    return {"transforms": [t.identity() for t in transforms]} if transforms else {}
+
+
+def _task_transforms(exp: Experiment, components: Components) -> dict[str, tuple[TaskTransform, ...]]:
+    """Half -> the transforms its networks' examples go through, in the config's order."""
+    plugins = components.transforms.get(exp.name, [])
+    out: dict[str, tuple[TaskTransform, ...]] = {}
+    for ref, plugin in zip(exp.transforms, plugins, strict=True):
+        change = TaskTransform({"name": ref.name, **plugin.params.model_dump(mode="json")}, tuple(ref.on), plugin)
+        for half in ref.halves:
+            out[half] = (*out.get(half, ()), change)
+    return out
+
+
+def _transform_problems(i: int, exp: Experiment, components: Components) -> list[tuple[str, str]]:
+    """Each transform that cannot take the data source's examples, at its key."""
+    shape = tuple(components.data.input_shape())
+    out = []
+    for j, plugin in enumerate(components.transforms.get(exp.name, [])):
+        why = plugin.check_shape(shape)
+        if why:
+            out.append((f"experiments.{i}.transforms.{j}", why))
+    return out
+
+
 class _Builder:
     """Collects a plan's jobs (each once, by content hash) and the cells they fill."""
 
@@ -186,20 +213,25 @@ class _Builder:
         self.roles.setdefault(job.id, role)
         return self.jobs.setdefault(job.id, job)
 
-    def _fingerprint(self, protocol: TransferProtocol | None) -> str:
+    def _fingerprint(self, protocol: TransferProtocol | None, transforms: Sequence[TaskTransform] = ()) -> str:
         c = self.components
-        return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else []))["id"]
+        return code_fingerprint([c.data, c.architecture] + ([protocol] if protocol else [])
+                                + [t.transform for t in transforms])["id"]
 
-    def base(self, task: tuple[int, ...], half: str, replicate: int) -> Job:
+    def base(self, task: tuple[int, ...], half: str, replicate: int,
+             transforms: tuple[TaskTransform, ...] = ()) -> Job:
         # the split seed is the replicate: a split that gives the same halves for every seed
         # (one superclass against another) still gets independently initialised networks
-        role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task)}
+        role = {"seed": self.seed, "replicate": replicate, "kind": "base", "classes": list(task),
+                **_transformed(transforms)}
         jid = content_hash({**self.base_spec, **role})
-        return self._add(Job(jid, "base", half, None, 0, task, _seed(role), fingerprint=self._fingerprint(None),
-                             reading=self.read(None, 0)), role)
+        return self._add(Job(jid, "base", half, None, 0, task, _seed(role),
+                             fingerprint=self._fingerprint(None, transforms), reading=self.read(None, 0),
+                             transforms=transforms), role)
 
     def transfer(self, treatment: Treatment, protocol: TransferProtocol, task: tuple[int, ...],
-                 source: Job | None, n: int, replicate: int, external: ExternalSource | None = None) -> Job:
+                 source: Job | None, n: int, replicate: int, external: ExternalSource | None = None,
+                 transforms: tuple[TaskTransform, ...] = ()) -> Job:
         """A transferred network; its source is a base network, a weights file (``external``:
         its content hash stands where a base network's role and id stand) or none."""
         protocol_spec = {"name": treatment.protocol.name, **protocol.params.model_dump(mode="json")}
@@ -207,18 +239,20 @@ class _Builder:
             protocol_spec["revision"] = type(protocol).revision
         origin = external.identity() if external else None
         role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
-                "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin}
+                "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin,
+                **_transformed(transforms)}
         reading = self.read(protocol, n)
         order = self._cohort_order(task, replicate, reading)
         jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin, **order})
         cohort = {}
-        if order:
+        if order:  # members share one stream of batches: the same examples, transformed alike
             cohort = {"data_seed": order["data_order"]["cohort"],
                       "cohort": content_hash({**self.base_spec, **order, "classes": list(task),
-                                              "replicate": replicate})}
+                                              "replicate": replicate, **_transformed(transforms)})}
         job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
-                  source.id if source else None, treatment.protocol.spec(), protocol, self._fingerprint(protocol),
-                  external=external, reading=reading, **cohort)
+                  source.id if source else None, treatment.protocol.spec(), protocol,
+                  self._fingerprint(protocol, transforms), external=external, reading=reading, transforms=transforms,
+                  **cohort)
         return self._add(job, role)
 
     def _cohort_order(self, task: tuple[int, ...], replicate: int, reading: ProtocolReading) -> dict[str, Any]:
@@ -291,7 +325,9 @@ class _Builder:
         sources: set[str] = {h for t in exp.treatments if (h := t.half)}
         targets: set[str] = {t.target for t in exp.treatments}
         needed: list[str] = list(exp.bases or ()) or sorted(targets | sources)
-        bases = {half: self.base(halves[half], half, seed) for half in sorted(set(needed) | sources)}
+        changes = _task_transforms(exp, components)
+        bases = {half: self.base(halves[half], half, seed, changes.get(half, ()))
+                 for half in sorted(set(needed) | sources)}
         for half in needed:
             self.cells.append(Cell(exp.name, exp.split.name, seed, f"base{half}", 0, bases[half].id))
         for t in exp.treatments:
@@ -299,7 +335,8 @@ class _Builder:
             source = bases[t.half] if (t.half and proto.needs_source) else None
             external = (externals or {}).get(t.name) if proto.needs_source else None
             for n in layers:
-                job = self.transfer(t, proto, halves[t.target], source, n, seed, external)
+                job = self.transfer(t, proto, halves[t.target], source, n, seed, external,
+                                    changes.get(t.target, ()))
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
         if exp.estimators:
             self.estimators(exp, seed, halves, layers, bases, components, externals)
@@ -341,6 +378,7 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
                              "target half: the experiment needs a treatment that copies layers from a source half "
                              "or a weights file"))
             continue
+        problems += _transform_problems(i, exp, components)
         externals = files.externals(i, exp, components.protocols, layers, builder.read)
         for seed in exp.split.seeds:
             halves = components.splits[exp.name].split(classes, seed)

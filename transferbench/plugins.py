@@ -20,7 +20,7 @@ from .claims import PaperFindings
 from .errors import PluginError
 from .estimator import Estimator
 from .executor import Executor
-from .interfaces import Architecture, DataSource, Plugin, TaskSplit, TransferProtocol
+from .interfaces import Architecture, DataSource, DataTransform, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
 from .validity import ValidityCheck
 
@@ -44,6 +44,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.estimators",
     "transferbench_plugins.validity_checks",
     "transferbench_plugins.yosinski2014",
+    "transferbench_plugins.transforms",
+    "transferbench_plugins.shifts",
+    "transferbench_plugins.zhang2019",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -62,6 +65,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "estimator": ("register_estimators", Estimator),
     "check": ("register_checks", ValidityCheck),
     "findings": ("register_findings", PaperFindings),
+    "data_transform": ("register_data_transforms", DataTransform),
 }
 
 

@@ -19,7 +19,7 @@ from .plugins import Registry, get_registry
 
 # config keys the engine consumes itself, by plugin kind, not passed to the plugin (a split's
 # seeds); under any other kind the same key is the plugin's own, and refused when unknown
-_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}}
+_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}, "data_transform": {"halves", "on"}}
 
 
 def instantiate(
@@ -101,10 +101,13 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
                 estimators[(exp.name, ref.name)] = est
     observers = [instantiate(registry, "observer", ref, f"observers.{i}", problems)
                  for i, ref in enumerate(config.observers)]
+    transforms = {exp.name: [instantiate(registry, "data_transform", ref, f"experiments.{i}.transforms.{j}", problems)
+                             for j, ref in enumerate(exp.transforms)] for i, exp in enumerate(config.experiments)}
     if problems:
         raise ConfigError(problems)
     return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor,
-                      observers=observers, estimators=estimators)
+                      observers=observers, estimators=estimators,
+                      transforms={name: ts for name, ts in transforms.items() if ts})
 
 
 def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
@@ -132,6 +135,9 @@ def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -
         estimators = exp.get("estimators")
         for j, e in enumerate(estimators if isinstance(estimators, list) else []):
             refs.append(("estimator", f"experiments.{i}.estimators.{j}", e))
+        transforms = exp.get("transforms")
+        for j, e in enumerate(transforms if isinstance(transforms, list) else []):
+            refs.append(("data_transform", f"experiments.{i}.transforms.{j}", e))
     for kind, path, value in refs:
         if value is None:
             continue

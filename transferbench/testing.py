@@ -40,7 +40,17 @@ from .claims import Finding, PaperFindings
 from .estimator import Estimator, LayerFeatures
 from .executor import Events, Executor, ProgressFn
 from .findings import FindingResult, judge
-from .interfaces import Architecture, ClassInfo, DataSource, Halves, Plugin, Split, TaskSplit, TransferProtocol
+from .interfaces import (
+    Architecture,
+    ClassInfo,
+    DataSource,
+    DataTransform,
+    Halves,
+    Plugin,
+    Split,
+    TaskSplit,
+    TransferProtocol,
+)
 from .jobs import Job
 from .observers import Observer, ReportInfo, RunInfo, Scalar
 from .plugins import KINDS, PluginHost, Registry
@@ -56,6 +66,7 @@ __all__ = [
     "build",
     "check_architecture",
     "check_data_source",
+    "check_data_transform",
     "check_estimator",
     "check_finding",
     "check_executor",
@@ -534,6 +545,44 @@ def check_validity_check(check: type[ValidityCheck] | ValidityCheck, workdir: st
             _expect(r.status == "pass" or bool(r.remedy), f"a warning needs a remedy: {r.message}")
 
 
+# --------------------------------------------------------------------------- data transforms
+
+
+def check_data_transform(transform: type[DataTransform] | DataTransform, workdir: str | Path | None = None,
+                         shape: tuple[int, ...] = (3, 32, 32), classes: int = 5) -> None:
+    """On a made-up batch of ``shape`` images (uint8 and float): the inputs' shape and dtype
+    kept, labels in ``0..classes-1``, neither argument changed in place, the same output every
+    time, and each example's output independent of the batch (a batch gives what its two
+    halves give, in any order), with no global RNG touched."""
+    t: DataTransform = build(transform, workdir, DataTransform)
+    _expect(t.check_shape(shape) is None, f"example_params must suit {shape} images: {t.check_shape(shape)}")
+    gen = torch.Generator().manual_seed(0)
+    for inputs in (torch.randint(0, 256, (6, *shape), generator=gen, dtype=torch.uint8),
+                   torch.rand((6, *shape), generator=gen)):
+        labels = torch.arange(6) % classes
+        before_x, before_y = inputs.clone(), labels.clone()
+        state = torch.get_rng_state()
+        x, y = t.apply(inputs, labels, classes)
+        _expect(torch.equal(torch.get_rng_state(), state), "apply() must not use torch's global RNG (seed a "
+                "torch.Generator from the settings)")
+        _expect(torch.equal(inputs, before_x) and torch.equal(labels, before_y), "apply() changed its arguments "
+                "in place")
+        _expect(x.shape == inputs.shape and x.dtype == inputs.dtype,
+                f"apply() must keep the inputs' shape and dtype: {tuple(inputs.shape)} {inputs.dtype} became "
+                f"{tuple(x.shape)} {x.dtype}")
+        _expect(y.shape == labels.shape and bool(((y >= 0) & (y < classes)).all()), "labels must stay in "
+                "0..classes-1, one per example")
+        again = t.apply(inputs.clone(), labels.clone(), classes)
+        _expect(torch.equal(again[0], x) and torch.equal(again[1], y), "apply() must give the same output every "
+                "time (seed any randomness from the settings)")
+        order = torch.tensor([5, 3, 1, 4, 2, 0])
+        halves = [t.apply(inputs[order[:3]], labels[order[:3]], classes),
+                  t.apply(inputs[order[3:]], labels[order[3:]], classes)]
+        _expect(torch.equal(torch.cat([h[0] for h in halves]), x[order])
+                and torch.equal(torch.cat([h[1] for h in halves]), y[order]),
+                "each example's output must depend on that example alone, not on the batch or its order")
+
+
 # --------------------------------------------------------------------------- findings
 
 _VERDICTS = ("reproduced", "contradicted", "inconclusive", "not determined")
@@ -550,8 +599,8 @@ def _check_claim(f: Finding, where: str) -> None:
 
 def check_finding(plugin: type[PaperFindings] | PaperFindings, workdir: str | Path | None = None) -> None:
     """A findings plugin names its paper and the experiments it needs; each finding has a name
-    (unique), the paper's claim and the source of its effect; an effect finding states its
-    effect or the plugin recomputes it from the paper's networks; judged on a small made-up
+    (unique), the paper's claim and the source of its effect (a stated effect finite, a margin
+    above 0; a finding without an effect is judged on its direction); judged on a small made-up
     run and on an empty one, every finding gives a :class:`FindingResult` with one of the four
     verdicts, and on the empty run "not determined"."""
     p: PaperFindings = build(plugin, workdir, PaperFindings)
@@ -566,10 +615,6 @@ def check_finding(plugin: type[PaperFindings] | PaperFindings, workdir: str | Pa
         _check_claim(f, "finding")
         for part in f.parts():
             _check_claim(part, f"part of {f.name!r}")
-        for g in (f.parts() or (f,)):
-            _expect(g.kind == "equivalence" or g.effect is not None or bool(reference),
-                    f"finding {g.name!r}: state the paper's effect (Finding.effect) or return the paper's "
-                    "networks from reference()")
     empty = RunResults("empty", "0" * 16, 3, ("l1", "l2", "out"), ())
     for results in (example_results(), empty):
         grids = build_grids(results)
@@ -592,6 +637,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "estimator": check_estimator,
     "check": check_validity_check,
     "findings": check_finding,
+    "data_transform": check_data_transform,
 }
 
 

@@ -149,7 +149,7 @@ def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Te
     target.model.to(device)
     if config.performance.channels_last and len(ctx.input_shape) == 3:
         target.model.to(memory_format=torch.channels_last)
-    data = prepare_job_data(ctx, job.classes, target)
+    data = prepare_job_data(ctx, job.classes, target, job.transforms)
     optimizer = None if target.reading.evaluate_only else \
         make_optimizer(config, target.model, arch.param_multipliers(target.model), target.lr_mult)
     return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
