@@ -172,14 +172,14 @@ def network_work(config: Config, components: Components, plan: Plan,
         if job.kind == "estimate":
             continue
         examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
-        length = TrainingLength.of(config.train, config.eval, examples)
-        train_images = float(length.total * config.train.batch_size)
-        eval_images = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum() * length.evaluations)
+        evaluated = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum())
         reading = job.read_protocol(plan.num_layers)
-        if not reading.trains:  # evaluate-only (reset to initial weights): one pass, nothing trained
-            evaluated = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum())
+        if not reading.trains:  # evaluate-only: one pass over the evaluation images, nothing trained
             out[job.id] = NetworkWork(0.0, evaluated, evaluated * full, 0.0)
             continue
+        length = TrainingLength.of(config.train, config.eval, examples)
+        train_images = float(length.total * config.train.batch_size)
+        eval_images = evaluated * length.evaluations
         frozen = frozen_flop(reading.frozen_prefix)
         backward = 2 * (full - frozen)
         if cached and reading.frozen_prefix:
