@@ -179,7 +179,8 @@ def test_cli_estimate_only_then_full_run_on_the_fake_plugins(tmp_path, fake_plug
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     report = capsys.readouterr().out
-    for words in ("estimators against retraining", "depth ρ", "BnB-AnB gap", "Where features turn specific",
+    for words in ("estimators against retraining", "against the strongest free baseline", "BnB-AnB gap",
+                  "Where features turn specific",
                   "What the estimators cost"):
         assert words in report
     validation = _csv(out / "results_estimator_validation.csv")
