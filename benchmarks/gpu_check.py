@@ -1,27 +1,32 @@
-"""CaffeNet-227 training throughput on a GPU: what the paper's grid would cost, measured.
+"""CaffeNet-227 training on a GPU, and the data path that feeds it: what the paper's grid costs.
 
-Run by benchmarks/gpu_check.sh (about 5 minutes on one GPU; every part is timed out of a
-10-minute budget and skipped if that is spent). Three questions, each answered in images
-per second of network training (an image counts once per network that trains on it):
+Run by benchmarks/gpu_check.sh (at most 8 minutes on one GPU: every part is timed out of the
+budget and skipped once it is spent). In images per second (an image counts once per network
+that trains on it):
 
-A. compute, on synthetic tensors already on the GPU (no data pipeline at all): fp32 eager,
-   bf16 autocast + channels-last, and the same with torch.compile;
-B. the engine on JPEG images (an imagefolder tree written here, ImageNet-sized, resized to
-   256 and randomly cropped to 227 and mirrored as in the paper), decoded for every batch by
-   loader workers (data-bound): four networks of one training set trained one by one, then
-   as a cohort (one stream of batches, the frozen prefix shared, executor cohorts: true);
-C. the same with the split decoded once into memory (the data pipeline out of the way).
+A. compute, on tensors already on the device (no data path): fp32 eager, bf16 autocast +
+   channels-last, and the same with torch.compile;
+B. the data path: JPEG decoding on all the CPU cores (DataLoader workers: what every batch
+   costs without a store), and the uint8 store (``loader.decode_cache``: the split decoded
+   once into a memory map, its pages dropped from the page cache, then read in batches and
+   cropped and mirrored on the device: ``BatchTransform``);
+C. cohorts on the store: k = 1, 4, 8, 16 transferred networks of one training set (one
+   stream of batches) in aggregate images/s, and the records of k = 4 beside the same four
+   networks trained one by one (identical, or their largest top-1 and loss gaps).
 
 Prints one line per figure and a last line scripts can read (``summary: key=value ...``);
-a part that fails prints its error and reports nan, and the others go on.
+a part that fails prints its error and reports nan, and the others go on. Writes the rates
+``transferbench plan --measured FILE`` reads (``--rates``, default gpu_rates.json): the
+effective TFLOP/s of the fastest training setting, the decode and the store rates.
 
-    python benchmarks/gpu_check.py                       # on the GPU
-    python benchmarks/gpu_check.py --device cpu --tiny   # the same code paths, small, on a CPU
+    python benchmarks/gpu_check.py                                 # on the GPU
+    python benchmarks/gpu_check.py --device cpu --tiny --ks 1,2    # the same code paths, small, on a CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -29,10 +34,12 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -133,7 +140,9 @@ def jpeg_tree(root: Path, args: argparse.Namespace) -> Path:
     return root
 
 
-def _config(args: argparse.Namespace, root: Path, in_memory: bool, device: str) -> dict[str, Any]:
+def _config(args: argparse.Namespace, root: Path, cache: Path, device: str) -> dict[str, Any]:
+    """The grid of part C: every transferred network of one training set in one cohort, read
+    from the uint8 store."""
     arch: dict[str, Any] = {"name": "caffenet"}
     if args.tiny:
         arch = {"name": "caffenet_scaled", "width": 0.25, "fc_width": 64}
@@ -143,67 +152,141 @@ def _config(args: argparse.Namespace, root: Path, in_memory: bool, device: str) 
         "data": {"name": "imagefolder", "root": str(root), "resize": args.resize},
         "architecture": arch,
         "experiments": [{"name": "random", "split": {"name": "random", "seeds": [0]},
-                         "treatments": ["AnB", "AnB+"], "layers": [3, 6]}],
+                         "treatments": ["BnB", "BnB+", "AnB", "AnB+"], "layers": args.layers}],
         "train": {"lr": 0.01, "batch_size": args.batch, "steps": args.steps,
                   "augment": {"crop": args.crop, "mirror": True}},
         "eval": {"every": args.steps, "best_k": 1},
-        "loader": {"in_memory_max_gb": 4.0 if in_memory else 0.0, "workers": args.workers},
+        "loader": {"in_memory_max_gb": 0.0, "decode_cache": True, "cache_dir": str(cache), "workers": args.workers},
         "performance": {"amp": "off" if device == "cpu" else "bf16", "channels_last": device != "cpu",
-                        "batched": "auto"},
+                        "batched": args.batched},
         "executor": {"name": "local", "cohorts": True},
         "device": device,
     }
 
 
-def engine_rates(args: argparse.Namespace, root: Path, in_memory: bool, device: str) -> dict[str, float]:
-    """Images/s of the four transferred networks of one training set trained one by one and
-    as a cohort (same records), and the data pipeline's own rate."""
+def _drop_page_cache(folder: Path) -> None:
+    """Ask the kernel to forget the store's pages, so the timed reads come from the disk."""
+    for path in folder.rglob("*.npy"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def data_rates(args: argparse.Namespace, root: Path, cache: Path, device: torch.device) -> dict[str, float]:
+    """JPEG decoding on the CPU cores vs the uint8 store with augmentation on the device."""
+    from transferbench.augment import BatchTransform
+    from transferbench.config import Augment
+    from transferbench.resolve import resolve
+    from transferbench.taskdata import MemoryMapTask, RowsTask, decoded_split, labels_of
+
+    config = _parsed(args, root, cache, device.type)
+    source = resolve(config).data
+    ds = source.load("train")
+    labels = torch.as_tensor(labels_of(ds))
+    classes = sorted(set(labels.tolist()))
+    transform = BatchTransform(Augment(crop=args.crop, mirror=True), None, device,
+                               channels_last=device.type == "cuda")
+    gen = torch.Generator().manual_seed(0)
+    need = args.data_batches * args.batch
+
+    def timed(batches: Any) -> float:
+        seen, t0 = 0, time.perf_counter()
+        for x, _ in batches:
+            transform(x.to(device, non_blocking=True), train=True, generator=gen)
+            seen += len(x)
+            if seen >= need:
+                break
+        _sync(device)
+        return seen / (time.perf_counter() - t0)
+
+    rows = RowsTask(source, ds, labels, classes, args.workers)
+    decode = max(timed(rows.batches(args.batch, shuffle=True, generator=gen)) for _ in range(2))
+    t0 = time.perf_counter()
+    mmap, stored = decoded_split(source, "train", cache, args.workers)
+    build = len(stored) / (time.perf_counter() - t0)
+    keep = np.arange(len(stored))
+    store = MemoryMapTask(mmap, keep, torch.as_tensor(stored), classes)
+    _drop_page_cache(cache)
+    cold = timed(store.batches(args.batch, shuffle=True, generator=gen))
+    warm = timed(store.batches(args.batch, shuffle=True, generator=gen))
+    return {"decode": decode, "build": build, "store_cold": cold, "store_warm": warm,
+            "stored_kb": float(np.prod(mmap.shape[1:])) / 1e3}
+
+
+def _parsed(args: argparse.Namespace, root: Path, cache: Path, device: str) -> Any:
     from transferbench.config import parse_config
+
+    return parse_config(_config(args, root, cache, device))
+
+
+def cohort_rates(args: argparse.Namespace, root: Path, cache: Path, device: str) -> dict[str, Any]:
+    """Aggregate images/s of k members of one cohort, for every k of ``args.ks``; the records
+    of the smallest k > 1 against the same networks trained one by one."""
     from transferbench.plan import build_plan
     from transferbench.resolve import resolve
     from transferbench.runner import TrainingRunner
-    from transferbench.taskdata import open_task
 
-    config = parse_config(_config(args, root, in_memory, device))
+    config = _parsed(args, root, cache, device)
     components = resolve(config)
     plan = build_plan(config, components)
     run_dir = Path(tempfile.mkdtemp(prefix="tb-gpu-")) / "run"
     runner = TrainingRunner(config, components, plan, run_dir)
     for job in plan.jobs.values():
         if job.kind == "base":
-            runner(job)  # the sources (and the warm-up: data into memory, workers, kernels)
-    members = [plan.jobs[j] for j in max(plan.cohorts.values(), key=len)]
-    out: dict[str, float] = {}
-    pipeline = open_task(components.data, "train", members[0].classes, config.loader, runner.ctx.memory)
-    t0, seen = time.perf_counter(), 0
-    for x, _ in pipeline.batches(args.batch, shuffle=True, generator=torch.Generator().manual_seed(0)):
-        seen += len(x)
-        if seen >= args.steps * args.batch:
-            break
-    out["pipeline"] = seen / (time.perf_counter() - t0)
-    images = len(members) * args.steps * args.batch
-    t0 = time.perf_counter()
-    solo = [runner(job) for job in members]
-    out["solo"] = images / (time.perf_counter() - t0)
-    for job in members:
-        runner.store.record_path(job.id).unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    cohort = runner.run_cohort(members)
-    out["cohort"] = images / (time.perf_counter() - t0)
-    out["failed"] = sum(not r.ok for r in solo + cohort)
-    if out["failed"]:
-        print("  a network failed: " + next(r.error for r in solo + cohort if not r.ok), flush=True)
-        out["cohort"] = out["cohort"] if all(r.ok for r in cohort) else float("nan")
-    out["top1_gap"] = max(abs((a.top1 or 0) - (b.top1 or 0)) for a, b in zip(solo, cohort))
+            runner(job)  # the sources (and the warm-up: the store, kernels, compilation)
+    cohort = [plan.jobs[j] for j in max(plan.cohorts.values(), key=len)]
+
+    def forget(jobs: Sequence[Any]) -> None:
+        for job in jobs:
+            runner.store.record_path(job.id).unlink(missing_ok=True)
+
+    out: dict[str, Any] = {"rates": {}, "members": len(cohort)}
+    records: dict[int, list] = {}
+    for k in args.ks:
+        members = cohort[:k]
+        if len(members) < k or _left(args.budget_s) < 30:
+            print(f"cohort k={k}: skipped ({len(cohort)} members, {_left(args.budget_s):.0f} s left)", flush=True)
+            continue
+        forget(members)
+        t0 = time.perf_counter()
+        records[k] = runner.run_cohort(members) if k > 1 else [runner(members[0])]
+        _sync(torch.device(device))
+        out["rates"][k] = k * args.steps * args.batch / (time.perf_counter() - t0)
+        print(f"cohort k={k}: {out['rates'][k]:,.0f} images/s in aggregate", flush=True)
+    compared = min((k for k in records if k > 1), default=None)
+    if compared is not None and _left(args.budget_s) > 30:
+        members = cohort[:compared]
+        forget(members)
+        solo = [runner(job) for job in members]
+        together = records[compared]
+        out["compared"] = compared
+        out["identical"] = all(a.top1 == b.top1 and a.history == b.history for a, b in zip(solo, together))
+        out["top1_gap"] = max(abs((a.top1 or 0) - (b.top1 or 0)) for a, b in zip(solo, together))
+        out["loss_gap"] = max(abs(ha.train_loss - hb.train_loss) / max(abs(hb.train_loss), 1e-12)
+                              for a, b in zip(together, solo) for ha, hb in zip(a.history or [], b.history or []))
+        out["failed"] = sum(not r.ok for r in solo + together)
     shutil.rmtree(run_dir.parent, ignore_errors=True)
     return out
+
+
+def _forward_gflop(args: argparse.Namespace) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    side = args.crop if args.tiny else 227
+    with torch.device("meta"):
+        model = _model(args, torch.device("meta"))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, side, side))
+    return counter.get_total_flops() / 1e9
 
 
 # ------------------------------------------------------------------ main
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a small network and data (a dry run on a CPU)")
     parser.add_argument("--batch", type=int, default=256)
@@ -212,10 +295,25 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--train-per-class", type=int, default=520)
     parser.add_argument("--eval-per-class", type=int, default=10)
+    parser.add_argument("--data-batches", type=int, default=12, help="batches timed per data path")
+    parser.add_argument("--ks", default="1,4,8,16", help="cohort sizes timed in part C")
+    parser.add_argument("--layers", default="1,2,3,4,5,6,7", help="the n of part C's transferred networks")
+    parser.add_argument("--batched", default="off", choices=["off", "on", "auto"],
+                        help="performance.batched of part C (off: records identical to one by one)")
     parser.add_argument("--workers", type=int, default=max(1, min(16, (os.cpu_count() or 2) - 1)))
-    parser.add_argument("--budget-s", type=float, default=570.0, help="stop starting parts after this")
-    args = parser.parse_args()
+    parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting parts after this")
+    parser.add_argument("--rates", default="gpu_rates.json", help="where to write the measured rates")
+    args = parser.parse_args(argv)
+    args.ks = [int(k) for k in str(args.ks).split(",") if k.strip()]
+    args.layers = [int(n) for n in str(args.layers).split(",") if n.strip()]
     args.resize, args.crop = (36, 32) if args.tiny else (256, 227)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global T0
+    T0 = time.monotonic()
+    args = _arguments(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here: run on a machine with a GPU, or --device cpu --tiny for a dry run")
@@ -227,37 +325,54 @@ def main() -> int:
     nan = float("nan")
     budget = args.budget_s
 
-    fp32 = _guarded("fp32_eager", budget, 30, lambda: compute_rate(args, device, False, False, False), nan)
-    print(f"fp32_eager: {fp32:,.0f} images/s (synthetic tensors on the device)", flush=True)
-    bf16 = _guarded("bf16_channels_last", budget, 30, lambda: compute_rate(args, device, True, True, False), nan)
+    fp32 = _guarded("fp32_eager", budget, 20, lambda: compute_rate(args, device, False, False, False), nan)
+    print(f"fp32_eager: {fp32:,.0f} images/s (tensors on the device)", flush=True)
+    bf16 = _guarded("bf16_channels_last", budget, 20, lambda: compute_rate(args, device, True, True, False), nan)
     print(f"bf16_channels_last: {bf16:,.0f} images/s", flush=True)
-    fast = _guarded("bf16_channels_last_compile", budget, 150,
+    fast = _guarded("bf16_channels_last_compile", budget, 120,
                     lambda: compute_rate(args, device, True, True, device.type == "cuda"), nan)
     print(f"bf16_channels_last_compile: {fast:,.0f} images/s -> {fast / fp32:.2f}x fp32 eager", flush=True)
 
-    root = Path(tempfile.mkdtemp(prefix="tb-gpu-jpeg-"))
+    work = Path(tempfile.mkdtemp(prefix="tb-gpu-check-"))
+    root, cache = work / "images", work / "store"
     t0 = time.perf_counter()
     _guarded("jpeg_tree", budget, 60, lambda: jpeg_tree(root, args), None)
     print(f"images: {args.classes} classes x {args.train_per_class} JPEGs written in "
           f"{time.perf_counter() - t0:.0f} s; {args.workers} loader workers", flush=True)
-    empty = {"pipeline": nan, "solo": nan, "cohort": nan, "failed": nan, "top1_gap": nan}
-    data = _guarded("data_bound", budget, 120, lambda: engine_rates(args, root, False, args.device), empty)
-    print(f"data_bound: pipeline alone {data['pipeline']:,.0f} images/s; 4 networks one by one "
-          f"{data['solo']:,.0f}, as a cohort {data['cohort']:,.0f} images/s -> {data['cohort'] / data['solo']:.2f}x "
-          f"(failed {data['failed']}, largest top-1 gap {data['top1_gap']:.3f})", flush=True)
-    mem = _guarded("in_memory", budget, 120, lambda: engine_rates(args, root, True, args.device), empty)
-    print(f"in_memory: 4 networks one by one {mem['solo']:,.0f}, as a cohort {mem['cohort']:,.0f} images/s "
-          f"-> {mem['cohort'] / mem['solo']:.2f}x", flush=True)
-    shutil.rmtree(root, ignore_errors=True)
+    empty = {"decode": nan, "build": nan, "store_cold": nan, "store_warm": nan, "stored_kb": nan}
+    data = _guarded("data_path", budget, 60, lambda: data_rates(args, root, cache, device), empty)
+    print(f"data_path: JPEG decoding on {args.workers} workers {data['decode']:,.0f} images/s; the uint8 store "
+          f"({data['stored_kb']:.0f} kB an image, built at {data['build']:,.0f} images/s) with crops and mirroring "
+          f"on the device {data['store_cold']:,.0f} images/s from the disk, {data['store_warm']:,.0f} from the "
+          f"page cache -> {data['store_cold'] / data['decode']:.1f}x decoding", flush=True)
+    c = _guarded("cohorts", budget, 60, lambda: cohort_rates(args, root, cache, args.device), {"rates": {}})
+    shutil.rmtree(work, ignore_errors=True)
 
-    def f(v: float) -> str:
+    def f(v: Any) -> str:
         return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
 
-    print(f"summary: fp32_eager={f(fp32)} bf16_cl={f(bf16)} bf16_cl_compile={f(fast)} "
-          f"pipeline={f(data['pipeline'])} data_solo={f(data['solo'])} data_cohort={f(data['cohort'])} "
-          f"memory_solo={f(mem['solo'])} memory_cohort={f(mem['cohort'])} "
-          f"compile_speedup={fast / fp32:.2f} cohort_speedup_data={data['cohort'] / data['solo']:.2f} "
-          f"cohort_speedup_memory={mem['cohort'] / mem['solo']:.2f} seconds={time.monotonic() - T0:.0f}")
+    best = max((v for v in (fp32, bf16, fast) if not math.isnan(v)), default=nan)
+    gflop = _forward_gflop(args)
+    tflops = best * 3 * gflop / 1e3
+    agreement = ("identical" if c.get("identical") else
+                 f"top1_gap={c.get('top1_gap', nan):.3g} loss_gap={c.get('loss_gap', nan):.2g}") \
+        if "compared" in c else "not compared"
+    print(f"cohorts: {c.get('members', 0)} members in the cohort; k={c.get('compared', '-')} against one by one: "
+          f"{agreement}", flush=True)
+    rates = {"format": "transferbench.rates/1", "device": name, "torch": torch.__version__,
+             "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tiny": args.tiny,
+             "network_forward_gflop": gflop, "train_tflops": tflops,
+             "train_images_per_s": {"fp32_eager": fp32, "bf16_channels_last": bf16, "bf16_cl_compile": fast},
+             "decode_images_per_s": data["decode"], "store_images_per_s": data["store_cold"],
+             "store_warm_images_per_s": data["store_warm"], "stored_kb_per_image": data["stored_kb"],
+             "cohort_images_per_s": {str(k): v for k, v in c["rates"].items()},
+             "cohort_agreement": {k: c[k] for k in ("compared", "identical", "top1_gap", "loss_gap") if k in c}}
+    Path(args.rates).write_text(json.dumps(rates, indent=1, default=lambda v: None if v != v else v) + "\n")
+    cohorts = " ".join(f"cohort_k{k}={f(v)}" for k, v in c["rates"].items())
+    print(f"summary: fp32_eager={f(fp32)} bf16_cl={f(bf16)} bf16_cl_compile={f(fast)} train_tflops={tflops:.1f} "
+          f"decode={f(data['decode'])} store={f(data['store_cold'])} store_warm={f(data['store_warm'])} "
+          f"{cohorts} cohort_agreement={'identical' if c.get('identical') else agreement.replace(' ', ',')} "
+          f"rates={args.rates} seconds={time.monotonic() - T0:.0f}")
     return 0
 
 

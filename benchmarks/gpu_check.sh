@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CaffeNet-227 training images/s on this machine's GPU, in under 10 minutes (about 5):
-# fp32 eager vs bf16 + channels-last + torch.compile on tensors already on the GPU, then the
-# engine on JPEGs decoded for every batch (data-bound) and decoded once into memory, four
-# networks one by one vs as a cohort. Ends with one `summary:` line (also in gpu_check.log).
+# CaffeNet-227 training images/s on this machine's GPU and its data path, in at most 8 minutes:
+# fp32 eager vs bf16 + channels-last + torch.compile on tensors already on the GPU; JPEG
+# decoding on the CPU cores vs the uint8 store read from the disk with crops and mirroring on
+# the GPU; cohorts of k = 1, 4, 8, 16 networks on the store (aggregate images/s, and k = 4
+# against one by one). Ends with one `summary:` line (also in gpu_check.log) and writes the
+# rates `transferbench plan --measured gpu_rates.json` reads.
 #
 #   bash benchmarks/gpu_check.sh                 # from anywhere; uses .venv/ when it exists
 #   PYTHON=/path/to/python bash benchmarks/gpu_check.sh --batch 128
@@ -22,7 +24,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 2
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout 600 "$PY" benchmarks/gpu_check.py "$@" 2>&1 | tee gpu_check.log
+timeout 480 "$PY" benchmarks/gpu_check.py "$@" 2>&1 | tee gpu_check.log
 status=${PIPESTATUS[0]}
-[ "$status" = 124 ] && echo "gpu_check: stopped after 10 minutes" >&2
+[ "$status" = 124 ] && echo "gpu_check: stopped after 8 minutes" >&2
 exit "$status"

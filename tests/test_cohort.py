@@ -419,8 +419,8 @@ def test_plan_prints_the_cost_with_and_without_cohorts(tiny_config_file, capsys)
     path = tiny_config_file()
     assert main(["plan", str(path), "-q", "--decode-rate", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "without cohorts: 14 networks" in out and "with cohorts:    3 units" in out
-    assert "decode rate 1,000 images/s (given)" in out and "data pipeline" in out
+    assert "without cohorts (best data path):  14 networks" in out and "with cohorts:" in out and " 3 units" in out
+    assert "decode rate 1,000 images/s (given)" in out and "-bound)" in out
     assert main(["plan", str(path), "-q"]) == 0
     assert "measured here" in capsys.readouterr().out
     assert main(["plan", str(path), "--json", "--decode-rate", "1000"]) == 0

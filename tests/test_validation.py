@@ -321,3 +321,16 @@ def test_three_ground_truths_are_compared_with_each_other():
     (gt,) = ground_truth_agreements(_four_seed_results())
     assert (gt.first, gt.second, gt.points) == ("AnB", "AnB+", 16)
     assert gt.spearman.determined and gt.spearman.value < 0  # frozen falls with n, fine-tuned rises
+
+
+def test_the_report_never_says_an_estimator_predicts_a_ground_truth_its_interval_does_not_support():
+    from transferbench.estimator_report import print_estimator_report
+
+    results = _four_seed_results()
+    console = Console(record=True, width=200)
+    print_estimator_report(console, results, build_report(results).estimators)
+    text = console.export_text()
+    assert "anti predicts the finetune ground truth (AnB+)" in text
+    assert "oracle ranks the finetune ground truth (AnB+) the wrong way round" in text
+    assert "oracle predicts" not in text and "depth predicts" not in text
+    assert "e: AnB and AnB+ rank their 16 points" in text

@@ -171,6 +171,23 @@ def test_each_of_the_four_verdicts_from_hand_made_records(gaps, expected):
         assert result.units_needed is not None and result.units_needed > len(gaps)
 
 
+@pytest.mark.parametrize("gaps, size", [
+    ([0.020, 0.025, 0.030], "smaller"),                  # the direction holds at a fraction of the paper's size
+    ([0.300, 0.310, 0.320], "larger"),
+    ([0.09, 0.11, 0.13, 0.10, 0.12], "compatible"),     # the interval holds the paper's effect
+    ([0.20, -0.05, 0.10, -0.10], None),                  # inconclusive: no size to speak of
+])
+def test_a_reproduced_effect_says_how_its_size_compares_with_the_papers(gaps, size):
+    from transferbench.report import _finding_lines
+
+    result = judge(Specificity(), _grids(_specificity_cells(gaps)), PAPER)
+    assert result.size == size
+    assert (result.verdict == "reproduced") == (size is not None)
+    said = "\n".join(_finding_lines(result, ""))
+    assert ("smaller than the paper's effect" in said) == (size == "smaller")
+    assert ("larger than the paper's effect" in said) == (size == "larger")
+
+
 @pytest.mark.parametrize("plus, outcome, expected", [
     ([0.900, 0.910, 0.905], "holds", "reproduced"),
     ([0.880, 0.935, 0.900], "not shown", "inconclusive"),

@@ -21,6 +21,9 @@ from rich.table import Table
 from .errors import ConfigError, TransferbenchError
 
 if TYPE_CHECKING:  # the commands import what they need lazily
+    from .cohort_cost import Rates
+    from .components import Components
+    from .config import Config
     from .plan import Plan
     from .power import PowerRow
     from .runreport import RunReport
@@ -226,21 +229,33 @@ def _plan_table(name: str, plan: Plan) -> Table:
     return table
 
 
+def _plan_rates(args: argparse.Namespace, config: Config, components: Components) -> tuple[Rates, list[str]]:
+    """The rates ``plan`` costs at: a rates file (``--measured``), else the flags and the
+    decode rate measured here; and the lines that say where they come from."""
+    from .cohort_cost import Rates, decode_rate_note, rates_note, read_rates, with_read_gbps
+
+    if args.measured:
+        rates = read_rates(args.measured, config, components)
+        return rates, [rates_note(rates, components, args.read_gbps)]
+    decode, note = decode_rate_note(components, args.decode_rate)
+    rates = with_read_gbps(Rates(args.tflops, decode, None), components, args.read_gbps)
+    return rates, [note, rates_note(rates, components, args.read_gbps)]
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     config, components, plan = _load(args)
     if args.estimate_only:
         plan = plan.without_transfers()
     if args.json:
         from .api import Prepared
+        from .cohort_cost import cohort_cost_json, estimate_cohorts
         from .compute import estimate_compute
         from .jsonout import plan_json
 
-        estimate = estimate_compute(config, components, plan, args.tflops)
+        rates, _ = _plan_rates(args, config, components)
+        estimate = estimate_compute(config, components, plan, rates.tflops)
         doc = plan_json(Prepared(config, components, plan), estimate)
-        from .cohort_cost import cohort_cost_json, decode_rate_note, estimate_cohorts
-
-        rate = decode_rate_note(components, args.decode_rate)[0]
-        doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, args.tflops, rate))
+        doc["cohorts"] = cohort_cost_json(estimate_cohorts(config, components, plan, rates))
         return _print_json(doc)
     console = _console()
     table = _plan_table(config.name, plan)
@@ -255,16 +270,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"for {len(plan.cells)} table cells; layers: {', '.join(plan.layer_names)}"
         + (f"; {estimates} estimator jobs" if estimates else "")
     )
+    from .cohort_cost import describe_cohorts, estimate_cohorts
     from .compute import describe, estimate_compute
     from .estimator_cost import describe_estimators, estimate_estimators
 
-    console.print(describe(estimate_compute(config, components, plan, args.tflops)))
-    from .cohort_cost import decode_rate_note, describe_cohorts, estimate_cohorts
-
-    rate, note = decode_rate_note(components, args.decode_rate)
-    console.print(describe_cohorts(estimate_cohorts(config, components, plan, args.tflops, rate), [note]))
+    rates, notes = _plan_rates(args, config, components)
+    console.print(describe(estimate_compute(config, components, plan, rates.tflops)))
+    console.print(describe_cohorts(estimate_cohorts(config, components, plan, rates), notes))
     if estimates:
-        console.print(describe_estimators(estimate_estimators(config, components, plan, args.tflops)))
+        console.print(describe_estimators(estimate_estimators(config, components, plan, rates.tflops)))
     if config.train.augment.active and config.performance.cache_frozen:
         console.print("frozen-feature cache: off, because train.augment makes training inputs random "
                       "(frozen layers see different inputs every epoch)")
@@ -312,6 +326,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.estimate_only:
         console.print("--estimate-only: only the base networks were trained; the estimator curves are a "
                       "proxy for retraining (`transferbench report RUN_DIR` says how well each tracked it)")
+    return EXIT_OK
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Advice from short trainings (transferbench/advise.py); with --validate, its regret table."""
+    from .advise import advise, read_sweep_plan, table_rows, validate, verdict_lines
+    from .api import Prepared
+
+    config, components, plan = _load(args)
+    sweep = read_sweep_plan(Prepared(config, components, plan))
+    run_dir = Path(args.out) if args.out else config.run_dir()
+    console = _console()
+    components.data.check()
+    result = advise(Prepared(config, components, plan), sweep, run_dir, console)
+    for target in sweep.targets():
+        units = [u for u in result.choice if u[0] == target]
+        expected = result.expected(target)
+        low, high = expected.ci_low, expected.ci_high
+        ci = (f"95% interval {100 * low:.1f} to {100 * high:.1f}" if low is not None and high is not None
+              else "too few units for an interval")
+        spent = sum(result.spent[u] for u in units) / sum(result.sweep_cost[u] for u in units)
+        chosen = sorted({str(result.choice[u]) for u in units})
+        console.print(f"[bold]{target}[/bold]: train {' / '.join(chosen)} (per unit: "
+                      + ", ".join(f"seed {u[1]}: {result.choice[u]}" for u in units) + ")")
+        console.print(f"  expected top-1 {100 * expected.value:.1f}% ({ci}, over {expected.units} units: the "
+                      "advice's own networks at full length)")
+        console.print(f"  compute: {sum(result.spent[u] for u in units) / 1e12:.3g} TFLOP spent, "
+                      f"{sum(result.sweep_cost[u] for u in units) / 1e12:.3g} TFLOP for the full sweep it replaces "
+                      f"({100 * spent:.1f}%; training FLOPs, source networks in neither)")
+    if not args.validate:
+        console.print(f"advice written to {run_dir / 'advice.json'}")
+        return EXIT_OK
+    tables = validate(Prepared(config, components, plan), sweep, result, run_dir, console)
+    for target, rows in tables.items():
+        table = Table(title=f"regret against the sweep's best regime: {target}", title_justify="left")
+        for col in ("advice", "regret (points)", "95% interval", "units", "compute", "chose"):
+            table.add_column(col)
+        for row in table_rows(rows):
+            table.add_row(*(escape(c) for c in row))
+        console.print(table)
+    for line in verdict_lines(tables["all"]):
+        console.print(line)
     return EXIT_OK
 
 
@@ -473,6 +529,40 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_report)
 
 
+def cmd_estimators_score(args: argparse.Namespace) -> int:
+    from .published import print_score_report, read_scores, read_table, score_against
+
+    table = read_table(args.against)
+    scores = read_scores(args.scores) if args.scores else None
+    report = score_against(table, scores, args.truth, every_source=args.every_source)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({"format": "transferbench.estimators-score/1", **asdict(report)})
+        return EXIT_OK
+    print_score_report(_console(), report)
+    return EXIT_OK
+
+
+def _add_estimators_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimators", help="estimators outside a run: score a ranking against a published table")
+    inner = p.add_subparsers(dest="estimators_command", metavar="COMMAND")
+    inner.required = True
+    q = inner.add_parser("score", help="agreement of estimator scores (or a table's own published scores) with a "
+                         "published ground truth, beside the free baselines, per target data set")
+    q.add_argument("scores", nargs="?", metavar="SCORES.csv",
+                   help="target,source,NAME[,NAME...]: one column per estimator (default: the table's own "
+                        "published scores)")
+    q.add_argument("--against", required=True, metavar="TABLE",
+                   help="a shipped table (agostinelli2022) or a CSV target,source,finetuned[,frozen,...]")
+    q.add_argument("--truth", default="finetuned", help="the ground truth column: finetuned (default) or frozen")
+    q.add_argument("--every-source", action="store_true",
+                   help="keep every source, leaving out the baseline columns that lack some (default: keep "
+                        "every baseline, on the sources that have them all)")
+    _json_flag(q)
+    q.set_defaults(fn=cmd_estimators_score)
+
+
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained network of a run as a safetensors file (+ JSON), "
                        "to be the source of another run")
@@ -489,6 +579,23 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
                         "exactly), for protocols that reset layers to them (reinit)")
     p.add_argument("--force", action="store_true", help="replace files that exist")
     p.set_defaults(fn=cmd_export)
+
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``plan``: output and the rates its cost is computed at."""
+    _json_flag(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
+    p.add_argument("--tflops", type=_positive(float), default=20.0,
+                   help="effective training throughput assumed for the GPU-hour estimate (default 20)")
+    p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
+    p.add_argument("--decode-rate", type=_positive(float), default=None, metavar="IMAGES_PER_S",
+                   help="images/s the data pipeline of one training machine decodes and augments, for the "
+                        "data-bound estimate (default: measured here on the data source's images)")
+    p.add_argument("--read-gbps", type=_positive(float), default=2.0, metavar="GB_PER_S",
+                   help="disk read speed of the uint8 store (loader.decode_cache), in GB/s (default 2, assumed)")
+    p.add_argument("--measured", metavar="RATES_FILE",
+                   help="a rates file written by benchmarks/gpu_check.py (measured TFLOP/s, decode and store "
+                        "images/s) in place of --tflops, --decode-rate and --read-gbps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,14 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory to check (default: the config's output.dir)")
     _json_flag(p)
     p = with_config("plan", "print the jobs a config expands into, without training", cmd_plan)
-    _json_flag(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
-    p.add_argument("--tflops", type=_positive(float), default=20.0,
-                   help="effective training throughput assumed for the GPU-hour estimate (default 20)")
-    p.add_argument("--estimate-only", action="store_true", help="the plan of `run --estimate-only`")
-    p.add_argument("--decode-rate", type=_positive(float), default=None, metavar="IMAGES_PER_S",
-                   help="images/s the data pipeline of one training machine decodes and augments, for the "
-                        "data-bound estimate (default: measured here on the data source's images)")
+    _plan_options(p)
     with_config("splits", "print every class of every split as TSV (metadata only)", cmd_splits)
     p = with_config("run", "train every network of a config (resumes an interrupted run)", cmd_run)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
@@ -542,18 +642,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only the base networks and run the config's estimators: a proxy of the "
                         "transfer curve in a fraction of the time (docs/estimators.md)")
 
+    _add_recommend_options(with_config(
+        "recommend", "which regime to train (freeze 1..n, fine-tune, surgical k, LP-FT, scratch), chosen from "
+        "short trainings; --validate: its regret against the exhaustive sweep", cmd_recommend))
     p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
     p.add_argument("run_dir", help="a run directory")
     p.set_defaults(fn=cmd_check)
 
     _add_report_parser(sub)
     _add_export_parser(sub)
+    _add_estimators_parser(sub)
     return parser
+
+
+def _add_recommend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
+    p.add_argument("--validate", action="store_true",
+                   help="also run the exhaustive sweep and print the regret table (advice and fixed heuristics)")
 
 
 def _command(argv: Sequence[str]) -> str:
     """The subcommand an argument list names (for an error document), or ``transferbench``."""
-    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "check", "report", "export"}
+    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "recommend", "check", "report", "export",
+                "estimators"}
     return next((a for a in argv if a in commands), "transferbench")
 
 

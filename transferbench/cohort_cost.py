@@ -1,68 +1,141 @@
-"""What a plan costs with and without cohorts: the compute bound beside the data-pipeline bound.
+"""What a plan costs with and without cohorts: the compute, decode and disk-read bounds side by side.
 
-``transferbench plan`` prints it. Without cohorts every network reads (decodes, augments) its
-own batches and computes its own frozen layers; with cohorts the transferred networks of one
-training set read one stream (:mod:`transferbench.cohort`), and those whose frozen layers
-copy one source compute that prefix once per batch. Each unit (a network alone, or a cohort)
-takes the longer of its compute time at the assumed throughput and its data time at the
-decode rate (measured here on the source's own images, or given with ``--decode-rate``).
+``transferbench plan`` prints it. Three ways of running a plan are compared:
 
-The FLOPs are counted per image: a network trains with one forward pass and a backward pass
-(twice the forward) through the layers above its frozen ones; evaluation is one forward
-pass. With the frozen-prefix cache on (no augmentation) a frozen network's prefix costs one
-pass over its data, with or without cohorts.
+* **decoding every batch, one by one**: every network decodes (and resizes) its own images
+  every batch: what a grid costs with no data path of its own;
+* **without cohorts** (the honest baseline): every network reads its own batches, from the
+  uint8 store when the data allows it (``loader.decode_cache``: image sources, decoded once
+  into a memory map, then read at disk speed), else decoding every batch;
+* **with cohorts**: the transferred networks of one training set read one stream
+  (:mod:`transferbench.cohort`) from the same data path, and those whose frozen layers copy
+  one source compute that prefix once per batch.
+
+Each unit (a network alone, or a cohort) takes the longer of its compute time (its FLOPs at
+the throughput) and its data time (the images it streams at the decode rate, or at the
+store's read rate); a decode-once pass over the data comes first where the store is used.
+What binds is said per way: the bound that most of its hours wait on.
+
+The FLOPs are :func:`transferbench.compute.network_work`'s: a backward pass only through
+the layers above a network's frozen ones, and a shared prefix only as far as the
+architecture's deterministic prefix reaches (``Architecture.split_at``; CaffeNet's stops
+before fc6's dropout, so AnB at n = 7 shares fc6's prefix, not fc7).
+
+The rates are assumed (``--tflops``, ``--decode-rate``, ``--read-gbps``), measured here (the
+decode rate on the source's own images), or read from a rates file
+(``plan --measured FILE``, the format ``benchmarks/gpu_check.py`` writes: :data:`RATES_FORMAT`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from .components import Components
-from .compute import _examples_per_class, forward_gflop
+from .compute import _examples_per_class, network_work
 from .config import Config
-from .features import prefix_cost
+from .errors import ConfigError
 from .jobs import Job
-from .network import input_shape
 from .plan import Plan
-from .schedule import TrainingLength
 
-__all__ = ["CohortCost", "UnitCost", "cohort_cost_json", "decode_rate_note", "describe_cohorts", "estimate_cohorts",
-           "measure_decode_rate"]
+__all__ = ["CohortCost", "RATES_FORMAT", "Rates", "WayCost", "cohort_cost_json", "decode_rate_note",
+           "describe_cohorts", "estimate_cohorts", "measure_decode_rate", "rates_note", "read_rates", "store_allowed",
+           "with_read_gbps"]
+
+#: The ``format`` of a rates file (``benchmarks/gpu_check.py --rates FILE`` writes one).
+RATES_FORMAT = "transferbench.rates/1"
+
+#: The disk read speed assumed without a measurement: a datacenter NVMe drive reads 2-7 GB/s;
+#: a store that fits in the page cache is read far faster.
+DEFAULT_READ_GBPS = 2.0
 
 
 @dataclass(frozen=True)
-class UnitCost:
-    """What the units of a way of running a plan cost.
+class Rates:
+    """The throughputs a cost is computed at.
 
     Attributes:
-        units: networks trained alone plus cohorts (each unit reads its own stream).
-        flop: training and evaluation arithmetic.
-        images: images decoded (read and augmented) by the data pipeline.
-        hours: the sum over units of the longer of compute and data time (None: no rate).
+        tflops: effective training arithmetic, TFLOP/s per GPU.
+        decode: images/s the CPU cores feeding one GPU decode and resize (None: unknown).
+        read: images/s one GPU's data path reads from the uint8 store, with its augmentation
+            (None: unknown).
+        origin: where they come from, in words.
     """
 
+    tflops: float
+    decode: float | None
+    read: float | None
+    origin: str = "assumed"
+
+
+@dataclass(frozen=True)
+class WayCost:
+    """One way of running a plan.
+
+    Attributes:
+        name: its label.
+        units: networks trained alone plus cohorts (each unit reads its own stream).
+        flop: training and evaluation arithmetic.
+        images: images streamed through the data path (decoded, or read from the store).
+        store: whether the stream is read from the uint8 store (decoded once) or decoded every batch.
+        decode_images: images decoded (the stream, or one pass over the data for the store;
+            None: the data's size is unknown).
+        compute_hours, decode_hours, read_hours: each bound alone (None: its rate is unknown).
+        hours: the decode-once pass plus, per unit, the longer of compute and stream (None: unknown).
+        binds: ``compute``, ``decode`` or ``disk read``: what most of ``hours`` waits on.
+    """
+
+    name: str
     units: int
     flop: float
     images: float
+    store: bool
+    decode_images: float | None
+    compute_hours: float
+    decode_hours: float | None
+    read_hours: float | None
     hours: float | None
+    binds: str | None
 
 
 @dataclass(frozen=True)
 class CohortCost:
-    """A plan's cost without and with cohorts, at ``tflops`` and ``decode_rate`` images/s."""
+    """A plan's cost three ways (see the module's docstring) at ``rates``."""
 
     networks: int
-    solo: UnitCost
-    cohorts: UnitCost
-    tflops: float
-    decode_rate: float | None
+    decoding: WayCost
+    solo: WayCost
+    cohorts: WayCost
+    rates: Rates
+    store_allowed: bool
 
-    def compute_hours(self, flop: float) -> float:
-        return flop / (self.tflops * 1e12) / 3600
+    @property
+    def tflops(self) -> float:
+        return self.rates.tflops
+
+    @property
+    def decode_rate(self) -> float | None:
+        return self.rates.decode
+
+
+def store_allowed(components: Components) -> bool:
+    """Whether the data can be decoded once into the uint8 store (``loader.decode_cache``):
+    a source of fixed-size images (3-D examples) that is not a stream."""
+    try:
+        shape = tuple(components.data.input_shape())
+    except Exception:  # noqa: BLE001 - a source that cannot say its shape has no fixed-size store
+        return False
+    return len(shape) == 3 and not getattr(components.data, "streaming", False)
+
+
+def _stored_bytes(components: Components) -> float:
+    return float(math.prod(components.data.input_shape()))
 
 
 def measure_decode_rate(components: Components, seconds: float = 2.0) -> tuple[float, int] | None:
@@ -102,119 +175,163 @@ def _frozen(job: Job, num_layers: int) -> int:
     return job.read_protocol(num_layers).frozen_prefix
 
 
-# long: one pass over the jobs that adds up both ways of running them side by side
-def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops: float,
+def _way(name: str, units: dict[object, tuple[float, float]], store: bool, data_images: float | None,
+         rates: Rates) -> WayCost:
+    """``units``: unit -> (images streamed, flop)."""
+    flop = sum(f for _, f in units.values())
+    images = sum(i for i, _ in units.values())
+    per_s = rates.tflops * 1e12
+    stream_rate = rates.read if store else rates.decode
+    decode_images = data_images if store else images
+    decode_hours = decode_images / rates.decode / 3600 if rates.decode and decode_images is not None else None
+    read_hours = images / rates.read / 3600 if store and rates.read else (0.0 if not store else None)
+    hours = binds = None
+    if stream_rate:
+        waits = {"compute": 0.0, "stream": 0.0}
+        for i, f in units.values():
+            compute, stream = f / per_s, i / stream_rate
+            waits["compute" if compute >= stream else "stream"] += max(compute, stream)
+        once = (decode_hours or 0.0) if store else 0.0  # hours: one pass over the data into the store
+        hours = once + sum(waits.values()) / 3600
+        stream_name = "disk read" if store else "decode"
+        binds = "compute" if waits["compute"] >= waits["stream"] else stream_name
+        if store and decode_hours is not None and decode_hours * 3600 > max(waits.values()):
+            binds = "decode"
+    return WayCost(name, len(units), flop, images, store, decode_images, flop / per_s / 3600,
+                   decode_hours, read_hours, hours, binds)
+
+
+def estimate_cohorts(config: Config, components: Components, plan: Plan, tflops: float | Rates,
                      decode_rate: float | None = None) -> CohortCost | None:
-    """The plan's cost without and with cohorts; None when the data is needed and not at hand."""
-    num_classes = len(components.data.classes())
-    train_counts = _examples_per_class(components, "train", num_classes)
-    eval_counts = _examples_per_class(components, "eval", num_classes)
-    if config.train.epochs is not None and train_counts is None:
+    """The plan's cost three ways; None when the data is needed and not at hand.
+
+    ``tflops``: the throughput, or every rate (:class:`Rates`); a bare throughput is paired
+    with ``decode_rate`` and the store's read rate at :data:`DEFAULT_READ_GBPS`.
+    """
+    allowed = store_allowed(components)
+    if isinstance(tflops, Rates):
+        rates = tflops
+    else:
+        read = DEFAULT_READ_GBPS * 1e9 / _stored_bytes(components) if allowed else None
+        rates = Rates(tflops, decode_rate, read)
+    work = network_work(config, components, plan)
+    if work is None:
         return None
-    classes = max(2, num_classes // 2)
-    full = forward_gflop(config, components, classes) * 1e9
-    shape = input_shape(config.train.augment, components.data)
-    max_features = config.estimation.max_features
-    prefix: dict[int, float] = {}
-
-    def p(n: int) -> float:
-        if n not in prefix:
-            prefix[n] = prefix_cost(components.architecture, classes, shape, n, max_features)[0] * 1e9 if n else 0.0
-        return prefix[n]
-
-    cached = config.performance.cache_frozen and not config.train.augment.active
-    networks = [j for j in plan.jobs.values() if j.kind != "estimate"]
-    solo_flop = cohort_flop = 0.0
+    num_classes = len(components.data.classes())
+    counts = [_examples_per_class(components, split, num_classes) for split in ("train", "eval")]
+    data_images = None if any(c is None for c in counts) else float(sum(int(c.sum()) for c in counts if c is not None))
+    solo: dict[object, tuple[float, float]] = {}
     streams: dict[object, tuple[float, float, float]] = {}  # unit -> (train images, eval images, flop)
-    groups: dict[tuple, list[tuple[float, int]]] = {}  # (unit, source) -> [(train images, n)]
-    solo_images = 0.0
-    solo_hours = 0.0
-    for job in networks:
-        examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
-        length = TrainingLength.of(config.train, config.eval, examples)
-        evaluated = 0 if eval_counts is None else int(eval_counts[list(job.classes)].sum())
-        if job.reading is not None and not job.reading.trains:  # evaluate-only: one pass, nothing trained
-            solo_flop += evaluated * full
-            solo_images += evaluated
-            solo_hours += max(evaluated * full / (tflops * 1e12), evaluated / decode_rate if decode_rate else 0)
-            streams[job.id] = (0.0, float(evaluated), evaluated * full)
-            continue
-        train_images = length.total * config.train.batch_size
-        eval_images = evaluated * length.evaluations
-        frozen = p(_frozen(job, plan.num_layers))
-        if cached and frozen:
-            flop = train_images * 3 * (full - frozen) + (examples or 0) * frozen + eval_images * full
-        else:
-            flop = train_images * (full + 2 * (full - frozen)) + eval_images * full
-        solo_flop += flop
-        solo_images += train_images + eval_images
-        solo_hours += max(flop / (tflops * 1e12), (train_images + eval_images) / decode_rate if decode_rate else 0)
+    groups: dict[tuple[object, str | None], list[tuple[float, float]]] = {}  # (unit, source) -> [(images, gflop)]
+    for jid, w in work.items():
+        job = plan.jobs[jid]
+        solo[jid] = (w.train_images + w.eval_images, w.flop)
         key = _cohort_key(job, plan.num_layers)
-        images = streams.get(key, (0.0, 0.0, 0.0))
-        streams[key] = (max(images[0], train_images), max(images[1], eval_images), images[2] + flop)
-        k = _shared_prefix(job, plan.num_layers)
-        if not cached and k:
-            groups.setdefault((key, job.depends_on), []).append((train_images, k))
-    saved = 0.0
-    for (key, _), members in groups.items():  # the deepest prefix once per batch, not one per member
+        t, e, f = streams.get(key, (0.0, 0.0, 0.0))
+        streams[key] = (max(t, w.train_images), max(e, w.eval_images), f + w.flop)
+        if w.shared_gflop and key != jid:
+            groups.setdefault((key, job.depends_on), []).append((w.train_images, w.shared_gflop))
+    for (key, _), members in groups.items():  # the deepest prefix once per batch, not once per member
         if len(members) > 1:
-            shared_images = members[0][0]
-            shared = sum(p(n) for _, n in members) - p(max(n for _, n in members))
-            saved += shared_images * shared
+            shared = sum(g for _, g in members) - max(g for _, g in members)
             t, e, f = streams[key]
-            streams[key] = (t, e, f - train_images * shared)
-    cohort_flop = solo_flop - saved
-    cohort_images = sum(t + e for t, e, _ in streams.values())
-    cohort_hours = sum(max(f / (tflops * 1e12), (t + e) / decode_rate if decode_rate else 0)
-                       for t, e, f in streams.values())
+            streams[key] = (t, e, f - members[0][0] * shared)
+    cohort_units = {k: (t + e, f) for k, (t, e, f) in streams.items()}
     return CohortCost(
-        len(networks),
-        UnitCost(len(networks), solo_flop, solo_images, solo_hours / 3600 if decode_rate else None),
-        UnitCost(len(streams), cohort_flop, cohort_images, cohort_hours / 3600 if decode_rate else None),
-        tflops, decode_rate,
+        len(work),
+        _way("decoding every batch, one by one", solo, False, data_images, rates),
+        _way("without cohorts", solo, allowed, data_images, rates),
+        _way("with cohorts", cohort_units, allowed, data_images, rates),
+        rates, allowed,
     )
 
 
 def cohort_cost_json(cost: CohortCost | None) -> dict[str, Any] | None:
-    """``plan --json``'s ``cohorts``: both ways of running the plan (None when unknown)."""
+    """``plan --json``'s ``cohorts``: the three ways of running the plan (None when unknown)."""
     if cost is None:
         return None
 
-    def way(unit: UnitCost) -> dict[str, Any]:
+    def way(unit: WayCost) -> dict[str, Any]:
+        data = unit.read_hours if unit.store else unit.decode_hours
         return {"units": unit.units, "images": unit.images, "flop": unit.flop,
-                "compute_gpu_hours": cost.compute_hours(unit.flop),
-                "data_hours": unit.images / cost.decode_rate / 3600 if cost.decode_rate else None,
-                "gpu_hours": unit.hours}
+                "data_path": "store" if unit.store else "decode", "decoded_images": unit.decode_images,
+                "compute_gpu_hours": unit.compute_hours, "decode_hours": unit.decode_hours,
+                "read_hours": unit.read_hours, "data_hours": data, "gpu_hours": unit.hours, "binds": unit.binds}
 
-    return {"networks": cost.networks, "tflops": cost.tflops, "decode_rate": cost.decode_rate,
-            "without": way(cost.solo), "with": way(cost.cohorts)}
+    return {"networks": cost.networks, "tflops": cost.tflops, "decode_rate": cost.rates.decode,
+            "read_rate": cost.rates.read, "rates": cost.rates.origin, "store_allowed": cost.store_allowed,
+            "decoding": way(cost.decoding), "without": way(cost.solo), "with": way(cost.cohorts),
+            "saved": (cost.solo.hours / cost.cohorts.hours
+                      if cost.solo.hours and cost.cohorts.hours else None)}
 
 
-def _hours(h: float) -> str:
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "unknown"
     return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
 
 
-def _line(name: str, cost: CohortCost, unit: UnitCost, what: str) -> str:
-    compute = cost.compute_hours(unit.flop)
-    data = unit.images / cost.decode_rate / 3600 if cost.decode_rate else None
-    text = (f"  {name} {unit.units} {what}: {unit.images:.3g} images through the data pipeline; "
-            f"compute {_hours(compute)} GPU-hours at {cost.tflops:g} TFLOP/s")
-    if data is None or unit.hours is None:
-        return text + "; data pipeline: unknown"
-    bound = "data-bound" if data > compute else "compute-bound"
-    return text + f", data pipeline {_hours(data)} hours -> {_hours(unit.hours)} GPU-hours ({bound})"
+def _line(name: str, cost: CohortCost, way: WayCost, what: str) -> str:
+    if way.store:
+        once = "not counted" if way.decode_images is None else f"{_hours(way.decode_hours)} h"
+        data = f"decode once {once}, disk read {_hours(way.read_hours)} h"
+        path = "the uint8 store"
+    else:
+        data, path = f"decode {_hours(way.decode_hours)} h", "decoding every batch"
+    return (f"  {name:<34} {way.units} {what}, {way.images:.3g} images from {path}: compute "
+            f"{_hours(way.compute_hours)} h at {cost.tflops:g} TFLOP/s, {data} -> {_hours(way.hours)} GPU-hours"
+            + (f" ({way.binds}-bound)" if way.binds else ""))
 
 
 def describe_cohorts(cost: CohortCost | None, lines: Iterable[str] = ()) -> str:
-    """The lines ``transferbench plan`` prints (``lines``: notes on the decode rate)."""
+    """The lines ``transferbench plan`` prints (``lines``: notes on the rates)."""
     if cost is None:
         return "with and without cohorts: unknown (the config trains by epochs and the data is not at hand)"
     out = ["with and without cohorts (the transferred networks of one training set reading one stream "
            "of batches, executor cohorts: true):",
-           _line("without cohorts:", cost, cost.solo, "networks, each reading its own batches"),
-           _line("with cohorts:   ", cost, cost.cohorts, "units (cohorts and networks alone)"),
-           *lines]
-    return "\n".join(out)
+           _line("decoding every batch, one by one:", cost, cost.decoding, "networks"),
+           _line("without cohorts (best data path):", cost, cost.solo, "networks"),
+           _line("with cohorts:", cost, cost.cohorts, "units")]
+    if cost.solo.hours and cost.cohorts.hours:
+        out.append(f"  cohorts save {cost.solo.hours / cost.cohorts.hours:.2f}x against the best way without "
+                   f"them ({cost.decoding.hours / cost.cohorts.hours:.2f}x against decoding every batch)"
+                   if cost.decoding.hours else
+                   f"  cohorts save {cost.solo.hours / cost.cohorts.hours:.2f}x against the best way without them")
+    if not cost.store_allowed:
+        out.append("  (the data is not fixed-size images: no uint8 store, every way decodes every batch)")
+    elif cost.solo.decode_images is None:
+        out.append("  (the store's decode-once pass is not counted: the data's size is unknown here)")
+    return "\n".join([*out, *lines])
+
+
+def read_rates(path: str | Path, config: Config, components: Components) -> Rates:
+    """The rates of a rates file (``plan --measured FILE``): the effective training TFLOP/s
+    measured (the fastest setting's images/s x 3 forward passes of the measured network), the
+    decode rate of the machine's CPU cores and the store's read rate with augmentation.
+    ``config`` and ``components`` are the plan's (the file's rates apply to its network as
+    FLOPs, an approximation for a network other than the measured one).
+
+    Raises:
+        ConfigError: the file is missing, not JSON, of another format, or lacks a rate.
+    """
+    where = str(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([("--measured", f"cannot read {where}: {exc}")]) from None
+    if not isinstance(doc, dict) or doc.get("format") != RATES_FORMAT:
+        raise ConfigError([("--measured", f"{where} is not a rates file (format {RATES_FORMAT!r}, "
+                            "written by benchmarks/gpu_check.py)")])
+    try:
+        tflops = float(doc["train_tflops"])
+        decode = float(doc["decode_images_per_s"])
+        read = float(doc["store_images_per_s"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError([("--measured", f"{where}: a rate is missing or not a number ({exc})")]) from None
+    if not all(math.isfinite(v) and v > 0 for v in (tflops, decode, read)):
+        raise ConfigError([("--measured", f"{where}: rates must be positive numbers")])
+    return Rates(tflops, decode, read if store_allowed(components) else None,
+                 f"measured: {where} ({doc.get('device', 'device not named')})")
 
 
 def decode_rate_note(components: Components, given: float | None) -> tuple[float | None, str]:
@@ -229,3 +346,21 @@ def decode_rate_note(components: Components, given: float | None) -> tuple[float
     return per_process * cores, (f"  decode rate {per_process * cores:,.0f} images/s, measured here: "
                                  f"{per_process:,.0f}/s in one process x {cores} cores (--decode-rate sets "
                                  "the rate of the machine that trains)")
+
+
+def rates_note(rates: Rates, components: Components, read_gbps: float) -> str:
+    """The line that says where the store's read rate comes from."""
+    if rates.read is None:
+        return "  store read rate: none (no uint8 store for this data)"
+    if rates.origin.startswith("measured"):
+        return f"  rates {rates.origin}: {rates.tflops:g} TFLOP/s, decode {rates.decode:,.0f} images/s, " \
+               f"store {rates.read:,.0f} images/s"
+    return (f"  store read rate {rates.read:,.0f} images/s: {read_gbps:g} GB/s (assumed; --read-gbps) over "
+            f"{_stored_bytes(components) / 1e3:,.0f} kB per stored image")
+
+
+def with_read_gbps(rates: Rates, components: Components, read_gbps: float) -> Rates:
+    """``rates`` with the store read at ``read_gbps`` GB/s (for data that allows a store)."""
+    if not store_allowed(components):
+        return replace(rates, read=None)
+    return replace(rates, read=read_gbps * 1e9 / _stored_bytes(components))

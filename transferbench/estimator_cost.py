@@ -3,19 +3,20 @@
 ``transferbench plan`` prints it for a config with ``estimators:``; on the paper's config
 (configs/yosinski.yaml) it is the projection of docs/estimators.md. Both sides are counted
 in floating-point operations at the same assumed throughput: the transferred networks as
-:func:`~transferbench.compute.estimate_compute` counts them; the estimators as one forward
+:func:`~transferbench.compute.network_work` counts them (a backward pass only through the
+layers that learn); the estimators as one forward
 pass through layers 1..n per example and feature set (each network, layer and task once,
 as the run's feature cache does) plus each estimator's own :meth:`Estimator.cost_flops`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from .components import Components
-from .compute import _examples_per_class, estimate_compute
+from .compute import _examples_per_class, network_work
 from .config import Config
 from .features import prefix_cost
 from .interfaces import Split
@@ -97,10 +98,11 @@ def estimate_estimators(config: Config, components: Components, plan: Plan, tflo
         if flop is None:
             unknown[str(job.estimator_spec["name"] if job.estimator_spec else "?")] = None
         estimator_flop += flop or 0.0
-    transfers = {jid: j for jid, j in plan.jobs.items() if j.kind == "transfer"}
-    retrain = estimate_compute(config, components, replace(plan, jobs=transfers), tflops) if transfers else None
+    transfers = [j for j in plan.jobs.values() if j.kind == "transfer"]
+    # the retraining as it runs: no backward pass through frozen layers (not an upper bound)
+    work = network_work(config, components, plan, transfers) if transfers else None
     return EstimatorCost(len(jobs), feature_flop, estimator_flop, tuple(unknown), len(transfers),
-                         retrain.total_flop if retrain is not None else None, tflops)
+                         sum(w.flop for w in work.values()) if work is not None else None, tflops)
 
 
 def _hours(value: float) -> str:

@@ -144,28 +144,96 @@ def _short(value: float | None) -> str:
     return text.replace("0.", ".", 1) if abs(value) < 1 else text
 
 
+def _ci(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f"{_short(low)}/{_short(high)}"
+
+
+_ORDER = {"layers": 0, "gap": 1, "same_n": 2}
+
+
+def _vs(a: Agreement) -> str:
+    return a.reference + {"gap": " gap", "same_n": " same n"}.get(a.comparison, "")
+
+
 def _validation_table(rows: Sequence[Agreement]) -> Table:
     table = _table()
-    for head, justify in (("vs", "left"), ("estimator", "left"), ("ρ", "right"), ("95%", "right"),
-                          ("τ", "right"), ("depth ρ", "right"), ("pts", "right")):
-        table.add_column(head, justify="left" if justify == "left" else "right")
-    order = {"layers": 0, "gap": 1, "same_n": 2}
-    for a in sorted(rows, key=lambda a: (order.get(a.comparison, 3), a.reference)):
-        vs = a.reference + {"gap": " gap", "same_n": " same n"}.get(a.comparison, "")
-        ci = "" if a.spearman_ci is None else f"{_short(a.spearman_ci[0])}/{_short(a.spearman_ci[1])}"
-        table.add_row(vs, a.estimator, _short(a.spearman), ci, _short(a.kendall), _short(a.depth_spearman),
-                      str(a.points))
+    for head in ("vs", "estimator", "ρ", "95%", "τ", "wτ", "95%", "regret", "units"):
+        table.add_column(head, justify="left" if head in ("vs", "estimator") else "right")
+    for a in sorted(rows, key=lambda a: (_ORDER.get(a.comparison, 3), a.reference)):
+        ci = a.spearman_ci or (None, None)
+        w = a.weighted_tau
+        table.add_row(_vs(a), a.estimator, _short(a.spearman), _ci(*ci), _short(a.kendall),
+                      _short(w.value if w else None), _ci(w.ci_low, w.ci_high) if w else "",
+                      "" if a.regret is None else f"{a.regret.value:.3f}", str(a.units))
+    return table
+
+
+def _baseline_table(rows: Sequence[Agreement]) -> Table:
+    table = _table()
+    for head in ("vs", "estimator", "strongest", "its ρ", "Δρ 95%", "beats", "ceiling", "share"):
+        table.add_column(head, justify="left" if head in ("vs", "estimator", "strongest", "beats") else "right")
+    for a in sorted(rows, key=lambda a: (_ORDER.get(a.comparison, 3), a.reference)):
+        best = next((b for b in a.baselines if b.name == a.strongest), None)
+        diff = best.difference if best else None
+        c = a.ceiling
+        ceiling = c.seed_to_seed.value if c and c.seed_to_seed else None
+        share = c.fraction.value if c and c.fraction else None
+        table.add_row(_vs(a), a.estimator, a.strongest or "", _short(best.spearman.value if best and best.spearman
+                                                                      else None),
+                      _ci(diff.ci_low, diff.ci_high) if diff else "", a.beats, _short(ceiling),
+                      "" if share is None else f"{share:.0%}")
     return table
 
 
 _VALIDATION_NOTE = (
-    "ρ, τ: Spearman and Kendall rank correlation of each estimator with retraining; depth ρ: "
-    "the same for the rank of n alone, deeper = worse (what any depth trend scores; all of it in "
-    "results_estimator_validation.csv). AnB: the estimator on A->B vs AnB's accuracy across n "
-    "and split seeds; BnB-AnB gap: e(B->B) - e(A->B) vs BnB - AnB; frozen same n: transfers at "
-    "equal n (other sources, targets, seeds), e(S->T) - e(T->T) vs accuracy / base, where depth "
-    "knows nothing (ρ: mean within n). 95%: Fisher z, a guide only (points within a seed are not "
-    "independent)")
+    "ρ, τ, wτ: Spearman, Kendall (tau-b) and weighted Kendall (hyperbolic weights, the top "
+    "counts most) of each estimator with retraining; 95%: cluster bootstrap over the independent "
+    "units (split seed x direction; none with fewer than 3); regret: the accuracy of the layer "
+    "best on average minus that of the layer the estimator ranks first, mean over units. AnB: the estimator on "
+    "A->B vs AnB's accuracy across n and split seeds; BnB-AnB gap: e(B->B) - e(A->B) vs BnB - AnB; "
+    "frozen same n: transfers at equal n, e(S->T) - e(T->T) vs accuracy / base, where depth knows "
+    "nothing (ρ, wτ: mean within n). Every treatment is a ground truth of its protocol (AnB frozen, "
+    "AnB+ fine-tuned, ...). All of it in results_estimator_validation.csv")
+
+_BASELINE_NOTE = (
+    "strongest: the free baseline with the highest ρ on the same points (depth: the rank of n; "
+    "static: the mean ground truth at n on the run's other experiments; source accuracy; random: "
+    "a random score, whose ρ is 0 on average); Δρ 95%: the estimator's ρ minus the baseline's, "
+    "paired on the same resampled units; beats: yes when that interval lies above 0, no when "
+    "below, else not determined. ceiling: how well one unit's retraining ranks another's layers "
+    "(mean ρ over pairs of units); share: the estimator's within-unit ρ as a fraction of it")
+
+
+def _predicts_lines(rows: Sequence[Agreement]) -> list[str]:
+    """Per estimator and non-frozen ground truth: whether the interval lets us say it predicts it."""
+    lines = []
+    for a in rows:
+        if a.comparison != "layers" or a.ground_truth in ("", "frozen"):
+            continue
+        ci = _ci(*(a.spearman_ci or (None, None)))
+        if a.predicts():
+            said = f"predicts the {a.ground_truth} ground truth ({a.reference}): ρ {_short(a.spearman)} [{ci}]"
+        elif a.spearman_ci is None:
+            said = f"not determined against the {a.ground_truth} ground truth ({a.reference}): no interval"
+        elif a.spearman_ci[1] < 0:
+            said = (f"ranks the {a.ground_truth} ground truth ({a.reference}) the wrong way round: ρ "
+                    f"{_short(a.spearman)} [{ci}]")
+        else:
+            said = (f"not shown to predict the {a.ground_truth} ground truth ({a.reference}): ρ "
+                    f"{_short(a.spearman)} [{ci}] includes 0")
+        lines.append(f"{a.experiment}: {a.estimator} {said}")
+    return lines
+
+
+def _ground_truth_lines(section: EstimatorSection) -> list[str]:
+    out = []
+    for g in section.ground_truths:
+        rho, w = g.spearman, g.weighted_tau
+        ci = _ci(rho.ci_low, rho.ci_high) if rho else ""
+        out.append(f"{g.experiment}: {g.first} and {g.second} rank their {g.points} points with ρ "
+                   f"{_short(rho.value if rho else None)}{f' [{ci}]' if ci else ''}, wτ "
+                   f"{_short(w.value if w else None)}")
+    return out
 
 
 def _where(spec: SpecificLayer | None) -> str:
@@ -236,9 +304,17 @@ def print_estimator_report(console: Console, results: RunResults, section: Estim
         experiments = list(dict.fromkeys(a.experiment for a in rows))
         for exp in experiments:
             title = "all experiments" if exp == "*" else exp
-            _print(console, f"{title}: estimators against retraining ({metric})",
-                   _validation_table([a for a in rows if a.experiment == exp]),
+            mine = [a for a in rows if a.experiment == exp]
+            _print(console, f"{title}: estimators against retraining ({metric})", _validation_table(mine),
                    _VALIDATION_NOTE if exp == experiments[-1] else "")
+            _print(console, f"{title}: against the strongest free baseline, and the ceiling", _baseline_table(mine),
+                   _BASELINE_NOTE if exp == experiments[-1] else "")
+        predicts = _predicts_lines(rows)
+        if predicts:
+            _print(console, "Beyond frozen features", None, "\n".join(predicts))
+        truths = _ground_truth_lines(section)
+        if truths:
+            _print(console, "Ground truths against each other", None, "\n".join(truths))
     if full:
         lines = _specific_lines(section.specific)
         if lines and rows:

@@ -111,6 +111,20 @@ class FindingResult:
     parts: tuple[FindingResult, ...] = field(default_factory=tuple)
     paper: str = ""
 
+    @property
+    def size(self) -> str | None:
+        """How a reproduced effect compares with the paper's: ``smaller`` or ``larger`` when its
+        whole interval lies below or above the paper's effect, ``compatible`` when it holds it;
+        None for any other verdict. A direction reproduced at a fraction of the paper's size is
+        still a reproduction of the claim (its sign), and the report says so beside it."""
+        est = self.estimate
+        if self.verdict != "reproduced" or self.equivalence is not None or self.effect is None or est is None \
+                or est.ci_low is None or est.ci_high is None:
+            return None
+        sign = 1.0 if self.effect >= 0 else -1.0
+        lo, hi = sorted((sign * est.ci_low, sign * est.ci_high))
+        return "smaller" if hi < abs(self.effect) else "larger" if lo > abs(self.effect) else "compatible"
+
 
 # --------------------------------------------------------------------------- judging
 

@@ -188,21 +188,42 @@ def _experiment_json(e: Any, layer_names: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _interval(i: Any) -> dict[str, Any] | None:
+    """A ranking Interval or a stats Difference: its value and 95% interval (None if not determined)."""
+    if i is None:
+        return None
+    ci = [i.ci_low, i.ci_high] if i.ci_low is not None and i.ci_high is not None else None
+    return {"value": i.value, "ci": ci, "units": i.units}
+
+
 def _estimators_json(section: Any) -> dict[str, Any] | None:
     if section is None:
         return None
     return {
         "points": len(section.rows), "ok": sum(1 for r in section.rows if r.status == "ok"),
         "agreements": [{"experiment": a.experiment, "estimator": a.estimator, "reference": a.reference,
-                        "comparison": a.comparison, "spearman": a.spearman, "kendall": a.kendall,
-                        "spearman_ci": list(a.spearman_ci) if a.spearman_ci else None,
-                        "depth_spearman": a.depth_spearman, "points": a.points, "seeds": a.seeds}
+                        "comparison": a.comparison, "ground_truth": a.ground_truth, "spearman": a.spearman,
+                        "kendall": a.kendall, "spearman_ci": list(a.spearman_ci) if a.spearman_ci else None,
+                        "kendall_ci": list(a.kendall_ci) if a.kendall_ci else None,
+                        "weighted_tau": _interval(a.weighted_tau), "regret": _interval(a.regret),
+                        "baselines": [{"name": b.name, "spearman": _interval(b.spearman),
+                                       "difference": _interval(b.difference)} for b in a.baselines],
+                        "strongest_baseline": a.strongest, "beats_strongest_baseline": a.beats,
+                        "ceiling": None if a.ceiling is None else {
+                            "seed_to_seed": _interval(a.ceiling.seed_to_seed),
+                            "within_unit": _interval(a.ceiling.within_unit),
+                            "fraction": _interval(a.ceiling.fraction)},
+                        "depth_spearman": a.depth_spearman, "points": a.points, "seeds": a.seeds, "units": a.units}
                        for a in section.agreements],
+        "ground_truths": [{"experiment": g.experiment, "first": g.first, "second": g.second,
+                           "spearman": _interval(g.spearman), "weighted_tau": _interval(g.weighted_tau),
+                           "points": g.points} for g in section.ground_truths],
     }
 
 
 def _finding_json(f: Any) -> dict[str, Any]:
     doc = asdict(f)
+    doc["size"] = f.size
     doc["stability"] = f.stability.fraction if f.stability else None
     doc["n_resamples"] = f.stability.resamples if f.stability else None
     doc["parts"] = [_finding_json(p) for p in f.parts]

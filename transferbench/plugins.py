@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.validity_checks",
     "transferbench_plugins.yosinski2014",
     "transferbench_plugins.transforms",
+    "transferbench_plugins.shifts",
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
 )

@@ -363,6 +363,9 @@ def _finding_lines(f: FindingResult, indent: str, part: bool = False) -> list[st
         if f.effect is not None:
             at = f" (+{100 * f.effect_points:.1f} points at its base)" if f.effect_points is not None else ""
             lines.append(pad + f"paper: {_share(f.effect)} of headroom{at}".replace("(++", "(+").replace("(+-", "(-"))
+        if f.size in ("smaller", "larger"):
+            lines.append(pad + f"{f.size} than the paper's effect: the whole interval lies "
+                         f"{'below' if f.size == 'smaller' else 'above'} it (the direction reproduces, not the size)")
         if f.verdict == "inconclusive" and f.units_needed:
             side = " per side" if len(f.sizes) > 1 else ""
             lines.append(pad + f"{f.units_needed} units{side} would decide it at 80% power (`report --power`: the "

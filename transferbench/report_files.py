@@ -21,6 +21,7 @@ from .analysis import CANONICAL, Difference, Grid
 from .estimator_report import write_estimator_figure
 from .findings import FindingResult
 from .plots import write_plots
+from .ranking import Interval
 from .results import LONG_COLUMNS, EstimateRow, RunResults, rows_to_csv, write_atomic
 from .runreport import EstimatorSection, ExperimentReport, RunReport
 from .scorecard import PAPER_ALIAS
@@ -43,7 +44,11 @@ ESTIMATE_COLUMNS: tuple[str, ...] = ("experiment", "split_seed", "source", "targ
 VALIDATION_COLUMNS: tuple[str, ...] = (
     "experiment", "estimator", "reference", "comparison", "spearman", "spearman_low", "spearman_high",
     "kendall", "kendall_low", "kendall_high", "points", "seeds", "per_group_spearman", "per_group_low",
-    "per_group_high", "depth_spearman", "depth_kendall", "metric",
+    "per_group_high", "depth_spearman", "depth_kendall", "metric", "ground_truth", "units", "weighted_tau",
+    "weighted_tau_low", "weighted_tau_high", "regret", "regret_low", "regret_high", "strongest_baseline",
+    "strongest_baseline_spearman", "difference_low", "difference_high", "beats_strongest_baseline",
+    "ceiling", "ceiling_low", "ceiling_high", "within_unit_spearman", "fraction_of_ceiling", "fraction_low",
+    "fraction_high",
 )
 
 #: Columns of ``results_estimator_cost.csv``.
@@ -156,6 +161,11 @@ def _estimates_csv(rows: Iterable[EstimateRow]) -> str:
     return rows_to_csv(ESTIMATE_COLUMNS, ([getattr(e, c) for c in ESTIMATE_COLUMNS] for e in rows))
 
 
+def _three(i: Interval | Difference | None) -> tuple[float | None, float | None, float | None]:
+    """(value, low, high) of an interval, Nones where there is none."""
+    return (None, None, None) if i is None else (i.value, i.ci_low, i.ci_high)
+
+
 def _validation_csv(section: EstimatorSection, metric: str) -> str:
     out = []
     for a in section.agreements:
@@ -164,8 +174,15 @@ def _validation_csv(section: EstimatorSection, metric: str) -> str:
         g = a.per_group
         gl = None if g is None or g.ci_low is None else max(-1.0, g.ci_low)  # a correlation stays in [-1, 1]
         gh = None if g is None or g.ci_high is None else min(1.0, g.ci_high)
+        best = next((b for b in a.baselines if b.name == a.strongest), None)
+        c = a.ceiling
         out.append([a.experiment, a.estimator, a.reference, a.comparison, a.spearman, sl, sh, a.kendall, kl, kh,
-                    a.points, a.seeds, g.mean if g else None, gl, gh, a.depth_spearman, a.depth_kendall, metric])
+                    a.points, a.seeds, g.mean if g else None, gl, gh, a.depth_spearman, a.depth_kendall, metric,
+                    a.ground_truth, a.units, *_three(a.weighted_tau), *_three(a.regret), a.strongest,
+                    best.spearman.value if best and best.spearman else None,
+                    *_three(best.difference if best else None)[1:], a.beats,
+                    *_three(c.seed_to_seed if c else None), (c.within_unit.value if c and c.within_unit else None),
+                    *_three(c.fraction if c else None)])
     return rows_to_csv(VALIDATION_COLUMNS, out)
 
 
@@ -188,7 +205,8 @@ def _checks_files(checks: Sequence[CheckResult], metric: str) -> dict[str, str |
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "paper", "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units",
     "networks", "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points",
-    "equivalence", "margin", "units_needed", "stability", "resamples", "caveats", "invalidated_by", "claim", "source",
+    "equivalence", "margin", "units_needed", "size", "stability", "resamples", "caveats", "invalidated_by", "claim",
+    "source",
 )
 
 
@@ -198,7 +216,7 @@ def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> lis
         e, pt = f.estimate, f.points
         rows.append([f.paper, f.name, part_of, f.verdict, f.experiment, f.run, e and e.value, e and e.ci_low,
                      e and e.ci_high, e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low,
-                     pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed,
+                     pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed, f.size,
                      f.stability.fraction if f.stability else None, f.stability.resamples if f.stability else None,
                      "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source])
         rows += _scorecard_rows(f.parts, f.name)

@@ -37,7 +37,16 @@ from .plugins import get_registry
 from .recommend import Recommendation, estimator_views, recommend, recommendation_stability
 from .results import EstimateRow, RunResults, check_metric, read_results
 from .scorecard import PAPER_ALIAS, Boost, default_margin, scorecard
-from .validation import Agreement, CostSummary, SpecificComparison, agreements, cost_summary, specific_layers
+from .validation import (
+    Agreement,
+    CostSummary,
+    GroundTruthAgreement,
+    SpecificComparison,
+    agreements,
+    cost_summary,
+    ground_truth_agreements,
+    specific_layers,
+)
 from .validity import CheckResult, RunView, ValidityCheck
 
 __all__ = [
@@ -103,6 +112,7 @@ class EstimatorSection:
     agreements: tuple[Agreement, ...]
     specific: tuple[SpecificComparison, ...]
     cost: CostSummary
+    ground_truths: tuple[GroundTruthAgreement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,7 +246,8 @@ def _estimators(results: RunResults, metric: str) -> EstimatorSection | None:
         return None
     rows = results.estimates
     return EstimatorSection(rows, tuple(agreements(results, rows, metric)),
-                            tuple(specific_layers(results, rows, metric)), cost_summary(results, rows))
+                            tuple(specific_layers(results, rows, metric)), cost_summary(results, rows),
+                            tuple(ground_truth_agreements(results, metric)))
 
 
 def experiment_report(grid: Grid, estimators: EstimatorSection | None,

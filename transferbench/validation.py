@@ -21,8 +21,9 @@ made against each:
 **Statistics** (:mod:`transferbench.ranking`): Spearman, Kendall's tau-b and the weighted tau
 (the field's headline), each with a 95% cluster-bootstrap interval over the independent
 units (a split seed and a direction: the unit of the verdicts), never over points that share
-a base network; and, for ``layers``, the top-1 regret (per unit, the best layer's accuracy
-minus that of the layer the estimator ranks first; mean and t-interval over units).
+a base network; and, for ``layers``, the top-1 regret (per unit, the accuracy of the best
+layer, the one best on average over units, minus that of the layer the estimator ranks first
+in the unit; mean and t-interval over units).
 
 **Baselines**, on the same points and resamples: ``depth`` (the rank of n: ``-n`` for
 ``layers``, ``+n`` for the gap; nothing within n), ``source accuracy`` (``same_n``: the
@@ -48,7 +49,7 @@ from itertools import combinations
 import numpy as np
 
 from .analysis import Grid, SpecificLayer, Stat, build_grids, specific_layer
-from .ranking import Interval, bootstrap_units, kendall, ranks, spearman, top1_regret, weighted_tau
+from .ranking import Interval, bootstrap_units, kendall, ranks, spearman, weighted_tau
 from .results import EstimateRow, ResultRow, RunResults, check_metric
 from .stats import Difference, over_units
 
@@ -129,8 +130,8 @@ class Agreement:
             ``lp_ft``, ...): which retraining the estimator is compared with.
         units: independent units behind the intervals.
         weighted_tau: the weighted Kendall tau with its interval.
-        regret: ``layers`` only: the top-1 regret per unit, mean and t-interval over units
-            (accuracy points on the metric's scale).
+        regret: ``layers`` only: the top-1 regret per unit (the layer best on average minus
+            the estimator's first choice), mean and t-interval over units (the metric's scale).
         baselines: every free baseline that applies.
         beats: ``yes``, ``no`` or ``not determined``: against the strongest baseline, by
             the interval of the paired difference of Spearman.
@@ -315,13 +316,26 @@ def _random_range(points: Sequence[_Point], stratified: bool, draws: int = 1000,
 
 
 def _regret(points: Sequence[_Point]) -> Difference | None:
-    """Top-1 regret per unit (the best layer's accuracy minus that of the layer the estimator
-    ranks first), mean and t-interval over units."""
+    """Top-1 regret per unit: the accuracy of the best layer minus that of the layer the
+    estimator ranks first in that unit; mean and t-interval over units. The best layer is the
+    one with the highest mean over units (as :mod:`transferbench.regret` chooses regimes), not
+    each unit's own maximum, which noise alone biases upward; a unit's regret can be negative."""
     by_unit: dict[Unit, list[_Point]] = defaultdict(list)
+    by_n: dict[int, list[float]] = defaultdict(list)
     for p in points:
         by_unit[p.unit].append(p)
-    values = [r for g in by_unit.values() if len(g) > 1
-              and (r := top1_regret([p.estimate for p in g], [p.retrained for p in g])) is not None]
+        by_n[p.n].append(p.retrained)
+    everywhere = [n for n, v in by_n.items() if len(v) == len(by_unit)]  # a layer every unit has
+    if not everywhere:
+        return None
+    best = max(everywhere, key=lambda n: math.fsum(by_n[n]))
+    values = []
+    for g in by_unit.values():
+        truth = {p.n: p.retrained for p in g}
+        top = max(p.estimate for p in g)
+        picked = [p.retrained for p in g if p.estimate == top]  # tied first: their mean
+        if len(g) > 1:
+            values.append(truth[best] - math.fsum(picked) / len(picked))
     return over_units(values, len(points)) if values else None
 
 

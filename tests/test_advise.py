@@ -1,0 +1,127 @@
+"""`transferbench recommend`: the sweep a config describes, the compute model, the advice
+(which never reads a result of the sweep it is validated against) and the regret table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+from transferbench.advise import SOURCES, SWEEP, advise, read_sweep_plan, train_flops
+from transferbench.api import prepare
+from transferbench.cli import main
+from transferbench.errors import ConfigError
+from transferbench.reading import ProtocolReading
+from transferbench.regret import Regime
+from transferbench.store import JobCache, RunStore
+
+TREATMENTS = ["AnB", "AnB+", {"name": "surgical", "source": "A", "target": "B", "protocol": "surgical_head"},
+              {"name": "lpft", "source": "A", "target": "B", "protocol": "lp_ft"}]
+
+
+def _config(seeds=(0,), layers=(1, 3), **exp):
+    return tiny_config(experiments=[{"name": "t", "split": {"name": "parity", "seeds": list(seeds)},
+                                     "bases": ["A", "B"], "layers": list(layers), "treatments": TREATMENTS, **exp}],
+                       train={"lr": 0.1, "batch_size": 32, "steps": 8, "weight_decay": 0.0},
+                       eval={"best_k": 1, "every": 8})
+
+
+def test_the_sweep_of_a_recommend_config(fake_plugins):
+    sweep = read_sweep_plan(prepare(_config(seeds=(0, 1), layers=(1, 2, 3))))
+    unit = ("t", 0, "B")
+    regimes = sorted(c.regime for c in sweep.of(unit))
+    assert regimes == sorted([Regime("frozen", n) for n in (1, 2, 3)] + [Regime("finetune", n) for n in (1, 2, 3)]
+                             + [Regime("surgical", n) for n in (1, 2, 3)] + [Regime("lp_ft", 3), Regime("scratch")])
+    assert sweep.units == [("t", 0, "B"), ("t", 1, "B")]
+    assert sweep.sources[unit].kind == "base" and sweep.sources[unit].target == "A"
+    lp_ft = [j.n for j in sweep.plan.jobs.values() if j.protocol_spec and j.protocol_spec["name"] == "lp_ft"]
+    assert lp_ft == [3, 3]  # n = L-1 only, in each unit
+    assert set(sweep.sources_plan().jobs) == {j.id for j in sweep.sources.values()}
+
+
+def test_a_target_that_is_not_a_sweep_is_refused_with_its_key(fake_plugins):
+    with pytest.raises(ConfigError, match="one source half into one target half"):
+        read_sweep_plan(prepare(_config(treatments=["AnB", "BnA"])))
+    with pytest.raises(ConfigError, match="random_frozen is not a regime"):
+        read_sweep_plan(prepare(_config(treatments=["AnB", {"name": "r", "source": "A", "target": "B",
+                                                               "protocol": "random_frozen"}])))
+    with pytest.raises(ConfigError, match="no base network of the target half"):
+        read_sweep_plan(prepare(_config(bases=["A"])))
+
+
+def test_train_flops_count_the_backward_pass_above_what_is_frozen_phase_by_phase():
+    from transferbench_plugins.protocols import Frozen, LpFt
+
+    prefix = [0.0, 1.0, 2.0, 3.0, 4.0]  # GFLOP through layers 1..k
+    frozen = ProtocolReading.of(Frozen(), 2, 4)  # forward 4, backward 2 x (4 - 2)
+    assert train_flops(frozen, 10, 8, prefix) == pytest.approx(10 * 8 * (4 + 4) * 1e9)
+    base = ProtocolReading.of(None, 0, 4)
+    assert train_flops(base, 10, 8, prefix) == pytest.approx(10 * 8 * (4 + 8) * 1e9)
+    lpft = ProtocolReading.of(LpFt(), 3, 4)  # 5 steps of the head alone (4 + 2), then 5 of all (4 + 8)
+    assert train_flops(lpft, 10, 8, prefix) == pytest.approx((5 * 8 * 6 + 5 * 8 * 12) * 1e9)
+
+
+def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_config(layers=(3,))))
+    out = tmp_path / "out"
+    assert main(["recommend", str(path), "--out", str(out), "--validate"]) == 0
+    printed = capsys.readouterr().out
+    assert "regret against the sweep's best regime" in printed and "fine-tune everything" in printed
+    assert "Target (mean regret <= 1.0 point" in printed
+    first = json.loads((out / "advice.json").read_text())
+    assert (out / SWEEP / "plan.json").is_file() and (out / SOURCES / "plan.json").is_file()
+
+    # every result of the sweep poisoned, every read of any store spied on: the advice again
+    for record in (out / SWEEP / "records").glob("*.json"):
+        doc = json.loads(record.read_text())
+        doc.update(top1=0.0, top1_best_k=0.0)
+        record.write_text(json.dumps(doc))
+    prepared = prepare(str(path))
+    sweep = read_sweep_plan(prepared)
+    sources = {j.id for j in sweep.sources.values()}
+    read: list[str] = []
+    for cls, name in ((RunStore, "read_record"), (RunStore, "load_checkpoint"), (RunStore, "has_result"),
+                      (JobCache, "fetch")):
+        real = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, job_id, *a, _real=real, **k: (read.append(job_id),
+                                                                                   _real(self, job_id, *a, **k))[1])
+    from rich.console import Console
+
+    again = advise(prepared, sweep, out, Console(quiet=True))
+    assert read and set(read) <= sources, "the advice read a network that is not a source"
+    assert json.loads((out / "advice.json").read_text())["units"] == first["units"]
+    assert again.choice[("t", 0, "B")] == Regime(*_parse(first["units"][0]["choice"]))
+    # the spy sees a read of the sweep when there is one
+    from transferbench.advise import Costs, sweeps_of
+
+    read.clear()
+    sweeps_of(sweep, RunStore(out / SWEEP), Costs(prepared.config, prepared.components, sweep))
+    assert set(read) - sources
+
+
+def _parse(label: str) -> tuple:
+    kind, _, n = label.partition(" ")
+    return (kind, int(n.split("=")[1])) if n else (kind,)
+
+
+def test_a_target_with_a_weights_file_as_its_source(fake_plugins, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.fakes import MLP
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in MLP().build(8, (12,)).state_dict().items()}
+    save_file(state, str(tmp_path / "src.safetensors"))
+    treatments = [{"name": n, "source": "X", "target": "all", "protocol": p}
+                  for n, p in (("XnB", "frozen"), ("XnB+", "finetune"), ("surgical", "surgical"), ("lpft", "lp_ft"))]
+    sweep = read_sweep_plan(prepare(_config(treatments=treatments, bases=["all"],
+                                            source={"checkpoint": str(tmp_path / "src.safetensors")})))
+    unit = ("t", 0, "all")
+    assert sweep.sources == {} and {c.regime.kind for c in sweep.of(unit)} == {
+        "frozen", "finetune", "surgical", "lp_ft", "scratch"}
+    loaded = sweep.source_state(unit, RunStore(tmp_path / "unused"))
+    assert loaded is not None and all(torch.equal(loaded[k], state[k]) for k in state)

@@ -1,0 +1,421 @@
+"""`transferbench recommend`: which regime to train on a target, chosen from short trainings,
+and (``--validate``) its regret against the exhaustive sweep it replaces.
+
+A recommend config is a run config whose every experiment is a *target*: one source half,
+one target half, and the regimes to choose from as treatments (``frozen``, ``finetune``,
+``surgical`` or ``surgical_head``, ``lp_ft``), at every n the experiment lists; the base of
+the target half is the ``scratch`` regime. ``lp_ft`` is kept at n = L-1 only (a linear probe
+on the whole copied network, then fine-tuning: Kumar et al.'s LP-FT). That is the *sweep*.
+
+The advice, in each unit (a split seed and a direction) on its own:
+
+1. trains the unit's source network (the base network of the source half: what a
+   practitioner already has; counted in neither the advice's compute nor the sweep's), or
+   reads it from the experiment's weights file (``source: X``);
+2. trains every regime of the sweep for :data:`RUNGS` [0] of the training length, keeps the
+   :data:`KEEP` best (final top-1 on the target's held-out examples; ties: the cheaper);
+3. trains those for :data:`RUNGS` [1] of the length and chooses the best;
+4. trains its choice at full length: the network it hands over, whose accuracy is the
+   advice's expected accuracy (over the units, with its interval).
+
+Every network it trains it trains itself (:func:`~transferbench.trainer.train_job`, seeded
+as the sweep's jobs are), and it reads nothing from the run directory but the source
+networks' checkpoints: never a result of the sweep it is validated against (a test spies on
+every read). The settings (:data:`RUNGS`, :data:`KEEP`) were fixed before the first run.
+
+Compute is the training FLOPs of :func:`train_flops`, in the sweep's unit; the source
+networks are counted in neither. ``--validate`` then runs the sweep into the same run
+directory and reports :mod:`transferbench.regret`'s table: the advice and each fixed
+heuristic, per target and over all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from rich.console import Console
+
+from .api import Prepared
+from .compute import forward_gflop
+from .config import Config
+from .context import TrainContext
+from .devices import resolve_device
+from .engine import run_plan
+from .errors import ConfigError, TrainingFailed
+from .files import atomic_write_text
+from .jobs import Job
+from .network import build_meta, input_shape, start_step
+from .plan import Plan
+from .reading import ProtocolReading
+from .regret import Advice, Regime, RegretRow, Sweep, heuristics, overall, regret
+from .schedule import TrainingLength
+from .sources import load_state
+from .stats import Difference, over_units
+from .store import RunStore
+from .trainer import train_job
+
+__all__ = ["KEEP", "PROTOCOL_KINDS", "RUNGS", "AdviceResult", "Candidate", "SweepPlan", "advise", "read_sweep_plan",
+           "train_flops", "validate"]
+
+#: The regime kind of each protocol a recommend config may name.
+PROTOCOL_KINDS = {"frozen": "frozen", "finetune": "finetune", "surgical": "surgical", "surgical_head": "surgical",
+                  "lp_ft": "lp_ft"}
+
+#: Successive halving: the fractions of the full training length of the two rungs of short
+#: trainings. Chosen before the first run: the first rung trains every regime (about 23 per
+#: unit for an 8-layer network) for 1/16 of the length, about 1.4 networks' worth; the
+#: second trains :data:`KEEP` of them for 1/4, 0.75 networks; with the full training of the
+#: choice the advice spends about 3.2 of the sweep's 23 networks (14%), under the 20% the
+#: issue sets, before any saving from frozen layers.
+RUNGS = (1 / 16, 1 / 4)
+
+#: How many regimes of the first rung go on to the second.
+KEEP = 3
+
+Unit = tuple[str, int, str]  # (experiment, split seed, target half), as analysis.Unit
+
+#: The run directories under a recommend's ``--out``: the source networks (all the advice
+#: reads), and the sweep (``--validate``).
+SOURCES, SWEEP = "sources", "sweep"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One regime of the sweep in one unit: the job that trains it."""
+
+    unit: Unit
+    regime: Regime
+    job: Job
+
+
+@dataclass
+class SweepPlan:
+    """The sweep a recommend config describes, read from its plan.
+
+    Attributes:
+        plan: the plan of the sweep (``lp_ft`` at n = L-1 only; no estimators).
+        candidates: every regime of every unit.
+        sources: unit -> the job of its source network (none for a weights file: the
+            candidates' jobs carry it, ``job.external``).
+    """
+
+    plan: Plan
+    candidates: list[Candidate]
+    sources: dict[Unit, Job]
+
+    def source_state(self, unit: Unit, store: RunStore) -> dict[str, torch.Tensor] | None:
+        """The unit's source network's weights: its checkpoint, or its weights file."""
+        if unit in self.sources:
+            return store.load_checkpoint(self.sources[unit].id)
+        external = next((c.job.external for c in self.of(unit) if c.job.external is not None), None)
+        return None if external is None else load_state(external.file)
+
+    @property
+    def num_layers(self) -> int:
+        return self.plan.num_layers
+
+    @property
+    def units(self) -> list[Unit]:
+        return sorted({c.unit for c in self.candidates})
+
+    def targets(self) -> list[str]:
+        return list(dict.fromkeys(c.unit[0] for c in self.candidates))
+
+    def of(self, unit: Unit) -> list[Candidate]:
+        return [c for c in self.candidates if c.unit == unit]
+
+    def sources_plan(self) -> Plan:
+        """The plan of the source networks alone (what the advice may read)."""
+        jobs = {j.id: j for j in self.sources.values()}
+        return replace(self.plan, jobs=jobs, cells=[c for c in self.plan.cells if c.job_id in jobs], estimates=[])
+
+
+def read_sweep_plan(prepared: Prepared) -> SweepPlan:
+    """The sweep of a recommend config (see the module's docstring).
+
+    Raises:
+        ConfigError: an experiment whose treatments are not one source and one target half,
+            or name a protocol that is not a regime, or with no base of the target half.
+    """
+    config, plan = prepared.config, prepared.plan
+    L = plan.num_layers
+    problems: list[tuple[str, str]] = []
+    halves: dict[str, tuple[str, str]] = {}
+    for i, exp in enumerate(config.experiments):
+        pairs = {("X" if t.external else t.half, t.target) for t in exp.treatments}
+        names = {t.protocol.name for t in exp.treatments}
+        if len(pairs) != 1 or next(iter(pairs))[0] is None:
+            problems.append((f"experiments.{i}.treatments", "a recommend target copies from one source half into "
+                             f"one target half; got {sorted(map(str, pairs))}"))
+            continue
+        unknown = sorted(names - set(PROTOCOL_KINDS))
+        if unknown:
+            problems.append((f"experiments.{i}.treatments", f"{', '.join(unknown)} is not a regime recommend knows "
+                             f"({', '.join(PROTOCOL_KINDS)})"))
+            continue
+        halves[exp.name] = next(iter(pairs))  # type: ignore[assignment]
+    if problems:
+        raise ConfigError(problems)
+    candidates: list[Candidate] = []
+    sources: dict[Unit, Job] = {}
+    keep: set[str] = set()
+    for cell in plan.cells:
+        job = plan.jobs[cell.job_id]
+        source, target = halves[cell.experiment]
+        unit: Unit = (cell.experiment, cell.split_seed, target)
+        if job.kind == "base":
+            if job.target == target:
+                candidates.append(Candidate(unit, Regime("scratch"), job))
+                keep.add(job.id)
+            continue
+        if job.kind != "transfer" or job.protocol_spec is None:
+            continue
+        kind = PROTOCOL_KINDS[job.protocol_spec["name"]]
+        if kind == "lp_ft" and job.n != L - 1:
+            continue
+        candidates.append(Candidate(unit, Regime(kind, job.n), job))
+        keep.add(job.id)
+        if job.depends_on:
+            sources[unit] = plan.jobs[job.depends_on]
+            keep.add(job.depends_on)
+    missing = sorted({c.unit[0] for c in candidates} - {c.unit[0] for c in candidates if c.regime.kind == "scratch"})
+    if missing:
+        raise ConfigError([("experiments", f"{', '.join(missing)}: no base network of the target half (the scratch "
+                            "regime): add it to `bases:`")])
+    jobs = {jid: j for jid, j in plan.jobs.items() if jid in keep}
+    sweep = replace(plan, jobs=jobs, cells=[c for c in plan.cells if c.job_id in jobs], estimates=[])
+    return SweepPlan(sweep, candidates, sources)
+
+
+# --------------------------------------------------------------------------- compute
+
+
+def prefix_gflops(config: Config, components: Any, num_classes: int) -> list[float] | None:
+    """GFLOP of one example's forward pass through layers 1..k, for k = 0..L (k = L: the
+    whole network); None when the architecture cannot be cut (``split_at``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = components.architecture
+    shape = input_shape(config.train.augment, components.data)
+    model = build_meta(arch, num_classes, shape)
+    total = forward_gflop(config, components, num_classes)
+    out = [0.0]
+    for k in range(1, len(list(arch.layers(model)))):
+        parts = arch.split_at(model, k)
+        if parts is None:
+            return None
+        with torch.device("meta"), FlopCounterMode(display=False) as counter:
+            parts[0](torch.empty(1, *shape))
+        out.append(counter.get_total_flops() / 1e9)
+    return [*out, total]
+
+
+def train_flops(reading: ProtocolReading, steps: int, batch: int, prefix: Sequence[float]) -> float:
+    """Training FLOPs of a network: every step a forward pass through every layer, and a
+    backward pass (twice the forward's FLOPs) through the layers from the lowest one that
+    learns at that step to the top (a staged protocol's phases each counted as they are).
+    An upper bound where the frozen-feature cache computes a frozen prefix once."""
+    total = prefix[-1]
+    learns = [(i, start_step(s, steps)) for i, (t, s) in enumerate(zip(reading.trained, reading.start)) if t]
+    bounds = sorted({0, steps, *(min(steps, b) for _, b in learns)})
+    flops = 0.0
+    for lo, hi in zip(bounds, bounds[1:]):
+        active = [i for i, b in learns if b <= lo]
+        backward = 2 * (total - prefix[min(active)]) if active else 0.0
+        flops += (hi - lo) * batch * (total + backward)
+    return flops * 1e9
+
+
+class Costs:
+    """The training FLOPs of any candidate at any fraction of the full length."""
+
+    def __init__(self, config: Config, components: Any, sweep: SweepPlan) -> None:
+        self.config = config
+        self.batch = config.train.batch_size
+        num_classes = max(c.job.num_classes for c in sweep.candidates)
+        per_class = _train_examples(components, len(components.data.classes()))
+        self.per_class = per_class
+        self.prefix = prefix_gflops(config, components, num_classes) or \
+            [0.0] * sweep.num_layers + [forward_gflop(config, components, num_classes)]
+
+    def steps(self, job: Job, fraction: float = 1.0) -> int:
+        train = _shortened(self.config, fraction).train
+        examples = None if self.per_class is None else int(sum(self.per_class[i] for i in job.classes))
+        return TrainingLength.of(train, self.config.eval, examples).total
+
+    def of(self, job: Job, fraction: float = 1.0) -> float:
+        reading = job.reading or ProtocolReading.of(None, 0, len(self.prefix) - 1)
+        return train_flops(reading, self.steps(job, fraction), self.batch, self.prefix)
+
+
+def _train_examples(components: Any, classes: int) -> list[int] | None:
+    import numpy as np
+
+    try:
+        labels = np.asarray(components.data.load("train").with_format("numpy")["label"])
+    except Exception:  # noqa: BLE001 - a stream: lengths are in steps
+        return None
+    return [int(c) for c in np.bincount(labels, minlength=classes)]
+
+
+def _shortened(config: Config, fraction: float) -> Config:
+    """``config`` with its training ``fraction`` as long (evaluated once, at the end)."""
+    if fraction == 1.0:
+        return config
+    t = config.train
+    length = {"epochs": t.epochs * fraction} if t.epochs is not None else {"steps": max(1, round((t.steps or 1)
+                                                                                                 * fraction))}
+    every = (t.epochs * fraction) if t.epochs is not None else None
+    return config.model_copy(update={"train": t.model_copy(update=length),
+                                     "eval": config.eval.model_copy(update={"every": every, "best_k": 1})})
+
+
+# --------------------------------------------------------------------------- the advice
+
+
+@dataclass
+class AdviceResult:
+    """What the advice did in every unit.
+
+    Attributes:
+        choice: unit -> the regime it chose.
+        accuracy: unit -> the top-1 of its choice trained at full length (by the advice).
+        spent: unit -> the FLOPs it spent (its short trainings and the full one).
+        sweep_cost: unit -> the FLOPs the sweep spends there.
+        probes: every short training: unit, regime, fraction of the length, top-1, FLOPs.
+    """
+
+    choice: dict[Unit, Regime] = field(default_factory=dict)
+    accuracy: dict[Unit, float] = field(default_factory=dict)
+    spent: dict[Unit, float] = field(default_factory=dict)
+    sweep_cost: dict[Unit, float] = field(default_factory=dict)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+    def expected(self, target: str) -> Difference:
+        """The top-1 its choices reached in ``target``'s units, with the interval over them."""
+        return over_units(v for u, v in self.accuracy.items() if u[0] == target)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": "transferbench.advice/1", "rungs": list(RUNGS), "keep": KEEP,
+                "units": [{"unit": list(u), "choice": str(r), "top1": self.accuracy[u], "flops": self.spent[u],
+                           "sweep_flops": self.sweep_cost[u]} for u, r in self.choice.items()],
+                "probes": self.probes}
+
+
+def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console) -> AdviceResult:
+    """The advice in every unit of ``sweep`` (see the module's docstring). The source networks
+    are trained into ``run_dir/sources`` (resumed from there), a run directory of their own
+    that no sweep network enters; the advice reads nothing else, and writes
+    ``run_dir/advice.json``."""
+    config, components = prepared.config, prepared.components
+    keep_sources = config.model_copy(update={"output": config.output.model_copy(update={"checkpoints": "all"})})
+    run_plan(keep_sources, components, sweep.sources_plan(), run_dir / SOURCES, console)
+    store = RunStore(run_dir / SOURCES)
+    device = resolve_device(config.device)
+    costs = Costs(config, components, sweep)
+    contexts = {f: TrainContext(_shortened(config, f), components, device) for f in (*RUNGS, 1.0)}
+    result = AdviceResult()
+    for unit in sweep.units:
+        state = sweep.source_state(unit, store)
+        pool = sweep.of(unit)
+        spent = 0.0
+        for rung, fraction in enumerate(RUNGS):
+            scores: dict[Regime, float] = {}
+            for c in pool:
+                try:
+                    record, _ = train_job(c.job, contexts[fraction], state if c.job.kind == "transfer" else None)
+                    top1: float | None = record.top1
+                except TrainingFailed:  # diverged: the regime is out (recorded as such)
+                    top1 = None
+                flops = costs.of(c.job, fraction)
+                spent += flops
+                scores[c.regime] = -1.0 if top1 is None else top1
+                result.probes.append({"unit": list(unit), "regime": str(c.regime), "rung": rung,
+                                      "fraction": fraction, "top1": top1, "flops": flops})
+            ranked = sorted(pool, key=lambda c: (-scores[c.regime], costs.of(c.job), c.regime))
+            pool = ranked[:KEEP] if rung == 0 else ranked[:1]
+        chosen = pool[0]
+        record, _ = train_job(chosen.job, contexts[1.0], state if chosen.job.kind == "transfer" else None)
+        spent += costs.of(chosen.job)
+        result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
+        result.sweep_cost[unit] = math.fsum(costs.of(c.job) for c in sweep.of(unit))
+        console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}, top-1 "
+                      f"{100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of the "
+                      "sweep's compute")
+    atomic_write_text(run_dir / "advice.json", json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def sweeps_of(sweep: SweepPlan, store: RunStore, costs: Costs) -> list[Sweep]:
+    """The sweep's results read from the run directory, one :class:`Sweep` per target."""
+    out = []
+    for target in sweep.targets():
+        accuracy: dict[Regime, dict[Hashable, float]] = {}
+        cost: dict[Regime, float] = {}
+        for c in sweep.candidates:
+            record = store.read_record(c.job.id) if c.unit[0] == target else None
+            if record is None or record.status != "ok" or record.top1 is None:
+                continue
+            accuracy.setdefault(c.regime, {})[c.unit] = record.top1
+            cost[c.regime] = costs.of(c.job)
+        out.append(Sweep(target, accuracy, cost, sweep.num_layers))
+    return out
+
+
+def validate(prepared: Prepared, sweep: SweepPlan, advice: AdviceResult, run_dir: Path, console: Console
+             ) -> dict[str, list[RegretRow]]:
+    """Run the sweep into ``run_dir/sweep`` and compute every row: target -> the advice, then
+    the fixed heuristics; ``"all"`` -> each of them over every target."""
+    run_plan(prepared.config, prepared.components, sweep.plan, run_dir / SWEEP, console)
+    costs = Costs(prepared.config, prepared.components, sweep)
+    tables: dict[str, list[RegretRow]] = {}
+    for s in sweeps_of(sweep, RunStore(run_dir / SWEEP), costs):
+        units = cast("list[Unit]", s.units)
+        mine = Advice("advice (short trainings)", {u: advice.choice[u] for u in units},
+                      {u: advice.spent[u] for u in units})
+        tables[s.target] = [regret(s, a) for a in (mine, *heuristics(s))]
+    by_name: dict[str, list[RegretRow]] = {}
+    for rows in list(tables.values()):
+        for r in rows:
+            by_name.setdefault(r.advice, []).append(r)
+    tables["all"] = [overall(rows) for rows in by_name.values()]
+    return tables
+
+
+def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
+    """The plain sentences under the table: the issue's target, and the heuristics the advice
+    does not beat (by mean regret)."""
+    advice, others = rows[0], rows[1:]
+    met = advice.regret.value <= 1.0 and advice.fraction <= 0.2
+    out = [f"Target (mean regret <= 1.0 point at <= 20% of the sweep's compute): "
+           f"{'met' if met else 'NOT met'} (mean regret {advice.regret.value:.2f} points, "
+           f"{100 * advice.fraction:.1f}% of the compute)."]
+    fixed = [r for r in others if not r.reads_sweep]
+    lost = [r.advice for r in fixed if r.regret.value <= advice.regret.value]
+    if lost:
+        out.append(f"The advice does NOT beat every fixed heuristic: {', '.join(lost)} "
+                   "had a mean regret as low or lower.")
+    else:
+        out.append("The advice has a lower mean regret than every fixed heuristic (means; the intervals say "
+                   "whether the differences are beyond noise).")
+    return out
+
+
+def table_rows(rows: Sequence[RegretRow]) -> list[list[str]]:
+    """One row per advice: name, regret with its interval, compute fraction, what it chose."""
+    out = []
+    for r in rows:
+        d = r.regret
+        ci = "not determined" if not d.determined else f"{d.ci_low:+.2f} to {d.ci_high:+.2f}"
+        chose = ", ".join(f"{regime} x{count}" for regime, count in sorted(r.choices.items(), key=lambda kv: -kv[1]))
+        out.append([r.advice, f"{d.value:+.2f}", ci, str(d.units), f"{100 * r.fraction:.1f}%", chose])
+    return out
