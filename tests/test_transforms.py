@@ -134,7 +134,8 @@ def test_a_transform_changes_the_ids_of_the_networks_it_changes_and_no_other(con
 
 def test_training_sees_the_transformed_examples(constant, tmp_path):
     config, components, plan = _plan(transforms=[{"name": "constant_label"}], treatments=["BnB"])
-    run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    summary = run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    assert summary.failed == 0  # each record's code fingerprint is the plan's (the transform's module in both)
     store = RunStore(tmp_path / "run")
     ids = _ids(plan)
     assert store.read_record(ids[("baseB", 0)]).top1 == 1.0  # every label 0, and it learnt that

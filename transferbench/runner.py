@@ -183,7 +183,8 @@ class TrainingRunner:
         c = self.components
         if job.kind == "estimate":  # the estimation code, not the training code, made its record
             return code_fingerprint([c.data, c.architecture, job.estimator], entry=ESTIMATION_ENTRY)
-        return code_fingerprint([c.data, c.architecture] + ([job.protocol] if job.protocol else []))
+        return code_fingerprint([c.data, c.architecture] + ([job.protocol] if job.protocol else [])
+                                + [t.transform for t in job.transforms])  # as the planner's (plan._Builder)
 
     def _source(self, job: Job) -> tuple[dict | None, str | None]:
         """The source network's weights and their SHA-256 (None, None for a job without one).

@@ -129,6 +129,10 @@ _PLACES: dict[str, tuple[str, int]] = {
                  "          name: {name}", 10),
     "estimator": ("experiments:\n  - name: my-experiment\n    split: random\n    treatments: [AnB]\n"
                   "    estimators:\n      - name: {name}", 8),
+    "data_transform": ("experiments:\n  - name: my-experiment\n    split: random\n    treatments: [AnB+]\n"
+                       "    transforms:\n      - name: {name}\n        halves: [B]  # the engine's own key: the "
+                       "halves whose networks see changed examples\n        examples: [train, eval]  # the "
+                       "engine's own key: which examples change", 8),
 }
 
 
@@ -137,6 +141,11 @@ def example_yaml(kind: str, name: str, model: type[BaseModel]) -> str:
     default (required keys as ``<type>`` placeholders), each with its description."""
     if kind == "check":  # nothing to configure: every report runs every registered check
         return f"# {name}: a validity check; every report (and the end of every run) runs it, nothing to configure\n"
+    if kind == "findings":  # chosen on the command line, with its defaults
+        keys = "; ".join(f"{s.name}: {s.default}" for s in settings(model))
+        return (f"# {name}: a paper's findings, judged by `transferbench report RUN_DIR --compare {name}` (or "
+                f"--compare all), nothing to configure" + (f" (its settings keep their defaults: {keys})" if keys
+                                                          else "") + "\n")
     head, indent = _PLACES.get(kind, (f"{kind}:\n  name: {{name}}", 2))
     lines = [head.format(name=name)]
     for s in settings(model):
