@@ -1,0 +1,63 @@
+"""The regret table of several recommend targets pooled, from their finished run directories.
+
+    python benchmarks/recommend_pooled.py configs/recommend/signals.yaml runs/recommend/signals \
+        configs/recommend/signals-corrupt.yaml runs/recommend/signals-corrupt ...
+
+Each pair is a recommend config and the ``--out`` of its ``transferbench recommend
+--validate`` run (default: the config's ``output.dir``). Reads the advice's choices from
+``RUN_DIR/advice.json`` and the sweep's results from ``RUN_DIR/sweep``, trains nothing, and
+prints, per advice, the regret over every unit of every target (units of different targets
+are independent) with its 95% interval, and the mean compute fraction: the "all" table of one
+``recommend --validate`` over several targets, for targets run one config at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from transferbench.advise import SWEEP, Costs, read_sweep_plan, sweeps_of, table_rows, verdict_lines
+from transferbench.api import prepare
+from transferbench.regret import Advice, Regime, RegretRow, heuristics, overall, regret
+from transferbench.store import RunStore
+
+
+def _regime(label: str) -> Regime:
+    kind, _, n = label.partition(" ")
+    return Regime(kind, int(n.split("=")[1])) if n else Regime(kind)
+
+
+def rows_of(config: str, run_dir: Path) -> list[RegretRow]:
+    prepared = prepare(config)
+    sweep = read_sweep_plan(prepared)
+    advice = json.loads((run_dir / "advice.json").read_text())
+    choice = {tuple(u["unit"]): _regime(u["choice"]) for u in advice["units"]}
+    spent = {tuple(u["unit"]): u["flops"] for u in advice["units"]}
+    out = []
+    for s in sweeps_of(sweep, RunStore(run_dir / SWEEP), Costs(prepared.config, prepared.components, sweep)):
+        mine = Advice("advice (short trainings)", {u: choice[u] for u in s.units},  # type: ignore[index]
+                      {u: spent[u] for u in s.units})  # type: ignore[index]
+        out += [regret(s, a) for a in (mine, *heuristics(s))]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or len(argv) % 2:
+        print(__doc__)
+        return 2
+    by_name: dict[str, list[RegretRow]] = {}
+    for config, run_dir in zip(argv[::2], argv[1::2]):
+        for row in rows_of(config, Path(run_dir)):
+            by_name.setdefault(row.advice, []).append(row)
+    pooled = [overall(rows) for rows in by_name.values()]
+    print("advice | regret (points) | 95% interval | units | compute | chose")
+    for cells in table_rows(pooled):
+        print(" | ".join(cells))
+    for line in verdict_lines(pooled):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
