@@ -192,14 +192,19 @@ def data_rates(args: argparse.Namespace, root: Path, cache: Path, device: torch.
     need = args.data_batches * args.batch
 
     def timed(batches: Any) -> float:
-        seen, t0 = 0, time.perf_counter()
+        """Images/s after the first batch (the loader workers' start is not the rate)."""
+        seen, t0 = -1, 0.0
         for x, _ in batches:
             transform(x.to(device, non_blocking=True), train=True, generator=gen)
+            if seen < 0:
+                _sync(device)
+                seen, t0 = 0, time.perf_counter()
+                continue
             seen += len(x)
             if seen >= need:
                 break
         _sync(device)
-        return seen / (time.perf_counter() - t0)
+        return seen / (time.perf_counter() - t0) if seen > 0 else float("nan")
 
     rows = RowsTask(source, ds, labels, classes, args.workers)
     decode = max(timed(rows.batches(args.batch, shuffle=True, generator=gen)) for _ in range(2))
@@ -295,7 +300,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--train-per-class", type=int, default=520)
     parser.add_argument("--eval-per-class", type=int, default=10)
-    parser.add_argument("--data-batches", type=int, default=12, help="batches timed per data path")
+    parser.add_argument("--data-batches", type=int, default=16, help="batches timed per data path (after a first)")
     parser.add_argument("--ks", default="1,4,8,16", help="cohort sizes timed in part C")
     parser.add_argument("--layers", default="1,2,3,4,5,6,7", help="the n of part C's transferred networks")
     parser.add_argument("--batched", default="off", choices=["off", "on", "auto"],
