@@ -6,20 +6,24 @@
 Prints one line per figure and a last line scripts can read:
 
     summary: framework_vs_plain=R frozen_cache_speedup=R grid_speedup=R flops_fraction=R
-             cohort_speedup=R decode_per_net_step=R
+             cohort_speedup=R decode_per_net_step=R store_vs_decode=R
 
 1. framework_vs_plain: base-net training through transferbench's trainer vs a plain
    hand-written PyTorch loop on the same model, data, optimizer and steps (>= 0.95 wanted).
 2. frozen_cache_speedup: a frozen job (AnB, n = 5) with the frozen-prefix cache vs without.
 3. grid_speedup: a quickstart-shaped grid (benchmarks/cohort-grid.yaml: 2 split seeds, bases
-   and BnB, BnB+, AnB, AnB+ at 4 values of n) on JPEG images decoded for every batch, with
-   every speed-up (cache, cohorts, 2 workers) vs none (1 worker, no cache, no cohorts).
+   and BnB, BnB+, AnB, AnB+ at 4 values of n) on JPEG images, with every speed-up (the images
+   decoded once into the uint8 store, timed; cache; cohorts; 2 workers) vs none (JPEGs decoded
+   for every batch, 1 worker, no cache, no cohorts).
    ``--grid-in-memory`` measures it once more with the images decoded once into memory.
 4. flops_fraction: base training's achieved GFLOP/s over this machine's fp32 matmul rate.
 5. cohort_speedup: the 16 transferred networks of one training set of that grid trained as
    a cohort (one stream of batches) vs one by one with the same data order (same records).
 6. decode_per_net_step: images the cohort decoded per network and training step (the batch
    size, plus evaluation, for a network alone).
+7. store_vs_decode: images/s on one core of the CPU's side of the data path: 256x256 JPEGs
+   decoded every batch vs read from the uint8 store (decoded once), both cropped to 227 and
+   mirrored (>= 10 wanted).
 
 Pairs of ways are measured interleaved, best of N: a shared machine is noisy.
 """
@@ -35,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -179,6 +184,8 @@ def grid_seconds(root: Path, all_speedups: bool, epochs: float | None, in_memory
             "--set", f"executor.workers={2 if all_speedups else 1}", "--set", f"executor.cohorts={on}"]
     if threads is not None:  # the driver's (naive) and each worker's torch threads
         sets += ["--set", f"threads={threads}", "--set", f"executor.threads_per_worker={threads}"]
+    if all_speedups:  # decoded once into a fresh uint8 store (its building is timed), read by every network
+        sets += ["--set", "loader.decode_cache=true", "--set", f"loader.cache_dir={out / 'store'}"]
     if in_memory:
         sets += ["--set", "loader.in_memory_max_gb=4"]
     if epochs is not None:
@@ -246,6 +253,56 @@ def cohort_speedup(root: Path, threads: int, reps: int) -> dict[str, float]:
             "per_net_step_cohort": times["decoded_cohort"] / (len(members) * steps)}
 
 
+def store_vs_decode(root: Path, batch: int = 64, batches: int = 6, reps: int = 3) -> dict[str, float]:
+    """Images/s on one core (one torch thread) of the CPU's side of the paper's data path,
+    both ways: the JPEGs as the paper stores them (256x256) decoded for every batch, or read
+    from the uint8 store (``loader.decode_cache``: decoded once, not timed), each then randomly
+    cropped to 227 and mirrored in uint8 batches (``BatchTransform.place``; training does the
+    same on the device, where the batch is then scaled and normalised for the network). Best
+    of ``reps``, interleaved."""
+    from transferbench.augment import BatchTransform
+    from transferbench.config import Augment
+    from transferbench.taskdata import MemoryMapTask, decoded_split, labels_of
+
+    torch.set_num_threads(1)
+    config, components, _ = _setup([f"data.root={root}", "data.resize=256"], GRID)
+    source = components.data
+    ds = source.load("train")
+    labels = torch.as_tensor(labels_of(ds))
+    classes = sorted(set(labels.tolist()))
+    transform = BatchTransform(Augment(crop=227, mirror=True), source.normalization(), torch.device("cpu"))
+    cache = Path(tempfile.mkdtemp(prefix="tb-store-"))
+    mmap, stored = decoded_split(source, "train", cache)
+    store = MemoryMapTask(mmap, np.arange(len(stored)), torch.as_tensor(stored), classes)
+    need = batch * batches
+
+    def decoding() -> float:
+        gen = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(ds), generator=gen)[:need].tolist()
+        t0 = time.perf_counter()
+        for i in range(0, need, batch):
+            x = torch.stack([source.to_tensor(ds[j]["input"]) for j in order[i:i + batch]])
+            transform.place(x, train=True, generator=gen)
+        return need / (time.perf_counter() - t0)
+
+    def reading() -> float:
+        gen = torch.Generator().manual_seed(0)
+        seen, t0 = 0, time.perf_counter()
+        for x, _ in store.batches(batch, shuffle=True, generator=gen):
+            transform.place(x, train=True, generator=gen)
+            seen += len(x)
+            if seen >= need:
+                break
+        return seen / (time.perf_counter() - t0)
+
+    best = {"decode": 0.0, "store": 0.0}
+    for _ in range(reps):
+        best["decode"] = max(best["decode"], decoding())
+        best["store"] = max(best["store"], reading())
+    shutil.rmtree(cache, ignore_errors=True)
+    return {**best, "stored_kb": float(np.prod(mmap.shape[1:])) / 1e3}
+
+
 def matmul_gflops(threads: int, size: int = 2048, reps: int = 10) -> float:
     """This machine's fp32 matrix-multiply rate (GFLOP/s) at ``threads`` threads."""
     torch.set_num_threads(threads)
@@ -292,6 +349,13 @@ def main() -> int:
     print(f"decode_per_net_step: {c['per_net_step_cohort']:.2f} images decoded per network and step in the "
           f"cohort, {c['per_net_step_solo']:.2f} one by one (batch 32, plus evaluation)", flush=True)
 
+    sv = store_vs_decode(root)
+    store_ratio = sv["store"] / sv["decode"]
+    print(f"store_vs_decode: one core, 256x256 JPEGs decoded {sv['decode']:,.0f} images/s, the uint8 store "
+          f"({sv['stored_kb']:.0f} kB an image) read {sv['store']:,.0f} images/s, both cropped to 227 and mirrored "
+          f"-> {store_ratio:.1f}x", flush=True)
+    torch.set_num_threads(threads)
+
     grid = float("nan")
     if args.skip_grid:
         print("grid_speedup: skipped (--skip-grid)")
@@ -299,7 +363,7 @@ def main() -> int:
         t_none, t_all = grid_speedup(root, args.grid_epochs, args.grid_reps, threads=args.threads)
         grid = t_none / t_all
         print(f"grid_speedup: the JPEG grid (36 networks) {t_none:.1f} s with no speed-ups, {t_all:.1f} s with "
-              f"all (cache + cohorts + 2 workers) -> {grid:.2f}x", flush=True)
+              f"all (decode once into the uint8 store + cache + cohorts + 2 workers) -> {grid:.2f}x", flush=True)
     extra = ""
     if args.grid_in_memory:
         t_none, t_all = grid_speedup(root, args.grid_epochs, args.grid_reps, True, args.threads)
@@ -314,7 +378,7 @@ def main() -> int:
           f"/ fp32 matmul {peak:.1f} GFLOP/s at {threads} threads -> {fraction:.3f}")
     print(f"summary: framework_vs_plain={ratio:.3f} frozen_cache_speedup={cache_speedup:.2f} "
           f"grid_speedup={grid:.2f} flops_fraction={fraction:.3f} cohort_speedup={cohort:.2f} "
-          f"decode_per_net_step={c['per_net_step_cohort']:.2f}{extra}")
+          f"decode_per_net_step={c['per_net_step_cohort']:.2f} store_vs_decode={store_ratio:.1f}{extra}")
     return 0
 
 

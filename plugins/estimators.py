@@ -1,4 +1,4 @@
-"""Cheap estimators of how well layer n transfers: linear probe, kNN, LogME, CKA.
+"""Cheap estimators of how well layer n transfers: linear probe, kNN, LogME, CKA, H-score, TransRate.
 
 Each scores the layer-n features of a trained source network on the target half's examples
 (:class:`transferbench.LayerFeatures`), higher = more transferable; docs/estimators.md says
@@ -15,6 +15,15 @@ float64 where sums of squares are taken, deterministic on the CPU:
 * ``cka``: linear CKA (Kornblith et al., ICML 2019; debiased by default, Nguyen et al.,
   ICLR 2021) between the source network's and the target's own base network's layer-n
   features of the same held-out examples.
+* ``hscore``: ``tr(cov(f)^+ cov(E[f | y]))``, how much of the features' variance the class
+  means explain, in the features' own metric (Bao et al., ICIP 2019); ``shrinkage`` of the
+  covariance towards its diagonal keeps it invertible when examples are few.
+* ``transrate``: the coding rate of the features minus its mean over the classes,
+  ``R(Z) - 1/K sum_c R(Z_c)`` with ``R(Z) = 1/2 logdet(I + Z^T Z / (n eps))`` on centred
+  features (Huang et al., ICML 2022).
+
+Neither LEEP nor NCE is here: both need the source network's classifier outputs on the target
+examples, which the feature interface does not carry.
 
 They run on the device the features are on (the job's CUDA device, else the CPU).
 """
@@ -230,9 +239,70 @@ class CKA(Estimator[CKAParams]):
         return 2.0 * n_eval * min(3 * dim * dim, 3 * n_eval * dim)
 
 
+class HScoreParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shrinkage: float = Field(1e-3, ge=0, lt=1, description="weight of the covariance's diagonal mixed into it "
+                             "(Ledoit-Wolf style), so that it can be inverted with few examples")
+
+
+class HScore(Estimator[HScoreParams]):
+    """H-score: the class means' share of the feature covariance, ``tr(cov(f)^-1 cov(E[f|y]))``."""
+
+    description = "H-score: class-conditional mean covariance against feature covariance (training examples)"
+    Params = HScoreParams
+
+    def score(self, features: LayerFeatures) -> float:
+        f = features.train.double()
+        f = f - f.mean(0)
+        n = len(f)
+        cov = f.T @ f / n
+        a = self.params.shrinkage
+        cov = (1 - a) * cov + a * torch.diag(torch.diagonal(cov)).clamp_min(1e-12)
+        means = torch.zeros(features.num_classes, f.shape[1], dtype=f.dtype, device=f.device)
+        means.index_add_(0, features.train_labels, f)
+        counts = torch.bincount(features.train_labels, minlength=features.num_classes).clamp_min(1)
+        g = (means / counts[:, None].to(f.dtype))[features.train_labels]  # each row: its class mean
+        cov_g = g.T @ g / n
+        return float(torch.trace(torch.linalg.pinv(cov, hermitian=True) @ cov_g))
+
+    def cost_flops(self, n_train: int, n_eval: int, dim: int, num_classes: int) -> float:
+        return 4.0 * n_train * dim * dim + 10.0 * dim ** 3
+
+
+class TransRateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eps: float = Field(1e-4, gt=0, description="distortion of the coding rate: R(Z) = 1/2 logdet(I + Z^T Z / (n eps))")
+
+
+def _coding_rate(z: torch.Tensor, eps: float) -> torch.Tensor:
+    n, d = z.shape
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    return 0.5 * torch.linalg.slogdet(eye + z.T @ z / (n * eps))[1]
+
+
+class TransRate(Estimator[TransRateParams]):
+    """TransRate: the features' coding rate minus its mean within the classes (training examples)."""
+
+    description = "TransRate: coding rate of the features minus its mean over classes (training examples)"
+    Params = TransRateParams
+
+    def score(self, features: LayerFeatures) -> float:
+        z = features.train.double()
+        z = z - z.mean(0)
+        eps = self.params.eps
+        labels = features.train_labels
+        within = [_coding_rate(z[labels == c], eps) for c in range(features.num_classes) if bool((labels == c).any())]
+        return float(_coding_rate(z, eps) - torch.stack(within).mean())
+
+    def cost_flops(self, n_train: int, n_eval: int, dim: int, num_classes: int) -> float:
+        return 4.0 * n_train * dim * dim + (num_classes + 1) * dim ** 3
+
+
 @hookimpl
 def register_estimators(register) -> None:
     register("linear", LinearProbe)
     register("knn", KNearest)
     register("logme", LogME)
     register("cka", CKA)
+    register("hscore", HScore)
+    register("transrate", TransRate)

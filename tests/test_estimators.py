@@ -152,3 +152,27 @@ def test_caffenet_features_match_its_stages_and_stop_early():
     gflop_1, dim_1 = prefix_cost(arch, 5, (3, 32, 32), 1, 4096)
     gflop_7, dim_7 = prefix_cost(arch, 5, (3, 32, 32), 7, 4096)
     assert 0 < gflop_1 < gflop_7 and dim_7 == arch.params.fc_width
+
+
+def test_hscore_and_transrate_by_hand():
+    import math
+
+    from transferbench import LayerFeatures
+    from transferbench_plugins.estimators import HScore, TransRate
+
+    def feats(rows, labels):
+        x = torch.tensor(rows, dtype=torch.float32)
+        y = torch.tensor(labels)
+        return LayerFeatures(x, y, x, y, int(y.max()) + 1, 1)
+
+    # one feature, classes at -1 and +1 around a spread of +-2: cov(f) = 2, cov(E[f|y]) = 1 -> 0.5
+    h = HScore(HScore.Params(shrinkage=0.0))
+    assert h.score(feats([[-2.0], [0.0], [0.0], [2.0]], [0, 0, 1, 1])) == pytest.approx(0.5)
+    assert h.score(feats([[-1.0], [-1.0], [1.0], [1.0]], [0, 0, 1, 1])) == pytest.approx(1.0)
+    # TransRate, 2-D, eps = 1: class 0 on the first axis, class 1 on the second
+    # R(Z) = 1/2 log det(I + Z^T Z / 4) = 1/2 log(1.5^2); each class: 1/2 log(1 + 2/2) = 1/2 log 2
+    z = [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]
+    t = TransRate(TransRate.Params(eps=1.0))
+    assert t.score(feats(z, [0, 0, 1, 1])) == pytest.approx(0.5 * math.log(2.25) - 0.5 * math.log(2.0))
+    # labels that cut across the structure leave less to the classes
+    assert t.score(feats(z, [0, 1, 0, 1])) < t.score(feats(z, [0, 0, 1, 1]))

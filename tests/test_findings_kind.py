@@ -79,6 +79,9 @@ def test_a_third_party_findings_plugin_is_judged_and_listed(demo, tmp_path, caps
     out = capsys.readouterr().out
     assert "Reproduction scorecard: demo_paper (1 findings: 1 reproduced)" in out and "All papers:" in out
     assert main(["plugins"]) == 0 and "demo_paper" in capsys.readouterr().out
+    followups = (root / "scorecard_followups_top1.csv").read_text()
+    assert "demo_paper,bases above chance" in followups and "yosinski2014" not in followups
+    assert "yosinski2014" in (root / "scorecard_top1.csv").read_text()
 
 
 def test_an_unknown_comparison_is_a_clear_error(tmp_path, capsys):

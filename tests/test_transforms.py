@@ -86,7 +86,7 @@ def test_in_memory_and_batch_by_batch_give_the_same_examples_and_only_where_aske
     a = torch.cat([b[0] for b in held.batches(3, shuffle=False)])
     b = torch.cat([b[0] for b in streamed.batches(3, shuffle=False)])
     assert torch.equal(a, b) and not torch.equal(a, x)
-    assert transformed(task, change, "eval") is task  # on: [train] leaves the evaluation alone
+    assert transformed(task, change, "eval") is task  # examples: [train] leaves the evaluation alone
 
 
 class Constant(DataTransform):
@@ -125,11 +125,11 @@ def _ids(plan):
 def test_a_transform_changes_the_ids_of_the_networks_it_changes_and_no_other(constant):
     _, _, plain = _plan()
     _, _, changed = _plan(transforms=[{"name": "constant_label", "halves": ["B"]}])
-    _, _, eval_only = _plan(transforms=[{"name": "constant_label", "on": ["eval"]}])
+    _, _, eval_only = _plan(transforms=[{"name": "constant_label", "examples": ["eval"]}])
     before, after, other = _ids(plain), _ids(changed), _ids(eval_only)
     assert after[("baseA", 0)] == before[("baseA", 0)]  # the source half is untouched
     assert after[("baseB", 0)] != before[("baseB", 0)] and after[("AnB", 1)] != before[("AnB", 1)]
-    assert other[("baseB", 0)] not in (before[("baseB", 0)], after[("baseB", 0)])  # `on` is in the id
+    assert other[("baseB", 0)] not in (before[("baseB", 0)], after[("baseB", 0)])  # `examples` is in the id
 
 
 def test_training_sees_the_transformed_examples(constant, tmp_path):

@@ -45,38 +45,74 @@ class BatchTransform:
             self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        stored = x.dtype == torch.uint8
         if x.dim() != 4:
-            return x
-        aug = self.augment
-        if train and aug.pad:
-            x = torch.nn.functional.pad(x, (aug.pad,) * 4)
-        if aug.crop is not None:
-            x = _random_crop(x, aug.crop, generator) if train else _centre_crop(x, aug.crop)
-        if train and aug.mirror:
-            flip = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        if self.mean is not None and self.std is not None:
-            x = (x - self.mean) / self.std
+            return x.float().div_(255.0) if stored else x.float()
+        # padding, cropping and mirroring only move values: done on the stored dtype (uint8 from
+        # a decoded store: a quarter of the bytes) before the scaling, with the same numbers
+        x = self.place(x, train=train, generator=generator)
+        if stored:  # a new tensor: scaled and normalised in place (the same numbers, fewer passes)
+            x = x.float().div_(255.0)
+            if self.mean is not None and self.std is not None:
+                x = x.sub_(self.mean).div_(self.std)
+        else:
+            x = x.float()
+            if self.mean is not None and self.std is not None:
+                x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def place(self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The padding, crop and mirroring of a batch of images, in its own dtype (uint8 stays
+        uint8): what ``__call__`` does before it scales and normalises, drawing the same
+        random numbers from ``generator``."""
+        return _place(x, self.augment, train, generator)
 
-def _random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+
+def _place(x: torch.Tensor, augment: Augment, train: bool, generator: torch.Generator | None) -> torch.Tensor:
+    if train and augment.pad:
+        x = torch.nn.functional.pad(x, (augment.pad,) * 4)
+    if augment.crop is None or not train:
+        x = _centre_crop(x, augment.crop) if augment.crop is not None else x
+        return _mirror(x, generator) if train and augment.mirror else x
     n, _, h, w = x.shape
+    size = augment.crop
     if size > h or size > w:
         raise DataError(f"crop {size} is larger than the inputs ({h}x{w})")
     if size == h == w:
-        return x
-    oy = torch.randint(0, h - size + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, w - size + 1, (n,), generator=generator).to(x.device)
+        return _mirror(x, generator) if augment.mirror else x
+    # the random numbers in one order on every device: the windows' rows, their columns, the mirror
+    oy = torch.randint(0, h - size + 1, (n,), generator=generator)
+    ox = torch.randint(0, w - size + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5 if augment.mirror else torch.zeros(n, dtype=torch.bool)
+    windows = _copied_windows if x.device.type == "cpu" else _gathered_windows
+    return windows(x, oy, ox, flip, size)
+
+
+def _copied_windows(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                    size: int) -> torch.Tensor:
+    """The windows, mirrored where ``flip`` says, as one copy each (fast on a CPU)."""
+    tops, lefts, flips = oy.tolist(), ox.tolist(), flip.tolist()
+    windows = [x[i, :, tops[i] : tops[i] + size, lefts[i] : lefts[i] + size] for i in range(len(tops))]
+    return torch.stack([v.flip(2) if f else v for v, f in zip(windows, flips)])
+
+
+def _gathered_windows(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
+                      size: int) -> torch.Tensor:
+    """The same windows as one gather (one kernel on an accelerator)."""
+    oy, ox, flip = oy.to(x.device), ox.to(x.device), flip.to(x.device)
     ar = torch.arange(size, device=x.device)
     rows = (oy[:, None] + ar)[:, None, :, None]  # (n, 1, size, 1)
-    cols = (ox[:, None] + ar)[:, None, None, :]  # (n, 1, 1, size)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    cols = (ox[:, None] + torch.where(flip[:, None], size - 1 - ar, ar))[:, None, None, :]  # mirrored columns
+    batch = torch.arange(x.shape[0], device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return x[batch, chans, rows, cols]
+
+
+def _mirror(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
 def _centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:

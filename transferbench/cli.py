@@ -425,7 +425,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.plots_dir) if args.plots_dir else None
     if args.power and run_dir is None:
         raise ConfigError([("--power", "the power planner reads a run: give a RUN_DIR")])
-    compare = "paper" if args.power else args.compare
+    compare = args.compare or "paper" if args.power else args.compare
     margin = None if args.control_margin is None else args.control_margin / 100
     if args.json:
         from .jsonout import power_json, report_json
@@ -519,7 +519,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: when both halves have the same number of classes)")
     p.add_argument("--power", action="store_true",
                    help="the power planner: split seeds (and their cost) for a decisive verdict on each of the "
-                        "paper's findings, with this run as the pilot (implies --compare paper)")
+                        "findings compared with (--compare; default paper), with this run as the pilot")
     p.add_argument("--control-margin", type=_positive(float), metavar="POINTS",
                    help="how close (in points of top-1) BnB+ must be shown to be to baseB for the control to hold "
                         "(default: half the paper's fine-tuning boost, scaled to each experiment's headroom)")
@@ -527,6 +527,40 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots-dir", help="where plots go (default: the run directory)")
     _json_flag(p)
     p.set_defaults(fn=cmd_report)
+
+
+def cmd_estimators_score(args: argparse.Namespace) -> int:
+    from .published import print_score_report, read_scores, read_table, score_against
+
+    table = read_table(args.against)
+    scores = read_scores(args.scores) if args.scores else None
+    report = score_against(table, scores, args.truth, every_source=args.every_source)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({"format": "transferbench.estimators-score/1", **asdict(report)})
+        return EXIT_OK
+    print_score_report(_console(), report)
+    return EXIT_OK
+
+
+def _add_estimators_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimators", help="estimators outside a run: score a ranking against a published table")
+    inner = p.add_subparsers(dest="estimators_command", metavar="COMMAND")
+    inner.required = True
+    q = inner.add_parser("score", help="agreement of estimator scores (or a table's own published scores) with a "
+                         "published ground truth, beside the free baselines, per target data set")
+    q.add_argument("scores", nargs="?", metavar="SCORES.csv",
+                   help="target,source,NAME[,NAME...]: one column per estimator (default: the table's own "
+                        "published scores)")
+    q.add_argument("--against", required=True, metavar="TABLE",
+                   help="a shipped table (agostinelli2022) or a CSV target,source,finetuned[,frozen,...]")
+    q.add_argument("--truth", default="finetuned", help="the ground truth column: finetuned (default) or frozen")
+    q.add_argument("--every-source", action="store_true",
+                   help="keep every source, leaving out the baseline columns that lack some (default: keep "
+                        "every baseline, on the sources that have them all)")
+    _json_flag(q)
+    q.set_defaults(fn=cmd_estimators_score)
 
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
@@ -617,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report_parser(sub)
     _add_export_parser(sub)
+    _add_estimators_parser(sub)
     return parser
 
 
@@ -628,7 +663,8 @@ def _add_recommend_options(p: argparse.ArgumentParser) -> None:
 
 def _command(argv: Sequence[str]) -> str:
     """The subcommand an argument list names (for an error document), or ``transferbench``."""
-    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "recommend", "check", "report", "export"}
+    commands = {"plugins", "layers", "validate", "plan", "splits", "run", "recommend", "check", "report", "export",
+                "estimators"}
     return next((a for a in argv if a in commands), "transferbench")
 
 

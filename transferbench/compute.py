@@ -49,6 +49,7 @@ def forward_gflop(config: Config, components: Components, num_classes: int) -> f
 
     shape = input_shape(config.train.augment, components.data)
     model = build_meta(components.architecture, num_classes, shape)
+    model.eval()  # the same FLOPs; BatchNorm in training mode refuses one example at 1x1 (a ResNet at 32 px)
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
         model(torch.empty(1, *shape))
     return counter.get_total_flops() / 1e9
@@ -76,9 +77,10 @@ def estimate_compute(config: Config, components: Components, plan: Plan, tflops:
     for job in networks:
         examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
         length = TrainingLength.of(config.train, config.eval, examples)
-        train_images += length.total * config.train.batch_size
+        trains = job.reading is None or job.reading.trains  # an evaluate-only network: one evaluation
+        train_images += length.total * config.train.batch_size if trains else 0
         if eval_counts is not None:
-            eval_images += int(eval_counts[list(job.classes)].sum()) * length.evaluations
+            eval_images += int(eval_counts[list(job.classes)].sum()) * (length.evaluations if trains else 1)
     gflop = forward_gflop(config, components, max(2, num_classes // 2))
     return ComputeEstimate(len(networks), train_images, eval_images, gflop, tflops)
 
@@ -170,14 +172,14 @@ def network_work(config: Config, components: Components, plan: Plan,
         if job.kind == "estimate":
             continue
         examples = None if train_counts is None else int(train_counts[list(job.classes)].sum())
-        length = TrainingLength.of(config.train, config.eval, examples)
-        train_images = float(length.total * config.train.batch_size)
-        eval_images = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum() * length.evaluations)
+        evaluated = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum())
         reading = job.read_protocol(plan.num_layers)
-        if not reading.trains:  # evaluate-only (reset to initial weights): one pass, nothing trained
-            evaluated = 0.0 if eval_counts is None else float(eval_counts[list(job.classes)].sum())
+        if not reading.trains:  # evaluate-only: one pass over the evaluation images, nothing trained
             out[job.id] = NetworkWork(0.0, evaluated, evaluated * full, 0.0)
             continue
+        length = TrainingLength.of(config.train, config.eval, examples)
+        train_images = float(length.total * config.train.batch_size)
+        eval_images = evaluated * length.evaluations
         frozen = frozen_flop(reading.frozen_prefix)
         backward = 2 * (full - frozen)
         if cached and reading.frozen_prefix:

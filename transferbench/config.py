@@ -72,7 +72,7 @@ class TransformRef(PluginRef):
         default_factory=lambda: list[Half](["B"]), min_length=1,
         description="the halves whose networks see transformed examples (the target half B, by default): "
         "their base networks and every network trained on them; networks of other halves are unchanged")
-    on: list[Literal["train", "eval"]] = Field(
+    examples: list[Literal["train", "eval"]] = Field(
         default_factory=lambda: list[Literal["train", "eval"]](["train", "eval"]), min_length=1,
         description="which examples are transformed: train, eval or both")
 

@@ -38,7 +38,7 @@ class TaskTransform:
 
     def identity(self) -> dict[str, Any]:
         """What enters the job's id."""
-        return {**self.spec, "on": sorted(self.on)}
+        return {**self.spec, "examples": sorted(self.on)}
 
 
 @dataclass(frozen=True)

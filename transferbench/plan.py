@@ -165,7 +165,7 @@ def _task_transforms(exp: Experiment, components: Components) -> dict[str, tuple
     plugins = components.transforms.get(exp.name, [])
     out: dict[str, tuple[TaskTransform, ...]] = {}
     for ref, plugin in zip(exp.transforms, plugins, strict=True):
-        change = TaskTransform({"name": ref.name, **plugin.params.model_dump(mode="json")}, tuple(ref.on), plugin)
+        change = TaskTransform({"name": ref.name, **plugin.params.model_dump(mode="json")}, tuple(ref.examples), plugin)
         for half in ref.halves:
             out[half] = (*out.get(half, ()), change)
     return out

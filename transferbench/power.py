@@ -164,5 +164,6 @@ def print_power(console: Console, rows: Sequence[PowerRow]) -> None:
         "for a comparison; seeds: split seeds giving those units at this run's ratio; networks: every network of "
         "the experiments at that many seeds; CPU-h: at this run's measured seconds per network on this machine; "
         "GPU-h: plan's model at 20 TFLOP/s; sd: the scatter of the per-unit contrast, estimated from this run "
-        "(a pilot: few units make it rough). Blank: not determined (fewer than 3 units).", style="dim"))
+        "(a pilot: few units make it rough). Blank: not determined (fewer than 3 units), or a finding judged on "
+        "its direction (no effect to power for).", style="dim"))
     console.print()

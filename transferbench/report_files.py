@@ -24,6 +24,7 @@ from .plots import write_plots
 from .ranking import Interval
 from .results import LONG_COLUMNS, EstimateRow, RunResults, rows_to_csv, write_atomic
 from .runreport import EstimatorSection, ExperimentReport, RunReport
+from .scorecard import PAPER_ALIAS
 from .validity import CheckResult
 
 __all__ = [
@@ -223,8 +224,19 @@ def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> lis
 
 
 def _scorecard_files(findings: Sequence[FindingResult], metric: str) -> dict[str, str | bytes]:
-    return {f"scorecard_{metric}.csv": rows_to_csv(SCORECARD_COLUMNS, _scorecard_rows(findings)),
-            f"scorecard_{metric}.json": json.dumps([asdict(f) for f in findings], indent=2) + "\n"}
+    files: dict[str, str | bytes] = {
+        f"scorecard_{metric}.csv": rows_to_csv(SCORECARD_COLUMNS, _scorecard_rows(findings)),
+        f"scorecard_{metric}.json": json.dumps([asdict(f) for f in findings], indent=2) + "\n"}
+    followups = [f for f in findings if f.paper != PAPER_ALIAS]
+    if followups:  # the papers after Yosinski et al.: their rows, and the verdicts counted per paper
+        counts: dict[str, dict[str, int]] = {}
+        for f in followups:
+            counts.setdefault(f.paper, {}).setdefault(f.verdict, 0)
+            counts[f.paper][f.verdict] += 1
+        files[f"scorecard_followups_{metric}.csv"] = rows_to_csv(SCORECARD_COLUMNS, _scorecard_rows(followups))
+        files[f"scorecard_followups_{metric}.json"] = json.dumps(
+            {"counts": counts, "findings": [asdict(f) for f in followups]}, indent=2) + "\n"
+    return files
 
 
 # --------------------------------------------------------------------------- entry point

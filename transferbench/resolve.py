@@ -19,7 +19,7 @@ from .plugins import Registry, get_registry
 
 # config keys the engine consumes itself, by plugin kind, not passed to the plugin (a split's
 # seeds); under any other kind the same key is the plugin's own, and refused when unknown
-_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}, "data_transform": {"halves", "on"}}
+_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}, "data_transform": {"halves", "examples"}}
 
 
 def instantiate(

@@ -116,9 +116,10 @@ class MemoryMapTask(TaskData):
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
             pos = order[start : start + batch_size].numpy()
-            ascending = np.argsort(pos, kind="stable")  # sorted reads are sequential ...
             rows = np.empty((len(pos), *self.mmap.shape[1:]), dtype=self.mmap.dtype)
-            rows[ascending] = self.mmap[self.keep[pos[ascending]]]  # ... the batch keeps the shuffled order
+            stored = self.keep[pos]
+            for i in np.argsort(stored, kind="stable"):  # read in file order (sequential on a disk),
+                rows[i] = self.mmap[stored[i]]  # each row copied once into its shuffled place
             yield torch.from_numpy(rows), self.labels[torch.from_numpy(pos)]
 
 
