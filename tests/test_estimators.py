@@ -206,3 +206,15 @@ def test_leep_and_nce_by_hand():
     with pytest.raises(ValueError, match="source_logits"):
         LEEP().score(LayerFeatures(torch.zeros(2, 1), torch.tensor([0, 1]), torch.zeros(2, 1),
                                    torch.tensor([0, 1]), 2))
+
+
+def test_network_outputs_are_the_eval_mode_logits_of_the_network_s_classes():
+    from transferbench.features import network_outputs
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 5))
+    x = torch.randn(6, 4)
+    out = network_outputs(model, [x[:4], x[4:]], 3)
+    assert model.training  # restored
+    model.eval()
+    assert torch.allclose(out, model(x)[:, :3].detach())

@@ -111,7 +111,7 @@ def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int 
         inputs = (_measured(transform(x.to(ctx.device), train=False), stds)
                   for x in _batches(task, limit, batch_size, _subset_seed(classes, split), labels))
         with autocast(config.performance.amp, ctx.device):
-            feats = (network_outputs(model, inputs) if n is None
+            feats = (network_outputs(model, inputs, num_classes) if n is None
                      else layer_features(model, layers, n, inputs, settings.max_features))
         out += [feats, torch.cat(labels)]
     result = (out[0], out[1], out[2], out[3])

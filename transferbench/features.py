@@ -118,13 +118,15 @@ def layer_features(model: nn.Module, layers: Sequence[Layer], n: int, inputs: It
 
 
 @torch.no_grad()
-def network_outputs(model: nn.Module, inputs: Iterable[torch.Tensor]) -> torch.Tensor:
+def network_outputs(model: nn.Module, inputs: Iterable[torch.Tensor], num_classes: int) -> torch.Tensor:
     """The classifier outputs (logits) of the whole ``model`` on each batch of ``inputs``, in
-    eval mode (restored after): ``(examples, num_classes)`` float32 on the CPU."""
+    eval mode (restored after): ``(examples, num_classes)`` float32 on the CPU. Outputs past
+    ``num_classes`` (a classifier wider than the network's classes) are dropped, as the
+    trainer drops them."""
     was_training = model.training
     model.eval()
     try:
-        rows = [model(x).float().flatten(1).cpu() for x in inputs]
+        rows = [model(x).float().flatten(1)[:, :num_classes].cpu() for x in inputs]
     finally:
         model.train(was_training)
     return torch.cat(rows) if rows else torch.empty(0, 0)
