@@ -171,6 +171,9 @@ def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
     if job.estimator.needs_source_outputs:
         outputs, _, out_s = network_features(ctx, network, load, None, job.classes)
         features_s += out_s
+        # rows must pair up with the features' rows: the same fixed subset in the same order
+        if not (torch.equal(outputs[1], feats[1]) and torch.equal(outputs[3], feats[3])):
+            raise TrainingFailed("the source network's outputs were computed on other examples than its features")
         logits = (outputs[0].to(device), outputs[2].to(device))
     features = LayerFeatures(tx, ty, ex, ey, job.num_classes, job.n, reference, job.seed, *logits)
     t1 = time.perf_counter()
