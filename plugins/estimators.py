@@ -1,4 +1,5 @@
-"""Cheap estimators of how well layer n transfers: linear probe, kNN, LogME, CKA, H-score, TransRate.
+"""Cheap estimators of how well layer n transfers: linear probe, kNN, LogME, CKA, H-score, TransRate,
+LEEP, NCE.
 
 Each scores the layer-n features of a trained source network on the target half's examples
 (:class:`transferbench.LayerFeatures`), higher = more transferable; docs/estimators.md says
@@ -22,8 +23,14 @@ float64 where sums of squares are taken, deterministic on the CPU:
   ``R(Z) - 1/K sum_c R(Z_c)`` with ``R(Z) = 1/2 logdet(I + Z^T Z / (n eps))`` on centred
   features (Huang et al., ICML 2022).
 
-Neither LEEP nor NCE is here: both need the source network's classifier outputs on the target
-examples, which the feature interface does not carry.
+* ``leep``: the log of the expected empirical prediction (Nguyen et al., ICML 2020): the mean
+  log-likelihood of the target labels under the source classifier's softmax composed with the
+  empirical conditional ``P(y | z)`` of target label given source label.
+* ``nce``: the negative conditional entropy ``-H(Y | Z)`` of the target labels given the
+  source classifier's hard predictions (Tran et al., ICCV 2019).
+
+LEEP and NCE read the source network's classifier outputs (``needs_source_outputs``), not the
+layer-n features: for a given source network and target task they score the same at every n.
 
 They run on the device the features are on (the job's CUDA device, else the CPU).
 """
@@ -298,6 +305,61 @@ class TransRate(Estimator[TransRateParams]):
         return 4.0 * n_train * dim * dim + (num_classes + 1) * dim ** 3
 
 
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _source_logits(features: LayerFeatures, name: str) -> torch.Tensor:
+    if features.source_logits is None:
+        raise ValueError(f"{name} needs the source network's classifier outputs (features.source_logits)")
+    return features.source_logits
+
+
+class LEEP(Estimator[NoParams]):
+    """LEEP: mean log-likelihood of the target labels under the source's softmax and the
+    empirical ``P(y | z)`` (training examples; the same score at every n)."""
+
+    description = "LEEP: log expected empirical prediction of the source classifier (Nguyen et al. 2020)"
+    Params = NoParams
+    needs_source_outputs = True
+
+    def score(self, features: LayerFeatures) -> float:
+        theta = torch.softmax(_source_logits(features, "leep").double(), dim=1)  # (n, Z): p(z | x_i)
+        labels, n = features.train_labels, len(features.train_labels)
+        joint = torch.zeros(features.num_classes, theta.shape[1], dtype=theta.dtype, device=theta.device)
+        joint.index_add_(0, labels, theta / n)  # P(y, z) = 1/n sum_{i: y_i = y} p(z | x_i)
+        conditional = joint / joint.sum(0, keepdim=True).clamp_min(1e-300)  # P(y | z)
+        expected = (theta * conditional[labels]).sum(1)  # sum_z P(y_i | z) p(z | x_i)
+        return float(expected.clamp_min(1e-300).log().mean())
+
+    def cost_flops(self, n_train: int, n_eval: int, dim: int, num_classes: int) -> float | None:
+        return None  # scales with the source's classes, which the cost model does not know
+
+
+class NCE(Estimator[NoParams]):
+    """NCE: ``-H(Y | Z)`` of the target labels given the source classifier's hard predictions
+    (training examples; the same score at every n)."""
+
+    description = "NCE: negative conditional entropy of target labels given source predictions (Tran et al. 2019)"
+    Params = NoParams
+    needs_source_outputs = True
+
+    def score(self, features: LayerFeatures) -> float:
+        logits = _source_logits(features, "nce")
+        z = logits.argmax(1)  # the source's hard predictions
+        labels, n = features.train_labels, len(features.train_labels)
+        joint = torch.zeros(features.num_classes, logits.shape[1], dtype=torch.float64, device=z.device)
+        joint.index_put_((labels, z), torch.ones(n, dtype=torch.float64, device=z.device), accumulate=True)
+        joint /= n  # empirical P(y, z)
+        marginal = joint.sum(0, keepdim=True)  # P(z)
+        seen = joint > 0  # 0 log 0 = 0
+        ratio = torch.where(seen, joint / marginal.clamp_min(1e-300), torch.ones_like(joint))
+        return float((joint * ratio.log()).sum())
+
+    def cost_flops(self, n_train: int, n_eval: int, dim: int, num_classes: int) -> float | None:
+        return None
+
+
 @hookimpl
 def register_estimators(register) -> None:
     register("linear", LinearProbe)
@@ -306,3 +368,5 @@ def register_estimators(register) -> None:
     register("cka", CKA)
     register("hscore", HScore)
     register("transrate", TransRate)
+    register("leep", LEEP)
+    register("nce", NCE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,29 @@ def test_estimator_inputs_are_the_training_jobs_inputs(tmp_path):
     estimated = [e.input_std for e in results.estimates if e.input_std]
     assert trained and estimated
     assert max(estimated) < 1.5 * min(trained) and min(estimated) > min(trained) / 1.5
+
+
+def test_leep_and_nce_score_the_source_classifier_end_to_end(fake_plugins, tmp_path):
+    cfg = _config(estimators=["linear", "leep", "nce"], train={"lr": 0.1, "batch_size": 32, "epochs": 2})
+    cfg["experiments"][0]["treatments"] = ["AnB"]
+    config, components, plan = _setup(cfg)
+    _, _, linear_only = _setup({**cfg, "experiments": [{**cfg["experiments"][0], "estimators": ["linear"]}]})
+    # the estimators that need the source's outputs leave the other estimate jobs' ids alone
+    assert ({c.job_id for c in plan.estimates if c.estimator == "linear"}
+            == {c.job_id for c in linear_only.estimates})
+    summary = run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    assert summary.failed == 0
+    store = RunStore(tmp_path / "run")
+    scores: dict[tuple[str, str, str], set[float]] = {}
+    for cell in plan.estimates:
+        record = store.read_record(cell.job_id)
+        assert record.ok and record.estimate is not None
+        scores.setdefault((cell.source, cell.target, cell.estimator), set()).add(record.estimate)
+    classes = len(plan.jobs[plan.estimates[0].job_id].classes)
+    for (_, _, name), values in scores.items():
+        if name == "linear":
+            continue
+        assert len(values) == 1, f"{name} reads the source's classifier: one score at every n, got {values}"
+        (value,) = values
+        assert value <= 0  # both are log-likelihoods: -H(Y | Z) >= -log(classes) as well
+        assert name != "nce" or value >= -math.log(classes) - 1e-9

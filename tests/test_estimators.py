@@ -176,3 +176,45 @@ def test_hscore_and_transrate_by_hand():
     assert t.score(feats(z, [0, 0, 1, 1])) == pytest.approx(0.5 * math.log(2.25) - 0.5 * math.log(2.0))
     # labels that cut across the structure leave less to the classes
     assert t.score(feats(z, [0, 1, 0, 1])) < t.score(feats(z, [0, 0, 1, 1]))
+
+
+def test_leep_and_nce_by_hand():
+    import math
+
+    from transferbench_plugins.estimators import LEEP, NCE
+
+    def feats(probabilities_or_logits, labels):
+        logits = torch.tensor(probabilities_or_logits, dtype=torch.float32)
+        y = torch.tensor(labels)
+        x = torch.zeros(len(y), 1)
+        return LayerFeatures(x, y, x, y, int(y.max()) + 1, 1, source_logits=logits, source_eval_logits=logits)
+
+    # LEEP: softmax(log p) = p. P(y, z) = [[.35, .15], [.15, .35]], P(z) = [.5, .5], so
+    # P(y | z) = [[.7, .3], [.3, .7]]; the expected empirical predictions of the true labels are
+    # .8*.7 + .2*.3 = .62, .6*.7 + .4*.3 = .54, .62 and .54
+    p = [[0.8, 0.2], [0.6, 0.4], [0.2, 0.8], [0.4, 0.6]]
+    leep = LEEP().score(feats([[math.log(a), math.log(b)] for a, b in p], [0, 0, 1, 1]))
+    assert leep == pytest.approx(0.5 * (math.log(0.62) + math.log(0.54)))
+    # NCE: source predictions z = 0,0,1,1,2,2 against labels 0,0,1,0,1,1: only z = 1 (a third of the
+    # examples) leaves the label uncertain (one bit), so H(Y | Z) = log(2) / 3
+    z, y = [0, 0, 1, 1, 2, 2], [0, 0, 1, 0, 1, 1]
+    logits = (5 * torch.nn.functional.one_hot(torch.tensor(z), 3)).tolist()
+    assert NCE().score(feats(logits, y)) == pytest.approx(-math.log(2) / 3)
+    # a source whose predictions determine the label: NCE 0 (its maximum), LEEP near 0
+    exact = feats((20 * torch.nn.functional.one_hot(torch.tensor(y), 2)).tolist(), y)
+    assert NCE().score(exact) == pytest.approx(0.0) and LEEP().score(exact) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="source_logits"):
+        LEEP().score(LayerFeatures(torch.zeros(2, 1), torch.tensor([0, 1]), torch.zeros(2, 1),
+                                   torch.tensor([0, 1]), 2))
+
+
+def test_network_outputs_are_the_eval_mode_logits_of_the_network_s_classes():
+    from transferbench.features import network_outputs
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 5))
+    x = torch.randn(6, 4)
+    out = network_outputs(model, [x[:4], x[4:]], 3)
+    assert model.training  # restored
+    model.eval()
+    assert torch.allclose(out, model(x)[:, :3].detach())

@@ -5,7 +5,8 @@ job of kind ``estimate``. The features (:mod:`transferbench.features`) are compu
 fixed random subset of the target half's examples (``estimation.max_train`` and
 ``max_eval``; the same subset for every network, so a reference network sees the same
 examples) and kept in a small per-process cache: the estimators of one (network, n, task)
-compute them once.
+compute them once. An estimator that needs the source network's classifier outputs (LEEP,
+NCE) also gets them on the same examples: the network's logits, cached like a layer's features.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .context import TrainContext
 from .devices import autocast
 from .errors import TrainingFailed
 from .estimator import LayerFeatures
-from .features import layer_features
+from .features import layer_features, network_outputs
 from .hashing import content_hash
 from .interfaces import Split
 from .jobdata import input_transform
@@ -74,9 +75,10 @@ def _build(ctx: TrainContext, num_classes: int, state: Mapping[str, torch.Tensor
     return model.to(ctx.device)
 
 
-def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int, classes: Sequence[int]
+def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int | None, classes: Sequence[int]
                      ) -> tuple[Features, float, float]:
-    """Layer-n features of the trained ``network`` on the task ``classes``.
+    """Layer-n features of the trained ``network`` on the task ``classes``; with ``n=None``,
+    its classifier outputs (logits over the network's own classes) on the same examples.
 
     The inputs go through the run's :func:`~transferbench.jobdata.input_transform` (the
     architecture's normalisation, evaluation mode): exactly what the network saw in training.
@@ -109,7 +111,8 @@ def network_features(ctx: TrainContext, network: str, load: LoadNetwork, n: int,
         inputs = (_measured(transform(x.to(ctx.device), train=False), stds)
                   for x in _batches(task, limit, batch_size, _subset_seed(classes, split), labels))
         with autocast(config.performance.amp, ctx.device):
-            feats = layer_features(model, layers, n, inputs, settings.max_features)
+            feats = (network_outputs(model, inputs, num_classes) if n is None
+                     else layer_features(model, layers, n, inputs, settings.max_features))
         out += [feats, torch.cat(labels)]
     result = (out[0], out[1], out[2], out[3])
     input_std = stds[0] if stds else 0.0
@@ -164,7 +167,15 @@ def estimate_job(job: Job, ctx: TrainContext, load: LoadNetwork) -> JobRecord:
         features_s += ref_s
         rtx, rty, rex, rey = (t.to(device) for t in ref)
         reference = LayerFeatures(rtx, rty, rex, rey, job.num_classes, job.n)
-    features = LayerFeatures(tx, ty, ex, ey, job.num_classes, job.n, reference, job.seed)
+    logits: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    if job.estimator.needs_source_outputs:
+        outputs, _, out_s = network_features(ctx, network, load, None, job.classes)
+        features_s += out_s
+        # rows must pair up with the features' rows: the same fixed subset in the same order
+        if not (torch.equal(outputs[1], feats[1]) and torch.equal(outputs[3], feats[3])):
+            raise TrainingFailed("the source network's outputs were computed on other examples than its features")
+        logits = (outputs[0].to(device), outputs[2].to(device))
+    features = LayerFeatures(tx, ty, ex, ey, job.num_classes, job.n, reference, job.seed, *logits)
     t1 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(job.seed)

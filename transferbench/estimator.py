@@ -3,9 +3,10 @@
 An :class:`Estimator` plugin receives :class:`LayerFeatures`: what layers 1..n of a trained
 source network compute on the target half's examples (train and eval), pooled to at most
 ``estimation.max_features`` numbers per example (see :mod:`transferbench.features`), and
-returns one number, higher = more transferable. The engine computes the features, runs
-the estimator as a job of the plan and validates its scores against what retraining
-measured (:mod:`transferbench.validation`).
+returns one number, higher = more transferable. An estimator that needs the source network's
+classifier (LEEP, NCE) also gets its outputs on the same examples (``source_logits``). The
+engine computes the features, runs the estimator as a job of the plan and validates its
+scores against what retraining measured (:mod:`transferbench.validation`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class LayerFeatures:
         reference: the same examples through the target's own base network at layer n, for
             an estimator that sets :attr:`Estimator.needs_reference` (CKA); else None.
         seed: a seed for any randomness the estimator needs (derived from the job).
+        source_logits: for an estimator that sets :attr:`Estimator.needs_source_outputs`
+            (LEEP, NCE), ``(N_train, K_source)`` float32: the source network's classifier
+            outputs (before the softmax, over the source's own classes) on the rows of
+            ``train``, in their order; else None. They do not depend on ``n``.
+        source_eval_logits: the same on the rows of ``eval``.
     """
 
     train: torch.Tensor
@@ -47,6 +53,8 @@ class LayerFeatures:
     n: int = 0
     reference: LayerFeatures | None = None
     seed: int = 0
+    source_logits: torch.Tensor | None = None
+    source_eval_logits: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -64,6 +72,9 @@ class Estimator(Plugin[P], abc.ABC):
     #: Whether :meth:`score` needs ``features.reference``: the same target examples through
     #: the target's own base network (its job then waits for that network too).
     needs_reference: ClassVar[bool] = False
+    #: Whether :meth:`score` needs ``features.source_logits``: the source network's classifier
+    #: outputs on the same target examples (a full forward pass of the source network).
+    needs_source_outputs: ClassVar[bool] = False
 
     @abc.abstractmethod
     def score(self, features: LayerFeatures) -> float:

@@ -30,7 +30,7 @@ from torch import nn
 from .errors import TransferbenchError
 from .interfaces import Architecture, Layer
 
-__all__ = ["layer_features", "pool_features", "prefix_cost"]
+__all__ = ["layer_features", "network_outputs", "pool_features", "prefix_cost"]
 
 
 class _Reached(Exception):
@@ -114,6 +114,21 @@ def layer_features(model: nn.Module, layers: Sequence[Layer], n: int, inputs: It
         ``(examples, D)`` float32 on the CPU.
     """
     rows = [pool_features(x, max_features).cpu() for x in _caught(model, layers, n, inputs)]
+    return torch.cat(rows) if rows else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def network_outputs(model: nn.Module, inputs: Iterable[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """The classifier outputs (logits) of the whole ``model`` on each batch of ``inputs``, in
+    eval mode (restored after): ``(examples, num_classes)`` float32 on the CPU. Outputs past
+    ``num_classes`` (a classifier wider than the network's classes) are dropped, as the
+    trainer drops them."""
+    was_training = model.training
+    model.eval()
+    try:
+        rows = [model(x).float().flatten(1)[:, :num_classes].cpu() for x in inputs]
+    finally:
+        model.train(was_training)
     return torch.cat(rows) if rows else torch.empty(0, 0)
 
 

@@ -414,8 +414,9 @@ def _check_cohorts(ex: Executor, workdir: Path) -> None:
 
 def example_features(informative: bool, seed: int = 0) -> LayerFeatures:
     """Layer features for :func:`check_estimator`: labels that follow well separated clusters
-    (with a rotated copy as the reference network's features), or noise with unrelated labels
-    and an unrelated reference."""
+    (with a rotated copy as the reference network's features, and source logits over 7 source
+    classes that mostly predict the label), or noise with unrelated labels, an unrelated
+    reference and unrelated source logits."""
     g = torch.Generator().manual_seed(seed)
     k, d = 5, 12
     centres = torch.randn(k, d, generator=g) * 4
@@ -431,7 +432,11 @@ def example_features(informative: bool, seed: int = 0) -> LayerFeatures:
         ref = LayerFeatures(x @ q, y, xe @ q, ye, k, 2)
     else:
         ref = LayerFeatures(torch.randn(200, d, generator=g), y, torch.randn(100, d, generator=g), ye, k, 2)
-    return LayerFeatures(x, y, xe, ye, k, 2, ref, seed)
+    def logits(labels: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(len(labels), 7, generator=g)
+        return noise + 4 * torch.nn.functional.one_hot(labels, 7) if informative else noise
+
+    return LayerFeatures(x, y, xe, ye, k, 2, ref, seed, logits(y), logits(ye))
 
 
 def check_estimator(estimator: type[Estimator] | Estimator, workdir: str | Path | None = None) -> None:
