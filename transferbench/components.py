@@ -8,11 +8,14 @@ this value and never sees a name or the plugin host.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .estimator import Estimator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, DataTransform, TaskSplit, TransferProtocol
 from .observers import Observer
+
+if TYPE_CHECKING:  # the estimator contract is not training code: editing it retrains no network
+    from .estimator import Estimator
 
 __all__ = ["Components"]
 

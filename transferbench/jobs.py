@@ -12,12 +12,14 @@ whoever runs or watches jobs needs only this.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import TransferbenchError
-from .estimator import Estimator
 from .interfaces import DataTransform, TransferProtocol
 from .reading import ProtocolReading
+
+if TYPE_CHECKING:  # the estimator contract is not training code: editing it retrains no network
+    from .estimator import Estimator
 
 __all__ = ["Cell", "EstimateCell", "ExternalSource", "Job", "SourceFile", "TaskTransform"]
 
