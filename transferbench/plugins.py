@@ -48,6 +48,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.shifts",
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
+    "transferbench_plugins.raghu2019",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
