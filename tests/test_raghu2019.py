@@ -240,3 +240,28 @@ def test_little_accuracy_benefit_is_an_equivalence_within_its_margin():
     wide = _judge(AnBplus=[(0.99, 10), (0.85, 10), (0.95, 10), (0.80, 10)])[LittleAccuracyBenefit.name]
     assert wide.verdict == "inconclusive" and wide.equivalence == "not shown"
     assert _judge(mv=[(0.9, 10)] * 4)[LittleAccuracyBenefit.name].verdict == "not determined"
+
+
+def test_a_meanvar_network_trains_and_its_convergence_is_read(fake_plugins, tmp_path):
+    from rich.console import Console
+
+    from transferbench.config import parse_config
+    from transferbench.engine import run_plan
+    from transferbench.plan import build_plan
+    from transferbench.resolve import resolve
+    from transferbench.results import read_results
+
+    from .conftest import tiny_config
+
+    exp = {"name": "e", "split": {"name": "parity", "seeds": [0]}, "layers": [2],
+           "treatments": ["AnB+", {"name": "mv", "source": "A", "target": "B", "protocol": "meanvar"}]}
+    train = {"lr": 0.1, "batch_size": 32, "epochs": 3, "weight_decay": 0.0}
+    config = parse_config(tiny_config(experiments=[exp], train=train, eval={"every": 1, "best_k": 2}))
+    components = resolve(config)
+    plan = build_plan(config, components)
+    summary = run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    assert summary.failed == 0
+    grid = build_grids(read_results(tmp_path / "run"))[0]
+    speed = grid.unit_speed("mv", 2)
+    assert len(speed) == 1 and all(0 < v <= 1 for v in speed.values())  # one of its 3 evaluations
+    assert grid.get("mv", 2) is not None and grid.get("mv", 2).mean > 0.25  # it learns (4 classes: chance .25)
