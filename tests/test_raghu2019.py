@@ -254,7 +254,7 @@ def test_a_meanvar_network_trains_and_its_convergence_is_read(fake_plugins, tmp_
     from .conftest import tiny_config
 
     exp = {"name": "e", "split": {"name": "parity", "seeds": [0]}, "layers": [2],
-           "treatments": ["AnB+", {"name": "mv", "source": "A", "target": "B", "protocol": "meanvar"}]}
+           "treatments": [{"name": "mv", "source": "A", "target": "B", "protocol": "meanvar"}]}
     train = {"lr": 0.1, "batch_size": 32, "epochs": 3, "weight_decay": 0.0}
     config = parse_config(tiny_config(experiments=[exp], train=train, eval={"every": 1, "best_k": 2}))
     components = resolve(config)
