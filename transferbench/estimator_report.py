@@ -345,7 +345,8 @@ def print_estimator_report(console: Console, results: RunResults, section: Estim
     experiments = list(dict.fromkeys(e.experiment for e in estimates))
     for exp in experiments:
         for pair in _pairs(estimates, exp):
-            _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of base{pair[0]} on "
+            network = f"base{pair[0]}" if pair[0] in ("A", "B") else f"the weights file {pair[0]}"
+            _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of {network} on "
                    f"{pair[1]}'s examples)", _curve_table(results, estimates, exp, pair, metric),
                    f"means over split seeds; retrained accuracy ({metric}) where measured")
     rows = section.agreements
