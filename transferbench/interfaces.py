@@ -47,7 +47,10 @@ __all__ = [
     "TransferProtocol",
 ]
 
-Split = Literal["train", "eval"]
+#: A data source's splits: training examples, held-out examples, and (from a source whose
+#: :meth:`DataSource.has_ood` is true) held-out examples of the same classes drawn
+#: differently: the out-of-distribution evaluation split.
+Split = Literal["train", "eval", "ood"]
 
 
 class NoParams(BaseModel):
@@ -163,6 +166,14 @@ class DataSource(Plugin[P], abc.ABC):
         per-channel mean is the usual stand-in.
         """
         return None
+
+    def has_ood(self) -> bool:
+        """Whether ``load("ood")`` gives an out-of-distribution evaluation split: the same
+        classes (same labels) drawn differently (other poses, colours, backgrounds). When it
+        does, every trained network is also evaluated on it once, at the end (the record's
+        ``ood_top1``). It changes no training: a source's OOD settings stay out of its
+        :meth:`identity`, so they change no job id. None by default."""
+        return False
 
     def check(self) -> None:
         """Raise :class:`transferbench.errors.DataError` with a helpful message when the

@@ -49,6 +49,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
     "transferbench_plugins.raghu2019",
+    "transferbench_plugins.lee2022",
+    "transferbench_plugins.kumar2022",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
