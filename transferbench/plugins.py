@@ -19,6 +19,7 @@ from . import hookspecs
 from .claims import PaperFindings
 from .errors import PluginError
 from .estimator import Estimator
+from .evaluator import Evaluator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, DataTransform, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
@@ -48,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.shifts",
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
+    "transferbench_plugins.evaluators",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -67,6 +69,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "check": ("register_checks", ValidityCheck),
     "findings": ("register_findings", PaperFindings),
     "data_transform": ("register_data_transforms", DataTransform),
+    "evaluator": ("register_evaluators", Evaluator),
 }
 
 
