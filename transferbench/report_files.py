@@ -159,7 +159,7 @@ def _arrow_schema(pa: Any) -> Any:
     types = {
         "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
         "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
-        "train_time_s": pa.float64(), "input_std": pa.float64(),
+        "train_time_s": pa.float64(), "input_std": pa.float64(), "ood_top1": pa.float64(),
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])
 

@@ -396,7 +396,8 @@ class SourcePlanner:
             if ext is None or job.protocol is None:
                 continue
             reading = job.read_protocol(self.num_layers)
-            for which, file, flags in (("checkpoint", ext.file, reading.copied), ("init", ext.init, reading.reset)):
+            for which, file, flags in (("checkpoint", ext.file, reading.reads_source),
+                                       ("init", ext.init, reading.reset)):
                 if file is None or not any(flags):
                     continue
                 entry = wanted.setdefault((ext.key, job.num_classes, which), (file, [False] * len(flags)))
