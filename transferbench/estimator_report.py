@@ -292,7 +292,9 @@ _SOURCE_NOTE = (
     "Spearman and weighted tau, 95% over units; regret: accuracy of the source best on average minus "
     "the pick's; strongest: the free baseline that picks best (source accuracy: the source's own "
     "top-1 on its task; parameters; static: a source's mean ground truth on the other units; random: "
-    "1 in k); beats: by the interval of the paired difference; ceiling: how often two units' "
+    "1 in k); beats: with 2 sources by the exact sign test over the units where only one of the two picks "
+    "right (against random: the pick rate's exact interval against 1/2), with more by the interval of the "
+    "paired difference of ρ; ceiling: how often two units' "
     "retraining picks the same source (2 sources), or their mean ρ. Every unit reads the same source "
     "networks: the intervals cover the target's retraining, not the sources'. All of it in "
     "results_source_ranking.csv")
