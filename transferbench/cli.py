@@ -515,9 +515,10 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="PAPER",
                    help="judge a paper's findings on the run: paper (Yosinski et al. 2014, its numbers beside the "
                         "run's), the name of any findings plugin (`transferbench plugins` lists them) or all")
-    p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
-                   help="final top-1 (default for runs) or the paper's mean of the best k "
-                        "evaluations (default for --paper alone)")
+    p.add_argument("--metric", choices=["top1", "top1_best_k", "ood_top1"], default=None,
+                   help="final top-1 (default for runs), the paper's mean of the best k evaluations (default "
+                        "for --paper alone), or the final top-1 on the data source's out-of-distribution "
+                        "evaluation split (a source with one: synthetic's ood setting)")
     p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
                    help="pool AnA into BnB and BnA into AnB as the paper did "
                         "(default: when both halves have the same number of classes)")
