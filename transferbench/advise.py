@@ -436,14 +436,13 @@ def _selections(ctx: TrainContext, pool: list[Candidate], state: dict[str, torch
     n = best_layer(transrate, ns)
     best = next(c for c in frozen if c.regime.n == n)
     features = math.fsum(costs.prefix[n] for n in ns) * 1e9
+    classes = frozen[0].job.num_classes
     arithmetic = math.fsum(estimators[TRANSRATE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
-                                                                       surgical[0].job.num_classes if surgical
-                                                                       else frozen[0].job.num_classes) or 0.0
-                           for n in ns)
+                                                                       classes) or 0.0 for n in ns)
     out[TRANSRATE] = Selection(best.regime, curves.n_train * features + arithmetic + costs.of(best.job), transrate)
     knn = curves.scores[PRUNE_ESTIMATOR]
     knn_cost = math.fsum(estimators[PRUNE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
-                                                                frozen[0].job.num_classes) or 0.0 for n in ns)
+                                                                classes) or 0.0 for n in ns)
     return out, knn, (curves.n_train + curves.n_eval) * features + knn_cost
 
 
