@@ -93,6 +93,19 @@ def test_ood_enters_no_job_id_nor_the_cache_of_the_other_splits(tmp_path):
         without.load("ood")
 
 
+def test_an_hf_dataset_names_its_ood_split_without_changing_job_ids(tmp_path):
+    from transferbench import DataError
+    from transferbench_plugins.hf import HFImages, HFImagesParams
+
+    params = HFImages.example_params(tmp_path)
+    plain = HFImages(HFImagesParams(**params))
+    shifted = HFImages(HFImagesParams(**params, ood_split=params.get("eval_split", "validation")))
+    assert shifted.has_ood() and not plain.has_ood() and shifted.identity() == plain.identity()
+    assert len(shifted.load("ood")) == len(plain.load("eval"))
+    with pytest.raises(DataError, match="ood_split"):  # what check() reads too, before anything trains
+        HFImages(HFImagesParams(**params, ood_split="cifar10_1")).load("ood")
+
+
 class _ShiftedBlobs:
     """A plugin module: blobs whose OOD split is the eval split moved off its centres."""
 
