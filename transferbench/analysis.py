@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from .convergence import Curve, steps_to_fraction
 from .results import OOD_METRIC, ResultRow, RunResults, check_metric
 from .stats import Difference, Stability, over_units, paired, stability, welch
 
@@ -188,6 +189,9 @@ class Grid:
         classes: treatment -> the number of classes of its task (chance is 1 / classes).
         protocols: treatment -> its transfer protocol's name (None: base networks; what a
             finding locates its treatments by, whatever the config named them).
+        curves: (treatment, n) -> unit -> the evaluation curve of each of that unit's
+            networks (from the records' histories; empty for the paper's networks): what
+            convergence speed is read from (:meth:`unit_speed`).
         ood: the same experiment under the out-of-distribution metric (``ood_top1``), when
             its networks were evaluated on such a split and this grid's metric is another:
             what a finding comparing in- and out-of-distribution accuracy reads.
@@ -211,6 +215,7 @@ class Grid:
     num_layers: int = 0
     classes: dict[str, int] = field(default_factory=dict)
     protocols: dict[str, str | None] = field(default_factory=dict)
+    curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = field(default_factory=dict, repr=False)
     ood: Grid | None = None
 
     def get(self, treatment: str, n: int) -> Stat | None:
@@ -281,7 +286,17 @@ class Grid:
             picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
             if picked:
                 cells[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
-        return replace(self, cells=cells, ood=self.ood.resampled(draw) if self.ood else None)
+        curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = {
+            key: {(u, i): by_unit[u] for i, u in enumerate(draw) if u in by_unit}
+                  for key, by_unit in self.curves.items()}
+        return replace(self, cells=cells, curves=curves, ood=self.ood.resampled(draw) if self.ood else None)
+
+    def unit_speed(self, treatment: str, n: int, fraction: float = 0.9) -> dict[Hashable, float]:
+        """Per unit, the steps ``treatment``'s network at ``n`` took to reach ``fraction`` of its
+        final accuracy, as a fraction of the steps it trained (0 fast, 1 only at the end; the mean
+        of the unit's networks): convergence speed, one value per independent unit."""
+        return {u: math.fsum(steps_to_fraction(c, fraction) / c.total for c in cs) / len(cs)
+                for u, cs in self.curves.get((treatment, n), {}).items() if cs}
 
     def networks(self, treatment: str, layers: Iterable[int]) -> int:
         """How many networks of ``treatment`` fill the given layers."""
@@ -300,6 +315,14 @@ def _equal_halves(rows: Sequence[ResultRow]) -> bool:
     if not sizes["A"] or not sizes["B"]:
         return True
     return sizes["A"] == sizes["B"]
+
+
+def _curve(results: RunResults, job_id: str) -> Curve | None:
+    """The evaluation curve of a finished network's record, if it has one."""
+    rec = results.records.get(job_id)
+    if rec is None or not rec.ok or not rec.history:
+        return None
+    return Curve.of(((h.step, h.top1) for h in rec.history), rec.steps)
 
 
 def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = None) -> list[Grid]:
@@ -341,6 +364,7 @@ def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metri
     grid.seeds = sorted({r.split_seed for r in rows})
     # A job may fill several cells of one experiment; each network counts once per cell.
     values: dict[tuple[str, int], dict[str, tuple[float, Unit]]] = defaultdict(dict)
+    curves: dict[tuple[str, int], dict[Hashable, dict[str, Curve]]] = defaultdict(dict)
     order: list[str] = []
     for row in rows:
         name = POOL.get(row.treatment, row.treatment) if pooled else row.treatment
@@ -362,8 +386,12 @@ def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metri
         if value is not None:
             unit = (experiment, row.split_seed, _target_of(row.treatment, row) or "")
             values[(name, row.n)][row.job_id] = (value, unit)
+            curve = _curve(results, row.job_id)
+            if curve is not None:
+                curves[(name, row.n)].setdefault(unit, {})[row.job_id] = curve
     grid.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()])
                   for key, vs in values.items()}
+    grid.curves = {key: {u: tuple(cs.values()) for u, cs in by_unit.items()} for key, by_unit in curves.items()}
     grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
     return grid
 

@@ -339,6 +339,11 @@ class LayerAction:
         start: with ``train``, the fraction of the training steps the layer waits, frozen,
             before it starts to learn (0: from the first step). LP-FT's linear probe (Kumar et
             al. 2022) holds the copied layers while the new ones train, then tunes them all.
+        meanvar: with ``copy``, do not load the source's weights: draw each of the layer's
+            parameter tensors i.i.d. from a normal with that tensor's mean and standard
+            deviation in the source's trained weights (Raghu et al. 2019's "Mean Var Init").
+            The draw comes from the job's seed; buffers (normalisation statistics) keep the
+            fresh initialisation.
     """
 
     copy: bool
@@ -346,6 +351,7 @@ class LayerAction:
     lr_mult: float = 1.0
     from_init: bool = False
     start: float = 0.0
+    meanvar: bool = False
 
 
 class TransferProtocol(Plugin[P], abc.ABC):
