@@ -188,6 +188,8 @@ class Grid:
         classes: treatment -> the number of classes of its task (chance is 1 / classes).
         protocols: treatment -> its transfer protocol's name (None: base networks; what a
             finding locates its treatments by, whatever the config named them).
+        measures: (``<label>.<quantity>``, n) -> an evaluator's number over the units
+            (``experiments[].evaluators``; one evaluation per unit and n).
     """
 
     experiment: str
@@ -208,6 +210,7 @@ class Grid:
     num_layers: int = 0
     classes: dict[str, int] = field(default_factory=dict)
     protocols: dict[str, str | None] = field(default_factory=dict)
+    measures: dict[tuple[str, int], Stat] = field(default_factory=dict)
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -268,16 +271,23 @@ class Grid:
         """Every unit with a network in some cell, in a stable order."""
         return sorted({u for s in self.cells.values() for u in s.by_unit}, key=str)
 
+    def measure(self, name: str, n: int) -> Stat | None:
+        """An evaluator's number ``<label>.<quantity>`` at n over the units, or None."""
+        return self.measures.get((name, n))
+
     def resampled(self, draw: Sequence[Hashable]) -> Grid:
         """The grid of the units ``draw`` names, each as often as it is named (a bootstrap
-        resample): the i-th draw of unit u becomes unit (u, i) in every cell, so cells stay
-        paired by unit."""
-        cells = {}
-        for key, stat in self.cells.items():
-            picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
-            if picked:
-                cells[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
-        return replace(self, cells=cells)
+        resample): the i-th draw of unit u becomes unit (u, i) in every cell and measure, so
+        they stay paired by unit."""
+        def resample(stats: dict[tuple[str, int], Stat]) -> dict[tuple[str, int], Stat]:
+            out = {}
+            for key, stat in stats.items():
+                picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
+                if picked:
+                    out[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
+            return out
+
+        return replace(self, cells=resample(self.cells), measures=resample(self.measures))
 
     def networks(self, treatment: str, layers: Iterable[int]) -> int:
         """How many networks of ``treatment`` fill the given layers."""
@@ -351,8 +361,20 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         grid.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()])
                       for key, vs in values.items()}
         grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
+        grid.measures = _measures(results, experiment)
         grids.append(grid)
     return grids
+
+
+def _measures(results: RunResults, experiment: str) -> dict[tuple[str, int], Stat]:
+    """The experiment's evaluations as (``<label>.<quantity>``, n) -> one value per unit."""
+    values: dict[tuple[str, int], dict[Unit, float]] = defaultdict(dict)
+    for row in results.evaluations:
+        if row.experiment == experiment:
+            unit = (experiment, row.split_seed, row.target)
+            for quantity, v in row.values.items():
+                values[(f"{row.label}.{quantity}", row.n)][unit] = v
+    return {key: Stat.of(list(vs.values()), list(vs)) for key, vs in values.items()}
 
 
 # --------------------------------------------------------------------------- metrics

@@ -50,6 +50,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
     "transferbench_plugins.evaluators",
+    "transferbench_plugins.scratch",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
