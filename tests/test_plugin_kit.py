@@ -93,6 +93,7 @@ def guide_plugin():
         ("register_checks", "check", "seeds_everywhere"),
         ("register_findings", "findings", "reset_demo"),
         ("register_data_transforms", "data_transform", "invert"),
+        ("register_evaluators", "evaluator", "weight_distance"),
     ],
 )
 def test_each_hook_of_the_guide_registers_its_class(guide_plugin, hook, kind, name):

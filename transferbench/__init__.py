@@ -42,6 +42,7 @@ from .errors import (
     TransferbenchError,
 )
 from .estimator import Estimator, LayerFeatures
+from .evaluator import EvalInputs, Evaluation, Evaluator
 from .executor import CohortProgressFn, Events, Executor, JobRunner, ProgressFn, cohort_units
 from .files import cached_dir
 from .findings import FindingResult, headroom, judge, unit_values
@@ -78,6 +79,9 @@ __all__ = [
     "DataTransform",
     "Difference",
     "Estimator",
+    "EvalInputs",
+    "Evaluation",
+    "Evaluator",
     "Events",
     "Executor",
     "Finding",

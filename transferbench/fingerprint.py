@@ -39,7 +39,7 @@ ESTIMATION_ENTRY = "estimation"
 #: that the training path imports none of them, so editing a statistic retrains nothing).
 REPORTING_MODULES: frozenset[str] = frozenset({
     "analysis", "convergence", "estimator_report", "jsonout", "observing", "paperdata", "plots", "recommend",
-    "regret", "report", "report_files", "results", "runreport", "scorecard", "validation",
+    "regret", "report", "report_files", "results", "runreport", "scorecard", "source_ranking", "validation",
 })
 
 _PACKAGE = Path(__file__).resolve().parent

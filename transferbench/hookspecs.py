@@ -74,3 +74,10 @@ def register_findings(register: Register) -> None:
 def register_data_transforms(register: Register) -> None:
     """Register :class:`~transferbench.DataTransform` classes by name: changes to a task's
     examples (``experiments[].transforms``), such as block-shuffled images."""
+
+
+@hookspec
+def register_evaluators(register: Register) -> None:
+    """Register :class:`~transferbench.Evaluator` classes by name: measurements of trained
+    networks made after training (``experiments[].evaluators``), such as the loss barrier on
+    the straight line between two networks' weights."""

@@ -19,6 +19,7 @@ from . import hookspecs
 from .claims import PaperFindings
 from .errors import PluginError
 from .estimator import Estimator
+from .evaluator import Evaluator
 from .executor import Executor
 from .interfaces import Architecture, DataSource, DataTransform, Plugin, TaskSplit, TransferProtocol
 from .observers import Observer
@@ -49,6 +50,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
     "transferbench_plugins.raghu2019",
+    "transferbench_plugins.lee2022",
+    "transferbench_plugins.kumar2022",
+    "transferbench_plugins.evaluators",
+    "transferbench_plugins.scratch",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party
@@ -68,6 +73,7 @@ KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "check": ("register_checks", ValidityCheck),
     "findings": ("register_findings", PaperFindings),
     "data_transform": ("register_data_transforms", DataTransform),
+    "evaluator": ("register_evaluators", Evaluator),
 }
 
 

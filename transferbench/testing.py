@@ -38,6 +38,7 @@ from torch import nn
 from .analysis import build_grids
 from .claims import Finding, PaperFindings
 from .estimator import Estimator, LayerFeatures
+from .evaluator import EvalInputs, Evaluation, Evaluator
 from .executor import Events, Executor, ProgressFn
 from .findings import FindingResult, judge
 from .interfaces import (
@@ -68,6 +69,7 @@ __all__ = [
     "check_data_source",
     "check_data_transform",
     "check_estimator",
+    "check_evaluator",
     "check_finding",
     "check_executor",
     "check_observer",
@@ -77,6 +79,7 @@ __all__ = [
     "check_split",
     "check_validity_check",
     "contract_classes",
+    "example_eval_inputs",
     "example_features",
     "example_results",
     "registered_plugins",
@@ -458,6 +461,62 @@ def check_estimator(estimator: type[Estimator] | Estimator, workdir: str | Path 
     _expect(cost is None or cost > 0, f"cost_flops must be positive or None, got {cost!r}")
 
 
+# --------------------------------------------------------------------------- evaluators
+
+
+def example_eval_inputs(classes: int = 3, seed: int = 0) -> EvalInputs:
+    """Made-up inputs for :func:`check_evaluator`: 24 held-out and 24 training examples of 8
+    features, ``classes`` classes, in two batches each."""
+    gen = torch.Generator().manual_seed(seed)
+    x, xt = torch.randn(24, 8, generator=gen), torch.randn(24, 8, generator=gen)
+    y, yt = torch.arange(24) % classes, torch.arange(24) % classes
+
+    def batches(inputs: torch.Tensor, labels: torch.Tensor) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+        return lambda: [(inputs[:12], labels[:12]), (inputs[12:], labels[12:])]
+
+    return EvalInputs(batches(x, y), batches(xt, yt), classes, torch.device("cpu"), seed)
+
+
+def _example_networks(count: int, classes: int = 3) -> list[nn.Module]:
+    nets: list[nn.Module] = []
+    for i in range(count):
+        torch.manual_seed(100 + i)
+        nets.append(nn.Sequential(nn.Linear(8, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, classes)).eval())
+    return nets
+
+
+def check_evaluator(evaluator: type[Evaluator] | Evaluator, workdir: str | Path | None = None) -> None:
+    """On ``arity`` small made-up networks (with BatchNorm) and made-up inputs: an
+    :class:`Evaluation` with one finite number for each of ``quantities`` (declared, unique)
+    and JSON-serialisable details, the networks left unchanged, and the same numbers again
+    for the same networks, inputs and seed."""
+    ev: Evaluator = build(evaluator, workdir, Evaluator)
+    _expect(ev.arity >= 1, f"arity must be at least 1, got {ev.arity}")
+    _expect(bool(ev.quantities) and len(set(ev.quantities)) == len(ev.quantities),
+            f"an evaluator declares its quantities, each once: {ev.quantities!r}")
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    nets = _example_networks(ev.arity)
+    before = [{k: v.clone() for k, v in n.state_dict().items()} for n in nets]
+    inputs = example_eval_inputs()
+    torch.set_rng_state(state)
+    got = ev.evaluate(nets, inputs)
+    _expect(isinstance(got, Evaluation), f"evaluate() returned {got!r}, not an Evaluation")
+    _expect(set(got.values) == set(ev.quantities), f"evaluate() returned {sorted(got.values)}, its quantities are "
+            f"{sorted(ev.quantities)}")
+    _expect(all(isinstance(v, float) and math.isfinite(v) for v in got.values.values()),
+            f"every value must be a finite float: {got.values}")
+    try:
+        json.dumps(got.details)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"details must be plain JSON data: {exc}") from None
+    for net, was in zip(nets, before):
+        _expect(all(torch.equal(v, was[k]) for k, v in net.state_dict().items()),
+                "evaluate() must not change the networks it is given")
+    torch.set_rng_state(state)
+    _expect(ev.evaluate(nets, inputs).values == got.values, "the same networks and inputs must give the same values")
+
+
 # --------------------------------------------------------------------------- observers
 
 
@@ -646,6 +705,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "check": check_validity_check,
     "findings": check_finding,
     "data_transform": check_data_transform,
+    "evaluator": check_evaluator,
 }
 
 
