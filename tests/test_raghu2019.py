@@ -187,6 +187,10 @@ def test_transfer_faster_for_every_verdict():
     fast = _judge(AnBplus=[(0.9, 10), (0.9, 20), (0.9, 10), (0.9, 10)])[TransferFaster.name]
     assert fast.verdict == "reproduced" and fast.effect is None and fast.scale == "the training run"
     assert "% of the training run" in fast.run and "n=7" in fast.run
+    from transferbench.report import _finding_lines
+
+    printed = "\n".join(_finding_lines(fast, ""))
+    assert "of the training run" in printed and "of headroom" not in printed  # the report prints its scale
     assert _judge(AnBplus=[(0.9, 80), (0.9, 90), (0.9, 80), (0.9, 90)])[TransferFaster.name].verdict == "contradicted"
     noisy = _judge(AnBplus=[(0.9, 10), (0.9, 100), (0.9, 20), (0.9, 90)])[TransferFaster.name]
     assert noisy.verdict == "inconclusive"
