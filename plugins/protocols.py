@@ -3,7 +3,8 @@ weights; LP-FT, a linear probe then fine-tuning (Kumar et al., ICLR 2022); and p
 n names one layer: surgical fine-tuning of layer n (Lee et al., ICLR 2023), with the source's
 classifier (``surgical``) or a new one (``surgical_head``), and re-initialising layer n
 (Zhang, Bengio and Singer, "Are all layers created equal?", JMLR 2022), trained or evaluated
-as they are."""
+as they are; and Mean Var Init (Raghu, Zhang, Kleinberg and Bengio, "Transfusion", NeurIPS
+2019): layers 1..n drawn from the source's per-tensor weight statistics, then all trained."""
 
 from __future__ import annotations
 
@@ -163,6 +164,18 @@ class RerandomizeEval(TransferProtocol[NoParams]):
         return ReinitEval(ReinitEvalParams(reset="random")).actions(n, num_layers)
 
 
+class MeanVar(TransferProtocol[NoParams]):
+    """Raghu et al. (2019)'s Mean Var Init: each parameter tensor of layers 1..n drawn i.i.d.
+    from a normal with the mean and std of the same tensor in the source's trained weights;
+    the layers above n keep the architecture's own initialisation; every layer is trained.
+    It keeps the scale of the source's weights and none of their features."""
+
+    description = "draw layers 1..n from the source's per-tensor weight mean and std, train all (Mean Var Init)"
+
+    def actions(self, n: int, num_layers: int) -> list[LayerAction]:
+        return [LayerAction(copy=i <= n, train=True, meanvar=i <= n) for i in range(1, num_layers + 1)]
+
+
 @hookimpl
 def register_protocols(register) -> None:
     register("frozen", Frozen)
@@ -174,3 +187,4 @@ def register_protocols(register) -> None:
     register("reinit", Reinit)
     register("reinit_eval", ReinitEval)
     register("rerandomize_eval", RerandomizeEval)
+    register("meanvar", MeanVar)

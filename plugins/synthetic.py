@@ -40,11 +40,26 @@ GENERATOR_VERSION = 1
 CACHE_ENV = "TRANSFERBENCH_CACHE"
 
 _SPLIT_STREAM = {"train": 1, "eval": 2}
+_OOD_STREAM = 3  # the out-of-distribution split's own stream: the other two are unchanged by it
 _CLASS_STREAM = 0xC1A55
 _STYLE_STREAM = 0x5791E
 
 
 # --------------------------------------------------------------------------- parameters
+
+
+class OodParams(BaseModel):
+    """How the out-of-distribution evaluation split draws the same classes differently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rotation: float = Field(
+        30.0, ge=0.0, le=180.0, description="degrees added to every image's pose (the whole composition "
+        "rotated by this much, clockwise or anticlockwise at random, on top of the usual jitter)")
+    hue_shift: float = Field(
+        0.25, ge=0.0, le=1.0, description="rotation of every colour (parts, clutter and background) around "
+        "the grey axis, as a fraction of the colour wheel (1/3: red to green, green to blue, blue to red)")
+    per_class: int | None = Field(None, ge=1, description="images per class (default: eval_per_class)")
 
 
 class SyntheticParams(BaseModel):
@@ -68,6 +83,10 @@ class SyntheticParams(BaseModel):
     noise: float = Field(
         0.04, ge=0.0, le=0.5, description="std of the pixel noise, in [0, 1] units"
     )
+    ood: OodParams | None = Field(
+        None, description="an out-of-distribution evaluation split (split `ood`): the same classes in other "
+        "poses and colours; every trained network is also evaluated on it (its record's ood_top1). It changes "
+        "no training, so it enters no job id")
     cache_dir: str | None = Field(
         None,
         description=f"cache root (default: ${CACHE_ENV} or ~/.cache/transferbench); "
@@ -322,9 +341,10 @@ def _pink_noise(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 def _instances(
     p: SyntheticParams, labels: np.ndarray, rng: np.random.Generator,
-    bank: _Bank, styles: list[_Style], classes: _Classes,
+    bank: _Bank, styles: list[_Style], classes: _Classes, turn: float = 0.0,
 ) -> _Slots:
-    """Sample every image's pose: a jittered copy of its class's parts plus distractors."""
+    """Sample every image's pose: a jittered copy of its class's parts plus distractors;
+    ``turn`` (radians) is added to every composition's rotation, with a random sign."""
     n, k, d, j = len(labels), p.parts_per_class, p.distractors, p.jitter
     sup = classes.superclass[labels]
     quantise = np.array([s.quantise for s in styles])[sup]
@@ -333,6 +353,8 @@ def _instances(
     shift = rng.uniform(-0.45 * j, 0.45 * j, (n, 1, 2)).astype(np.float32)
     scale = np.exp(rng.normal(0.0, 0.09 * j, (n, 1))).astype(np.float32)
     rot = rng.normal(0.0, 0.15 * j, (n, 1)).astype(np.float32)
+    if turn:  # drawn only for the OOD split, so the other splits' streams are as before
+        rot = rot + (turn * rng.choice([-1.0, 1.0], (n, 1))).astype(np.float32)
     cos, sin = np.cos(rot), np.sin(rot)
     rel = classes.pos[labels] + rng.normal(0.0, 0.04 * j, (n, k, 2)).astype(np.float32)
     px = (rel[..., 0] * cos - rel[..., 1] * sin) * scale + shift[..., 0]
@@ -408,21 +430,40 @@ def _render_chunk(
     return img
 
 
+def hue_rotation(fraction: float) -> np.ndarray:
+    """The 3x3 matrix that rotates RGB colours around the grey axis by ``fraction`` of the
+    colour wheel (greys stay grey; 1/3 maps red to green, green to blue, blue to red)."""
+    a = 2 * np.pi * fraction
+    c, s, third = np.cos(a), np.sin(a) / np.sqrt(3.0), (1 - np.cos(a)) / 3
+    return np.array([[c + third, third - s, third + s],
+                     [third + s, c + third, third - s],
+                     [third - s, third + s, c + third]], dtype=np.float32)
+
+
 def render_split(p: SyntheticParams, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Generate one split: uint8 images (N, 3, H, W) and int64 labels (N,).
 
     Pure and deterministic: the same parameters always give the same arrays. The class
     definitions come from the seed alone; each split draws its images from its own stream.
+    ``ood`` (with ``p.ood`` set) draws the eval split's classes from a third stream, every
+    composition turned by ``p.ood.rotation`` and every colour rotated by ``p.ood.hue_shift``.
     """
-    if split not in _SPLIT_STREAM:
-        raise DataError(f"synthetic: unknown split {split!r}; expected 'train' or 'eval'")
+    if split not in _SPLIT_STREAM and not (split == "ood" and p.ood is not None):
+        raise DataError(f"synthetic: unknown split {split!r}; expected 'train' or 'eval'"
+                        + (" (or 'ood', with the setting ood)" if split == "ood" else ""))
     bank = _make_bank(p.seed)
     styles = _make_styles(p.seed, p.num_superclasses, bank)
     classes = _make_classes(p, bank, styles)
+    ood = p.ood if split == "ood" else None
     per_class = p.train_per_class if split == "train" else p.eval_per_class
+    if ood is not None and ood.per_class:
+        per_class = ood.per_class
     labels = np.repeat(np.arange(p.num_classes), per_class)
-    rng = np.random.default_rng([p.seed, _SPLIT_STREAM[split]])
-    slots = _instances(p, labels, rng, bank, styles, classes)
+    rng = np.random.default_rng([p.seed, _OOD_STREAM if ood else _SPLIT_STREAM[split]])
+    slots = _instances(p, labels, rng, bank, styles, classes, np.radians(ood.rotation) if ood else 0.0)
+    hue = hue_rotation(ood.hue_shift) if ood and ood.hue_shift else None
+    if hue is not None:
+        slots.colour = slots.colour @ hue.T
 
     n, size, j = len(labels), p.image_size, p.jitter
     style_idx = classes.superclass[labels]
@@ -431,6 +472,8 @@ def render_split(p: SyntheticParams, split: str) -> tuple[np.ndarray, np.ndarray
     backgrounds = np.stack([s.background for s in styles])
     bg = backgrounds[style_idx, rng.integers(0, backgrounds.shape[1], n)]
     bg = bg + rng.normal(0.0, 0.04 * j, (n, 3))
+    if hue is not None:
+        bg = bg @ hue.T
     grad_dir = rng.uniform(0, 2 * np.pi, n)
     grad_amp = rng.uniform(0.0, 0.15, n)
     field = _pink_noise(rng, n, size)
@@ -464,7 +507,7 @@ def render_split(p: SyntheticParams, split: str) -> tuple[np.ndarray, np.ndarray
 def cache_key(p: SyntheticParams) -> str:
     """A short hash of everything that changes the generated data (not the cache root)."""
     payload = json.dumps(
-        {"version": GENERATOR_VERSION, **p.model_dump(exclude={"cache_dir"})}, sort_keys=True
+        {"version": GENERATOR_VERSION, **p.model_dump(exclude={"cache_dir", "ood"})}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -534,7 +577,7 @@ def build_cache(p: SyntheticParams) -> Path:
                     x = images.astype(np.float32) / 255.0
                     stats = {"mean": x.mean(axis=(0, 2, 3)).tolist(), "std": x.std(axis=(0, 2, 3)).tolist()}
                 _to_dataset(images, labels).save_to_disk(str(tmp / split))
-        meta = {"generator_version": GENERATOR_VERSION, "params": p.model_dump(exclude={"cache_dir"}),
+        meta = {"generator_version": GENERATOR_VERSION, "params": p.model_dump(exclude={"cache_dir", "ood"}),
                 "normalization": stats}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -557,8 +600,16 @@ class SyntheticDataSource(DataSource[SyntheticParams]):
     location_params = ("cache_dir",)
 
     def identity(self) -> dict[str, Any]:
-        """The params that shape the images, and the generator's version (not the cache folder)."""
-        return {**super().identity(), "generator_version": GENERATOR_VERSION}
+        """The params that shape the training and eval images, and the generator's version (not
+        the cache folder). ``ood`` is left out: a job id names the network (what trained it, on
+        what, and its in-distribution evaluation); the OOD split is one more evaluation of that
+        same network, which changes nothing it learns."""
+        ident = {**super().identity(), "generator_version": GENERATOR_VERSION}
+        ident.pop("ood", None)
+        return ident
+
+    def has_ood(self) -> bool:
+        return self.params.ood is not None
 
     def __init__(self, params: SyntheticParams | None = None) -> None:
         super().__init__(params)
@@ -594,6 +645,10 @@ class SyntheticDataSource(DataSource[SyntheticParams]):
         return cache_path(self.params)
 
     def load(self, split: str) -> Any:
+        if split == "ood" and self.params.ood is not None:
+            if split not in self._datasets:  # small (eval-sized) and quick to draw: rendered in memory
+                self._datasets[split] = _to_dataset(*render_split(self.params, split))
+            return self._datasets[split]
         if split not in _SPLIT_STREAM:
             raise DataError(f"synthetic: unknown split {split!r}; expected 'train' or 'eval'")
         if split not in self._datasets:

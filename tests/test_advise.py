@@ -9,7 +9,17 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_config
-from transferbench.advise import SOURCES, SWEEP, advise, read_sweep_plan, train_flops
+from transferbench.advise import (
+    ADVICE,
+    AUTO_RGN,
+    PRUNED,
+    SOURCES,
+    SWEEP,
+    TRANSRATE,
+    advise,
+    read_sweep_plan,
+    train_flops,
+)
 from transferbench.api import prepare
 from transferbench.cli import main
 from transferbench.errors import ConfigError
@@ -71,8 +81,23 @@ def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, t
     printed = capsys.readouterr().out
     assert "regret against the sweep's best regime" in printed and "fine-tune everything" in printed
     assert "Target (mean regret <= 1.0 point" in printed
+    for row in (AUTO_RGN, TRANSRATE, PRUNED):
+        assert row in printed
     first = json.loads((out / "advice.json").read_text())
     assert (out / SWEEP / "plan.json").is_file() and (out / SOURCES / "plan.json").is_file()
+    # each selector chose by its own signal, among the regimes the sweep has
+    (rgn,), (transrate,), (pruned,) = (first["selectors"][name] for name in (AUTO_RGN, TRANSRATE, PRUNED))
+    assert rgn["choice"] == "surgical k=3" and len(rgn["signal"]) == 4  # the sweep's one k; an RGN per layer
+    assert transrate["choice"] == "frozen n=3" and list(transrate["signal"]) == ["3"]  # the sweep's one frozen n
+    assert 0 < rgn["flops"] < first["units"][0]["sweep_flops"] and pruned["flops"] > 0
+
+    # --json: the same run as one document on stdout (the sweep is resumed, not retrained)
+    assert main(["recommend", str(path), "--out", str(out), "--validate", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["format"] == "transferbench.recommend/1" and doc["advice"]["units"] == first["units"]
+    assert [r["advice"] for r in doc["validation"]["t"]][:4] == [ADVICE, PRUNED, AUTO_RGN, TRANSRATE]
+    assert doc["targets"][0]["units"][0]["choice"] == first["units"][0]["choice"]
+    assert any(line.startswith("Target (mean regret") for line in doc["verdict"])
 
     # every result of the sweep poisoned, every read of any store spied on: the advice again
     for record in (out / SWEEP / "records").glob("*.json"):
@@ -93,6 +118,7 @@ def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, t
     again = advise(prepared, sweep, out, Console(quiet=True))
     assert read and set(read) <= sources, "the advice read a network that is not a source"
     assert json.loads((out / "advice.json").read_text())["units"] == first["units"]
+    assert json.loads((out / "advice.json").read_text())["selectors"] == first["selectors"]
     assert again.choice[("t", 0, "B")] == Regime(*_parse(first["units"][0]["choice"]))
     # the spy sees a read of the sweep when there is one
     from transferbench.advise import Costs, sweeps_of

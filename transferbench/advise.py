@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -48,13 +48,16 @@ from .context import TrainContext
 from .devices import resolve_device
 from .engine import run_plan
 from .errors import ConfigError, TrainingFailed
+from .estimator import Estimator
 from .files import atomic_write_text
 from .jobs import Job
 from .network import build_meta, input_shape, start_step
 from .plan import Plan
+from .plugins import get_registry
 from .reading import ProtocolReading
-from .regret import Advice, Regime, RegretRow, Sweep, heuristics, overall, regret
+from .regret import HEURISTICS, Advice, Regime, RegretRow, Sweep, heuristics, overall, regret
 from .schedule import TrainingLength
+from .selectors import best_layer, layer_scores, source_rgn
 from .sources import load_state
 from .stats import Difference, over_units
 from .store import RunStore
@@ -77,6 +80,27 @@ RUNGS = (1 / 16, 1 / 4)
 
 #: How many regimes of the first rung go on to the second.
 KEEP = 3
+
+#: The rows of a validation besides the advice and the fixed heuristics.
+ADVICE = "advice (short trainings)"
+AUTO_RGN = "Auto-RGN (surgical k of the largest RGN)"
+TRANSRATE = "TransRate (frozen n of the highest TransRate)"
+PRUNED = "advice, kNN-pruned (short trainings)"
+
+#: The estimator whose layer-n curve picks TransRate's n.
+TRANSRATE_ESTIMATOR = "transrate"
+
+#: The estimator-informed advice (:data:`PRUNED`): the advice's successive halving over the
+#: regimes left after :func:`prune`, which drops the frozen regimes deeper than the layer
+#: where this estimator's curve (the source's layer-n features on the target, held-out
+#: top-1 of a kNN vote among the training examples) peaks. Fixed before its first
+#: validation: kNN because its score is an accuracy on the target, the quantity a frozen
+#: regime's upper layers start from, and cheap (no fitting); "deeper than the peak" because a
+#: frozen layer whose features score lower than a layer below it freezes features less
+#: useful to the target (Yosinski et al.'s specificity) than a shallower cut would. It only
+#: removes candidates, so it can only save compute and change the choice when the advice
+#: would have kept a pruned regime.
+PRUNE_ESTIMATOR = "knn"
 
 Unit = tuple[str, int, str]  # (experiment, split seed, target half), as analysis.Unit
 
@@ -279,6 +303,23 @@ def _shortened(config: Config, fraction: float) -> Config:
 # --------------------------------------------------------------------------- the advice
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What a selector without short trainings (or the pruned advice) chose in one unit.
+
+    Attributes:
+        regime: its choice.
+        flops: what it spent: its signal (gradients, features, the estimator's arithmetic, or
+            short trainings) and one full training of its choice.
+        signal: what it read, for the record: layer -> RGN or score (empty for the pruned
+            advice's trainings, which are in ``probes``).
+    """
+
+    regime: Regime
+    flops: float
+    signal: dict[int, float] = field(default_factory=dict)
+
+
 @dataclass
 class AdviceResult:
     """What the advice did in every unit.
@@ -289,6 +330,8 @@ class AdviceResult:
         spent: unit -> the FLOPs it spent (its short trainings and the full one).
         sweep_cost: unit -> the FLOPs the sweep spends there.
         probes: every short training: unit, regime, fraction of the length, top-1, FLOPs.
+        selections: row name (:data:`AUTO_RGN`, :data:`TRANSRATE`, :data:`PRUNED`) -> unit
+            -> its :class:`Selection`.
     """
 
     choice: dict[Unit, Regime] = field(default_factory=dict)
@@ -296,23 +339,126 @@ class AdviceResult:
     spent: dict[Unit, float] = field(default_factory=dict)
     sweep_cost: dict[Unit, float] = field(default_factory=dict)
     probes: list[dict[str, Any]] = field(default_factory=list)
+    selections: dict[str, dict[Unit, Selection]] = field(default_factory=dict)
 
     def expected(self, target: str) -> Difference:
         """The top-1 its choices reached in ``target``'s units, with the interval over them."""
         return over_units(v for u, v in self.accuracy.items() if u[0] == target)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": "transferbench.advice/1", "rungs": list(RUNGS), "keep": KEEP,
+        return {"format": "transferbench.advice/2", "rungs": list(RUNGS), "keep": KEEP,
                 "units": [{"unit": list(u), "choice": str(r), "top1": self.accuracy[u], "flops": self.spent[u],
                            "sweep_flops": self.sweep_cost[u]} for u, r in self.choice.items()],
+                "selectors": {name: [{"unit": list(u), "choice": str(s.regime), "flops": s.flops,
+                                      "signal": {str(k): v for k, v in s.signal.items()}}
+                                     for u, s in by_unit.items()]
+                              for name, by_unit in self.selections.items()},
                 "probes": self.probes}
+
+
+class _Probes:
+    """The short trainings of one unit, each trained once whichever halving asks for it."""
+
+    def __init__(self, contexts: dict[float, TrainContext], state: dict[str, torch.Tensor] | None, costs: Costs,
+                 unit: Unit, log: list[dict[str, Any]]) -> None:
+        self.contexts, self.state, self.costs, self.unit, self.log = contexts, state, costs, unit, log
+        self.done: dict[tuple[Regime, float], float | None] = {}
+
+    def top1(self, c: Candidate, rung: int, fraction: float) -> float | None:
+        key = (c.regime, fraction)
+        if key not in self.done:
+            try:
+                record, _ = train_job(c.job, self.contexts[fraction], self.state if c.job.kind == "transfer" else None)
+                self.done[key] = record.top1
+            except TrainingFailed:  # diverged: the regime is out (recorded as such)
+                self.done[key] = None
+            self.log.append({"unit": list(self.unit), "regime": str(c.regime), "rung": rung, "fraction": fraction,
+                             "top1": self.done[key], "flops": self.costs.of(c.job, fraction)})
+        return self.done[key]
+
+
+def _halving(pool: list[Candidate], probes: _Probes, costs: Costs) -> tuple[Candidate, float]:
+    """Successive halving over ``pool`` (:data:`RUNGS`, :data:`KEEP`): the choice, and the
+    FLOPs of its short trainings (each counted, even when another halving trained it first)."""
+    spent = 0.0
+    for rung, fraction in enumerate(RUNGS):
+        scores: dict[Regime, float] = {}
+        for c in pool:
+            top1 = probes.top1(c, rung, fraction)
+            spent += costs.of(c.job, fraction)
+            scores[c.regime] = -1.0 if top1 is None else top1
+        ranked = sorted(pool, key=lambda c: (-scores[c.regime], costs.of(c.job), c.regime))
+        pool = ranked[:KEEP] if rung == 0 else ranked[:1]
+    return pool[0], spent
+
+
+def _estimators() -> dict[str, Estimator]:
+    """The estimators the selectors read (:data:`TRANSRATE_ESTIMATOR`, :data:`PRUNE_ESTIMATOR`),
+    with their default settings, resolved by name here (the edge)."""
+    registry = get_registry()
+    out: dict[str, Estimator] = {}
+    for name in (TRANSRATE_ESTIMATOR, PRUNE_ESTIMATOR):
+        factory = registry.get("estimator", name).factory
+        out[name] = cast("Estimator", factory(factory.Params()))
+    return out
+
+
+def _selections(ctx: TrainContext, pool: list[Candidate], state: dict[str, torch.Tensor] | None, costs: Costs,
+                estimators: dict[str, Estimator]) -> tuple[dict[str, Selection], dict[int, float], float]:
+    """Auto-RGN's and TransRate's choices in one unit; the :data:`PRUNE_ESTIMATOR` curve (for
+    the pruned advice; empty when the sweep has no frozen regime) and its FLOPs. A selector
+    whose regimes the sweep lacks (no surgical, no frozen) or that has no source network is
+    left out."""
+    out: dict[str, Selection] = {}
+    if state is None:
+        return out, {}, 0.0
+    total = costs.prefix[-1] * 1e9
+    surgical = sorted((c for c in pool if c.regime.kind == "surgical"), key=lambda c: c.regime.n)
+    if surgical:
+        rgn, examples = source_rgn(ctx, surgical[0].job, state)
+        k = best_layer({i + 1: v for i, v in enumerate(rgn)}, (c.regime.n for c in surgical))
+        best = next(c for c in surgical if c.regime.n == k)
+        # forward and backward (twice the forward) through the whole network, per example
+        out[AUTO_RGN] = Selection(best.regime, examples * 3 * total + costs.of(best.job),
+                                  {i + 1: v for i, v in enumerate(rgn)})
+    frozen = sorted((c for c in pool if c.regime.kind == "frozen"), key=lambda c: c.regime.n)
+    if not frozen:
+        return out, {}, 0.0
+    ns = [c.regime.n for c in frozen]
+    curves = layer_scores(ctx, frozen[-1].job, state, ns, estimators)
+    transrate = curves.scores[TRANSRATE_ESTIMATOR]
+    n = best_layer(transrate, ns)
+    best = next(c for c in frozen if c.regime.n == n)
+    features = math.fsum(costs.prefix[n] for n in ns) * 1e9
+    arithmetic = math.fsum(estimators[TRANSRATE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
+                                                                       surgical[0].job.num_classes if surgical
+                                                                       else frozen[0].job.num_classes) or 0.0
+                           for n in ns)
+    out[TRANSRATE] = Selection(best.regime, curves.n_train * features + arithmetic + costs.of(best.job), transrate)
+    knn = curves.scores[PRUNE_ESTIMATOR]
+    knn_cost = math.fsum(estimators[PRUNE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
+                                                                frozen[0].job.num_classes) or 0.0 for n in ns)
+    return out, knn, (curves.n_train + curves.n_eval) * features + knn_cost
+
+
+def prune(pool: Sequence[Candidate], curve: Mapping[int, float]) -> list[Candidate]:
+    """The pruned advice's candidates: ``pool`` without the frozen regimes deeper than the
+    layer where ``curve`` (the source's layer-n :data:`PRUNE_ESTIMATOR` score on the
+    target) peaks (ties: the deepest): freezing a layer whose features score below a lower
+    layer's keeps the less transferable ones (see :data:`PRUNE_ESTIMATOR`)."""
+    if not curve:
+        return list(pool)
+    peak = best_layer(curve, curve, ties="deeper")
+    return [c for c in pool if not (c.regime.kind == "frozen" and c.regime.n > peak)]
 
 
 def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console) -> AdviceResult:
     """The advice in every unit of ``sweep`` (see the module's docstring). The source networks
     are trained into ``run_dir/sources`` (resumed from there), a run directory of their own
     that no sweep network enters; the advice reads nothing else, and writes
-    ``run_dir/advice.json``."""
+    ``run_dir/advice.json``. Beside it, the selectors that train nothing (Auto-RGN,
+    TransRate) and the pruned advice (:func:`prune`) choose in every unit, from the same
+    source networks and the target's data."""
     config, components = prepared.config, prepared.components
     keep_sources = config.model_copy(update={"output": config.output.model_copy(update={"checkpoints": "all"})})
     run_plan(keep_sources, components, sweep.sources_plan(), run_dir / SOURCES, console)
@@ -320,27 +466,13 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
     device = resolve_device(config.device)
     costs = Costs(config, components, sweep)
     contexts = {f: TrainContext(_shortened(config, f), components, device) for f in (*RUNGS, 1.0)}
+    estimators = _estimators()
     result = AdviceResult()
     for unit in sweep.units:
         state = sweep.source_state(unit, store)
         pool = sweep.of(unit)
-        spent = 0.0
-        for rung, fraction in enumerate(RUNGS):
-            scores: dict[Regime, float] = {}
-            for c in pool:
-                try:
-                    record, _ = train_job(c.job, contexts[fraction], state if c.job.kind == "transfer" else None)
-                    top1: float | None = record.top1
-                except TrainingFailed:  # diverged: the regime is out (recorded as such)
-                    top1 = None
-                flops = costs.of(c.job, fraction)
-                spent += flops
-                scores[c.regime] = -1.0 if top1 is None else top1
-                result.probes.append({"unit": list(unit), "regime": str(c.regime), "rung": rung,
-                                      "fraction": fraction, "top1": top1, "flops": flops})
-            ranked = sorted(pool, key=lambda c: (-scores[c.regime], costs.of(c.job), c.regime))
-            pool = ranked[:KEEP] if rung == 0 else ranked[:1]
-        chosen = pool[0]
+        probes = _Probes(contexts, state, costs, unit, result.probes)
+        chosen, spent = _halving(pool, probes, costs)
         record, _ = train_job(chosen.job, contexts[1.0], state if chosen.job.kind == "transfer" else None)
         spent += costs.of(chosen.job)
         result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
@@ -348,6 +480,15 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
         console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}, top-1 "
                       f"{100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of the "
                       "sweep's compute")
+        selected, curve, curve_cost = _selections(contexts[1.0], pool, state, costs, estimators)
+        if curve:
+            # the pruned advice: its own halving (the short trainings the advice already ran are
+            # not run again, but counted), its choice's full training counted, not repeated (the
+            # same seeded job as the sweep's network of that regime)
+            mine, short = _halving(prune(pool, curve), probes, costs)
+            selected[PRUNED] = Selection(mine.regime, curve_cost + short + costs.of(mine.job), curve)
+        for name, selection in selected.items():
+            result.selections.setdefault(name, {})[unit] = selection
     atomic_write_text(run_dir / "advice.json", json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
@@ -371,6 +512,17 @@ def sweeps_of(sweep: SweepPlan, store: RunStore, costs: Costs) -> list[Sweep]:
     return out
 
 
+def selector_advice(selections: Mapping[str, Mapping[Unit, Selection]], units: Sequence[Unit]) -> list[Advice]:
+    """The pruned advice, Auto-RGN and TransRate as :class:`~transferbench.regret.Advice` in
+    ``units`` (those it chose in every one of them)."""
+    out = []
+    for name in (PRUNED, AUTO_RGN, TRANSRATE):
+        by_unit = selections.get(name, {})
+        if units and all(u in by_unit for u in units):
+            out.append(Advice(name, {u: by_unit[u].regime for u in units}, {u: by_unit[u].flops for u in units}))
+    return out
+
+
 def validate(prepared: Prepared, sweep: SweepPlan, advice: AdviceResult, run_dir: Path, console: Console
              ) -> dict[str, list[RegretRow]]:
     """Run the sweep into ``run_dir/sweep`` and compute every row: target -> the advice, then
@@ -380,9 +532,8 @@ def validate(prepared: Prepared, sweep: SweepPlan, advice: AdviceResult, run_dir
     tables: dict[str, list[RegretRow]] = {}
     for s in sweeps_of(sweep, RunStore(run_dir / SWEEP), costs):
         units = cast("list[Unit]", s.units)
-        mine = Advice("advice (short trainings)", {u: advice.choice[u] for u in units},
-                      {u: advice.spent[u] for u in units})
-        tables[s.target] = [regret(s, a) for a in (mine, *heuristics(s))]
+        mine = Advice(ADVICE, {u: advice.choice[u] for u in units}, {u: advice.spent[u] for u in units})
+        tables[s.target] = [regret(s, a) for a in (mine, *selector_advice(advice.selections, units), *heuristics(s))]
     by_name: dict[str, list[RegretRow]] = {}
     for rows in list(tables.values()):
         for r in rows:
@@ -392,21 +543,30 @@ def validate(prepared: Prepared, sweep: SweepPlan, advice: AdviceResult, run_dir
 
 
 def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
-    """The plain sentences under the table: the issue's target, and the heuristics the advice
-    does not beat (by mean regret)."""
+    """The plain sentences under the table: the issue's target for the advice (and the pruned
+    advice), the fixed heuristics the advice does not beat (by mean regret), and where each
+    selector without short trainings stands against the advice."""
     advice, others = rows[0], rows[1:]
-    met = advice.regret.value <= 1.0 and advice.fraction <= 0.2
-    out = [f"Target (mean regret <= 1.0 point at <= 20% of the sweep's compute): "
-           f"{'met' if met else 'NOT met'} (mean regret {advice.regret.value:.2f} points, "
-           f"{100 * advice.fraction:.1f}% of the compute)."]
-    fixed = [r for r in others if not r.reads_sweep]
-    lost = [r.advice for r in fixed if r.regret.value <= advice.regret.value]
+    out = []
+    for r in (advice, *(r for r in others if r.advice == PRUNED)):
+        met = r.regret.value <= 1.0 and r.fraction <= 0.2
+        out.append(f"Target (mean regret <= 1.0 point at <= 20% of the sweep's compute), {r.advice}: "
+                   f"{'met' if met else 'NOT met'} (mean regret {r.regret.value:.2f} points, "
+                   f"{100 * r.fraction:.1f}% of the compute).")
+    fixed = [r for r in others if r.advice in HEURISTICS or r.reads_sweep]
+    lost = [r.advice for r in fixed if not r.reads_sweep and r.regret.value <= advice.regret.value]
     if lost:
         out.append(f"The advice does NOT beat every fixed heuristic: {', '.join(lost)} "
                    "had a mean regret as low or lower.")
     else:
         out.append("The advice has a lower mean regret than every fixed heuristic (means; the intervals say "
                    "whether the differences are beyond noise).")
+    for r in others:
+        if r.advice in (AUTO_RGN, TRANSRATE, PRUNED):
+            side = ("lower than" if r.regret.value < advice.regret.value
+                    else "higher than" if r.regret.value > advice.regret.value else "equal to")
+            out.append(f"{r.advice}: mean regret {r.regret.value:.2f} points at {100 * r.fraction:.1f}% of the "
+                       f"compute, {side} the advice's.")
     return out
 
 
@@ -419,3 +579,36 @@ def table_rows(rows: Sequence[RegretRow]) -> list[list[str]]:
         chose = ", ".join(f"{regime} x{count}" for regime, count in sorted(r.choices.items(), key=lambda kv: -kv[1]))
         out.append([r.advice, f"{d.value:+.2f}", ci, str(d.units), f"{100 * r.fraction:.1f}%", chose])
     return out
+
+
+def _difference_json(d: Difference) -> dict[str, Any]:
+    return {"value": d.value, "ci_low": d.ci_low, "ci_high": d.ci_high, "units": d.units}
+
+
+def row_json(r: RegretRow) -> dict[str, Any]:
+    """One row of a regret table: what ``recommend --json`` prints for it (regret in points)."""
+    return {"advice": r.advice, "regret": _difference_json(r.regret), "fraction": r.fraction,
+            "choices": {str(k): v for k, v in sorted(r.choices.items())}, "reads_sweep": r.reads_sweep,
+            "per_unit": [{"unit": list(u) if isinstance(u, tuple) else u, "regret": v}
+                         for u, v in r.per_unit.items()]}
+
+
+def recommend_json(sweep: SweepPlan, advice: AdviceResult, tables: Mapping[str, Sequence[RegretRow]] | None
+                   ) -> dict[str, Any]:
+    """``transferbench recommend --json``: what the command prints, as one document
+    (docs/json-output.md): per target the advice's choice in each unit, its expected top-1
+    with its interval and its compute against the sweep's; with ``--validate`` every table
+    and the sentences under the overall one."""
+    targets = []
+    for target in sweep.targets():
+        units = [u for u in advice.choice if u[0] == target]
+        spent, full = math.fsum(advice.spent[u] for u in units), math.fsum(advice.sweep_cost[u] for u in units)
+        targets.append({"target": target,
+                        "units": [{"unit": list(u), "choice": str(advice.choice[u]), "top1": advice.accuracy[u]}
+                                  for u in units],
+                        "expected_top1": _difference_json(advice.expected(target)),
+                        "flops": spent, "sweep_flops": full, "fraction": spent / full if full else None})
+    return {"format": "transferbench.recommend/1", "targets": targets, "advice": advice.to_json(),
+            "validation": None if tables is None else {t: [row_json(r) for r in rows] for t, rows in tables.items()},
+            "verdict": None if tables is None else verdict_lines(tables["all"])}
+

@@ -32,7 +32,8 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from .results import ResultRow, RunResults, check_metric
+from .convergence import Curve, steps_to_fraction
+from .results import OOD_METRIC, ResultRow, RunResults, check_metric
 from .stats import Difference, Stability, over_units, paired, stability, welch
 
 __all__ = [
@@ -190,6 +191,12 @@ class Grid:
             finding locates its treatments by, whatever the config named them).
         measures: (``<label>.<quantity>``, n) -> an evaluator's number over the units
             (``experiments[].evaluators``; one evaluation per unit and n).
+        curves: (treatment, n) -> unit -> the evaluation curve of each of that unit's
+            networks (from the records' histories; empty for the paper's networks): what
+            convergence speed is read from (:meth:`unit_speed`).
+        ood: the same experiment under the out-of-distribution metric (``ood_top1``), when
+            its networks were evaluated on such a split and this grid's metric is another:
+            what a finding comparing in- and out-of-distribution accuracy reads.
     """
 
     experiment: str
@@ -211,6 +218,8 @@ class Grid:
     classes: dict[str, int] = field(default_factory=dict)
     protocols: dict[str, str | None] = field(default_factory=dict)
     measures: dict[tuple[str, int], Stat] = field(default_factory=dict)
+    curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = field(default_factory=dict, repr=False)
+    ood: Grid | None = None
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -277,7 +286,7 @@ class Grid:
 
     def resampled(self, draw: Sequence[Hashable]) -> Grid:
         """The grid of the units ``draw`` names, each as often as it is named (a bootstrap
-        resample): the i-th draw of unit u becomes unit (u, i) in every cell and measure, so
+        resample): the i-th draw of unit u becomes unit (u, i) in every cell, measure and curve, so
         they stay paired by unit."""
         def resample(stats: dict[tuple[str, int], Stat]) -> dict[tuple[str, int], Stat]:
             out = {}
@@ -287,7 +296,18 @@ class Grid:
                     out[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
             return out
 
-        return replace(self, cells=resample(self.cells), measures=resample(self.measures))
+        curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = {
+            key: {(u, i): by_unit[u] for i, u in enumerate(draw) if u in by_unit}
+                  for key, by_unit in self.curves.items()}
+        return replace(self, cells=resample(self.cells), measures=resample(self.measures), curves=curves,
+                       ood=self.ood.resampled(draw) if self.ood else None)
+
+    def unit_speed(self, treatment: str, n: int, fraction: float = 0.9) -> dict[Hashable, float]:
+        """Per unit, the steps ``treatment``'s network at ``n`` took to reach ``fraction`` of its
+        final accuracy, as a fraction of the steps it trained (0 fast, 1 only at the end; the mean
+        of the unit's networks): convergence speed, one value per independent unit."""
+        return {u: math.fsum(steps_to_fraction(c, fraction) / c.total for c in cs) / len(cs)
+                for u, cs in self.curves.get((treatment, n), {}).items() if cs}
 
     def networks(self, treatment: str, layers: Iterable[int]) -> int:
         """How many networks of ``treatment`` fill the given layers."""
@@ -308,6 +328,14 @@ def _equal_halves(rows: Sequence[ResultRow]) -> bool:
     return sizes["A"] == sizes["B"]
 
 
+def _curve(results: RunResults, job_id: str) -> Curve | None:
+    """The evaluation curve of a finished network's record, if it has one."""
+    rec = results.records.get(job_id)
+    if rec is None or not rec.ok or not rec.history:
+        return None
+    return Curve.of(((h.step, h.top1) for h in rec.history), rec.steps)
+
+
 def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = None) -> list[Grid]:
     """Group a run's rows into one :class:`Grid` per experiment.
 
@@ -326,42 +354,9 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         by_exp[row.experiment].append(row)
     grids = []
     for experiment, rows in by_exp.items():
-        equal = _equal_halves(rows)
-        exchangeable = results.exchangeable.get(experiment, True)
-        # a split by meaning (one superclass against another) keeps its directions apart
-        pooled = (equal and exchangeable) if pool is None else pool
-        grid = Grid(experiment, rows[0].split, metric, pooled, num_layers=results.num_layers,
-                    equal_halves=equal, exchangeable=exchangeable)
-        grid.pending = len({r.job_id for r in rows if r.status == "pending"})
-        grid.failed = len({r.job_id for r in rows if r.status == "failed"})
-        grid.seeds = sorted({r.split_seed for r in rows})
-        # A job may fill several cells of one experiment; each network counts once per cell.
-        values: dict[tuple[str, int], dict[str, tuple[float, Unit]]] = defaultdict(dict)
-        order: list[str] = []
-        for row in rows:
-            name = POOL.get(row.treatment, row.treatment) if pooled else row.treatment
-            if name != row.treatment:
-                grid.merged.add(row.treatment)
-            if name not in order:
-                order.append(name)
-            if _is_base(row):
-                grid.bases.add(name)
-            target = _target_of(row.treatment, row)
-            if pooled and row.treatment in POOL:
-                target = "B"
-            grid.targets.setdefault(name, target)
-            grid.sources.setdefault(name, None if _is_base(row) else _source_of(name, row))
-            if row.num_classes:
-                grid.classes.setdefault(name, row.num_classes)
-            grid.protocols.setdefault(name, row.protocol)
-            value = row.value(metric)
-            if value is not None:
-                unit = (experiment, row.split_seed, _target_of(row.treatment, row) or "")
-                values[(name, row.n)][row.job_id] = (value, unit)
-        grid.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()])
-                      for key, vs in values.items()}
-        grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
-        grid.measures = _measures(results, experiment)
+        grid = _grid(experiment, rows, results, metric, pool)
+        if metric != OOD_METRIC and any(r.ood_top1 is not None for r in rows):
+            grid.ood = _grid(experiment, rows, results, OOD_METRIC, pool)
         grids.append(grid)
     return grids
 
@@ -375,6 +370,53 @@ def _measures(results: RunResults, experiment: str) -> dict[tuple[str, int], Sta
             for quantity, v in row.values.items():
                 values[(f"{row.label}.{quantity}", row.n)][unit] = v
     return {key: Stat.of(list(vs.values()), list(vs)) for key, vs in values.items()}
+
+
+def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metric: str,
+          pool: bool | None) -> Grid:
+    """One experiment's rows as a :class:`Grid` of ``metric``."""
+    equal = _equal_halves(rows)
+    exchangeable = results.exchangeable.get(experiment, True)
+    # a split by meaning (one superclass against another) keeps its directions apart
+    pooled = (equal and exchangeable) if pool is None else pool
+    grid = Grid(experiment, rows[0].split, metric, pooled, num_layers=results.num_layers,
+                equal_halves=equal, exchangeable=exchangeable)
+    grid.pending = len({r.job_id for r in rows if r.status == "pending"})
+    grid.failed = len({r.job_id for r in rows if r.status == "failed"})
+    grid.seeds = sorted({r.split_seed for r in rows})
+    # A job may fill several cells of one experiment; each network counts once per cell.
+    values: dict[tuple[str, int], dict[str, tuple[float, Unit]]] = defaultdict(dict)
+    curves: dict[tuple[str, int], dict[Hashable, dict[str, Curve]]] = defaultdict(dict)
+    order: list[str] = []
+    for row in rows:
+        name = POOL.get(row.treatment, row.treatment) if pooled else row.treatment
+        if name != row.treatment:
+            grid.merged.add(row.treatment)
+        if name not in order:
+            order.append(name)
+        if _is_base(row):
+            grid.bases.add(name)
+        target = _target_of(row.treatment, row)
+        if pooled and row.treatment in POOL:
+            target = "B"
+        grid.targets.setdefault(name, target)
+        grid.sources.setdefault(name, None if _is_base(row) else _source_of(name, row))
+        if row.num_classes:
+            grid.classes.setdefault(name, row.num_classes)
+        grid.protocols.setdefault(name, row.protocol)
+        value = row.value(metric)
+        if value is not None:
+            unit = (experiment, row.split_seed, _target_of(row.treatment, row) or "")
+            values[(name, row.n)][row.job_id] = (value, unit)
+            curve = _curve(results, row.job_id)
+            if curve is not None:
+                curves[(name, row.n)].setdefault(unit, {})[row.job_id] = curve
+    grid.cells = {key: Stat.of([v for v, _ in vs.values()], [u for _, u in vs.values()])
+                  for key, vs in values.items()}
+    grid.curves = {key: {u: tuple(cs.values()) for u, cs in by_unit.items()} for key, by_unit in curves.items()}
+    grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
+    grid.measures = _measures(results, experiment)
+    return grid
 
 
 # --------------------------------------------------------------------------- metrics

@@ -97,6 +97,10 @@ class Finding(abc.ABC):
         margin: for a control, its equivalence margin on the shared scale (None: the
             report's ``--control-margin``, or the plugin's default).
         found_in: a config whose experiments the finding can be judged on (for "not in this run").
+        scale: what the contrast is a fraction of, as the report prints it: ``headroom`` (the
+            shared scale, the default), or another quantity a finding measures on, such as
+            ``the training run`` for a convergence speed (steps as a fraction of the steps
+            trained; its contrast's ``headroom`` is then 1).
     """
 
     name: str = ""
@@ -109,6 +113,7 @@ class Finding(abc.ABC):
     effect_points: float | None = None
     margin: float | None = None
     found_in: str = "configs/quickstart.yaml has all three of Yosinski et al.'s experiments"
+    scale: str = "headroom"
 
     @abc.abstractmethod
     def locate(self, grids: Sequence[Grid]) -> tuple[Grid, ...] | None:

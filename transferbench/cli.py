@@ -331,15 +331,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Advice from short trainings (transferbench/advise.py); with --validate, its regret table."""
-    from .advise import advise, read_sweep_plan, table_rows, validate, verdict_lines
+    from .advise import advise, read_sweep_plan, recommend_json, table_rows, validate, verdict_lines
     from .api import Prepared
 
     config, components, plan = _load(args)
     sweep = read_sweep_plan(Prepared(config, components, plan))
     run_dir = Path(args.out) if args.out else config.run_dir()
-    console = _console()
+    console = _console(stderr=args.json)  # with --json, standard output holds the document alone
     components.data.check()
     result = advise(Prepared(config, components, plan), sweep, run_dir, console)
+    if args.json:
+        tables = validate(Prepared(config, components, plan), sweep, result, run_dir, console) \
+            if args.validate else None
+        return _print_json(recommend_json(sweep, result, tables))
     for target in sweep.targets():
         units = [u for u in result.choice if u[0] == target]
         expected = result.expected(target)
@@ -511,9 +515,10 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="PAPER",
                    help="judge a paper's findings on the run: paper (Yosinski et al. 2014, its numbers beside the "
                         "run's), the name of any findings plugin (`transferbench plugins` lists them) or all")
-    p.add_argument("--metric", choices=["top1", "top1_best_k"], default=None,
-                   help="final top-1 (default for runs) or the paper's mean of the best k "
-                        "evaluations (default for --paper alone)")
+    p.add_argument("--metric", choices=["top1", "top1_best_k", "ood_top1"], default=None,
+                   help="final top-1 (default for runs), the paper's mean of the best k evaluations (default "
+                        "for --paper alone), or the final top-1 on the data source's out-of-distribution "
+                        "evaluation split (a source with one: synthetic's ood setting)")
     p.add_argument("--pool", action=argparse.BooleanOptionalAction, default=None,
                    help="pool AnA into BnB and BnA into AnB as the paper did "
                         "(default: when both halves have the same number of classes)")
@@ -658,7 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_recommend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the config's output.dir)")
     p.add_argument("--validate", action="store_true",
-                   help="also run the exhaustive sweep and print the regret table (advice and fixed heuristics)")
+                   help="also run the exhaustive sweep and print the regret table (advice, selectors, fixed "
+                        "heuristics)")
+    _json_flag(p)
 
 
 def _command(argv: Sequence[str]) -> str:

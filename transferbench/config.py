@@ -95,6 +95,25 @@ class CheckpointSource(_Strict):
         "needed by protocols that reset a layer to its initial weights (reinit, reinit_eval)")
 
 
+#: A named source's name: not a half (A, B), not the single file (X), usable in file names.
+_SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+
+class NamedSource(CheckpointSource):
+    """One of several weights files of an experiment (``sources:``), named so that its
+    treatments, estimates and results are kept apart from the others' (docs/estimators.md)."""
+
+    name: str = Field(description="what treatments call it (source: NAME) and what tables key it by")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if value in ("A", "B", "X", "all") or not _SOURCE_NAME.match(value):
+            raise ValueError(f"source name {value!r}: use a letter then letters, digits, - or _ (at most 40), "
+                             "other than A, B, X and all (the halves and the single source file)")
+        return value
+
+
 class Treatment(_Strict):
     """One way of building a network from another: which half the copied layers come from,
     which half it is trained on, and with which protocol.
@@ -104,7 +123,9 @@ class Treatment(_Strict):
     """
 
     name: str
-    source: Literal["A", "B", "X"] | CheckpointSource | None = None
+    source: Literal["A", "B", "X"] | CheckpointSource | str | None = Field(
+        None, description="A or B (a base network of the run), X (the experiment's source: file), the name "
+        "of one of the experiment's sources:, an inline {checkpoint: ...}, or none (random weights)")
     target: Half = "B"
     protocol: PluginRef = Field(default_factory=lambda: PluginRef(name="frozen"))
     replica: int = Field(
@@ -119,8 +140,13 @@ class Treatment(_Strict):
 
     @property
     def external(self) -> bool:
-        """Whether the copied layers come from a weights file (``X``, or ``{checkpoint: ...}``)."""
-        return self.source == "X" or isinstance(self.source, CheckpointSource)
+        """Whether the copied layers come from a weights file (``X``, a named source, or ``{checkpoint: ...}``)."""
+        return self.source is not None and self.source not in ("A", "B")
+
+    @property
+    def source_name(self) -> str | None:
+        """The name of the named source (``sources:``) the layers come from, else None."""
+        return self.source if isinstance(self.source, str) and self.source not in ("A", "B", "X") else None
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +205,32 @@ class Experiment(_Strict):
     source: CheckpointSource | None = Field(
         None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from "
         "(refused when no treatment does)")
+    sources: list[NamedSource] = Field(
+        default_factory=list,
+        description="several named weights files; XnB / XnB+ then stand for one treatment per source "
+        "(XnB@NAME), and a treatment may name one (source: NAME). Not with source:")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_treatment_per_source(cls, value: Any) -> Any:
+        """With ``sources:``, the shorthand XnB (XnB+, XnA, ...) becomes one treatment per
+        source, ``XnB@NAME``: each source gets its own cells."""
+        if not isinstance(value, dict) or not isinstance(value.get("sources"), list) or value.get("source"):
+            return value
+        names = [s.get("name") for s in value["sources"] if isinstance(s, dict) and isinstance(s.get("name"), str)]
+        treatments = value.get("treatments")
+        if not names or len(set(names)) < len(names) or not isinstance(treatments, list):  # refused below
+            return value
+        out: list[Any] = []
+        for t in treatments:
+            m = _TREATMENT.match(t) if isinstance(t, str) else None
+            if m and m["source"] == "X":
+                protocol = "finetune" if m["plus"] else "frozen"
+                out += [{"name": f"{t}@{name}", "source": name, "target": m["target"], "protocol": protocol}
+                        for name in names]
+            else:
+                out.append(t)
+        return {**value, "treatments": out}
 
     @field_validator("treatments")
     @classmethod
@@ -190,11 +242,27 @@ class Experiment(_Strict):
         if not self.treatments and not self.bases:
             raise ValueError("an experiment needs treatments (or, to train base networks only, "
                              "bases: [A], [B] or [all])")
+        if self.source is not None and self.sources:
+            raise ValueError("give either source: (one weights file, X) or sources: (several, named), not both")
+        _unique(self.sources, "source")
+        names = [s.name for s in self.sources]
         for j, t in enumerate(self.treatments):
             if t.source == "X" and self.source is None:
                 raise ValueError(
                     f"treatment {t.name!r} (treatments.{j}) copies from X, the experiment's weights file: "
-                    "set the experiment's source: {checkpoint: path/to/weights.safetensors}")
+                    + (f"with sources:, name one of them instead (source: {names[0]}), or write XnB / XnB+ "
+                       "for one treatment per source" if names else
+                       "set the experiment's source: {checkpoint: path/to/weights.safetensors}"))
+            if t.source_name is not None and t.source_name not in names:
+                raise ValueError(
+                    f"treatment {t.name!r} (treatments.{j}) copies from {t.source_name!r}, which is not one of "
+                    f"the experiment's sources ({', '.join(names) or 'it has none'}): use A, B, X or the name "
+                    "of an entry of sources:")
+        unused = [n for n in names if not any(t.source_name == n for t in self.treatments)]
+        if unused:
+            raise ValueError(f"sources: {', '.join(unused)} not used: no treatment copies from "
+                             f"{'it' if len(unused) == 1 else 'them'}. Add XnB / XnB+ (one treatment per source) "
+                             "or a treatment with source: NAME, or remove the entry")
         if self.transforms and self.estimators:
             raise ValueError("estimators read the untransformed examples: an experiment with transforms cannot "
                              "have estimators yet (put them in an experiment of their own)")

@@ -26,6 +26,7 @@ from rich.text import Text
 from .analysis import SpecificLayer, Stat
 from .plots import STYLES, save_figure
 from .results import EstimateRow, RunResults
+from .source_ranking import SourceRanking
 from .validation import Agreement, CostSummary, SpecificComparison
 
 if TYPE_CHECKING:
@@ -253,6 +254,58 @@ def _specific_lines(comparisons: Sequence[SpecificComparison]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- which source
+
+
+def _picks(right: int, units: int) -> str:
+    return f"{right}/{units}" if units else ""
+
+
+def _source_table(rows: Sequence[SourceRanking]) -> Table:
+    table = _table()
+    for head in ("ground truth", "estimator", "picks", "95%", "ρ", "95%", "wτ", "regret", "strongest", "its picks",
+                 "beats", "ceiling"):
+        table.add_column(head, justify="left" if head in ("ground truth", "estimator", "strongest", "beats")
+                         else "right")
+    for r in rows:
+        p = r.picks
+        best = next((b for b in r.baselines if b.name == r.strongest), None)
+        if best is None or best.name == "random":
+            theirs = f"1/{len(r.sources)}" if best is not None and r.pairwise else ("ρ 0" if best else "")
+        elif r.pairwise:
+            theirs = _picks(best.picks.right, best.picks.units) if best.picks else ""
+        else:
+            theirs = f"ρ {_short(best.spearman.value)}" if best.spearman else ""
+        rho, w = r.spearman, r.weighted_tau
+        table.add_row(f"{r.treatments[r.sources[0]].split('@')[0]} ({r.ground_truth})", r.estimator,
+                      _picks(p.right, p.units), _ci(p.ci_low, p.ci_high), _short(rho.value if rho else None),
+                      _ci(rho.ci_low, rho.ci_high) if rho else "", _short(w.value if w else None),
+                      "" if r.regret is None else f"{r.regret.value:.3f}", r.strongest or "", theirs, r.beats,
+                      "" if r.ceiling is None else f"{r.ceiling.value:.2f}")
+    return table
+
+
+_SOURCE_NOTE = (
+    "picks: units in which the estimator's first choice is the source retraining found best (of the "
+    "units retraining decides), with its exact 95% interval; with 2 sources that choice is all a "
+    "ranking says (no correlation of 2 items is shown); ρ, wτ: with 3+ sources, the mean within-unit "
+    "Spearman and weighted tau, 95% over units; regret: accuracy of the source best on average minus "
+    "the pick's; strongest: the free baseline that picks best (source accuracy: the source's own "
+    "top-1 on its task; parameters; static: a source's mean ground truth on the other units; random: "
+    "1 in k); beats: by the interval of the paired difference; ceiling: how often two units' "
+    "retraining picks the same source (2 sources), or their mean ρ. Every unit reads the same source "
+    "networks: the intervals cover the target's retraining, not the sources'. All of it in "
+    "results_source_ranking.csv")
+
+
+def _print_sources(console: Console, rows: Sequence[SourceRanking], metric: str) -> None:
+    groups = list(dict.fromkeys((r.experiment, r.target, r.n, r.sources) for r in rows))
+    for i, (exp, target, n, sources) in enumerate(groups):
+        mine = [r for r in rows if (r.experiment, r.target, r.n, r.sources) == (exp, target, n, sources)]
+        _print(console, f"{exp}: which source for {target}? {', '.join(sources)} at n={n}, {mine[0].units} units "
+               f"({metric})", _source_table(mine), _SOURCE_NOTE if i == len(groups) - 1 else "")
+
+
 # --------------------------------------------------------------------------- cost
 
 
@@ -315,6 +368,8 @@ def print_estimator_report(console: Console, results: RunResults, section: Estim
         truths = _ground_truth_lines(section)
         if truths:
             _print(console, "Ground truths against each other", None, "\n".join(truths))
+    if full and section.sources:
+        _print_sources(console, section.sources, metric)
     if full:
         lines = _specific_lines(section.specific)
         if lines and rows:

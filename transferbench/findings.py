@@ -89,6 +89,7 @@ class FindingResult:
         invalidated: those among them that make it not determined.
         parts: the parts of a compound finding.
         paper: the findings plugin it belongs to (``yosinski2014``), set by the scorecard.
+        scale: what the estimate is a fraction of (the finding's :attr:`Finding.scale`).
     """
 
     name: str
@@ -110,6 +111,7 @@ class FindingResult:
     invalidated: tuple[str, ...] = ()
     parts: tuple[FindingResult, ...] = field(default_factory=tuple)
     paper: str = ""
+    scale: str = "headroom"
 
     @property
     def size(self) -> str | None:
@@ -208,6 +210,7 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
                              finding.source, caveats=caveats, invalidated=invalid)
     effect, effect_points = _paper_effect(finding, c, located[0], paper)
     est = c.estimate()
+    unit = "points" if finding.scale == "headroom" else f"% of {finding.scale}"
     decided, outcome = _decide(finding.kind, est, effect or 0.0, margin)
     if invalid and decided != "not determined":
         decided = "not determined"
@@ -217,8 +220,9 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
               else units_for_effect(est.sd, effect or 0.0, two_groups=two) if effect else None)
     stab = _stability(c, finding.kind, effect or 0.0, margin, resamples, seed) if est.determined else None
     return FindingResult(
-        finding.name, finding.claim, decided, where, f"{c.where} = {_pts(est.scaled(c.headroom))}", finding.source,
-        est, est.scaled(c.headroom), effect, effect_points, outcome, margin, needed, sizes, stab, caveats, invalid)
+        finding.name, finding.claim, decided, where, f"{c.where} = {_pts(est.scaled(c.headroom), unit)}",
+        finding.source, est, est.scaled(c.headroom), effect, effect_points, outcome, margin, needed, sizes, stab,
+        caveats, invalid, scale=finding.scale)
 
 
 def _paper_effect(finding: Finding, c: Contrast, run: Grid, paper: Sequence[Grid]

@@ -38,8 +38,8 @@ ESTIMATION_ENTRY = "estimation"
 #: Modules that read and report results: never part of the code that trains (a test checks
 #: that the training path imports none of them, so editing a statistic retrains nothing).
 REPORTING_MODULES: frozenset[str] = frozenset({
-    "analysis", "estimator_report", "jsonout", "observing", "paperdata", "plots", "recommend", "regret", "report",
-    "report_files", "results", "runreport", "scorecard", "validation",
+    "analysis", "convergence", "estimator_report", "jsonout", "observing", "paperdata", "plots", "recommend",
+    "regret", "report", "report_files", "results", "runreport", "scorecard", "source_ranking", "validation",
 })
 
 _PACKAGE = Path(__file__).resolve().parent

@@ -47,7 +47,10 @@ __all__ = [
     "TransferProtocol",
 ]
 
-Split = Literal["train", "eval"]
+#: A data source's splits: training examples, held-out examples, and (from a source whose
+#: :meth:`DataSource.has_ood` is true) held-out examples of the same classes drawn
+#: differently: the out-of-distribution evaluation split.
+Split = Literal["train", "eval", "ood"]
 
 
 class NoParams(BaseModel):
@@ -163,6 +166,14 @@ class DataSource(Plugin[P], abc.ABC):
         per-channel mean is the usual stand-in.
         """
         return None
+
+    def has_ood(self) -> bool:
+        """Whether ``load("ood")`` gives an out-of-distribution evaluation split: the same
+        classes (same labels) drawn differently (other poses, colours, backgrounds). When it
+        does, every trained network is also evaluated on it once, at the end (the record's
+        ``ood_top1``). It changes no training: a source's OOD settings stay out of its
+        :meth:`identity`, so they change no job id. None by default."""
+        return False
 
     def check(self) -> None:
         """Raise :class:`transferbench.errors.DataError` with a helpful message when the
@@ -328,6 +339,11 @@ class LayerAction:
         start: with ``train``, the fraction of the training steps the layer waits, frozen,
             before it starts to learn (0: from the first step). LP-FT's linear probe (Kumar et
             al. 2022) holds the copied layers while the new ones train, then tunes them all.
+        meanvar: with ``copy``, do not load the source's weights: draw each of the layer's
+            parameter tensors i.i.d. from a normal with that tensor's mean and standard
+            deviation in the source's trained weights (Raghu et al. 2019's "Mean Var Init").
+            The draw comes from the job's seed; buffers (normalisation statistics) keep the
+            fresh initialisation.
     """
 
     copy: bool
@@ -335,6 +351,7 @@ class LayerAction:
     lr_mult: float = 1.0
     from_init: bool = False
     start: float = 0.0
+    meanvar: bool = False
 
 
 class TransferProtocol(Plugin[P], abc.ABC):

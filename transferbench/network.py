@@ -70,7 +70,9 @@ def apply_transfer(
 
     Parameters of layers that are not copied keep the fresh initialisation the model was
     built with: that is what "re-initialised" means. A layer the reading says is ``reset``
-    is copied from ``init_state``, the source network's initial weights.
+    is copied from ``init_state``, the source network's initial weights; one it says is
+    ``drawn`` gets fresh weights from the per-tensor mean and std of the source's
+    (:func:`_draw_layer`).
 
     Returns:
         The protocol's per-parameter learning-rate multipliers and the state-dict prefixes
@@ -81,10 +83,13 @@ def apply_transfer(
     state = model.state_dict()
     lr_mult: dict[str, float] = {}
     frozen_prefixes: list[str] = []
-    for layer, copied, reset, trained, mult in zip(layers, reading.copied, reading.reset, reading.trained,
-                                                   reading.lr_mult):
+    params = {name for name, _ in model.named_parameters()}
+    for layer, copied, reset, drawn, trained, mult in zip(layers, reading.copied, reading.reset, reading.drawn,
+                                                          reading.trained, reading.lr_mult):
         if copied or reset:
             _copy_layer(state, layer, init_state if reset else source_state, reset)
+        elif drawn:
+            _draw_layer(state, layer, source_state, params)
         if not trained:
             frozen_prefixes.extend(layer.modules)
         for name, _ in model.named_parameters():
@@ -112,6 +117,34 @@ def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[st
                 f"cannot copy {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
             )
         state[k].copy_(source[k])
+
+
+def _draw_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None,
+                params: set[str]) -> None:
+    """Raghu et al.'s Mean Var Init: each parameter tensor of ``layer`` drawn i.i.d. from a
+    normal with the mean and (population) standard deviation of the same tensor in ``source``.
+
+    The draw uses torch's global generator, which the trainer seeded with the job's seed right
+    before the build: the same job draws the same weights, and its id (the protocol's name is in
+    it) tells it from a network that copied the weights. Buffers keep the fresh initialisation:
+    a drawn running variance could be negative, and they are statistics, not weights.
+    """
+    if source is None:
+        raise TransferbenchError(f"layer {layer.name} is to be drawn from a source's weights but the job has none")
+    keys = [k for k in state if under(k, layer.modules) and k in params]
+    if not keys:
+        raise TransferbenchError(f"layer {layer.name} names modules with no parameters: {layer.modules}")
+    for k in keys:
+        if k not in source:
+            raise TransferbenchError(f"source checkpoint lacks {k!r} (layer {layer.name})")
+        if source[k].shape != state[k].shape:
+            raise TransferbenchError(
+                f"cannot draw {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
+            )
+        ref = source[k].detach().to(torch.float64)
+        mean, std = ref.mean().item(), ref.std(correction=0).item()
+        noise = torch.randn(state[k].shape, dtype=torch.float64)
+        state[k].copy_((noise * std + mean).to(state[k].dtype))
 
 
 def set_frozen_norm_eval(model: nn.Module, frozen_prefixes: Sequence[str]) -> None:

@@ -256,7 +256,8 @@ class _Builder:
             cohort = {"data_seed": order["data_order"]["cohort"],
                       "cohort": content_hash({**self.base_spec, **order, "classes": list(task),
                                               "replicate": replicate, **_transformed(transforms)})}
-        job = Job(jid, "transfer", treatment.target, "X" if external else treatment.half, n, task, _seed(role),
+        origin_name = (treatment.source_name or "X") if external else treatment.half  # a named file keeps its name
+        job = Job(jid, "transfer", treatment.target, origin_name, n, task, _seed(role),
                   source.id if source else None, treatment.protocol.spec(), protocol,
                   self._fingerprint(protocol, transforms), external=external, reading=reading, transforms=transforms,
                   **cohort)
@@ -279,13 +280,14 @@ class _Builder:
         return order
 
     def estimate(self, name: str, estimator: Estimator, task: tuple[int, ...], source: Job | ExternalSource,
-                 reference: Job, n: int) -> Job:
-        """``estimator`` on layer n of ``source`` (a base network, or a weights file: its content
-        hash stands where the network's role and id do), on ``task`` (the ``reference``'s task)."""
+                 reference: Job, n: int, source_name: str = "X") -> Job:
+        """``estimator`` on layer n of ``source`` (a base network, or a weights file, ``X`` or a
+        named source: its content hash stands where the network's role and id do), on ``task``
+        (the ``reference``'s task)."""
         spec = {"name": name, **estimator.params.model_dump(mode="json")}
         ref = reference.id if estimator.needs_reference else None
         if isinstance(source, ExternalSource):
-            file, src_id, half = source, None, "X"
+            file, src_id, half = source, None, source_name
             origin: tuple[Any, Any] = (file.identity(), file.identity())
         else:
             file, src_id, half = None, source.id, source.target
@@ -305,23 +307,24 @@ class _Builder:
                    components: Components, externals: dict[str, ExternalSource] | None = None) -> None:
         """Every estimator of ``exp`` on every (source, target) pair its treatments transfer
         between, and on each target's own base (the pair depth cannot tell apart); a weights
-        file is the source ``X`` (the first file a target's treatments copy from)."""
+        file is the source ``X`` (the first file a target's treatments copy from), a named one
+        (``sources:``) its name, each scored apart."""
         pairs: set[tuple[str, str]] = {(t.half, t.target) for t in exp.treatments if t.half and t.target in ("A", "B")
                                        and components.protocols[(exp.name, t.name)].needs_source}
-        files: dict[str, ExternalSource] = {}
+        files: dict[tuple[str, str], ExternalSource] = {}
         for t in exp.treatments:
             if t.name in (externals or {}) and t.target in ("A", "B"):
-                files.setdefault(t.target, (externals or {})[t.name])
-        pairs |= {(tgt, tgt) for _, tgt in pairs} | {(tgt, tgt) for tgt in files}
+                files.setdefault((t.source_name or "X", t.target), (externals or {})[t.name])
+        pairs |= {(tgt, tgt) for _, tgt in pairs} | {(tgt, tgt) for _, tgt in files}
         for half in sorted({h for pair in pairs for h in pair} - set(bases)):
             bases[half] = self.base(halves[half], half, seed)
         sources: list[tuple[str, str, Job | ExternalSource]] = [(s, t, bases[s]) for s, t in sorted(pairs)]
-        sources += [("X", tgt, file) for tgt, file in sorted(files.items())]
+        sources += [(name, tgt, file) for (name, tgt), file in sorted(files.items())]
         for src, tgt, network in sources:
             for n in layers:
                 for ref in exp.estimators:
                     est = components.estimators[(exp.name, ref.name)]
-                    job = self.estimate(ref.name, est, halves[tgt], network, bases[tgt], n)
+                    job = self.estimate(ref.name, est, halves[tgt], network, bases[tgt], n, src)
                     self.estimates.append(EstimateCell(exp.name, exp.split.name, seed, src, tgt, n, ref.name, job.id))
 
     def split_seed(self, exp: Experiment, seed: int, halves: Halves, layers: list[int],

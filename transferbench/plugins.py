@@ -49,6 +49,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.shifts",
     "transferbench_plugins.zhang2019",
     "transferbench_plugins.neyshabur2020",
+    "transferbench_plugins.raghu2019",
+    "transferbench_plugins.lee2022",
+    "transferbench_plugins.kumar2022",
     "transferbench_plugins.evaluators",
     "transferbench_plugins.scratch",
 )

@@ -3,8 +3,9 @@
 A protocol (:class:`~transferbench.TransferProtocol`) answers "transfer at n" with one
 :class:`~transferbench.LayerAction` per layer. :class:`ProtocolReading` is that answer read
 into the facts the rest of the code asks for: which layers are copied from the source's
-trained weights, reset to its initial weights, frozen or trained; how many layers from the
-bottom are frozen; whether anything trains; whether the network may train in a cohort.
+trained weights, drawn from their per-tensor statistics, reset to its initial weights, frozen
+or trained; how many layers from the bottom are frozen; whether anything trains; whether
+the network may train in a cohort.
 
 The planner reads each job's protocol once and the reading travels on the
 :class:`~transferbench.Job`, so the planner (cohort eligibility), the runner (initial
@@ -58,8 +59,19 @@ class ProtocolReading:
 
     @property
     def copied(self) -> tuple[bool, ...]:
-        """Per layer: loaded from the source's trained weights."""
-        return tuple(a.copy and not a.from_init for a in self.actions)
+        """Per layer: loaded from the source's trained weights (as they are)."""
+        return tuple(a.copy and not a.from_init and not a.meanvar for a in self.actions)
+
+    @property
+    def drawn(self) -> tuple[bool, ...]:
+        """Per layer: drawn from the per-tensor mean and std of the source's trained weights
+        (``meanvar``): it reads the source, but holds none of its weights."""
+        return tuple(a.copy and a.meanvar and not a.from_init for a in self.actions)
+
+    @property
+    def reads_source(self) -> tuple[bool, ...]:
+        """Per layer: needs the source's trained weights (copied or drawn from)."""
+        return tuple(c or d for c, d in zip(self.copied, self.drawn))
 
     @property
     def reset(self) -> tuple[bool, ...]:

@@ -28,7 +28,7 @@ def utc_now() -> str:
 #: Fields left out of a record's JSON when empty (so a network's record reads as in 0.1).
 _OPTIONAL = ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256", "input_std", "estimator",
              "estimate",
-             "estimate_s", "features_s", "feature_dim")
+             "estimate_s", "features_s", "feature_dim", "ood_top1")
 
 
 class HistoryPoint(BaseModel):
@@ -77,6 +77,11 @@ class JobRecord(BaseModel):
         features_s: seconds spent computing the layer-n features this job used (0 when a
             job before it in the same process computed them).
         feature_dim: numbers per example of those features.
+        ood_top1: final top-1 on the data source's out-of-distribution evaluation split (the
+            same classes drawn differently), when the source has one
+            (:meth:`~transferbench.interfaces.DataSource.has_ood`); None otherwise, and in a
+            record written by a run whose source had none (the job id does not say whether
+            it was measured: it names the network, and this is one more evaluation of it).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -111,6 +116,7 @@ class JobRecord(BaseModel):
     estimate_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     features_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     feature_dim: int | None = Field(None, ge=1)
+    ood_top1: float | None = Field(None, ge=0, le=1)
 
     @property
     def ok(self) -> bool:

@@ -351,18 +351,19 @@ def _finding_lines(f: FindingResult, indent: str, part: bool = False) -> list[st
     if f.equivalence is not None and f.margin is not None and f.estimate is not None and f.points is not None:
         room = f.points.value / f.estimate.value if f.estimate.value else None
         width = f" (±{100 * f.margin * room:.1f} points)" if room else ""
-        lines.append(pad + f"{f.equivalence} within a margin of ±{100 * f.margin:.1f}% of headroom{width}")
+        width = width if f.scale == "headroom" else ""
+        lines.append(pad + f"{f.equivalence} within a margin of ±{100 * f.margin:.1f}% of {f.scale}{width}")
     if not f.parts:
         lines.append(pad + f"run: {f.run}")
     if f.estimate is not None:
         est = f.estimate
-        shared = f"{_share(est.value)} of headroom"
+        shared = f"{_share(est.value)} of {f.scale}"
         if est.determined:
             shared += f" ±{100 * (est.half_width or 0):.1f} [{_share(est.ci_low)}, {_share(est.ci_high)}]"
         lines.append(pad + f"     = {shared}")
         if f.effect is not None:
             at = f" (+{100 * f.effect_points:.1f} points at its base)" if f.effect_points is not None else ""
-            lines.append(pad + f"paper: {_share(f.effect)} of headroom{at}".replace("(++", "(+").replace("(+-", "(-"))
+            lines.append(pad + f"paper: {_share(f.effect)} of {f.scale}{at}".replace("(++", "(+").replace("(+-", "(-"))
         if f.size in ("smaller", "larger"):
             lines.append(pad + f"{f.size} than the paper's effect: the whole interval lies "
                          f"{'below' if f.size == 'smaller' else 'above'} it (the direction reproduces, not the size)")

@@ -31,6 +31,7 @@ __all__ = [
     "COST_COLUMNS",
     "ESTIMATE_COLUMNS",
     "SCORECARD_COLUMNS",
+    "SOURCE_RANKING_COLUMNS",
     "VALIDATION_COLUMNS",
     "write_long",
     "write_report",
@@ -49,6 +50,15 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
     "strongest_baseline_spearman", "difference_low", "difference_high", "beats_strongest_baseline",
     "ceiling", "ceiling_low", "ceiling_high", "within_unit_spearman", "fraction_of_ceiling", "fraction_low",
     "fraction_high",
+)
+
+#: Columns of ``results_source_ranking.csv``.
+SOURCE_RANKING_COLUMNS: tuple[str, ...] = (
+    "experiment", "target", "n", "ground_truth", "metric", "estimator", "sources", "units", "picks_right",
+    "picks_units", "picks_low", "picks_high", "spearman", "spearman_low", "spearman_high", "kendall",
+    "weighted_tau", "weighted_tau_low", "weighted_tau_high", "regret", "regret_low", "regret_high",
+    "strongest_baseline", "strongest_picks_right", "strongest_spearman", "difference_low", "difference_high",
+    "beats_strongest_baseline", "ceiling", "ceiling_low", "ceiling_high",
 )
 
 #: Columns of ``results_estimator_cost.csv``.
@@ -149,7 +159,7 @@ def _arrow_schema(pa: Any) -> Any:
     types = {
         "split_seed": pa.int64(), "n": pa.int64(), "best_k": pa.int64(), "num_classes": pa.int64(),
         "seed": pa.int64(), "top1": pa.float64(), "top5": pa.float64(), "top1_best_k": pa.float64(),
-        "train_time_s": pa.float64(), "input_std": pa.float64(),
+        "train_time_s": pa.float64(), "input_std": pa.float64(), "ood_top1": pa.float64(),
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in LONG_COLUMNS])
 
@@ -184,6 +194,19 @@ def _validation_csv(section: EstimatorSection, metric: str) -> str:
                     *_three(c.seed_to_seed if c else None), (c.within_unit.value if c and c.within_unit else None),
                     *_three(c.fraction if c else None)])
     return rows_to_csv(VALIDATION_COLUMNS, out)
+
+
+def _source_csv(section: EstimatorSection) -> str:
+    out = []
+    for r in section.sources:
+        best = next((b for b in r.baselines if b.name == r.strongest), None)
+        out.append([r.experiment, r.target, r.n, r.ground_truth, r.metric, r.estimator, " ".join(r.sources), r.units,
+                    r.picks.right, r.picks.units, r.picks.ci_low, r.picks.ci_high, *_three(r.spearman),
+                    r.kendall.value if r.kendall else None, *_three(r.weighted_tau), *_three(r.regret), r.strongest,
+                    best.picks.right if best and best.picks else None,
+                    best.spearman.value if best and best.spearman else None,
+                    *_three(best.difference if best else None)[1:], r.beats, *_three(r.ceiling)])
+    return rows_to_csv(SOURCE_RANKING_COLUMNS, out)
 
 
 def _cost_csv(section: EstimatorSection) -> str:
@@ -260,6 +283,8 @@ def write_report(report: RunReport, out_dir: Path, *, plots: bool = False, plot_
         files.update({"results_estimators.csv": _estimates_csv(report.estimators.rows),
                       "results_estimator_validation.csv": _validation_csv(report.estimators, metric),
                       "results_estimator_cost.csv": _cost_csv(report.estimators)})
+        if report.estimators.sources:
+            files["results_source_ranking.csv"] = _source_csv(report.estimators)
     if report.run_dir is not None:
         files.update(_checks_files(report.checks, metric))
     if report.scorecard is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "EstimateRow",
     "LONG_COLUMNS",
     "METRICS",
+    "OOD_METRIC",
     "ResultRow",
     "ResultsError",
     "RunResults",
@@ -35,9 +36,13 @@ __all__ = [
     "write_atomic",
 ]
 
-#: Accuracy fields a report can be based on: the final top-1, or the paper's mean of the
-#: best k periodic evaluations.
-METRICS: tuple[str, ...] = ("top1", "top1_best_k")
+#: Accuracy fields a report can be based on: the final top-1, the paper's mean of the best k
+#: periodic evaluations, or the final network's top-1 on the data source's out-of-distribution
+#: evaluation split (``ood_top1``: only a source with one, e.g. synthetic's ``ood`` setting).
+METRICS: tuple[str, ...] = ("top1", "top1_best_k", "ood_top1")
+
+#: The out-of-distribution metric: a grid of another metric carries it beside (``Grid.ood``).
+OOD_METRIC = "ood_top1"
 
 
 def check_metric(metric: str) -> str:
@@ -74,6 +79,7 @@ class ResultRow:
         error: why the job failed, when it did.
         fingerprint: id of the code that trained the network (None for 0.1 records).
         input_std: standard deviation of the network's inputs, measured on its first batch.
+        ood_top1: final top-1 on the out-of-distribution evaluation split (None: not measured).
     """
 
     experiment: str
@@ -98,6 +104,7 @@ class ResultRow:
     error: str | None = None
     fingerprint: str | None = None
     input_std: float | None = None
+    ood_top1: float | None = None
 
     def value(self, metric: str) -> float | None:
         """The accuracy ``metric`` of this cell, or None when not ok or not measured."""
@@ -360,6 +367,7 @@ def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_ha
         error=rec.error if rec and status == "failed" else None,
         fingerprint=rec.fingerprint_id if rec else None,
         input_std=rec.input_std if rec else None,
+        ood_top1=rec.value("ood_top1") if rec else None,
     )
 
 

@@ -19,7 +19,7 @@ from .files import sha256_file
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .jobs import Job
-from .network import initial_state, overlay
+from .network import build_meta, initial_state, overlay, under
 from .records import JobRecord, RecordError, utc_now
 from .sources import SourceFileError, load_state
 from .store import JobCache, RunStore
@@ -251,10 +251,12 @@ class TrainingRunner:
         store = self.store
 
         def load(jid: str) -> tuple[int, dict]:
-            if job.external is not None and jid == source_network(job):  # a weights file, its head left out
+            if job.external is not None and jid == source_network(job):
+                # a weights file, with its own classifier where it has one (LEEP and NCE read it;
+                # layer-n features never do), else a throwaway head for the target's classes
                 state = self._source(job)[0] or {}
-                return job.num_classes, overlay(self.components.architecture, job.num_classes,
-                                                self.ctx.input_shape, state)
+                classes = _file_classes(self.components.architecture, job.num_classes, self.ctx.input_shape, state)
+                return classes, overlay(self.components.architecture, classes, self.ctx.input_shape, state)
             return self.plan.jobs[jid].num_classes, store.load_checkpoint(jid)
 
         record = estimate_job(job, self.ctx, load)
@@ -290,3 +292,17 @@ class TrainingRunner:
     def _failed(job: Job, error: str, started: str, tb: str | None = None) -> JobRecord:
         return JobRecord.failed(job.id, error, started_at=started, seed=job.seed,
                                 num_classes=job.num_classes, traceback=tb)
+
+
+def _file_classes(arch: Any, num_classes: int, shape: Sequence[int], state: dict) -> int:
+    """How many classes a weights file's own classifier has: the first dimension of its
+    classifier's first tensor whose other dimensions fit the architecture (``num_classes``
+    when the file has no such tensor)."""
+    model = build_meta(arch, num_classes, shape)
+    head = list(arch.layers(model))[-1]
+    for key, value in model.state_dict().items():
+        mine = state.get(key)
+        if (under(key, head.modules) and mine is not None and mine.ndim == value.ndim >= 1
+                and value.shape[0] == num_classes and tuple(mine.shape[1:]) == tuple(value.shape[1:])):
+            return int(mine.shape[0])
+    return num_classes

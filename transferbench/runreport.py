@@ -37,6 +37,7 @@ from .plugins import get_registry
 from .recommend import Recommendation, estimator_views, recommend, recommendation_stability
 from .results import EstimateRow, RunResults, check_metric, read_results
 from .scorecard import PAPER_ALIAS, Boost, default_margin, scorecard
+from .source_ranking import SourceRanking, source_info, source_rankings
 from .validation import (
     Agreement,
     CostSummary,
@@ -113,6 +114,7 @@ class EstimatorSection:
     specific: tuple[SpecificComparison, ...]
     cost: CostSummary
     ground_truths: tuple[GroundTruthAgreement, ...] = ()
+    sources: tuple[SourceRanking, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,9 @@ def _estimators(results: RunResults, metric: str) -> EstimatorSection | None:
     rows = results.estimates
     return EstimatorSection(rows, tuple(agreements(results, rows, metric)),
                             tuple(specific_layers(results, rows, metric)), cost_summary(results, rows),
-                            tuple(ground_truth_agreements(results, metric)))
+                            tuple(ground_truth_agreements(results, metric)),
+                            tuple(source_rankings(results, rows, metric,
+                                                  source_info(results.run_dir) if results.run_dir else None)))
 
 
 def experiment_report(grid: Grid, estimators: EstimatorSection | None,

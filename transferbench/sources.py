@@ -341,9 +341,14 @@ class SourcePlanner:
             proto = protocols.get((exp.name, t.name))
             if not t.external or proto is None or not proto.needs_source:
                 continue
-            ref = t.source if isinstance(t.source, CheckpointSource) else exp.source
-            key = f"experiments.{i}.treatments.{j}.source" if isinstance(t.source, CheckpointSource) \
-                else f"experiments.{i}.source"
+            ref: CheckpointSource | None
+            if isinstance(t.source, CheckpointSource):
+                ref, key = t.source, f"experiments.{i}.treatments.{j}.source"
+            elif t.source_name is not None:  # one of several named files (sources:)
+                k = [s.name for s in exp.sources].index(t.source_name)
+                ref, key = exp.sources[k], f"experiments.{i}.sources.{k}"
+            else:
+                ref, key = exp.source, f"experiments.{i}.source"
             assert ref is not None  # the config refuses X without the experiment's source
             file = self._read(ref.checkpoint, ref.strip_prefix, f"{key}.checkpoint")
             init = None
@@ -358,7 +363,23 @@ class SourcePlanner:
                     continue
             if file is not None:
                 out[t.name] = ExternalSource(file, init, key)
+        self._distinct_sources(i, exp)
         return out
+
+    def _distinct_sources(self, i: int, exp: Experiment) -> None:
+        """Two named sources with the same bytes would be one network under two names (their
+        jobs, ids and results would be one): refused."""
+        seen: dict[str, str] = {}
+        for k, ref in enumerate(exp.sources):
+            file = self._files.get((ref.checkpoint, ref.strip_prefix))
+            if file is None:
+                continue
+            if file.sha256 in seen:
+                self.problems.append((f"experiments.{i}.sources.{k}.checkpoint",
+                                      f"source {ref.name!r} has the same content (SHA-256 {file.sha256[:12]}...) as "
+                                      f"source {seen[file.sha256]!r}: two names for one network; remove one"))
+            else:
+                seen[file.sha256] = ref.name
 
     def _model(self, num_classes: int) -> tuple[dict[str, tuple[int, ...]], list[Layer]]:
         if num_classes not in self._models:
@@ -375,7 +396,8 @@ class SourcePlanner:
             if ext is None or job.protocol is None:
                 continue
             reading = job.read_protocol(self.num_layers)
-            for which, file, flags in (("checkpoint", ext.file, reading.copied), ("init", ext.init, reading.reset)):
+            for which, file, flags in (("checkpoint", ext.file, reading.reads_source),
+                                       ("init", ext.init, reading.reset)):
                 if file is None or not any(flags):
                     continue
                 entry = wanted.setdefault((ext.key, job.num_classes, which), (file, [False] * len(flags)))

@@ -207,7 +207,8 @@ def check_split(split: type[TaskSplit] | TaskSplit, workdir: str | Path | None =
 
 def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir: str | Path | None = None,
                    num_layers: int = 8) -> None:
-    """One action per layer for every n; multipliers >= 0; ``from_init`` only on copied layers.
+    """One action per layer for every n; multipliers >= 0; ``from_init`` and ``meanvar`` only on
+    copied layers, never both.
 
     For ``n_meaning == "depth"``: layers 1..n copied (when ``needs_source``), the rest
     re-initialised. For ``"layer"``: every layer but n and the classifier gets one same
@@ -223,6 +224,8 @@ def check_protocol(protocol: type[TransferProtocol] | TransferProtocol, workdir:
         _expect(len(actions) == num_layers, f"n={n}: {len(actions)} actions for {num_layers} layers")
         _expect(all(a.lr_mult >= 0 for a in actions), "lr_mult must be >= 0")
         _expect(all(a.copy or not a.from_init for a in actions), f"n={n}: from_init needs copy")
+        _expect(all(a.copy or not a.meanvar for a in actions), f"n={n}: meanvar needs copy")
+        _expect(not any(a.meanvar and a.from_init for a in actions), f"n={n}: meanvar and from_init exclude each other")
         if proto.evaluate_only:
             _expect(not any(a.train for a in actions), f"n={n}: an evaluate_only protocol trains nothing")
             _expect(actions[-1].copy or not proto.needs_source, "an evaluate_only protocol copies the classifier")

@@ -21,13 +21,13 @@ from .context import TrainContext
 from .devices import autocast
 from .errors import TrainingFailed, TransferbenchError
 from .executor import ProgressFn
-from .jobdata import JobData, prepare_job_data
+from .jobdata import JobData, input_transform, prepare_job_data, transformed
 from .jobs import Job
 from .network import Target, build_target
 from .records import HistoryPoint, JobRecord, utc_now
 from .schedule import TrainingLength
 from .stepping import Course, TrainingSteps
-from .taskdata import TaskData
+from .taskdata import TaskData, open_task
 
 __all__ = ["JobSetup", "count_correct", "evaluate", "job_record", "make_optimizer", "prepare_job", "train_job",
            "train_loop"]
@@ -155,6 +155,24 @@ def prepare_job(job: Job, ctx: TrainContext, source_state: Mapping[str, torch.Te
     return JobSetup(target, data, optimizer, TrainingLength.of(config.train, config.eval, data.train.size))
 
 
+def ood_top1(job: Job, ctx: TrainContext, model: nn.Module) -> float | None:
+    """Top-1 of the whole trained ``model`` on the data source's out-of-distribution split
+    (the job's classes, through the job's eval transforms), or None when the source has none.
+
+    Evaluated once, after training, and never read by training: the network and its other
+    numbers are the same with or without it (so it enters no job id)."""
+    source = ctx.components.data
+    if not source.has_ood():
+        return None
+    config = ctx.config
+    channels_last = config.performance.channels_last and len(ctx.input_shape) == 3
+    task = transformed(open_task(source, "ood", job.classes, config.loader, ctx.memory), job.transforms, "eval")
+    with autocast(config.performance.amp, ctx.device):
+        top1, _ = evaluate(model, task, input_transform(ctx, channels_last=channels_last), ctx.device,
+                           config.eval.batch_size or config.train.batch_size)
+    return top1
+
+
 def job_record(job: Job, ctx: TrainContext, setup: JobSetup, history: list[HistoryPoint], started: str,
                seconds: float) -> JobRecord:
     """The record of a job that trained to the end."""
@@ -167,6 +185,7 @@ def job_record(job: Job, ctx: TrainContext, setup: JobSetup, history: list[Histo
         trainable_params=sum(p.numel() for p in setup.target.model.parameters() if p.requires_grad),
         device=str(ctx.device), seed=job.seed, started_at=started, finished_at=utc_now(),
         transferbench_version=__version__, torch_version=torch.__version__, input_std=setup.data.input_std,
+        ood_top1=ood_top1(job, ctx, setup.target.model),
     )
 
 
@@ -208,5 +227,5 @@ def _evaluated(job: Job, ctx: TrainContext, target: Target, data: JobData, start
         train_time_s=round(time.perf_counter() - t0, 3), steps=0, frozen_cache=False,
         num_classes=job.num_classes, trainable_params=0, device=str(device), seed=job.seed,
         started_at=started, finished_at=utc_now(), transferbench_version=__version__,
-        torch_version=torch.__version__, input_std=input_std,
+        torch_version=torch.__version__, input_std=input_std, ood_top1=ood_top1(job, ctx, target.model),
     )

@@ -203,7 +203,7 @@ class _Data:
             value = r.value(metric)
             if r.kind == "base" and value is not None and r.target:
                 self.base[(r.experiment, r.split_seed, r.target)] = value
-            elif r.kind == "transfer" and r.source in ("A", "B", "X") and r.target in ("A", "B"):
+            elif r.kind == "transfer" and r.source is not None and r.target in ("A", "B"):
                 self.treatments[r.experiment].setdefault(r.treatment, (r.source, r.target, r.protocol))
                 if value is not None:
                     self.acc[(r.experiment, r.split_seed, r.treatment, r.n)] = value
