@@ -52,6 +52,10 @@ class HFImagesParams(images.ImageSourceParams):
     )
     train_split: str = Field("train", description="the dataset's split used for training")
     eval_split: str = Field("validation", description="the dataset's split used for evaluation")
+    ood_split: str | None = Field(
+        None, description="a split of the same dataset holding the same classes drawn differently (e.g. CIFAR-10.1 "
+        "saved beside CIFAR-10's train and test): the out-of-distribution evaluation split, every trained network "
+        "also evaluated on it (its record's ood_top1); it changes no training, so it enters no job id")
     image_column: str = Field("image", description="column holding the images")
     label_column: str = Field("label", description="column holding the class labels (a ClassLabel or strings)")
     superclass_column: str | None = Field(
@@ -119,9 +123,14 @@ class HFImages(DataSource[HFImagesParams]):
         return str(Path(self.params.path).expanduser())
 
     def _hf_split(self, split: str) -> str:
+        if split == "ood" and self.params.ood_split is not None:
+            return self.params.ood_split
         if split not in ("train", "eval"):
             raise ValueError(f"unknown split {split!r}")
         return self.params.train_split if split == "train" else self.params.eval_split
+
+    def has_ood(self) -> bool:
+        return self.params.ood_split is not None
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -191,7 +200,7 @@ class HFImages(DataSource[HFImagesParams]):
                 if name not in self._disk:
                     raise DataError(
                         f"hf: no split {name!r} in {self.params.path!r}; it has "
-                        f"{sorted(self._disk)} (set train_split / eval_split)"
+                        f"{sorted(self._disk)} (set train_split / eval_split / ood_split)"
                     )
                 ds = self._disk[name]
                 return ds.to_iterable_dataset() if streaming else ds
@@ -325,6 +334,7 @@ class HFImages(DataSource[HFImagesParams]):
         a save_to_disk copy by the datasets fingerprints of its splits, a folder of data
         files by their names and sizes; never a local path."""
         out = super().identity()
+        out.pop("ood_split", None)  # one more evaluation of the same networks: no job id changes
         try:
             kind = self._kind()
             if kind == "hub":
@@ -397,7 +407,7 @@ class HFImages(DataSource[HFImagesParams]):
     def check(self) -> None:
         if not self.classes():
             raise DataError(f"hf: {self.params.path!r} has no classes")
-        for split in ("train", "eval"):
+        for split in ("train", "eval", *(("ood",) if self.has_ood() else ())):
             raw = self._raw_split(split, streaming=self._kind() != "disk")
             features = raw.features
             if features is not None:

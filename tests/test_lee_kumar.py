@@ -93,6 +93,19 @@ def test_ood_enters_no_job_id_nor_the_cache_of_the_other_splits(tmp_path):
         without.load("ood")
 
 
+def test_an_hf_dataset_names_its_ood_split_without_changing_job_ids(tmp_path):
+    from transferbench import DataError
+    from transferbench_plugins.hf import HFImages, HFImagesParams
+
+    params = HFImages.example_params(tmp_path)
+    plain = HFImages(HFImagesParams(**params))
+    shifted = HFImages(HFImagesParams(**params, ood_split=params.get("eval_split", "validation")))
+    assert shifted.has_ood() and not plain.has_ood() and shifted.identity() == plain.identity()
+    assert len(shifted.load("ood")) == len(plain.load("eval"))
+    with pytest.raises(DataError, match="ood_split"):  # what check() reads too, before anything trains
+        HFImages(HFImagesParams(**params, ood_split="cifar10_1")).load("ood")
+
+
 class _ShiftedBlobs:
     """A plugin module: blobs whose OOD split is the eval split moved off its centres."""
 
@@ -150,6 +163,28 @@ def test_a_record_carries_both_accuracies_and_the_same_job_id(tmp_path, fake_plu
     assert grid.ood is not None and grid.ood.metric == "ood_top1"
     assert grid.ood.get("baseB", 0).mean == pytest.approx(rec.ood_top1)  # type: ignore[union-attr]
     assert build_grids(plain.results)[0].ood is None
+    assert rec.ood_id is not None and shifted.results.ood_stale == 0
+
+
+def test_an_ood_accuracy_of_another_ood_split_is_not_read(tmp_path):
+    """The job id leaves the OOD settings out, so a reused network's ood_top1 may come from
+    another split: read only when its record's ood_id is the plan's, and counted otherwise."""
+    import json
+
+    from transferbench.records import JobRecord
+    from transferbench.results import read_results
+    from transferbench.store import RunStore
+
+    plan = {"format": 2, "name": "x", "config_hash": "0" * 16, "num_layers": 2, "layer_names": ["h1", "out"],
+            "jobs": {"j": {"kind": "base", "target": "B", "num_classes": 2}}, "ood_id": "new",
+            "cells": [{"experiment": "e", "split": "s", "split_seed": 0, "treatment": "baseB", "n": 0, "job_id": "j"}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    store = RunStore(tmp_path)
+    for ood_id, expected, stale in (("new", 0.4, 0), ("old", None, 1), (None, None, 1)):
+        store.write_record(JobRecord(job_id="j", status="ok", top1=0.9, ood_top1=0.4, ood_id=ood_id))
+        results = read_results(tmp_path)
+        assert results.rows[0].ood_top1 == expected and results.rows[0].top1 == 0.9
+        assert results.ood_stale == stale
 
 
 # --------------------------------------------------------------------------- hand-made rows

@@ -189,14 +189,14 @@ class Grid:
         classes: treatment -> the number of classes of its task (chance is 1 / classes).
         protocols: treatment -> its transfer protocol's name (None: base networks; what a
             finding locates its treatments by, whatever the config named them).
-        measures: (``<label>.<quantity>``, n) -> an evaluator's number over the units
-            (``experiments[].evaluators``; one evaluation per unit and n).
         curves: (treatment, n) -> unit -> the evaluation curve of each of that unit's
             networks (from the records' histories; empty for the paper's networks): what
             convergence speed is read from (:meth:`unit_speed`).
         ood: the same experiment under the out-of-distribution metric (``ood_top1``), when
             its networks were evaluated on such a split and this grid's metric is another:
             what a finding comparing in- and out-of-distribution accuracy reads.
+        measures: (``<label>.<quantity>``, n) -> an evaluator's number over the units
+            (``experiments[].evaluators``; one evaluation per unit and n).
     """
 
     experiment: str
@@ -217,9 +217,9 @@ class Grid:
     num_layers: int = 0
     classes: dict[str, int] = field(default_factory=dict)
     protocols: dict[str, str | None] = field(default_factory=dict)
-    measures: dict[tuple[str, int], Stat] = field(default_factory=dict)
     curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = field(default_factory=dict, repr=False)
     ood: Grid | None = None
+    measures: dict[tuple[str, int], Stat] = field(default_factory=dict)
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -286,8 +286,8 @@ class Grid:
 
     def resampled(self, draw: Sequence[Hashable]) -> Grid:
         """The grid of the units ``draw`` names, each as often as it is named (a bootstrap
-        resample): the i-th draw of unit u becomes unit (u, i) in every cell, measure and curve, so
-        they stay paired by unit."""
+        resample): the i-th draw of unit u becomes unit (u, i) in every cell, measure and curve,
+        so they stay paired by unit."""
         def resample(stats: dict[tuple[str, int], Stat]) -> dict[tuple[str, int], Stat]:
             out = {}
             for key, stat in stats.items():
@@ -357,19 +357,9 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         grid = _grid(experiment, rows, results, metric, pool)
         if metric != OOD_METRIC and any(r.ood_top1 is not None for r in rows):
             grid.ood = _grid(experiment, rows, results, OOD_METRIC, pool)
+        grid.measures = _measures(results, experiment)
         grids.append(grid)
     return grids
-
-
-def _measures(results: RunResults, experiment: str) -> dict[tuple[str, int], Stat]:
-    """The experiment's evaluations as (``<label>.<quantity>``, n) -> one value per unit."""
-    values: dict[tuple[str, int], dict[Unit, float]] = defaultdict(dict)
-    for row in results.evaluations:
-        if row.experiment == experiment:
-            unit = (experiment, row.split_seed, row.target)
-            for quantity, v in row.values.items():
-                values[(f"{row.label}.{quantity}", row.n)][unit] = v
-    return {key: Stat.of(list(vs.values()), list(vs)) for key, vs in values.items()}
 
 
 def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metric: str,
@@ -415,8 +405,18 @@ def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metri
                   for key, vs in values.items()}
     grid.curves = {key: {u: tuple(cs.values()) for u, cs in by_unit.items()} for key, by_unit in curves.items()}
     grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
-    grid.measures = _measures(results, experiment)
     return grid
+
+
+def _measures(results: RunResults, experiment: str) -> dict[tuple[str, int], Stat]:
+    """The experiment's evaluations as (``<label>.<quantity>``, n) -> one value per unit."""
+    values: dict[tuple[str, int], dict[Unit, float]] = defaultdict(dict)
+    for row in results.evaluations:
+        if row.experiment == experiment:
+            unit = (experiment, row.split_seed, row.target)
+            for quantity, v in row.values.items():
+                values[(f"{row.label}.{quantity}", row.n)][unit] = v
+    return {key: Stat.of(list(vs.values()), list(vs)) for key, vs in values.items()}
 
 
 # --------------------------------------------------------------------------- metrics

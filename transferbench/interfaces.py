@@ -23,7 +23,9 @@ constructor. The engine only ever sees instances of these classes, never plugin 
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib.util
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +176,17 @@ class DataSource(Plugin[P], abc.ABC):
         ``ood_top1``). It changes no training: a source's OOD settings stay out of its
         :meth:`identity`, so they change no job id. None by default."""
         return False
+
+    def ood_id(self) -> str | None:
+        """A short hash of what the OOD split is (None: the source has none), recorded beside
+        each ``ood_top1`` and in ``plan.json``: the job id leaves the OOD settings out, so a
+        finished network is reused when they change, and the report uses an ``ood_top1`` only
+        when its ``ood_id`` is the plan's. By default the params without
+        :attr:`location_params` (the OOD settings included, which :meth:`identity` leaves out)."""
+        if not self.has_ood():
+            return None
+        data = {k: v for k, v in self.params.model_dump(mode="json").items() if k not in self.location_params}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def check(self) -> None:
         """Raise :class:`transferbench.errors.DataError` with a helpful message when the

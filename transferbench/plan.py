@@ -55,6 +55,7 @@ class Plan:
     expected_input_std: float | None = None
     notes: list[str] = field(default_factory=list)
     exchangeable: dict[str, bool] = field(default_factory=dict)
+    ood_id: str | None = None  # the data source's OOD split (DataSource.ood_id): what an ood_top1 must match
     evaluations: list[EvaluationCell] = field(default_factory=list)
 
     @property
@@ -118,6 +119,7 @@ class Plan:
             "cells": [c.__dict__ for c in self.cells],
             **({"estimates": [e.__dict__ for e in self.estimates]} if self.estimates else {}),
             **({"estimate_only": True} if self.estimate_only else {}),
+            **({"ood_id": self.ood_id} if self.ood_id else {}),
         }
 
 
@@ -437,7 +439,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     exchangeable = {exp.name: type(components.splits[exp.name]).exchangeable for exp in config.experiments}
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
                 estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
-                exchangeable=exchangeable, notes=files.notes, evaluations=builder.evaluations)
+                exchangeable=exchangeable, notes=files.notes, ood_id=components.data.ood_id(),
+                evaluations=builder.evaluations)
 
 
 def _seed(role: dict[str, Any]) -> int:

@@ -89,6 +89,8 @@ class PlanFile(_Entry):
         exchangeable: experiment -> whether its split draws its halves alike.
         jobs: job id -> the job; cells, estimates: the tables' places and their jobs.
         estimate_only: written by ``run --estimate-only`` (the transfers left out).
+        ood_id: the data source's OOD split (None: none), which a record's ``ood_top1`` must
+            have been measured on to be read.
     """
 
     format: int = 1
@@ -102,6 +104,7 @@ class PlanFile(_Entry):
     cells: list[CellEntry]
     estimates: list[EstimateEntry] = Field(default_factory=list)
     estimate_only: bool = False
+    ood_id: str | None = None
 
     @property
     def layers(self) -> int:

@@ -28,7 +28,7 @@ def utc_now() -> str:
 #: Fields left out of a record's JSON when empty (so a network's record reads as in 0.1).
 _OPTIONAL = ("traceback", "reused_from", "fingerprint", "checkpoint_sha256", "source_sha256", "input_std", "estimator",
              "estimate",
-             "estimate_s", "features_s", "feature_dim", "ood_top1")
+             "estimate_s", "features_s", "feature_dim", "ood_top1", "ood_id")
 
 
 class HistoryPoint(BaseModel):
@@ -82,6 +82,9 @@ class JobRecord(BaseModel):
             (:meth:`~transferbench.interfaces.DataSource.has_ood`); None otherwise, and in a
             record written by a run whose source had none (the job id does not say whether
             it was measured: it names the network, and this is one more evaluation of it).
+        ood_id: which OOD split ``ood_top1`` was measured on
+            (:meth:`~transferbench.interfaces.DataSource.ood_id`); the report uses
+            ``ood_top1`` only when this is the plan's.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -117,6 +120,7 @@ class JobRecord(BaseModel):
     features_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     feature_dim: int | None = Field(None, ge=1)
     ood_top1: float | None = Field(None, ge=0, le=1)
+    ood_id: str | None = None
 
     @property
     def ok(self) -> bool:

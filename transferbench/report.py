@@ -287,6 +287,12 @@ def _print_failures(console: Console, results: RunResults, limit: int = 3) -> No
     for path, why in results.unreadable:
         console.print(Text(f"  unreadable: {path}: {why} (counted as pending; a rerun moves it aside "
                            "and trains the network again)"))
+    if results.ood_stale:
+        console.print(Text(
+            f"  ood_top1 of {results.ood_stale} network(s) left out: measured on another out-of-distribution split "
+            "than this plan's (the data source's OOD settings changed after they trained; job ids leave them out, "
+            "so a rerun reuses the networks and does not re-evaluate them). To measure them on this split, run the "
+            "config into a new --out"))
 
 
 def _print_experiment(console: Console, report: RunReport, e: ExperimentReport, full: bool) -> None:

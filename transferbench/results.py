@@ -191,6 +191,8 @@ class RunResults:
         records: job id -> its record, for every job with a readable one (histories included:
             the validity checks read them), read once with the rows.
         estimates: every estimator point of the plan with its score (``pending`` without one).
+        ood_stale: networks whose ``ood_top1`` was measured on another OOD split than the
+            plan's (another ``ood`` setting, or none): left out of every row, and said.
         evaluations: every evaluation of the run's evaluators whose networks are the plan's
             and whose checkpoints are the ones their records name.
     """
@@ -207,6 +209,7 @@ class RunResults:
     exchangeable: dict[str, bool] = field(default_factory=dict)
     records: dict[str, JobRecord] = field(default_factory=dict, repr=False)
     estimates: tuple[EstimateRow, ...] = ()
+    ood_stale: int = 0
     evaluations: tuple[EvaluationRow, ...] = ()
 
     def count(self, status: str) -> int:
@@ -296,7 +299,8 @@ def read_results(run_dir: Path | str) -> RunResults:
             records[job_id] = _load_record(store, job_id, unreadable)
         return records[job_id]
 
-    rows = [_row(cell, record(cell.job_id), plan.jobs.get(cell.job_id), plan.config_hash) for cell in plan.cells]
+    rows = [_row(cell, record(cell.job_id), plan.jobs.get(cell.job_id), plan.config_hash, plan.ood_id)
+            for cell in plan.cells]
     estimates = tuple(_estimate_row(cell, record(cell.job_id)) for cell in plan.estimates)
     kept = {jid: r for jid, r in records.items() if r is not None}
     evaluations = _evaluations(store, {c.job_id for c in plan.cells}, kept, unreadable)
@@ -313,6 +317,7 @@ def read_results(run_dir: Path | str) -> RunResults:
         exchangeable=dict(plan.exchangeable),
         records=kept,
         estimates=estimates,
+        ood_stale=sum(1 for r in kept.values() if r.ood_top1 is not None and r.ood_id != plan.ood_id),
         evaluations=evaluations,
     )
 
@@ -341,7 +346,8 @@ def _evaluations(store: RunStore, planned: set[str], records: dict[str, JobRecor
     return tuple(rows)
 
 
-def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_hash: str) -> ResultRow:
+def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_hash: str,
+         ood_id: str | None = None) -> ResultRow:
     status = "pending" if rec is None else rec.status
     job = job or JobEntry()
     return ResultRow(
@@ -367,7 +373,7 @@ def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_ha
         error=rec.error if rec and status == "failed" else None,
         fingerprint=rec.fingerprint_id if rec else None,
         input_std=rec.input_std if rec else None,
-        ood_top1=rec.value("ood_top1") if rec else None,
+        ood_top1=rec.value("ood_top1") if rec and ood_id is not None and rec.ood_id == ood_id else None,
     )
 
 

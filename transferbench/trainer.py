@@ -185,7 +185,7 @@ def job_record(job: Job, ctx: TrainContext, setup: JobSetup, history: list[Histo
         trainable_params=sum(p.numel() for p in setup.target.model.parameters() if p.requires_grad),
         device=str(ctx.device), seed=job.seed, started_at=started, finished_at=utc_now(),
         transferbench_version=__version__, torch_version=torch.__version__, input_std=setup.data.input_std,
-        ood_top1=ood_top1(job, ctx, setup.target.model),
+        ood_top1=ood_top1(job, ctx, setup.target.model), ood_id=ctx.components.data.ood_id(),
     )
 
 
@@ -228,4 +228,5 @@ def _evaluated(job: Job, ctx: TrainContext, target: Target, data: JobData, start
         num_classes=job.num_classes, trainable_params=0, device=str(device), seed=job.seed,
         started_at=started, finished_at=utc_now(), transferbench_version=__version__,
         torch_version=torch.__version__, input_std=input_std, ood_top1=ood_top1(job, ctx, target.model),
+        ood_id=ctx.components.data.ood_id(),
     )
