@@ -98,6 +98,18 @@ def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, t
     assert [r["advice"] for r in doc["validation"]["t"]][:4] == [ADVICE, PRUNED, AUTO_RGN, TRANSRATE]
     assert doc["targets"][0]["units"][0]["choice"] == first["units"][0]["choice"]
     assert any(line.startswith("Target (mean regret") for line in doc["verdict"])
+    # the pooled table of finished runs (benchmarks/recommend_pooled.py) reads the same rows back
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "recommend_pooled", Path(__file__).resolve().parents[1] / "benchmarks" / "recommend_pooled.py")
+    pooled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pooled)
+    assert pooled.main([str(path), str(out)]) == 0
+    table = capsys.readouterr().out
+    for row in doc["validation"]["all"]:
+        assert f"{row['advice']} | {row['regret']['value']:+.2f}" in table
 
     # every result of the sweep poisoned, every read of any store spied on: the advice again
     for record in (out / SWEEP / "records").glob("*.json"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferbench import EvalInputs, Evaluation, Evaluator, testing
+from transferbench import ConfigError, EvalInputs, Evaluation, Evaluator, testing
 from transferbench.plugins import PluginHost
 from transferbench_plugins.evaluators import LossBarrier, LossBarrierParams, barrier
 
@@ -122,3 +122,72 @@ def test_the_kind_is_registered_and_checked():
         testing.check_evaluator(Changes)
     with pytest.raises(testing.ContractError, match="its quantities are"):
         testing.check_evaluator(Forgets)
+
+
+# --------------------------------------------------------------------------- in a run
+
+
+def _basin_plan(**changes):
+    from tests.conftest import tiny_config
+    from transferbench.config import parse_config
+    from transferbench.plan import build_plan
+    from transferbench.resolve import resolve
+
+    exp = {"name": "basin", "split": {"name": "parity", "seeds": [0, 1]}, "layers": [1],
+           "treatments": ["AnB+", {"name": "AnB+r1", "source": "A", "target": "B", "protocol": "finetune",
+                                   "replica": 1},
+                          {"name": "scratchB", "target": "B", "protocol": "scratch"}],
+           "evaluators": [{"name": "loss_barrier", "label": "finetuned", "networks": ["AnB+", "AnB+r1"], "points": 3},
+                          {"name": "loss_barrier", "label": "scratch", "networks": ["baseB", "scratchB"],
+                           "points": 3}],
+           **changes}
+    config = parse_config(tiny_config(experiments=[exp], train={"lr": 0.1, "batch_size": 32, "epochs": 2,
+                                                                "weight_decay": 0.0}))
+    components = resolve(config)
+    return config, components, build_plan(config, components)
+
+
+def test_a_replica_is_another_network_of_the_same_source(fake_plugins):
+    _, _, plan = _basin_plan()
+    ids = {(c.split_seed, c.treatment, c.n): c.job_id for c in plan.cells}
+    one, two = plan.jobs[ids[(0, "AnB+", 1)]], plan.jobs[ids[(0, "AnB+r1", 1)]]
+    assert one.id != two.id and one.seed != two.seed and one.depends_on == two.depends_on
+    scratch = plan.jobs[ids[(0, "scratchB", 1)]]
+    assert scratch.depends_on is None and scratch.id != ids[(0, "baseB", 0)]
+    cells = [(e.split_seed, e.label, e.n, e.job_ids) for e in plan.evaluations]
+    assert (0, "finetuned", 1, (one.id, two.id)) in cells
+    assert (0, "scratch", 1, (ids[(0, "baseB", 0)], scratch.id)) in cells and len(cells) == 4
+    assert all(plan.keeps_checkpoint(j, "none") for e in plan.evaluations for j in e.job_ids)
+
+
+def test_the_run_evaluates_once_and_the_grid_reads_it(fake_plugins, tmp_path):
+    from rich.console import Console
+
+    from transferbench.analysis import build_grids
+    from transferbench.engine import run_plan
+    from transferbench.evaluation import run_evaluations
+    from transferbench.results import read_results
+
+    config, components, plan = _basin_plan(split={"name": "parity", "seeds": [0]})
+    run_plan(config, components, plan, tmp_path / "run", Console(quiet=True))
+    files = sorted((tmp_path / "run" / "evaluations").glob("*.json"))
+    assert len(files) == 2
+    again = run_evaluations(config, components, plan, tmp_path / "run", torch.device("cpu"))
+    assert (again.computed, again.reused, again.failed) == (0, 2, [])
+    results = read_results(tmp_path / "run")
+    assert len(results.evaluations) == 2
+    grid = build_grids(results)[0]
+    stat = grid.measure("finetuned.loss_barrier", 1)
+    assert stat is not None and stat.units == 1 and stat.values[0] >= 0
+    assert grid.measure("scratch.end_top1", 1).units == 1
+
+
+def test_bad_evaluator_settings_are_config_errors_at_their_keys(fake_plugins):
+    with pytest.raises(ConfigError, match=r"evaluators.0.networks.*reads 2 networks; 1"):
+        _basin_plan(evaluators=[{"name": "loss_barrier", "label": "x", "networks": ["AnB+"]}])
+    with pytest.raises(ConfigError, match=r"not a treatment of this experiment"):
+        _basin_plan(evaluators=[{"name": "loss_barrier", "label": "x", "networks": ["AnB+", "nope"]}])
+    with pytest.raises(ConfigError, match=r"evaluators.0.name"):
+        _basin_plan(evaluators=[{"name": "nope", "label": "x", "networks": ["AnB+", "AnB+r1"]}])
+    with pytest.raises(ConfigError, match=r"not trained on one task"):
+        _basin_plan(evaluators=[{"name": "loss_barrier", "label": "x", "networks": ["baseA", "AnB+"]}])

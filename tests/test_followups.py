@@ -156,3 +156,39 @@ def test_smaller_benefit_when_shuffled_compares_two_sets_of_units():
     assert _neyshabur([0.65, 0.66, 0.65, 0.67], [0.80, 0.81, 0.80, 0.82])[name].verdict == "contradicted"
     assert _neyshabur([0.60, 0.90, 0.70, 0.80], [0.70, 0.75, 0.60, 0.85])[name].verdict == "inconclusive"
     assert _neyshabur(None, [0.7] * 4)[name].verdict == "not determined"
+
+
+def _basin(finetuned: list[float] | None, scratch: list[float] | None, base: float = 0.6) -> dict:
+    """baseB per unit (10 classes: headroom about 0.5) and the top-1 barriers of the two pairs."""
+    from transferbench.results import EvaluationRow
+    from transferbench_plugins.neyshabur2020 import Neyshabur2020
+
+    units = max(len(finetuned or ()), len(scratch or ()))
+    rows = tuple(ResultRow("basin", "random", seed, "baseB", 0, f"baseB-{seed}", "ok", top1=base, top5=1.0,
+                           top1_best_k=base, kind="base", target="B", num_classes=10) for seed in range(units))
+    evaluations = tuple(EvaluationRow("basin", seed, label, 7, "B", "loss_barrier",
+                                      {"top1_barrier": v, "loss_barrier": v, "end_loss": 1.0, "end_top1": base})
+                        for label, values in (("finetuned", finetuned), ("scratch", scratch))
+                        for seed, v in enumerate(values or ()))
+    results = RunResults("hand-made", "0" * 16, 8, tuple(f"l{i}" for i in range(1, 9)), rows,
+                         evaluations=evaluations)
+    return {f.name: judge(f, build_grids(results), (), resamples=20) for f in Neyshabur2020().findings()}
+
+
+def test_fine_tuned_networks_in_one_basin_is_an_equivalence_within_its_stated_margin():
+    name = "fine-tuned networks in one basin"
+    # headroom 0.5: a barrier of 0.01 is 2% of it, inside the 5% margin; 0.2 is 40%, outside
+    assert _basin([0.010, 0.012, 0.008, 0.011], None)[name].verdict == "reproduced"
+    assert _basin([0.20, 0.21, 0.19, 0.20], None)[name].verdict == "contradicted"
+    assert _basin([0.00, 0.06, 0.01, 0.05], None)[name].verdict == "inconclusive"
+    assert _basin([0.01, 0.01], None)[name].verdict == "not determined"  # two units
+    assert _basin(None, [0.2, 0.2, 0.2])[name].verdict == "not determined"  # no fine-tuned pair
+
+
+def test_scratch_barrier_larger_is_judged_per_unit_on_its_direction():
+    name = "scratch networks: a larger barrier"
+    assert _basin([0.01, 0.02, 0.01, 0.01], [0.30, 0.25, 0.35, 0.28])[name].verdict == "reproduced"
+    assert _basin([0.30, 0.25, 0.35, 0.28], [0.01, 0.02, 0.01, 0.01])[name].verdict == "contradicted"
+    assert _basin([0.10, 0.30, 0.05, 0.20], [0.20, 0.10, 0.25, 0.05])[name].verdict == "inconclusive"
+    assert _basin([0.01] * 4, None)[name].verdict == "not determined"
+    assert "not in this run" in _neyshabur([0.7] * 3, None)[name].run

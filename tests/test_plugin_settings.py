@@ -45,12 +45,14 @@ def test_example_block_is_yaml_with_every_key(entry):
             "split": lambda d: d["experiments"][0]["split"],
             "protocol": lambda d: d["experiments"][0]["treatments"][0]["protocol"],
             "estimator": lambda d: d["experiments"][0]["estimators"][0],
-            "data_transform": lambda d: d["experiments"][0]["transforms"][0]}[entry.kind](parsed)
+            "data_transform": lambda d: d["experiments"][0]["transforms"][0],
+            "evaluator": lambda d: d["experiments"][0]["evaluators"][0]}[entry.kind](parsed)
     assert node["name"] == entry.name
     fields = settings(entry.factory.Params)
     assert {s.name for s in fields} <= set(node)
     if not any(s.required for s in fields):  # the defaults themselves validate
-        params = {k: v for k, v in node.items() if k not in ("name", "seeds", "halves", "examples")}
+        params = {k: v for k, v in node.items() if k not in ("name", "seeds", "halves", "examples", "label",
+                                                              "networks")}
         entry.factory.Params.model_validate(params)
 
 

@@ -187,6 +187,10 @@ def test_transfer_faster_for_every_verdict():
     fast = _judge(AnBplus=[(0.9, 10), (0.9, 20), (0.9, 10), (0.9, 10)])[TransferFaster.name]
     assert fast.verdict == "reproduced" and fast.effect is None and fast.scale == "the training run"
     assert "% of the training run" in fast.run and "n=7" in fast.run
+    from transferbench.report import _finding_lines
+
+    printed = "\n".join(_finding_lines(fast, ""))
+    assert "of the training run" in printed and "of headroom" not in printed  # the report prints its scale
     assert _judge(AnBplus=[(0.9, 80), (0.9, 90), (0.9, 80), (0.9, 90)])[TransferFaster.name].verdict == "contradicted"
     noisy = _judge(AnBplus=[(0.9, 10), (0.9, 100), (0.9, 20), (0.9, 90)])[TransferFaster.name]
     assert noisy.verdict == "inconclusive"
@@ -254,7 +258,7 @@ def test_a_meanvar_network_trains_and_its_convergence_is_read(fake_plugins, tmp_
     from .conftest import tiny_config
 
     exp = {"name": "e", "split": {"name": "parity", "seeds": [0]}, "layers": [2],
-           "treatments": ["AnB+", {"name": "mv", "source": "A", "target": "B", "protocol": "meanvar"}]}
+           "treatments": [{"name": "mv", "source": "A", "target": "B", "protocol": "meanvar"}]}
     train = {"lr": 0.1, "batch_size": 32, "epochs": 3, "weight_decay": 0.0}
     config = parse_config(tiny_config(experiments=[exp], train=train, eval={"every": 1, "best_k": 2}))
     components = resolve(config)

@@ -110,3 +110,21 @@ def test_the_report_prints_the_choice_and_writes_its_csv(tmp_path):
     assert list(row) == list(SOURCE_RANKING_COLUMNS)
     assert (row["sources"], row["picks_right"], row["picks_units"], row["ground_truth"]) == ("good weak", "4", "4",
                                                                                              "frozen")
+
+
+def test_two_sources_beat_a_baseline_only_by_an_exact_test():
+    """Right in every unit where the baseline is wrong: 5 of 5 discordant units is p = .0625 by
+    the sign test (not determined), 6 of 6 is p = .031 (yes), 0 of 6 is "no"; a bootstrap of such
+    units would give an interval of zero width and say yes at once. Against a random pick: the
+    exact interval of 5/5 (.48 to 1) holds 1/2, that of 6/6 (.54 to 1) does not."""
+    from transferbench.source_ranking import _exact_verdict, _Unit
+
+    def units(count, mine_right):
+        good = (1.0, 0.0) if mine_right else (0.0, 1.0)
+        return [_Unit(("x", s, "B"), (0.6, 0.5), good, {"b": (good[1], good[0])}) for s in range(count)]
+
+    assert _exact_verdict(units(5, True), "b", Picks.of(5, 5), 2) == "not determined"
+    assert _exact_verdict(units(6, True), "b", Picks.of(6, 6), 2) == "yes"
+    assert _exact_verdict(units(6, False), "b", Picks.of(0, 6), 2) == "no"
+    assert _exact_verdict(units(5, True), "random", Picks.of(5, 5), 2) == "not determined"
+    assert _exact_verdict(units(6, True), "random", Picks.of(6, 6), 2) == "yes"

@@ -252,3 +252,21 @@ def test_stability_is_seeded_and_resamples_each_group():
     again = stability([values], lambda g: verdict(over_units(g[0]), 0.2), resamples=200, seed=3)
     assert first == again and first.resamples == 200
     assert stability([[]], lambda g: 0) is None
+
+
+def test_power_table_marks_findings_on_another_scale_than_headroom():
+    """A convergence finding's sd is a fraction of the training run: the planner's table must
+    not print it as if it were % of headroom."""
+    from rich.console import Console
+
+    from transferbench.power import PowerRow, print_power
+
+    rows = [PowerRow("specificity", ("random",), "effect", 3, 0.05, 0.13, 4, 2, 40, 1.0, None, "reproduced"),
+            PowerRow("faster", ("raghu",), "effect", 6, 0.03, None, None, None, None, None, None, "reproduced",
+                     scale="the training run")]
+    console = Console(record=True, width=200)
+    print_power(console, rows)
+    text = console.export_text()
+    assert "5.0%" in text and "5.0%*" not in text
+    assert "3.0%*" in text
+    assert "*: % of the training run, not of headroom." in " ".join(text.split())

@@ -23,6 +23,12 @@ as the sweep's jobs are), and it reads nothing from the run directory but the so
 networks' checkpoints: never a result of the sweep it is validated against (a test spies on
 every read). The settings (:data:`RUNGS`, :data:`KEEP`) were fixed before the first run.
 
+Beside the advice, in each unit and from the same source network and the target's data
+alone, three selectors choose (rows of the validation, not the printed advice): Auto-RGN
+(the surgical block with the largest relative gradient norm), TransRate (the frozen n with
+the highest score) and the kNN-pruned advice (:func:`prune`, then the same halving); see
+:mod:`transferbench.selectors` and docs/your-data.md section 8.
+
 Compute is the training FLOPs of :func:`train_flops`, in the sweep's unit; the source
 networks are counted in neither. ``--validate`` then runs the sweep into the same run
 directory and reports :mod:`transferbench.regret`'s table: the advice and each fixed
@@ -430,14 +436,13 @@ def _selections(ctx: TrainContext, pool: list[Candidate], state: dict[str, torch
     n = best_layer(transrate, ns)
     best = next(c for c in frozen if c.regime.n == n)
     features = math.fsum(costs.prefix[n] for n in ns) * 1e9
+    classes = frozen[0].job.num_classes
     arithmetic = math.fsum(estimators[TRANSRATE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
-                                                                       surgical[0].job.num_classes if surgical
-                                                                       else frozen[0].job.num_classes) or 0.0
-                           for n in ns)
+                                                                       classes) or 0.0 for n in ns)
     out[TRANSRATE] = Selection(best.regime, curves.n_train * features + arithmetic + costs.of(best.job), transrate)
     knn = curves.scores[PRUNE_ESTIMATOR]
     knn_cost = math.fsum(estimators[PRUNE_ESTIMATOR].cost_flops(curves.n_train, curves.n_eval, curves.dims[n],
-                                                                frozen[0].job.num_classes) or 0.0 for n in ns)
+                                                                classes) or 0.0 for n in ns)
     return out, knn, (curves.n_train + curves.n_eval) * features + knn_cost
 
 

@@ -195,6 +195,8 @@ class Grid:
         ood: the same experiment under the out-of-distribution metric (``ood_top1``), when
             its networks were evaluated on such a split and this grid's metric is another:
             what a finding comparing in- and out-of-distribution accuracy reads.
+        measures: (``<label>.<quantity>``, n) -> an evaluator's number over the units
+            (``experiments[].evaluators``; one evaluation per unit and n).
     """
 
     experiment: str
@@ -217,6 +219,7 @@ class Grid:
     protocols: dict[str, str | None] = field(default_factory=dict)
     curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = field(default_factory=dict, repr=False)
     ood: Grid | None = None
+    measures: dict[tuple[str, int], Stat] = field(default_factory=dict)
 
     def get(self, treatment: str, n: int) -> Stat | None:
         """The cell, or None when no network of it has a result."""
@@ -277,19 +280,27 @@ class Grid:
         """Every unit with a network in some cell, in a stable order."""
         return sorted({u for s in self.cells.values() for u in s.by_unit}, key=str)
 
+    def measure(self, name: str, n: int) -> Stat | None:
+        """An evaluator's number ``<label>.<quantity>`` at n over the units, or None."""
+        return self.measures.get((name, n))
+
     def resampled(self, draw: Sequence[Hashable]) -> Grid:
         """The grid of the units ``draw`` names, each as often as it is named (a bootstrap
-        resample): the i-th draw of unit u becomes unit (u, i) in every cell, so cells stay
-        paired by unit."""
-        cells = {}
-        for key, stat in self.cells.items():
-            picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
-            if picked:
-                cells[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
+        resample): the i-th draw of unit u becomes unit (u, i) in every cell, measure and curve,
+        so they stay paired by unit."""
+        def resample(stats: dict[tuple[str, int], Stat]) -> dict[tuple[str, int], Stat]:
+            out = {}
+            for key, stat in stats.items():
+                picked = [(stat.by_unit[u], (u, i)) for i, u in enumerate(draw) if u in stat.by_unit]
+                if picked:
+                    out[key] = Stat.of([v for v, _ in picked], [k for _, k in picked])
+            return out
+
         curves: dict[tuple[str, int], dict[Hashable, tuple[Curve, ...]]] = {
             key: {(u, i): by_unit[u] for i, u in enumerate(draw) if u in by_unit}
                   for key, by_unit in self.curves.items()}
-        return replace(self, cells=cells, curves=curves, ood=self.ood.resampled(draw) if self.ood else None)
+        return replace(self, cells=resample(self.cells), measures=resample(self.measures), curves=curves,
+                       ood=self.ood.resampled(draw) if self.ood else None)
 
     def unit_speed(self, treatment: str, n: int, fraction: float = 0.9) -> dict[Hashable, float]:
         """Per unit, the steps ``treatment``'s network at ``n`` took to reach ``fraction`` of its
@@ -346,6 +357,7 @@ def build_grids(results: RunResults, metric: str = "top1", pool: bool | None = N
         grid = _grid(experiment, rows, results, metric, pool)
         if metric != OOD_METRIC and any(r.ood_top1 is not None for r in rows):
             grid.ood = _grid(experiment, rows, results, OOD_METRIC, pool)
+        grid.measures = _measures(results, experiment)
         grids.append(grid)
     return grids
 
@@ -394,6 +406,17 @@ def _grid(experiment: str, rows: Sequence[ResultRow], results: RunResults, metri
     grid.curves = {key: {u: tuple(cs.values()) for u, cs in by_unit.items()} for key, by_unit in curves.items()}
     grid.treatments = [t for t in CANONICAL if t in order] + [t for t in order if t not in CANONICAL]
     return grid
+
+
+def _measures(results: RunResults, experiment: str) -> dict[tuple[str, int], Stat]:
+    """The experiment's evaluations as (``<label>.<quantity>``, n) -> one value per unit."""
+    values: dict[tuple[str, int], dict[Unit, float]] = defaultdict(dict)
+    for row in results.evaluations:
+        if row.experiment == experiment:
+            unit = (experiment, row.split_seed, row.target)
+            for quantity, v in row.values.items():
+                values[(f"{row.label}.{quantity}", row.n)][unit] = v
+    return {key: Stat.of(list(vs.values()), list(vs)) for key, vs in values.items()}
 
 
 # --------------------------------------------------------------------------- metrics

@@ -16,6 +16,7 @@ from .observers import Observer
 
 if TYPE_CHECKING:  # the estimator contract is not training code: editing it retrains no network
     from .estimator import Estimator
+    from .evaluator import Evaluator
 
 __all__ = ["Components"]
 
@@ -32,3 +33,4 @@ class Components:
     observers: list[Observer] = field(default_factory=list)  # in the config's order
     estimators: dict[tuple[str, str], Estimator] = field(default_factory=dict)  # (experiment, name) -> estimator
     transforms: dict[str, list[DataTransform]] = field(default_factory=dict)  # experiment -> its transforms, in order
+    evaluators: dict[tuple[str, str], Evaluator] = field(default_factory=dict)  # (experiment, label) -> evaluator

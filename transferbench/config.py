@@ -128,6 +128,10 @@ class Treatment(_Strict):
         "of one of the experiment's sources:, an inline {checkpoint: ...}, or none (random weights)")
     target: Half = "B"
     protocol: PluginRef = Field(default_factory=lambda: PluginRef(name="frozen"))
+    replica: int = Field(
+        0, ge=0, description="another copy of the same network: the same source, its own seed and data order "
+        "(0: the network itself; 1, 2, ...: independent replicas, e.g. two fine-tuned networks of one source "
+        "for an evaluator that compares them); a replica never joins a cohort")
 
     @property
     def half(self) -> str | None:
@@ -160,6 +164,17 @@ class Treatment(_Strict):
         return value
 
 
+class EvaluatorRef(PluginRef):
+    """An evaluator plugin, the name its results go by and the networks it reads."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$",
+                       description="the name its results go by (findings read `<label>.<quantity>`); unique in "
+                       "the experiment")
+    networks: list[str] = Field(
+        min_length=1, description="the treatments it reads, by name (a base network as baseA / baseB), as many "
+        "as the evaluator's arity; evaluated in every split seed and at every n of the experiment")
+
+
 class Experiment(_Strict):
     """One split (with its seeds), the treatments to run on it and the layers n to test."""
 
@@ -181,6 +196,11 @@ class Experiment(_Strict):
         default_factory=list,
         description="data transforms (block_shuffle, ...; `transferbench plugins`) applied, in order, to the "
         "examples of the networks trained on some halves (docs/configuration.md)")
+
+    evaluators: list[EvaluatorRef] = Field(
+        default_factory=list,
+        description="measurements of the trained networks made after training (loss_barrier, ...; "
+        "`transferbench plugins`): their checkpoints are kept whatever output.checkpoints says")
 
     source: CheckpointSource | None = Field(
         None, description="a weights file (X) that treatments with source X (XnB, XnB+) copy layers from "
@@ -251,6 +271,26 @@ class Experiment(_Strict):
             raise ValueError(
                 "source: the weights file is not used: no treatment copies from X. Add XnB / XnB+ "
                 "(or a treatment with source: X) to the treatments, or remove source:")
+        return self
+
+    @field_validator("evaluators")
+    @classmethod
+    def _unique_labels(cls, value: list[EvaluatorRef]) -> list[EvaluatorRef]:
+        labels = [e.label for e in value]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"evaluator labels must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _evaluated_networks_exist(self) -> Experiment:
+        known = {t.name for t in self.treatments} | {f"base{h}" for h in ("A", "B", "all")}
+        for j, ref in enumerate(self.evaluators):
+            unknown = [n for n in ref.networks if n not in known]
+            if unknown:
+                raise ValueError(f"evaluators.{j} ({ref.label}) reads {', '.join(unknown)}: not a treatment of this "
+                                 f"experiment (treatments: {', '.join(sorted(t.name for t in self.treatments))}; "
+                                 "base networks: baseA, baseB)")
         return self
 
     @field_validator("estimators")

@@ -17,6 +17,7 @@ from .components import Components
 from .config import Config, dump_config
 from .devices import resolve_device
 from .errors import ConfigError, DataError, RunDirError
+from .evaluation import EvaluationsDone, run_evaluations
 from .observing import observing, run_info
 from .plan import PLAN_FORMAT, Plan, merge_plan_json
 from .planfile import PlanFile
@@ -83,6 +84,13 @@ def _say_audit(console: Console, audit: Audit, run_dir: Path, total: int, kept_e
                       "set output.reuse_across_code: true to keep using them)")
 
 
+def _say_evaluations(console: Console, done: EvaluationsDone) -> None:
+    console.print(f"evaluations: {done.computed} computed, {done.reused} already done, {len(done.waiting)} waiting "
+                  f"for their networks, {len(done.failed)} failed")
+    for why in done.failed + done.waiting[:5]:
+        console.print(f"  {why}")
+
+
 def run_plan(
     config: Config, components: Components, plan: Plan, run_dir: Path, console: Console
 ) -> RunSummary:
@@ -113,6 +121,8 @@ def run_plan(
             with ProgressDisplay(console, plan, total=len(plan.jobs), done=skipped) as reporter, \
                     observing(reporter, watching, info) as events:
                 components.executor.run(todo, runner, events)
+                if plan.evaluations:
+                    _say_evaluations(console, run_evaluations(config, components, plan, run_dir, device))
                 report = read_report(run_dir)
                 files = write_report(report, run_dir)
                 events.report_written(report, files)

@@ -292,7 +292,9 @@ _SOURCE_NOTE = (
     "Spearman and weighted tau, 95% over units; regret: accuracy of the source best on average minus "
     "the pick's; strongest: the free baseline that picks best (source accuracy: the source's own "
     "top-1 on its task; parameters; static: a source's mean ground truth on the other units; random: "
-    "1 in k); beats: by the interval of the paired difference; ceiling: how often two units' "
+    "1 in k); beats: with 2 sources by the exact sign test over the units where only one of the two picks "
+    "right (against random: the pick rate's exact interval against 1/2), with more by the interval of the "
+    "paired difference of ρ; ceiling: how often two units' "
     "retraining picks the same source (2 sources), or their mean ρ. Every unit reads the same source "
     "networks: the intervals cover the target's retraining, not the sources'. All of it in "
     "results_source_ranking.csv")
@@ -345,7 +347,8 @@ def print_estimator_report(console: Console, results: RunResults, section: Estim
     experiments = list(dict.fromkeys(e.experiment for e in estimates))
     for exp in experiments:
         for pair in _pairs(estimates, exp):
-            _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of base{pair[0]} on "
+            network = f"base{pair[0]}" if pair[0] in ("A", "B") else f"the weights file {pair[0]}"
+            _print(console, f"{exp}: estimators on {pair[0]}n{pair[1]} (layer n of {network} on "
                    f"{pair[1]}'s examples)", _curve_table(results, estimates, exp, pair, metric),
                    f"means over split seeds; retrained accuracy ({metric}) where measured")
     rows = section.agreements

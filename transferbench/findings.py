@@ -175,11 +175,11 @@ def _caveats(finding: Finding, experiments: Sequence[str], checks: Sequence[Chec
 def _pts(d: Difference | None, unit: str = "points") -> str:
     if d is None:
         return ""
-    text = f"{100 * d.value:+.1f}"
+    text = f"{100 * d.value:+.1f}" + ("" if unit.startswith("%") else " ")
     if d.ci_low is not None and d.ci_high is not None:
-        return (f"{text} {unit} ±{100 * (d.half_width or 0):.1f} [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
+        return (f"{text}{unit} ±{100 * (d.half_width or 0):.1f} [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
                 f" over {d.units} units")
-    return f"{text} {unit} (no interval: {d.units} unit{'s' if d.units != 1 else ''})"
+    return f"{text}{unit} (no interval: {d.units} unit{'s' if d.units != 1 else ''})"
 
 
 def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks: Sequence[CheckResult] = (), *,

@@ -21,7 +21,7 @@ from .reading import ProtocolReading
 if TYPE_CHECKING:  # the estimator contract is not training code: editing it retrains no network
     from .estimator import Estimator
 
-__all__ = ["Cell", "EstimateCell", "ExternalSource", "Job", "SourceFile", "TaskTransform"]
+__all__ = ["Cell", "EstimateCell", "EvaluationCell", "ExternalSource", "Job", "SourceFile", "TaskTransform"]
 
 
 @dataclass(frozen=True)
@@ -215,3 +215,28 @@ class EstimateCell:
     n: int
     estimator: str
     job_id: str
+
+
+@dataclass(frozen=True)
+class EvaluationCell:
+    """One evaluation of a plan: the evaluator ``label`` of ``experiment`` on the networks of
+    one split seed at one n (``experiments[].evaluators``), run after they are trained.
+
+    Attributes:
+        evaluator: the evaluator plugin's name.
+        spec: its name and validated settings (part of the evaluation's key).
+        treatments: the treatments read, in the config's order.
+        job_ids: the networks filling them, in the same order.
+        target: the half they are trained on (every one the same).
+        n: the layer (0 when every network read is a base network).
+    """
+
+    experiment: str
+    split_seed: int
+    label: str
+    evaluator: str
+    spec: dict[str, Any]
+    treatments: tuple[str, ...]
+    job_ids: tuple[str, ...]
+    target: str
+    n: int

@@ -218,6 +218,14 @@ def _estimators_json(section: Any) -> dict[str, Any] | None:
         "ground_truths": [{"experiment": g.experiment, "first": g.first, "second": g.second,
                            "spearman": _interval(g.spearman), "weighted_tau": _interval(g.weighted_tau),
                            "points": g.points} for g in section.ground_truths],
+        "sources": [{"experiment": r.experiment, "target": r.target, "n": r.n, "ground_truth": r.ground_truth,
+                     "metric": r.metric, "estimator": r.estimator, "sources": list(r.sources), "units": r.units,
+                     "picks": {"right": r.picks.right, "units": r.picks.units,
+                               "ci": [r.picks.ci_low, r.picks.ci_high] if r.picks.ci_low is not None else None},
+                     "spearman": _interval(r.spearman), "kendall": _interval(r.kendall),
+                     "weighted_tau": _interval(r.weighted_tau), "regret": _interval(r.regret),
+                     "strongest_baseline": r.strongest, "beats_strongest_baseline": r.beats,
+                     "ceiling": _interval(r.ceiling)} for r in getattr(section, "sources", ())],
     }
 
 

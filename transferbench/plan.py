@@ -17,7 +17,7 @@ from .estimator import Estimator
 from .fingerprint import ESTIMATION_ENTRY, code_fingerprint
 from .hashing import content_hash
 from .interfaces import ClassInfo, Halves, TransferProtocol
-from .jobs import Cell, EstimateCell, ExternalSource, Job, TaskTransform
+from .jobs import Cell, EstimateCell, EvaluationCell, ExternalSource, Job, TaskTransform
 from .network import build_meta, input_shape
 from .planfile import CellEntry, JobEntry, PlanFile, merge_plans
 from .reading import ProtocolReading
@@ -56,6 +56,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     exchangeable: dict[str, bool] = field(default_factory=dict)
     ood_id: str | None = None  # the data source's OOD split (DataSource.ood_id): what an ood_top1 must match
+    evaluations: list[EvaluationCell] = field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -72,6 +73,8 @@ class Plan:
         job = self.jobs.get(job_id)
         if job is None or job.kind == "estimate":
             return False
+        if any(job_id in e.job_ids for e in self.evaluations):
+            return True  # an evaluator reads it after training, whatever the policy says
         return policy == "all" or (policy == "sources" and bool(self.dependents(job_id)))
 
     def without_transfers(self) -> Plan:
@@ -84,7 +87,8 @@ class Plan:
             raise ConfigError([("experiments", "--estimate-only needs `estimators:` on an experiment "
                                 "(e.g. estimators: [linear, knn, logme, cka])")])
         jobs = {jid: j for jid, j in self.jobs.items() if j.kind != "transfer"}
-        return replace(self, jobs=jobs, cells=[c for c in self.cells if c.job_id in jobs], estimate_only=True)
+        return replace(self, jobs=jobs, cells=[c for c in self.cells if c.job_id in jobs], estimate_only=True,
+                       evaluations=[e for e in self.evaluations if all(j in jobs for j in e.job_ids)])
 
     @property
     def cohorts(self) -> dict[str, list[str]]:
@@ -200,6 +204,7 @@ class _Builder:
         self.jobs: dict[str, Job] = {}
         self.cells: list[Cell] = []
         self.estimates: list[EstimateCell] = []
+        self.evaluations: list[EvaluationCell] = []
         self.roles: dict[str, dict[str, Any]] = {}  # job id -> its role (what seeds it)
         self.readings: dict[tuple[int, int], ProtocolReading] = {}
 
@@ -242,9 +247,11 @@ class _Builder:
         origin = external.identity() if external else None
         role = {"seed": self.seed, "replicate": replicate, "kind": "transfer", "classes": list(task),
                 "protocol": protocol_spec, "n": n, "source": self.roles[source.id] if source else origin,
-                **_transformed(transforms)}
+                **_transformed(transforms), **({"replica": treatment.replica} if treatment.replica else {})}
         reading = self.read(protocol, n)
-        order = self._cohort_order(task, replicate, reading)
+        # a replica is the same network trained again with its own seed and data order: never
+        # in a cohort, whose members share one
+        order = {} if treatment.replica else self._cohort_order(task, replicate, reading)
         jid = content_hash({**self.base_spec, **role, "source": source.id if source else origin, **order})
         cohort = {}
         if order:  # members share one stream of batches: the same examples, transformed alike
@@ -345,6 +352,36 @@ class _Builder:
                 self.cells.append(Cell(exp.name, exp.split.name, seed, t.name, n, job.id))
         if exp.estimators:
             self.estimators(exp, seed, halves, layers, bases, components, externals)
+        if exp.evaluators:
+            self.evaluators(exp, seed, layers, bases, components)
+
+    def evaluators(self, exp: Experiment, seed: int, layers: list[int], bases: dict[str, Job],
+                   components: Components) -> None:
+        """Every evaluator of ``exp`` on its networks of split seed ``seed``, at every n of the
+        experiment (once, at n = 0, when it reads base networks only)."""
+        at = {(c.treatment, c.n): c.job_id for c in self.cells if c.experiment == exp.name and c.split_seed == seed}
+        for ref in exp.evaluators:
+            ev = components.evaluators[(exp.name, ref.label)]
+            spec = {"name": ref.name, **ev.params.model_dump(mode="json")}
+            only_bases = all(name.startswith("base") and name not in {t.name for t in exp.treatments}
+                             for name in ref.networks)
+            for n in ([0] if only_bases else layers):
+                ids = []
+                for name in ref.networks:
+                    jid = at.get((name, n)) or at.get((name, 0))
+                    if jid is None and name.startswith("base") and name[4:] in bases:
+                        jid = bases[name[4:]].id
+                    if jid is None:
+                        raise ConfigError([(f"experiments.{exp.name}.evaluators", f"{ref.label}: no network "
+                                            f"{name} at n={n} (a base network is named baseA, baseB)")])
+                    ids.append(jid)
+                targets = {self.jobs[j].target for j in ids}
+                if len(targets) != 1 or any(self.jobs[j].transforms != self.jobs[ids[0]].transforms for j in ids):
+                    raise ConfigError([(f"experiments.{exp.name}.evaluators", f"{ref.label}: the networks "
+                                        f"{', '.join(ref.networks)} are not trained on one task (one half, the same "
+                                        "data transforms)")])
+                self.evaluations.append(EvaluationCell(exp.name, seed, ref.label, ref.name, spec,
+                                                       tuple(ref.networks), tuple(ids), targets.pop(), n))
 
 
 def build_plan(config: Config, components: Components, classes: Sequence[ClassInfo] | None = None) -> Plan:
@@ -402,7 +439,8 @@ def build_plan(config: Config, components: Components, classes: Sequence[ClassIn
     exchangeable = {exp.name: type(components.splits[exp.name]).exchangeable for exp in config.experiments}
     return Plan(config.name, content_hash(base_spec), names, ordered, builder.cells, all_halves,
                 estimates=builder.estimates, expected_input_std=components.architecture.expected_input_std(),
-                exchangeable=exchangeable, notes=files.notes, ood_id=components.data.ood_id())
+                exchangeable=exchangeable, notes=files.notes, ood_id=components.data.ood_id(),
+                evaluations=builder.evaluations)
 
 
 def _seed(role: dict[str, Any]) -> int:

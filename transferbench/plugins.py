@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "transferbench_plugins.lee2022",
     "transferbench_plugins.kumar2022",
     "transferbench_plugins.evaluators",
+    "transferbench_plugins.scratch",
 )
 
 #: Set to a comma-separated list of entry-point names to load only those third-party

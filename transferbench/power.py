@@ -47,6 +47,8 @@ class PowerRow:
         cpu_hours: at this run's measured seconds per network (wall time, this machine).
         gpu_hours: from ``plan``'s compute model (None when the run's config does not resolve here).
         verdict: the run's verdict now.
+        scale: what ``sd`` and ``target`` are fractions of (the finding's scale: ``headroom``, or
+            e.g. ``the training run`` for a convergence speed).
     """
 
     finding: str
@@ -61,6 +63,7 @@ class PowerRow:
     cpu_hours: float | None
     gpu_hours: float | None
     verdict: str
+    scale: str = "headroom"
 
 
 def _per_seed(report: RunReport, experiment: str) -> tuple[float, float]:
@@ -93,7 +96,7 @@ def _row(f: FindingResult, name: str, report: RunReport, gpu: dict[str, float] |
             gpu_h = seeds * sum(n * gpu[e] for (n, _), e in zip(costs, experiments))
     return PowerRow(name, experiments, "equivalence" if f.equivalence is not None else "effect", units_now,
                     est.sd if est is not None else None, target, f.units_needed, seeds, networks, cpu, gpu_h,
-                    f.verdict)
+                    f.verdict, f.scale)
 
 
 def plan_power(report: RunReport, gpu: dict[str, float] | None = None) -> list[PowerRow]:
@@ -149,12 +152,16 @@ def print_power(console: Console, rows: Sequence[PowerRow]) -> None:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for head in ("finding", "now", "units", "seeds", "networks", "CPU-h", "GPU-h", "sd", "target"):
         table.add_column(head, justify="left" if head == "finding" else "right")
+    other_scales = sorted({r.scale for r in rows if r.scale != "headroom"})
     for r in rows:
+        # a finding on another scale (convergence speed: % of the training run) is marked, so its
+        # sd is never read as % of headroom
+        mark = "" if r.scale == "headroom" else "*" * (other_scales.index(r.scale) + 1)
         target = "" if r.target is None else (f"±{100 * r.target:.1f}%" if r.kind == "equivalence"
-                                               else f"{100 * r.target:+.1f}%")
+                                               else f"{100 * r.target:+.1f}%") + mark
         table.add_row(r.finding, f"{r.units_now} ({r.verdict})", _num(r.units, "d"), _num(r.seeds, "d"),
                       _num(r.networks, ",d"), _num(r.cpu_hours, ",.1f"), _num(r.gpu_hours, ",.2f"),
-                      "" if r.sd is None else f"{100 * r.sd:.1f}%", target)
+                      "" if r.sd is None else f"{100 * r.sd:.1f}%{mark}", target)
     console.print(Text("Power planner: split seeds for a decisive verdict", style="bold"))
     console.print(table)
     console.print(Text(
@@ -165,5 +172,7 @@ def print_power(console: Console, rows: Sequence[PowerRow]) -> None:
         "the experiments at that many seeds; CPU-h: at this run's measured seconds per network on this machine; "
         "GPU-h: plan's model at 20 TFLOP/s; sd: the scatter of the per-unit contrast, estimated from this run "
         "(a pilot: few units make it rough). Blank: not determined (fewer than 3 units), or a finding judged on "
-        "its direction (no effect to power for).", style="dim"))
+        "its direction (no effect to power for)."
+        + "".join(f" {'*' * (i + 1)}: % of {scale}, not of headroom." for i, scale in enumerate(other_scales)),
+        style="dim"))
     console.print()

@@ -14,12 +14,14 @@ from .components import Components
 from .config import Config, PluginRef, format_validation_error
 from .errors import ConfigError, PluginError
 from .estimator import Estimator
+from .evaluator import Evaluator
 from .interfaces import Plugin, TaskSplit, TransferProtocol
 from .plugins import Registry, get_registry
 
 # config keys the engine consumes itself, by plugin kind, not passed to the plugin (a split's
 # seeds); under any other kind the same key is the plugin's own, and refused when unknown
-_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}, "data_transform": {"halves", "examples"}}
+_ENGINE_KEYS: dict[str, set[str]] = {"split": {"seeds"}, "data_transform": {"halves", "examples"},
+                                     "evaluator": {"label", "networks"}}
 
 
 def instantiate(
@@ -99,6 +101,7 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
             est = instantiate(registry, "estimator", ref, f"experiments.{i}.estimators.{j}", problems)
             if est is not None:
                 estimators[(exp.name, ref.name)] = est
+    evaluators = _evaluators(registry, config, problems)
     observers = [instantiate(registry, "observer", ref, f"observers.{i}", problems)
                  for i, ref in enumerate(config.observers)]
     transforms = {exp.name: [instantiate(registry, "data_transform", ref, f"experiments.{i}.transforms.{j}", problems)
@@ -106,8 +109,24 @@ def resolve(config: Config, registry: Registry | None = None) -> Components:
     if problems:
         raise ConfigError(problems)
     return Components(data=data, architecture=arch, splits=splits, protocols=protocols, executor=executor,
-                      observers=observers, estimators=estimators,
+                      observers=observers, estimators=estimators, evaluators=evaluators,
                       transforms={name: ts for name, ts in transforms.items() if ts})
+
+
+def _evaluators(registry: Registry, config: Config, problems: list[tuple[str, str]]
+                ) -> dict[tuple[str, str], Evaluator]:
+    """Every experiment's evaluators by (experiment, label), each reading as many networks as it names."""
+    evaluators: dict[tuple[str, str], Evaluator] = {}
+    for i, exp in enumerate(config.experiments):
+        for j, ref in enumerate(exp.evaluators):
+            ev = instantiate(registry, "evaluator", ref, f"experiments.{i}.evaluators.{j}", problems)
+            if ev is None:
+                continue
+            if len(ref.networks) != ev.arity:
+                problems.append((f"experiments.{i}.evaluators.{j}.networks",
+                                 f"evaluator {ref.name!r} reads {ev.arity} networks; {len(ref.networks)} are named"))
+            evaluators[(exp.name, ref.label)] = ev
+    return evaluators
 
 
 def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -> list[tuple[str, str]]:
@@ -138,6 +157,9 @@ def raw_plugin_problems(raw: dict[str, Any], registry: Registry | None = None) -
         transforms = exp.get("transforms")
         for j, e in enumerate(transforms if isinstance(transforms, list) else []):
             refs.append(("data_transform", f"experiments.{i}.transforms.{j}", e))
+        evaluators = exp.get("evaluators")
+        for j, e in enumerate(evaluators if isinstance(evaluators, list) else []):
+            refs.append(("evaluator", f"experiments.{i}.evaluators.{j}", e))
     for kind, path, value in refs:
         if value is None:
             continue

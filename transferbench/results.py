@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -152,6 +153,26 @@ class EstimateRow:
 
 
 @dataclass(frozen=True)
+class EvaluationRow:
+    """One evaluation of an evaluator (``experiments[].evaluators``) on the networks of one
+    cell: ``label`` of ``experiment`` at split seed ``split_seed`` and layer ``n``.
+
+    Attributes:
+        values: the evaluator's numbers by quantity (``loss_barrier``, ...).
+        job_ids: the networks it read, in the config's order.
+    """
+
+    experiment: str
+    split_seed: int
+    label: str
+    n: int
+    target: str
+    evaluator: str
+    values: dict[str, float]
+    job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunResults:
     """Everything a report needs from one run (or from the paper's reference data).
 
@@ -172,6 +193,8 @@ class RunResults:
         estimates: every estimator point of the plan with its score (``pending`` without one).
         ood_stale: networks whose ``ood_top1`` was measured on another OOD split than the
             plan's (another ``ood`` setting, or none): left out of every row, and said.
+        evaluations: every evaluation of the run's evaluators whose networks are the plan's
+            and whose checkpoints are the ones their records name.
     """
 
     name: str
@@ -187,6 +210,7 @@ class RunResults:
     records: dict[str, JobRecord] = field(default_factory=dict, repr=False)
     estimates: tuple[EstimateRow, ...] = ()
     ood_stale: int = 0
+    evaluations: tuple[EvaluationRow, ...] = ()
 
     def count(self, status: str) -> int:
         """Number of distinct networks (jobs) with this status."""
@@ -279,6 +303,7 @@ def read_results(run_dir: Path | str) -> RunResults:
             for cell in plan.cells]
     estimates = tuple(_estimate_row(cell, record(cell.job_id)) for cell in plan.estimates)
     kept = {jid: r for jid, r in records.items() if r is not None}
+    evaluations = _evaluations(store, {c.job_id for c in plan.cells}, kept, unreadable)
     return RunResults(
         name=plan.name or run_dir.name,
         config_hash=plan.config_hash,
@@ -293,7 +318,32 @@ def read_results(run_dir: Path | str) -> RunResults:
         records=kept,
         estimates=estimates,
         ood_stale=sum(1 for r in kept.values() if r.ood_top1 is not None and r.ood_id != plan.ood_id),
+        evaluations=evaluations,
     )
+
+
+def _evaluations(store: RunStore, planned: set[str], records: dict[str, JobRecord],
+                 unreadable: list[tuple[str, str]]) -> tuple[EvaluationRow, ...]:
+    """The evaluation records of the run directory that read the plan's networks as they are
+    now (the checkpoints their records name): one row per cell a record serves."""
+    folder = store.evaluations_dir
+    rows = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            data = json.loads(path.read_text())
+            values = {str(k): float(v) for k, v in data["values"].items()}
+            name, shas, cells = str(data["evaluator"]["name"]), list(data["checkpoints"]), list(data["cells"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            unreadable.append((str(path), f"{type(exc).__name__}: {exc}"))
+            continue
+        for c in cells:
+            ids = tuple(c.get("job_ids", ()))
+            current = all(j in planned and j in records and records[j].checkpoint_sha256 == sha
+                          for j, sha in zip(ids, shas)) and len(ids) == len(shas)
+            if current:
+                rows.append(EvaluationRow(str(c["experiment"]), int(c["split_seed"]), str(c["label"]), int(c["n"]),
+                                          str(c["target"]), name, values, ids))
+    return tuple(rows)
 
 
 def _row(cell: CellEntry, rec: JobRecord | None, job: JobEntry | None, config_hash: str,

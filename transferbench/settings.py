@@ -133,6 +133,10 @@ _PLACES: dict[str, tuple[str, int]] = {
                        "    transforms:\n      - name: {name}\n        halves: [B]  # the engine's own key: the "
                        "halves whose networks see changed examples\n        examples: [train, eval]  # the "
                        "engine's own key: which examples change", 8),
+    "evaluator": ("experiments:\n  - name: my-experiment\n    split: random\n    treatments: [AnB+, {{name: AnB+r1, "
+                  "source: A, target: B, protocol: finetune, replica: 1}}]\n    evaluators:\n      - name: {name}\n"
+                  "        label: my-label  # the engine's own key: the name its results go by\n        networks: "
+                  "[AnB+, AnB+r1]  # the engine's own key: the treatments it reads", 8),
 }
 
 

@@ -22,9 +22,11 @@ Beside each: the top-1 regret (per unit, the ground truth of the source best on 
 minus that of the estimator's pick; mean and t-interval over units), the free baselines (the
 source's own accuracy on its own task, its parameter count, the static hierarchy: a source's
 mean ground truth on the *other* units, and a random pick: right 1 time in k), "beats the
-strongest baseline" by the bootstrap interval of the paired difference (of pick rates with 2
-sources, of Spearman with more), and the **ceiling**: how often two distinct units' retraining
-picks the same source (2 sources) or the mean Spearman between two units' rankings (3+).
+strongest baseline" (with 2 sources by exact tests: the sign test over the units where only one
+of the two picks right, or, against a random pick, the exact interval of the pick rate against
+1/k; with more, by the bootstrap interval of the paired difference of Spearman), and the
+**ceiling**: how often two distinct units' retraining picks the same source (2 sources) or
+the mean Spearman between two units' rankings (3+).
 
 What the units do not cover: every unit reads the *same* source networks (one file per
 source), so an interval says how the choice holds over the target's retraining, not over
@@ -399,10 +401,33 @@ def _ranking(exp: str, estimator: str, protocol: str, metric: str, n: int, targe
         return b.spearman.value if b.spearman is not None else -2.0
 
     strongest = max(baselines, key=strength, default=None)
+    if strongest is None:
+        beats = "not determined"
+    elif pairwise:
+        beats = _exact_verdict(decided, strongest.name, picks, len(names))
+    else:
+        beats = _verdict(strongest.difference)
     ceiling = bootstrap_units(by_unit, lambda us: _ceiling(us, pairwise), seed=seed)
     return SourceRanking(
         exp, estimator, protocol, metric, n, target, names, dict(treatments), len(units), picks,
         None if pairwise else found[1], None if pairwise else found[2], None if pairwise else found[3],
-        _regret(units), tuple(baselines), strongest.name if strongest else None,
-        _verdict(strongest.difference) if strongest else "not determined",
+        _regret(units), tuple(baselines), strongest.name if strongest else None, beats,
         ceiling[0] if ceiling else None)
+
+
+def _exact_verdict(decided: Sequence[_Unit], baseline: str, picks: Picks, k: int) -> str:
+    """Two sources: whether the estimator picks better than ``baseline``, by exact tests on the
+    units (a bootstrap of a few units that all agree has an interval of zero width). Against
+    ``random``: the exact interval of the pick rate against 1/k. Against another baseline: the
+    exact sign test over the units where exactly one of the two picks right (McNemar's)."""
+    if baseline == "random":
+        if picks.ci_low is None or picks.ci_high is None:
+            return "not determined"
+        return "yes" if picks.ci_low > 1 / k else ("no" if picks.ci_high < 1 / k else "not determined")
+    mine = [_right(u.score, u.truth) for u in decided]
+    theirs = [_right(u.baselines[baseline], u.truth) for u in decided]
+    better = sum(a and not b for a, b in zip(mine, theirs))
+    worse = sum(b and not a for a, b in zip(mine, theirs))
+    if not better + worse or sps.binomtest(better, better + worse).pvalue >= 1 - LEVEL:
+        return "not determined"
+    return "yes" if better > worse else "no"

@@ -36,7 +36,7 @@ __all__ = ["JobCache", "RunStore", "atomic_write_bytes", "atomic_write_json", "a
 #: Names a run directory may hold besides what it writes itself (hidden files such as
 #: .DS_Store or .nfs* are ignored too).
 _RUN_FILES = {"plan.json", "config.yaml", "run.lock", "records", "checkpoints", "damaged", "superseded",
-              "configs"}
+              "configs", "evaluations"}
 
 
 class RunStore:
@@ -52,6 +52,11 @@ class RunStore:
 
     def record_path(self, job_id: str) -> Path:
         return self.records_dir / f"{job_id}.json"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        """One record per evaluation of the plan's evaluators (:mod:`transferbench.evaluation`)."""
+        return self.root / "evaluations"
 
     def checkpoint_path(self, job_id: str) -> Path:
         return self.root / "checkpoints" / f"{job_id}.safetensors"
