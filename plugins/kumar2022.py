@@ -53,6 +53,7 @@ class _Regimes(Finding):
     """``better`` minus ``worse`` (two protocols at the deepest n both have), in or out of distribution."""
 
     found_in = FOUND_IN
+    headroom_of = "the fine-tuned network (in distribution)"
     better = LPFT
     worse = FINETUNE
     ood = True

@@ -90,6 +90,7 @@ class _Shift(Finding):
     """A finding judged on one shift's experiment, found by name."""
 
     found_in = FOUND_IN
+    headroom_of = "the fully fine-tuned network"
     experiment = ""
 
     def __init__(self, experiment: str) -> None:

@@ -191,3 +191,4 @@ def test_bad_evaluator_settings_are_config_errors_at_their_keys(fake_plugins):
         _basin_plan(evaluators=[{"name": "nope", "label": "x", "networks": ["AnB+", "AnB+r1"]}])
     with pytest.raises(ConfigError, match=r"not trained on one task"):
         _basin_plan(evaluators=[{"name": "loss_barrier", "label": "x", "networks": ["baseA", "AnB+"]}])
+

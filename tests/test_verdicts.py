@@ -270,3 +270,23 @@ def test_power_table_marks_findings_on_another_scale_than_headroom():
     assert "5.0%" in text and "5.0%*" not in text
     assert "3.0%*" in text
     assert "*: % of the training run, not of headroom." in " ".join(text.split())
+
+
+def test_a_finding_whose_headroom_is_another_networks_says_so_on_its_line():
+    """The footer defines the shared scale by the base's distance from chance; a finding that
+    divides by another network's (lee2022: the fully fine-tuned one) must name it on its lines,
+    every installed findings plugin's classes included."""
+    from transferbench.findings import FindingResult
+    from transferbench.report import _finding_lines
+    from transferbench.runreport import registered_findings
+
+    est = Difference(0.25, 0.2, 0.3, 4, 4)
+    mine = FindingResult("first block", "claim", "reproduced", estimate=est, headroom_of="the fully fine-tuned network")
+    base = FindingResult("specificity", "claim", "reproduced", estimate=est)
+    assert "(headroom: the fully fine-tuned network's distance from chance)" in "\n".join(_finding_lines(mine, ""))
+    assert "headroom:" not in "\n".join(_finding_lines(base, ""))
+    assert "unless a finding names another network" in SCALE
+    # the plugins that divide by another network than the base declare it
+    plugins = registered_findings()
+    for name in ("lee2022", "kumar2022"):
+        assert all(f.headroom_of for f in plugins[name].findings()), name

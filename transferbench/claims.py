@@ -101,6 +101,10 @@ class Finding(abc.ABC):
             shared scale, the default), or another quantity a finding measures on, such as
             ``the training run`` for a convergence speed (steps as a fraction of the steps
             trained; its contrast's ``headroom`` is then 1).
+        headroom_of: on the ``headroom`` scale, whose distance from chance a unit's headroom is,
+            when it is not the unit's base network's (the default, None): e.g. ``the fully
+            fine-tuned network`` for a finding with no base network. The report prints it on
+            the finding's lines, so its percentages are never read against the wrong network.
     """
 
     name: str = ""
@@ -114,6 +118,7 @@ class Finding(abc.ABC):
     margin: float | None = None
     found_in: str = "configs/quickstart.yaml has all three of Yosinski et al.'s experiments"
     scale: str = "headroom"
+    headroom_of: str | None = None
 
     @abc.abstractmethod
     def locate(self, grids: Sequence[Grid]) -> tuple[Grid, ...] | None:

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: The shared scale's name, as the report prints it.
-SCALE = "% of headroom (the base's distance from chance)"
+SCALE = "% of headroom (the base's distance from chance, unless a finding names another network)"
 
 def headroom(grid: Grid, base: str = "baseB") -> dict[Hashable, float]:
     """Per unit, its base network's distance from chance (the shared scale's unit)."""
@@ -90,6 +90,8 @@ class FindingResult:
         parts: the parts of a compound finding.
         paper: the findings plugin it belongs to (``yosinski2014``), set by the scorecard.
         scale: what the estimate is a fraction of (the finding's :attr:`Finding.scale`).
+        headroom_of: whose distance from chance the headroom is, when not the base's
+            (:attr:`Finding.headroom_of`).
     """
 
     name: str
@@ -112,6 +114,7 @@ class FindingResult:
     parts: tuple[FindingResult, ...] = field(default_factory=tuple)
     paper: str = ""
     scale: str = "headroom"
+    headroom_of: str | None = None
 
     @property
     def size(self) -> str | None:
@@ -222,7 +225,7 @@ def judge(finding: Finding, grids: Sequence[Grid], paper: Sequence[Grid], checks
     return FindingResult(
         finding.name, finding.claim, decided, where, f"{c.where} = {_pts(est.scaled(c.headroom), unit)}",
         finding.source, est, est.scaled(c.headroom), effect, effect_points, outcome, margin, needed, sizes, stab,
-        caveats, invalid, scale=finding.scale)
+        caveats, invalid, scale=finding.scale, headroom_of=finding.headroom_of)
 
 
 def _paper_effect(finding: Finding, c: Contrast, run: Grid, paper: Sequence[Grid]

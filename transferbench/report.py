@@ -364,6 +364,9 @@ def _finding_lines(f: FindingResult, indent: str, part: bool = False) -> list[st
     if f.estimate is not None:
         est = f.estimate
         shared = f"{_share(est.value)} of {f.scale}"
+        if f.scale == "headroom" and f.headroom_of:
+            # not the base's distance from chance, as the footer says of the shared scale
+            shared += f" (headroom: {f.headroom_of}'s distance from chance)"
         if est.determined:
             shared += f" ±{100 * (est.half_width or 0):.1f} [{_share(est.ci_low)}, {_share(est.ci_high)}]"
         lines.append(pad + f"     = {shared}")

@@ -224,12 +224,13 @@ def _checks_files(checks: Sequence[CheckResult], metric: str) -> dict[str, str |
             f"validity_checks_{metric}.json": json.dumps([asdict(r) for r in checks], indent=2) + "\n"}
 
 
-#: Columns of ``scorecard_<metric>.csv`` (estimates on the shared scale, a fraction of headroom).
+#: Columns of ``scorecard_<metric>.csv`` (estimates a fraction of the row's ``scale``: headroom, the
+#: distance from chance of the row's ``headroom_of`` network, or e.g. the training run).
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "paper", "name", "part_of", "verdict", "experiment", "run", "estimate", "ci95_low", "ci95_high", "units",
     "networks", "points", "points_ci95_low", "points_ci95_high", "paper_effect", "paper_effect_points",
     "equivalence", "margin", "units_needed", "size", "stability", "resamples", "caveats", "invalidated_by", "claim",
-    "source",
+    "source", "scale", "headroom_of",
 )
 
 
@@ -241,7 +242,8 @@ def _scorecard_rows(findings: Sequence[FindingResult], part_of: str = "") -> lis
                      e and e.ci_high, e and e.units, e and e.networks, pt and pt.value, pt and pt.ci_low,
                      pt and pt.ci_high, f.effect, f.effect_points, f.equivalence, f.margin, f.units_needed, f.size,
                      f.stability.fraction if f.stability else None, f.stability.resamples if f.stability else None,
-                     "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source])
+                     "; ".join(f.caveats), "; ".join(f.invalidated), f.claim, f.source, f.scale,
+                     f.headroom_of or ("the base network" if f.scale == "headroom" else "")])
         rows += _scorecard_rows(f.parts, f.name)
     return rows
 
