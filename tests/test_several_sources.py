@@ -150,3 +150,14 @@ def test_leep_and_nce_read_a_file_s_own_classifier(fake_plugins, tmp_path):
     assert _file_classes(arch, 4, (12,), state) == 10
     headless = {k: v for k, v in state.items() if not k.startswith("out.")}
     assert _file_classes(arch, 4, (12,), headless) == 4
+
+
+def test_recommend_refuses_a_target_with_two_weights_files(fake_plugins, tmp_path):
+    """A recommend target has one source: two named files must not be read as one ("X")."""
+    from transferbench.advise import read_sweep_plan
+    from transferbench.api import prepare
+    from transferbench.errors import ConfigError
+
+    exp = _two(tmp_path, treatments=["XnB", "XnB+"], estimators=[], bases=["B"])
+    with pytest.raises(ConfigError, match="one source half into one target half"):
+        read_sweep_plan(prepare(tiny_config(experiments=[exp])))

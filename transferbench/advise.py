@@ -178,7 +178,10 @@ def read_sweep_plan(prepared: Prepared) -> SweepPlan:
     problems: list[tuple[str, str]] = []
     halves: dict[str, tuple[str, str]] = {}
     for i, exp in enumerate(config.experiments):
-        pairs = {("X" if t.external else t.half, t.target) for t in exp.treatments}
+        # one key per weights file (a named source, an inline checkpoint, the experiment's X), so two
+        # files are never read as one source: a recommend target has exactly one
+        pairs = {((f"X@{t.source_name or t.source}" if t.source != "X" else "X") if t.external else t.half,
+                  t.target) for t in exp.treatments}
         names = {t.protocol.name for t in exp.treatments}
         if len(pairs) != 1 or next(iter(pairs))[0] is None:
             problems.append((f"experiments.{i}.treatments", "a recommend target copies from one source half into "
