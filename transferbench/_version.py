@@ -1,3 +1,3 @@
 """The package version (a leaf module: everything may import it without cycles)."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
