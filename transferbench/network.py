@@ -101,22 +101,31 @@ def apply_transfer(
     return lr_mult, frozen_prefixes
 
 
-def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None,
-                init: bool = False) -> None:
-    if source is None:
-        what = "the source's initial weights" if init else "a source"
-        raise TransferbenchError(f"layer {layer.name} is to be copied but the job has no {what}")
-    keys = [k for k in state if under(k, layer.modules)]
+def _matching(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor], keys: list[str],
+              verb: str) -> list[tuple[str, torch.Tensor]]:
+    """``(key, source tensor)`` for each of ``layer``'s ``keys``, each checked to be in ``source``
+    with the target's shape (what copying and drawing a layer both need)."""
     if not keys:
         raise TransferbenchError(f"layer {layer.name} names modules with no parameters: {layer.modules}")
+    out = []
     for k in keys:
         if k not in source:
             raise TransferbenchError(f"source checkpoint lacks {k!r} (layer {layer.name})")
         if source[k].shape != state[k].shape:
             raise TransferbenchError(
-                f"cannot copy {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
+                f"cannot {verb} {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
             )
-        state[k].copy_(source[k])
+        out.append((k, source[k]))
+    return out
+
+
+def _copy_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None,
+                init: bool = False) -> None:
+    if source is None:
+        what = "the source's initial weights" if init else "a source"
+        raise TransferbenchError(f"layer {layer.name} is to be copied but the job has no {what}")
+    for k, tensor in _matching(state, layer, source, [k for k in state if under(k, layer.modules)], "copy"):
+        state[k].copy_(tensor)
 
 
 def _draw_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[str, torch.Tensor] | None,
@@ -132,16 +141,8 @@ def _draw_layer(state: dict[str, torch.Tensor], layer: Layer, source: Mapping[st
     if source is None:
         raise TransferbenchError(f"layer {layer.name} is to be drawn from a source's weights but the job has none")
     keys = [k for k in state if under(k, layer.modules) and k in params]
-    if not keys:
-        raise TransferbenchError(f"layer {layer.name} names modules with no parameters: {layer.modules}")
-    for k in keys:
-        if k not in source:
-            raise TransferbenchError(f"source checkpoint lacks {k!r} (layer {layer.name})")
-        if source[k].shape != state[k].shape:
-            raise TransferbenchError(
-                f"cannot draw {k!r}: source shape {tuple(source[k].shape)} != target {tuple(state[k].shape)}"
-            )
-        ref = source[k].detach().to(torch.float64)
+    for k, tensor in _matching(state, layer, source, keys, "draw"):
+        ref = tensor.detach().to(torch.float64)
         mean, std = ref.mean().item(), ref.std(correction=0).item()
         noise = torch.randn(state[k].shape, dtype=torch.float64)
         state[k].copy_((noise * std + mean).to(state[k].dtype))
