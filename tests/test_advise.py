@@ -11,12 +11,15 @@ import yaml
 from tests.conftest import tiny_config
 from transferbench.advise import (
     ADVICE,
+    ALPHA,
     AUTO_RGN,
+    HALVING,
     PRUNED,
     SOURCES,
     SWEEP,
     TRANSRATE,
     advise,
+    depart,
     read_sweep_plan,
     train_flops,
 )
@@ -95,7 +98,7 @@ def test_recommend_validate_and_the_advice_never_reads_the_sweep(fake_plugins, t
     assert main(["recommend", str(path), "--out", str(out), "--validate", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["format"] == "transferbench.recommend/1" and doc["advice"]["units"] == first["units"]
-    assert [r["advice"] for r in doc["validation"]["t"]][:4] == [ADVICE, PRUNED, AUTO_RGN, TRANSRATE]
+    assert [r["advice"] for r in doc["validation"]["t"]][:5] == [ADVICE, HALVING, PRUNED, AUTO_RGN, TRANSRATE]
     assert doc["targets"][0]["units"][0]["choice"] == first["units"][0]["choice"]
     assert any(line.startswith("Target (mean regret") for line in doc["verdict"])
     # the pooled table of finished runs (benchmarks/recommend_pooled.py) reads the same rows back
@@ -163,3 +166,56 @@ def test_a_target_with_a_weights_file_as_its_source(fake_plugins, tmp_path):
         "frozen", "finetune", "surgical", "lp_ft", "scratch"}
     loaded = sweep.source_state(unit, RunStore(tmp_path / "unused"))
     assert loaded is not None and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_the_departure_rule_needs_a_lead_beyond_the_noise_of_two_scores():
+    from statistics import NormalDist
+
+    scratch, shallow = Regime("scratch"), Regime("finetune", 1)
+    # z at 0.05 over 2 challengers: 2.2414; the noise of .80 against .85 on m examples
+    z = NormalDist().inv_cdf(1 - ALPHA / 4)
+    assert z == pytest.approx(2.2414, abs=1e-4)
+    chosen, margin = depart(0.80, {scratch: 0.85, shallow: 0.70}, 100)
+    assert chosen is None and margin == pytest.approx(2.2414 * (0.0016 + 0.001275) ** 0.5, abs=1e-4)  # .1202 > .05
+    chosen, margin = depart(0.80, {scratch: 0.85, shallow: 0.70}, 1000)
+    assert chosen == scratch and margin == pytest.approx(0.0380, abs=1e-4)  # .05 > .0380
+    # a diverged challenger is out, but still counts in the Bonferroni correction
+    assert depart(0.80, {scratch: None, shallow: 0.86}, 1000)[0] == shallow
+    assert depart(0.80, {scratch: None}, 1000) == (None, float("inf"))
+    # a lead exactly at the margin is not evidence
+    assert depart(0.5, {scratch: 0.5}, 10)[0] is None
+
+
+def test_the_advice_never_reads_an_eval_example_before_it_chooses(fake_plugins, tmp_path, monkeypatch):
+    """Every eval example poisoned (labels rotated): the advice's short trainings, its evidence,
+    its choices and every selector's are the same; only the handed-over network's top-1 moves."""
+    from rich.console import Console
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_config(layers=(1, 3))))
+    clean = advise(prepared := prepare(str(path)), read_sweep_plan(prepared), tmp_path / "a", Console(quiet=True))
+    first = json.loads((tmp_path / "a" / "advice.json").read_text())
+
+    poisoned = prepare(str(path))
+    data = poisoned.components.data
+    real = data.load
+    asked: list[str] = []
+
+    def load(split):
+        asked.append(split)
+        ds = real(split)
+        return ds.map(lambda row: {"label": (row["label"] + 2) % 8}) if split == "eval" else ds
+
+    monkeypatch.setattr(data, "load", load)
+    again = advise(poisoned, read_sweep_plan(poisoned), tmp_path / "a", Console(quiet=True))
+    second = json.loads((tmp_path / "a" / "advice.json").read_text())
+    assert "eval" in asked  # the spy sees the handed-over network's evaluation
+    assert second["probes"] == first["probes"] and second["selectors"] == first["selectors"]
+    assert [u["evidence"] for u in second["units"]] == [u["evidence"] for u in first["units"]]
+    assert again.choice == clean.choice
+    unit = ("t", 0, "B")
+    assert again.accuracy[unit] != clean.accuracy[unit]
+    # the evidence names the default and its challengers, scored on the held-out training examples
+    evidence = first["units"][0]["evidence"]
+    assert evidence["default"] == "finetune n=3" and set(evidence["challengers"]) == {"scratch", "finetune n=1"}
+    assert 0 < evidence["held_out"] < 100

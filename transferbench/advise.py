@@ -12,22 +12,35 @@ The advice, in each unit (a split seed and a direction) on its own:
 1. trains the unit's source network (the base network of the source half: what a
    practitioner already has; counted in neither the advice's compute nor the sweep's), or
    reads it from the experiment's weights file (``source: X``);
-2. trains every regime of the sweep for :data:`RUNGS` [0] of the training length, keeps the
-   :data:`KEEP` best (final top-1 on the target's held-out examples; ties: the cheaper);
-3. trains those for :data:`RUNGS` [1] of the length and chooses the best;
-4. trains its choice at full length: the network it hands over, whose accuracy is the
-   advice's expected accuracy (over the units, with its interval).
+2. holds :data:`HOLDOUT` of every class's *training* examples out of the target
+   (:class:`~transferbench.holdout.HoldoutSource`): every short training learns from the rest
+   and is scored on them, never on the eval examples its regret is read on;
+3. starts from the default, fine-tuning everything (``finetune`` at n = L-1), and trains it
+   and its *challengers* (scratch, and ``finetune`` at every n < L-1: the regimes that learn
+   every layer from the start and copy fewer layers, so converge no faster) for
+   :data:`PROBE` of the training length;
+4. departs from the default only when the best challenger's held-out top-1 beats the
+   default's by more than the noise of the two scores (a two-proportion z bound at a
+   family-wise :data:`ALPHA`, Bonferroni over the challengers): :func:`depart`;
+5. trains its choice at full length, on all the training examples: the network it hands
+   over, whose accuracy is the advice's expected accuracy (over the units, with its interval).
 
-Every network it trains it trains itself (:func:`~transferbench.trainer.train_job`, seeded
-as the sweep's jobs are), and it reads nothing from the run directory but the source
-networks' checkpoints: never a result of the sweep it is validated against (a test spies on
-every read). The settings (:data:`RUNGS`, :data:`KEEP`) were fixed before the first run.
+Frozen, surgical and LP-FT regimes are never challengers: they converge faster than
+fine-tuning (Raghu et al. 2019, reproduced by ``raghu2019``), so a lead at a quarter of the
+length measures speed, not the final accuracy (0.5's advice, which ranked every regime at
+1/16 of the length, chose them for that reason). Every network it trains it trains itself
+(:func:`~transferbench.trainer.train_job`, seeded as the sweep's jobs are), and it reads
+nothing from the run directory but the source networks' checkpoints: never a result of the
+sweep it is validated against (a test spies on every read), nor an eval example before its
+choice (a test poisons them). The settings (:data:`HOLDOUT`, :data:`PROBE`, :data:`ALPHA`,
+the challengers) were fixed before the validation on fresh units (docs/your-data.md).
 
-Beside the advice, in each unit and from the same source network and the target's data
-alone, three selectors choose (rows of the validation, not the printed advice): Auto-RGN
-(the surgical block with the largest relative gradient norm), TransRate (the frozen n with
-the highest score) and the kNN-pruned advice (:func:`prune`, then the same halving); see
-:mod:`transferbench.selectors` and docs/your-data.md section 8.
+Beside the advice, in each unit and from the same source network and the held-out training
+examples alone, four selectors choose (rows of the validation, not the printed advice):
+0.5's advice (:func:`_halving`: every regime at 1/16 of the length, the :data:`KEEP` best at
+1/4), Auto-RGN (the surgical block with the largest relative gradient norm), TransRate (the
+frozen n with the highest score) and the kNN-pruned halving (:func:`prune`, then the same
+halving); see :mod:`transferbench.selectors` and docs/your-data.md section 8.
 
 Compute is the training FLOPs of :func:`train_flops`, in the sweep's unit; the source
 networks are counted in neither. ``--validate`` then runs the sweep into the same run
@@ -42,6 +55,7 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, cast
 
 import torch
@@ -56,6 +70,7 @@ from .engine import run_plan
 from .errors import ConfigError, TrainingFailed
 from .estimator import Estimator
 from .files import atomic_write_text
+from .holdout import HoldoutSource
 from .jobs import Job
 from .network import build_meta, input_shape, start_step
 from .plan import Plan
@@ -69,14 +84,29 @@ from .stats import Difference, over_units
 from .store import RunStore
 from .trainer import train_job
 
-__all__ = ["KEEP", "PROTOCOL_KINDS", "RUNGS", "AdviceResult", "Candidate", "SweepPlan", "advise", "read_sweep_plan",
-           "train_flops", "validate"]
+__all__ = ["ALPHA", "HOLDOUT", "KEEP", "PROBE", "PROTOCOL_KINDS", "RUNGS", "AdviceResult", "Candidate", "SweepPlan",
+           "advise", "depart", "read_sweep_plan", "train_flops", "validate"]
 
 #: The regime kind of each protocol a recommend config may name.
 PROTOCOL_KINDS = {"frozen": "frozen", "finetune": "finetune", "surgical": "surgical", "surgical_head": "surgical",
                   "lp_ft": "lp_ft"}
 
-#: Successive halving: the fractions of the full training length of the two rungs of short
+#: The share of every class's training examples the advice holds out to score its short
+#: trainings (and the selectors' held-out scores), so it never chooses on the eval examples
+#: its regret is read on. Fixed before the fresh-unit validation: one in six keeps 5/6 of the
+#: examples to learn from and gives 10 to 40 held-out examples a class on the recommend
+#: targets.
+HOLDOUT = 1 / 6
+
+#: The fraction of the training length of the advice's short trainings (the default and its
+#: challengers). A quarter: long enough that 0.5's second rung ranked its three regimes, short
+#: enough that the default and up to 6 challengers cost under 2 networks.
+PROBE = 1 / 4
+
+#: The family-wise error rate of a departure from the default (Bonferroni over the challengers).
+ALPHA = 0.05
+
+#: Successive halving (0.5's advice, now a row): the fractions of the full training length of the two rungs of short
 #: trainings. Chosen before the first run: the first rung trains every regime (about 23 per
 #: unit for an 8-layer network) for 1/16 of the length, about 1.4 networks' worth; the
 #: second trains :data:`KEEP` of them for 1/4, 0.75 networks; with the full training of the
@@ -88,15 +118,16 @@ RUNGS = (1 / 16, 1 / 4)
 KEEP = 3
 
 #: The rows of a validation besides the advice and the fixed heuristics.
-ADVICE = "advice (short trainings)"
+ADVICE = "advice (fine-tune everything unless beaten)"
+HALVING = "successive halving (0.5's advice)"
 AUTO_RGN = "Auto-RGN (surgical k of the largest RGN)"
 TRANSRATE = "TransRate (frozen n of the highest TransRate)"
-PRUNED = "advice, kNN-pruned (short trainings)"
+PRUNED = "successive halving, kNN-pruned"
 
 #: The estimator whose layer-n curve picks TransRate's n.
 TRANSRATE_ESTIMATOR = "transrate"
 
-#: The estimator-informed advice (:data:`PRUNED`): the advice's successive halving over the
+#: The estimator-informed halving (:data:`PRUNED`): 0.5's successive halving over the
 #: regimes left after :func:`prune`, which drops the frozen regimes deeper than the layer
 #: where this estimator's curve (the source's layer-n features on the target, held-out
 #: top-1 of a kNN vote among the training examples) peaks. Fixed before its first
@@ -338,9 +369,11 @@ class AdviceResult:
         accuracy: unit -> the top-1 of its choice trained at full length (by the advice).
         spent: unit -> the FLOPs it spent (its short trainings and the full one).
         sweep_cost: unit -> the FLOPs the sweep spends there.
-        probes: every short training: unit, regime, fraction of the length, top-1, FLOPs.
-        selections: row name (:data:`AUTO_RGN`, :data:`TRANSRATE`, :data:`PRUNED`) -> unit
-            -> its :class:`Selection`.
+        probes: every short training: unit, regime, fraction of the length, held-out top-1, FLOPs.
+        evidence: unit -> what the departure rule read (:func:`depart`): the default, each
+            challenger's held-out top-1, the margin, whether it departed.
+        selections: row name (:data:`HALVING`, :data:`PRUNED`, :data:`AUTO_RGN`,
+            :data:`TRANSRATE`) -> unit -> its :class:`Selection`.
     """
 
     choice: dict[Unit, Regime] = field(default_factory=dict)
@@ -348,6 +381,7 @@ class AdviceResult:
     spent: dict[Unit, float] = field(default_factory=dict)
     sweep_cost: dict[Unit, float] = field(default_factory=dict)
     probes: list[dict[str, Any]] = field(default_factory=list)
+    evidence: dict[Unit, dict[str, Any]] = field(default_factory=dict)
     selections: dict[str, dict[Unit, Selection]] = field(default_factory=dict)
 
     def expected(self, target: str) -> Difference:
@@ -355,9 +389,11 @@ class AdviceResult:
         return over_units(v for u, v in self.accuracy.items() if u[0] == target)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": "transferbench.advice/2", "rungs": list(RUNGS), "keep": KEEP,
+        return {"format": "transferbench.advice/3", "holdout": HOLDOUT, "probe": PROBE, "alpha": ALPHA,
+                "rungs": list(RUNGS), "keep": KEEP,
                 "units": [{"unit": list(u), "choice": str(r), "top1": self.accuracy[u], "flops": self.spent[u],
-                           "sweep_flops": self.sweep_cost[u]} for u, r in self.choice.items()],
+                           "sweep_flops": self.sweep_cost[u], "evidence": self.evidence.get(u)}
+                          for u, r in self.choice.items()],
                 "selectors": {name: [{"unit": list(u), "choice": str(s.regime), "flops": s.flops,
                                       "signal": {str(k): v for k, v in s.signal.items()}}
                                      for u, s in by_unit.items()]
@@ -399,6 +435,58 @@ def _halving(pool: list[Candidate], probes: _Probes, costs: Costs) -> tuple[Cand
         ranked = sorted(pool, key=lambda c: (-scores[c.regime], costs.of(c.job), c.regime))
         pool = ranked[:KEEP] if rung == 0 else ranked[:1]
     return pool[0], spent
+
+
+def depart(default: float, challengers: Mapping[Regime, float | None], examples: int,
+           alpha: float = ALPHA) -> tuple[Regime | None, float]:
+    """The departure rule: the challenger to train instead of the default, or None; and the
+    margin its lead had to exceed.
+
+    The best challenger (held-out top-1; a diverged one is out) replaces the default only when
+    its lead exceeds ``z * sqrt(p_d (1 - p_d) / m + p_c (1 - p_c) / m)``, the noise of two
+    top-1s on ``examples`` (m) held-out examples, with z the two-sided normal quantile at
+    ``alpha`` over the number of challengers (Bonferroni: the best of several is picked).
+    Scoring both networks on the same examples correlates their errors, which makes the true
+    noise of the difference smaller than this bound: a conservative rule, by design ("depart
+    only on evidence")."""
+    scored = {r: v for r, v in challengers.items() if v is not None}
+    if not scored or examples <= 0:
+        return None, math.inf
+    best = max(sorted(scored), key=lambda r: scored[r])
+    z = NormalDist().inv_cdf(1 - alpha / (2 * len(challengers)))
+    p, q = default, scored[best]
+    margin = z * math.sqrt(max(p * (1 - p), 0.0) / examples + max(q * (1 - q), 0.0) / examples)
+    return (best if q - p > margin else None), margin
+
+
+def _anchored(pool: list[Candidate], probes: _Probes, costs: Costs, num_layers: int, held: HoldoutSource
+              ) -> tuple[Candidate, float, dict[str, Any]] | None:
+    """The advice in one unit (the module's docstring): its choice, the FLOPs of its short
+    trainings and the evidence it read; None when the sweep has no ``finetune`` regime to start
+    from (the caller then falls back to the halving)."""
+    finetune = sorted((c for c in pool if c.regime.kind == "finetune"), key=lambda c: c.regime.n)
+    if not finetune:
+        return None
+    default = next((c for c in finetune if c.regime.n == num_layers - 1), finetune[-1])
+    challengers = [c for c in pool if c.regime.kind == "scratch"] + \
+        [c for c in finetune if c.regime.n < default.regime.n]
+    spent = 0.0
+    scores: dict[Regime, float | None] = {}
+    for c in (default, *challengers):
+        scores[c.regime] = probes.top1(c, 1, PROBE)
+        spent += costs.of(c.job, PROBE)
+    mine = scores.pop(default.regime)
+    examples = held.examples(default.job.classes)
+    if mine is None:  # the default diverged: the best challenger that did not
+        best = max((r for r, v in scores.items() if v is not None), key=lambda r: scores[r] or 0.0, default=None)
+        chosen, margin = best, 0.0
+    else:
+        chosen, margin = depart(mine, scores, examples)
+    evidence = {"default": str(default.regime), "default_top1": mine, "challengers": {str(r): v for r, v in
+                                                                                      scores.items()},
+                "held_out": examples, "margin": margin, "departed": chosen is not None}
+    pick = default if chosen is None else next(c for c in challengers if c.regime == chosen)
+    return pick, spent, evidence
 
 
 def _estimators() -> dict[str, Estimator]:
@@ -463,38 +551,51 @@ def prune(pool: Sequence[Candidate], curve: Mapping[int, float]) -> list[Candida
 def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console) -> AdviceResult:
     """The advice in every unit of ``sweep`` (see the module's docstring). The source networks
     are trained into ``run_dir/sources`` (resumed from there), a run directory of their own
-    that no sweep network enters; the advice reads nothing else, and writes
-    ``run_dir/advice.json``. Beside it, the selectors that train nothing (Auto-RGN,
-    TransRate) and the pruned advice (:func:`prune`) choose in every unit, from the same
-    source networks and the target's data."""
+    that no sweep network enters; the advice reads nothing else, scores its short trainings on
+    :data:`HOLDOUT` of the target's training examples, and writes ``run_dir/advice.json``.
+    Beside it, the selectors (0.5's halving, the kNN-pruned halving, Auto-RGN, TransRate)
+    choose in every unit, from the same source networks and held-out examples."""
     config, components = prepared.config, prepared.components
     keep_sources = config.model_copy(update={"output": config.output.model_copy(update={"checkpoints": "all"})})
     run_plan(keep_sources, components, sweep.sources_plan(), run_dir / SOURCES, console)
     store = RunStore(run_dir / SOURCES)
     device = resolve_device(config.device)
     costs = Costs(config, components, sweep)
-    contexts = {f: TrainContext(_shortened(config, f), components, device) for f in (*RUNGS, 1.0)}
+    held = HoldoutSource(components.data, HOLDOUT, config.seed)
+    on_held = replace(components, data=held)
+    # short trainings and the selectors' signals: on the holdout; the handed-over network: on everything
+    contexts = {f: TrainContext(_shortened(config, f), on_held, device) for f in (*RUNGS, PROBE)}
+    signals_ctx = TrainContext(config, on_held, device)
+    full = TrainContext(config, components, device)
     estimators = _estimators()
     result = AdviceResult()
     for unit in sweep.units:
         state = sweep.source_state(unit, store)
         pool = sweep.of(unit)
         probes = _Probes(contexts, state, costs, unit, result.probes)
-        chosen, spent = _halving(pool, probes, costs)
-        record, _ = train_job(chosen.job, contexts[1.0], state if chosen.job.kind == "transfer" else None)
+        halved, short = _halving(pool, probes, costs)
+        anchored = _anchored(pool, probes, costs, sweep.num_layers, held)
+        if anchored is None:  # no finetune regime to start from: the halving is the advice
+            chosen, spent, evidence = halved, short, {"default": None, "departed": None}
+        else:
+            chosen, spent, evidence = anchored
+        record, _ = train_job(chosen.job, full, state if chosen.job.kind == "transfer" else None)
         spent += costs.of(chosen.job)
         result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
+        result.evidence[unit] = evidence
         result.sweep_cost[unit] = math.fsum(costs.of(c.job) for c in sweep.of(unit))
-        console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}, top-1 "
-                      f"{100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of the "
-                      "sweep's compute")
-        selected, curve, curve_cost = _selections(contexts[1.0], pool, state, costs, estimators)
+        console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}"
+                      f"{' (departed from ' + str(evidence['default']) + ')' if evidence.get('departed') else ''}, "
+                      f"top-1 {100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of "
+                      "the sweep's compute")
+        # the halving's full training is counted, not run (the same seeded job as the sweep's network)
+        selected = {HALVING: Selection(halved.regime, short + costs.of(halved.job))}
+        more, curve, curve_cost = _selections(signals_ctx, pool, state, costs, estimators)
+        selected.update(more)
         if curve:
-            # the pruned advice: its own halving (the short trainings the advice already ran are
-            # not run again, but counted), its choice's full training counted, not repeated (the
-            # same seeded job as the sweep's network of that regime)
-            mine, short = _halving(prune(pool, curve), probes, costs)
-            selected[PRUNED] = Selection(mine.regime, curve_cost + short + costs.of(mine.job), curve)
+            # the pruned halving: its short trainings already run are not run again, but counted
+            mine, pruned_short = _halving(prune(pool, curve), probes, costs)
+            selected[PRUNED] = Selection(mine.regime, curve_cost + pruned_short + costs.of(mine.job), curve)
         for name, selection in selected.items():
             result.selections.setdefault(name, {})[unit] = selection
     atomic_write_text(run_dir / "advice.json", json.dumps(result.to_json(), indent=2) + "\n")
@@ -521,10 +622,10 @@ def sweeps_of(sweep: SweepPlan, store: RunStore, costs: Costs) -> list[Sweep]:
 
 
 def selector_advice(selections: Mapping[str, Mapping[Unit, Selection]], units: Sequence[Unit]) -> list[Advice]:
-    """The pruned advice, Auto-RGN and TransRate as :class:`~transferbench.regret.Advice` in
+    """The halving, the pruned halving, Auto-RGN and TransRate as :class:`~transferbench.regret.Advice` in
     ``units`` (those it chose in every one of them)."""
     out = []
-    for name in (PRUNED, AUTO_RGN, TRANSRATE):
+    for name in (HALVING, PRUNED, AUTO_RGN, TRANSRATE):
         by_unit = selections.get(name, {})
         if units and all(u in by_unit for u in units):
             out.append(Advice(name, {u: by_unit[u].regime for u in units}, {u: by_unit[u].flops for u in units}))
@@ -556,7 +657,7 @@ def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
     selector without short trainings stands against the advice."""
     advice, others = rows[0], rows[1:]
     out = []
-    for r in (advice, *(r for r in others if r.advice == PRUNED)):
+    for r in (advice, *(r for r in others if r.advice in (HALVING, PRUNED))):
         met = r.regret.value <= 1.0 and r.fraction <= 0.2
         out.append(f"Target (mean regret <= 1.0 point at <= 20% of the sweep's compute), {r.advice}: "
                    f"{'met' if met else 'NOT met'} (mean regret {r.regret.value:.2f} points, "
@@ -570,7 +671,7 @@ def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
         out.append("The advice has a lower mean regret than every fixed heuristic (means; the intervals say "
                    "whether the differences are beyond noise).")
     for r in others:
-        if r.advice in (AUTO_RGN, TRANSRATE, PRUNED):
+        if r.advice in (HALVING, PRUNED, AUTO_RGN, TRANSRATE):
             side = ("lower than" if r.regret.value < advice.regret.value
                     else "higher than" if r.regret.value > advice.regret.value else "equal to")
             out.append(f"{r.advice}: mean regret {r.regret.value:.2f} points at {100 * r.fraction:.1f}% of the "
