@@ -5,7 +5,7 @@
 
 Each pair is a recommend config and the ``--out`` of its ``transferbench recommend
 --validate`` run (default: the config's ``output.dir``). Reads the advice's choices (and the
-selectors': the kNN-pruned advice, Auto-RGN, TransRate) from ``RUN_DIR/advice.json`` and the
+selectors': 0.5's halving, the kNN-pruned halving, Auto-RGN, TransRate) from ``RUN_DIR/advice.json`` and the
 sweep's results from ``RUN_DIR/sweep``, trains nothing, and prints, per row, the regret over
 every unit of every target (units of different targets are independent) with its 95%
 interval, and the mean compute fraction: the "all" table of one ``recommend --validate`` over
