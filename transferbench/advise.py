@@ -489,6 +489,22 @@ def _anchored(pool: list[Candidate], probes: _Probes, costs: Costs, num_layers: 
     return pick, spent, evidence
 
 
+def _because(evidence: Mapping[str, Any]) -> str:
+    """Why the advice chose what it chose in one unit, as a clause of its printed line."""
+    scored = {r: v for r, v in (evidence.get("challengers") or {}).items() if v is not None}
+    if evidence.get("default") is None:
+        return " (no finetune regime to start from: successive halving)"
+    if evidence.get("default_top1") is None:
+        return f" ({evidence['default']} diverged in its short training: the best challenger)"
+    if not scored:
+        return f" (the default, {evidence['default']}: no challenger trained)"
+    best = max(sorted(scored), key=lambda r: scored[r])
+    lead = 100 * (scored[best] - evidence["default_top1"])
+    verb = "departed from" if evidence["departed"] else "kept"
+    return (f" ({verb} {evidence['default']}: held-out top-1 {100 * evidence['default_top1']:.1f}%, best challenger "
+            f"{best} {lead:+.1f} points, margin {100 * evidence['margin']:.1f} on {evidence['held_out']} examples)")
+
+
 def _estimators() -> dict[str, Estimator]:
     """The estimators the selectors read (:data:`TRANSRATE_ESTIMATOR`, :data:`PRUNE_ESTIMATOR`),
     with their default settings, resolved by name here (the edge)."""
@@ -584,10 +600,9 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
         result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
         result.evidence[unit] = evidence
         result.sweep_cost[unit] = math.fsum(costs.of(c.job) for c in sweep.of(unit))
-        console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}"
-                      f"{' (departed from ' + str(evidence['default']) + ')' if evidence.get('departed') else ''}, "
-                      f"top-1 {100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of "
-                      "the sweep's compute")
+        console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}, top-1 "
+                      f"{100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of the "
+                      f"sweep's compute{_because(evidence)}")
         # the halving's full training is counted, not run (the same seeded job as the sweep's network)
         selected = {HALVING: Selection(halved.regime, short + costs.of(halved.job))}
         more, curve, curve_cost = _selections(signals_ctx, pool, state, costs, estimators)
