@@ -219,3 +219,43 @@ def test_the_advice_never_reads_an_eval_example_before_it_chooses(fake_plugins, 
     evidence = first["units"][0]["evidence"]
     assert evidence["default"] == "finetune n=3" and set(evidence["challengers"]) == {"scratch", "finetune n=1"}
     assert 0 < evidence["held_out"] < 100
+
+
+def test_the_advice_keeps_the_default_unless_a_challenger_clearly_beats_it(fake_plugins):
+    """The anchored rule on stub short trainings: only the regimes that learn every layer and
+    copy fewer layers challenge; a clear lead departs, a small one or a faster regime's does not."""
+    from transferbench.advise import _anchored
+    from transferbench.holdout import HoldoutSource
+
+    prepared = prepare(_config(layers=(1, 2, 3)))
+    sweep = read_sweep_plan(prepared)
+    unit = ("t", 0, "B")
+    pool = sweep.of(unit)
+    held = HoldoutSource(prepared.components.data, 1 / 6, 0)
+
+    class Stub:
+        def __init__(self, scores):
+            self.scores, self.asked = scores, []
+
+        def top1(self, c, rung, fraction):
+            self.asked.append(c.regime)
+            return self.scores.get(str(c.regime), 0.5)
+
+    class Costs:
+        def of(self, job, fraction=1.0):
+            return fraction
+
+    # every frozen, surgical and LP-FT regime scores 1.0 in its short training: none is a challenger
+    fast = {str(c.regime): 1.0 for c in pool if c.regime.kind in ("frozen", "surgical", "lp_ft")}
+    stub = Stub({**fast, "finetune n=3": 0.60, "finetune n=1": 0.70})
+    pick, spent, evidence = _anchored(pool, stub, Costs(), sweep.num_layers, held)
+    assert sorted(map(str, stub.asked)) == ["finetune n=1", "finetune n=2", "finetune n=3", "scratch"]
+    assert pick.regime == Regime("finetune", 3) and not evidence["departed"]  # +10 points on 28 examples: noise
+    assert spent == pytest.approx(4 * 0.25)
+    stub = Stub({"finetune n=3": 0.30, "scratch": 0.95})
+    pick, _, evidence = _anchored(pool, stub, Costs(), sweep.num_layers, held)
+    assert pick.regime == Regime("scratch") and evidence["departed"] and evidence["margin"] < 0.65
+    stub = Stub({"finetune n=3": None, "finetune n=2": 0.4, "finetune n=1": 0.1, "scratch": 0.3})  # diverged
+    assert _anchored(pool, stub, Costs(), sweep.num_layers, held)[0].regime == Regime("finetune", 2)
+    no_finetune = [c for c in pool if c.regime.kind != "finetune"]
+    assert _anchored(no_finetune, Stub({}), Costs(), sweep.num_layers, held) is None
