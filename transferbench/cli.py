@@ -330,7 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Advice from short trainings (transferbench/advise.py); with --validate, its regret table."""
+    """The advice (transferbench/advise.py); with --validate, its regret table."""
     from .advise import advise, read_sweep_plan, recommend_json, table_rows, validate, verdict_lines
     from .api import Prepared
 
@@ -648,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "transfer curve in a fraction of the time (docs/estimators.md)")
 
     _add_recommend_options(with_config(
-        "recommend", "which regime to train (freeze 1..n, fine-tune, surgical k, LP-FT, scratch), chosen from "
-        "short trainings; --validate: its regret against the exhaustive sweep", cmd_recommend))
+        "recommend", "which regime to train (freeze 1..n, fine-tune, surgical k, LP-FT, scratch): fine-tune "
+        "everything unless short trainings show a challenger clearly better; --validate: its regret against the "
+        "exhaustive sweep", cmd_recommend))
     p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
     p.add_argument("run_dir", help="a run directory")
     p.set_defaults(fn=cmd_check)
