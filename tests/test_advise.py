@@ -259,3 +259,49 @@ def test_the_advice_keeps_the_default_unless_a_challenger_clearly_beats_it(fake_
     assert _anchored(pool, stub, Costs(), sweep.num_layers, held)[0].regime == Regime("finetune", 2)
     no_finetune = [c for c in pool if c.regime.kind != "finetune"]
     assert _anchored(no_finetune, Stub({}), Costs(), sweep.num_layers, held) is None
+
+
+def test_a_source_that_breaks_fine_tuning_sends_the_advice_elsewhere_and_a_failed_choice_is_said(
+        fake_plugins, tmp_path, capsys):
+    """A weights file whose hidden layers are scaled by 1e6: every regime that copies them diverges
+    in its short training, so the advice leaves the default for scratch; and when the choice's own
+    full training fails, the unit says so and is left out of the expected top-1 (no crash)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.fakes import MLP
+
+    torch.manual_seed(0)
+    state = {k: (v * 1e6 if not k.startswith("out") and k.endswith("weight") else v).contiguous()
+             for k, v in MLP().build(8, (12,)).state_dict().items()}
+    save_file(state, str(tmp_path / "broken.safetensors"))
+    treatments = [{"name": "XnB+", "source": "X", "target": "all", "protocol": "finetune"}]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_config(layers=(1, 3), treatments=treatments, bases=["all"],
+                                           source={"checkpoint": str(tmp_path / "broken.safetensors")})))
+    assert main(["recommend", str(path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    unit = json.loads((tmp_path / "out" / "advice.json").read_text())["units"][0]
+    assert unit["evidence"]["default_top1"] is None and unit["evidence"]["departed"]
+    assert unit["choice"] == "scratch" and unit["top1"] > 1 / 8  # above chance on the 8 classes
+    assert "diverged in its short training" in printed
+
+    # the choice's full training fails too: said, and the unit has no top-1
+    from rich.console import Console
+
+    from transferbench import advise as advise_module
+    from transferbench.errors import TrainingFailed
+
+    def fail(*args, **kwargs):
+        raise TrainingFailed("loss is nan")
+
+    prepared = prepare(str(path))
+    sweep = read_sweep_plan(prepared)
+    original = advise_module.train_job
+    try:
+        advise_module.train_job = lambda job, ctx, state=None: (original(job, ctx, state) if ctx.config.train.steps
+                                                                 != 8 else fail())
+        result = advise_module.advise(prepared, sweep, tmp_path / "out", Console(quiet=True))
+    finally:
+        advise_module.train_job = original
+    assert list(result.accuracy.values()) == [None] and result.expected("t") is None

@@ -366,7 +366,8 @@ class AdviceResult:
 
     Attributes:
         choice: unit -> the regime it chose.
-        accuracy: unit -> the top-1 of its choice trained at full length (by the advice).
+        accuracy: unit -> the top-1 of its choice trained at full length (by the advice); None
+            when that training failed (diverged).
         spent: unit -> the FLOPs it spent (its short trainings and the full one).
         sweep_cost: unit -> the FLOPs the sweep spends there.
         probes: every short training: unit, regime, fraction of the length, held-out top-1, FLOPs.
@@ -377,16 +378,19 @@ class AdviceResult:
     """
 
     choice: dict[Unit, Regime] = field(default_factory=dict)
-    accuracy: dict[Unit, float] = field(default_factory=dict)
+    accuracy: dict[Unit, float | None] = field(default_factory=dict)
     spent: dict[Unit, float] = field(default_factory=dict)
     sweep_cost: dict[Unit, float] = field(default_factory=dict)
     probes: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[Unit, dict[str, Any]] = field(default_factory=dict)
     selections: dict[str, dict[Unit, Selection]] = field(default_factory=dict)
 
-    def expected(self, target: str) -> Difference:
-        """The top-1 its choices reached in ``target``'s units, with the interval over them."""
-        return over_units(v for u, v in self.accuracy.items() if u[0] == target)
+    def expected(self, target: str) -> Difference | None:
+        """The top-1 its choices reached in ``target``'s units, with the interval over them (a
+        unit whose full training failed is left out: ``units`` says how many remain; None when
+        none is left)."""
+        values = [v for u, v in self.accuracy.items() if u[0] == target and v is not None]
+        return over_units(values) if values else None
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "transferbench.advice/3", "holdout": HOLDOUT, "probe": PROBE, "alpha": ALPHA,
@@ -595,14 +599,19 @@ def advise(prepared: Prepared, sweep: SweepPlan, run_dir: Path, console: Console
             chosen, spent, evidence = halved, short, {"default": None, "departed": None}
         else:
             chosen, spent, evidence = anchored
-        record, _ = train_job(chosen.job, full, state if chosen.job.kind == "transfer" else None)
+        try:
+            record, _ = train_job(chosen.job, full, state if chosen.job.kind == "transfer" else None)
+            top1 = record.top1
+        except TrainingFailed as exc:  # the handed-over network diverged: said, and left out of the expected top-1
+            console.print(f"[red]{unit[0]} seed {unit[1]}: the full training of {chosen.regime} failed ({exc})[/red]")
+            top1 = None
         spent += costs.of(chosen.job)
-        result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, record.top1 or 0.0, spent
+        result.choice[unit], result.accuracy[unit], result.spent[unit] = chosen.regime, top1, spent
         result.evidence[unit] = evidence
         result.sweep_cost[unit] = math.fsum(costs.of(c.job) for c in sweep.of(unit))
         console.print(f"{unit[0]} seed {unit[1]} ({unit[2]}): {chosen.regime}, top-1 "
-                      f"{100 * result.accuracy[unit]:.1f}%, {100 * spent / result.sweep_cost[unit]:.1f}% of the "
-                      f"sweep's compute{_because(evidence)}")
+                      f"{'failed' if top1 is None else f'{100 * top1:.1f}%'}, "
+                      f"{100 * spent / result.sweep_cost[unit]:.1f}% of the sweep's compute{_because(evidence)}")
         # the halving's full training is counted, not run (the same seeded job as the sweep's network)
         selected = {HALVING: Selection(halved.regime, short + costs.of(halved.job))}
         more, curve, curve_cost = _selections(signals_ctx, pool, state, costs, estimators)
@@ -730,7 +739,8 @@ def recommend_json(sweep: SweepPlan, advice: AdviceResult, tables: Mapping[str, 
         targets.append({"target": target,
                         "units": [{"unit": list(u), "choice": str(advice.choice[u]), "top1": advice.accuracy[u]}
                                   for u in units],
-                        "expected_top1": _difference_json(advice.expected(target)),
+                        "expected_top1": None if (expected := advice.expected(target)) is None
+                        else _difference_json(expected),
                         "flops": spent, "sweep_flops": full, "fraction": spent / full if full else None})
     return {"format": "transferbench.recommend/1", "targets": targets, "advice": advice.to_json(),
             "validation": None if tables is None else {t: [row_json(r) for r in rows] for t, rows in tables.items()},

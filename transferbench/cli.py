@@ -347,15 +347,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     for target in sweep.targets():
         units = [u for u in result.choice if u[0] == target]
         expected = result.expected(target)
-        low, high = expected.ci_low, expected.ci_high
-        ci = (f"95% interval {100 * low:.1f} to {100 * high:.1f}" if low is not None and high is not None
-              else "too few units for an interval")
         spent = sum(result.spent[u] for u in units) / sum(result.sweep_cost[u] for u in units)
         chosen = sorted({str(result.choice[u]) for u in units})
         console.print(f"[bold]{target}[/bold]: train {' / '.join(chosen)} (per unit: "
                       + ", ".join(f"seed {u[1]}: {result.choice[u]}" for u in units) + ")")
-        console.print(f"  expected top-1 {100 * expected.value:.1f}% ({ci}, over {expected.units} units: the "
-                      "advice's own networks at full length)")
+        if expected is None:
+            console.print("  expected top-1: none (the full training of its choice failed in every unit)")
+        else:
+            low, high = expected.ci_low, expected.ci_high
+            ci = (f"95% interval {100 * low:.1f} to {100 * high:.1f}" if low is not None and high is not None
+                  else "too few units for an interval")
+            console.print(f"  expected top-1 {100 * expected.value:.1f}% ({ci}, over {expected.units} units: the "
+                          "advice's own networks at full length)")
         console.print(f"  compute: {sum(result.spent[u] for u in units) / 1e12:.3g} TFLOP spent, "
                       f"{sum(result.sweep_cost[u] for u in units) / 1e12:.3g} TFLOP for the full sweep it replaces "
                       f"({100 * spent:.1f}%; training FLOPs, source networks in neither)")
