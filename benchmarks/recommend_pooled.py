@@ -1,6 +1,7 @@
 """The regret table of several recommend targets pooled, from their finished run directories.
 
-    python benchmarks/recommend_pooled.py configs/recommend/signals.yaml runs/recommend/signals \
+    python benchmarks/recommend_pooled.py [--set KEY=VALUE ...] \
+        configs/recommend/signals.yaml runs/recommend/signals \
         configs/recommend/signals-corrupt.yaml runs/recommend/signals-corrupt ...
 
 Each pair is a recommend config and the ``--out`` of its ``transferbench recommend
@@ -10,12 +11,16 @@ sweep's results from ``RUN_DIR/sweep``, trains nothing, and prints, per row, the
 every unit of every target (units of different targets are independent) with its 95%
 interval, and the mean compute fraction: the "all" table of one ``recommend --validate`` over
 several targets, for targets run one config at a time; then each target's own table.
+``--set`` applies the overrides the runs were made with (``recommend --set``) to every config,
+e.g. ``--set 'experiments.0.split.seeds=[3,4,5]'``; a run directory without the config's
+units is refused with that hint.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from transferbench.advise import (
@@ -39,12 +44,16 @@ def _regime(label: str) -> Regime:
     return Regime(kind, int(n.split("=")[1])) if n else Regime(kind)
 
 
-def rows_of(config: str, run_dir: Path) -> list[tuple[str, list[RegretRow]]]:
+def rows_of(config: str, run_dir: Path, overrides: Sequence[str] = ()) -> list[tuple[str, list[RegretRow]]]:
     """Each target's table of the finished run: (target, its rows)."""
-    prepared = prepare(config)
+    prepared = prepare(config, overrides)
     sweep = read_sweep_plan(prepared)
     advice = json.loads((run_dir / "advice.json").read_text())
     choice = {tuple(u["unit"]): _regime(u["choice"]) for u in advice["units"]}
+    missing = sorted(set(sweep.units) - set(choice))
+    if missing:
+        raise SystemExit(f"{run_dir}: no advice for {config}'s units {missing} (its units: {sorted(choice)}); "
+                         "a run made with `recommend --set ...` needs the same --set here")
     spent = {tuple(u["unit"]): u["flops"] for u in advice["units"]}
     selections = {name: {tuple(u["unit"]): Selection(_regime(u["choice"]), u["flops"]) for u in rows}
                   for name, rows in advice.get("selectors", {}).items()}
@@ -58,13 +67,17 @@ def rows_of(config: str, run_dir: Path) -> list[tuple[str, list[RegretRow]]]:
 
 
 def main(argv: list[str]) -> int:
+    overrides: list[str] = []
+    while len(argv) >= 2 and argv[0] == "--set":
+        overrides.append(argv[1])
+        argv = argv[2:]
     if len(argv) < 2 or len(argv) % 2:
         print(__doc__)
         return 2
     by_name: dict[str, list[RegretRow]] = {}
     tables: list[tuple[str, list[RegretRow]]] = []
     for config, run_dir in zip(argv[::2], argv[1::2]):
-        tables += rows_of(config, Path(run_dir))
+        tables += rows_of(config, Path(run_dir), overrides)
     for _, rows in tables:
         for row in rows:
             by_name.setdefault(row.advice, []).append(row)

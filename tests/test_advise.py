@@ -305,3 +305,34 @@ def test_a_source_that_breaks_fine_tuning_sends_the_advice_elsewhere_and_a_faile
     finally:
         advise_module.train_job = original
     assert list(result.accuracy.values()) == [None] and result.expected("t") is None
+
+
+def test_the_target_and_the_comparisons_are_judged_on_intervals_not_means():
+    from transferbench.advise import paired, target_verdict, verdict_lines
+    from transferbench.regret import RegretRow
+    from transferbench.stats import over_units
+
+    def row(name, values, fraction=0.1):
+        per_unit = dict(enumerate(values))
+        return RegretRow(name, over_units(values), fraction, per_unit=per_unit)
+
+    assert target_verdict(row(ADVICE, [0.1, 0.2, 0.3, 0.2])).startswith("met: the whole interval")
+    assert target_verdict(row(ADVICE, [2.1, 2.2, 2.3, 2.2])).startswith("NOT met: the whole interval")
+    # a mean under 1.0 whose interval reaches above it is not "met"
+    inconclusive = row(ADVICE, [0.0, 2.0, 0.2, 1.6])
+    assert inconclusive.regret.value < 1.0 and target_verdict(inconclusive).startswith("not shown")
+    assert target_verdict(row(ADVICE, [0.1, 0.2, 0.3], fraction=0.25)).startswith("NOT met: its compute")
+    assert target_verdict(row(ADVICE, [0.1])).startswith("not determined")
+
+    advice = row(ADVICE, [0.0, 0.5, 1.0, 0.5])
+    same = row("fine-tune everything", [0.0, 0.5, 1.0, 0.5])
+    worse = row("freeze the first half", [3.0, 3.6, 4.1, 3.4])
+    noisy = row("linear probe on the penultimate layer", [5.0, -4.0, 6.0, -5.0])
+    d = paired(advice, worse)
+    assert d.value == pytest.approx(-3.025) and d.ci_high < 0
+    lines = verdict_lines([advice, same, worse, noisy])
+    assert any("fine-tune everything" in line and "the same regret in every unit" in line for line in lines)
+    assert any("freeze the first half" in line and "gave up less, beyond noise" in line for line in lines)
+    assert any("linear probe" in line and "not separated" in line for line in lines)
+    assert lines[-1] == ("The advice does NOT beat every fixed heuristic beyond noise: not fine-tune everything, "
+                         "linear probe on the penultimate layer.")

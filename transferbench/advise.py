@@ -675,31 +675,77 @@ def validate(prepared: Prepared, sweep: SweepPlan, advice: AdviceResult, run_dir
     return tables
 
 
+#: The issue's target: mean regret at most this many top-1 points ...
+TARGET_REGRET = 1.0
+#: ... at at most this fraction of the sweep's compute.
+TARGET_FRACTION = 0.2
+
+
+def _ci(d: Difference) -> str:
+    return "no interval" if not d.determined else f"{d.ci_low:+.2f} to {d.ci_high:+.2f}"
+
+
+def target_verdict(row: RegretRow) -> str:
+    """Whether ``row`` meets the target, judged on its interval, not its mean alone: met when
+    the whole 95% interval of its regret is at or below :data:`TARGET_REGRET` (and its compute
+    within :data:`TARGET_FRACTION`), NOT met when the whole interval is above it (or the compute
+    over), and not shown either way when the interval contains it."""
+    d, frac = row.regret, row.fraction
+    said = f"mean regret {d.value:.2f} points ({_ci(d)}) at {100 * frac:.1f}% of the compute"
+    if frac > TARGET_FRACTION:
+        return f"NOT met: its compute is above {100 * TARGET_FRACTION:.0f}% ({said})"
+    if not d.determined or d.ci_low is None or d.ci_high is None:
+        return f"not determined: too few units for an interval ({said})"
+    if d.ci_high <= TARGET_REGRET:
+        return f"met: the whole interval is at or below {TARGET_REGRET:.1f} point ({said})"
+    if d.ci_low > TARGET_REGRET:
+        return f"NOT met: the whole interval is above {TARGET_REGRET:.1f} point ({said})"
+    return (f"not shown: the interval contains {TARGET_REGRET:.1f} point ({said}); more units would decide "
+            f"(the mean alone is {'within' if d.value <= TARGET_REGRET else 'above'} it)")
+
+
+def paired(advice: RegretRow, other: RegretRow) -> Difference | None:
+    """The advice's regret minus ``other``'s, unit by unit over the units both have, with its
+    interval over those units (None: no common unit). Negative: the advice gave up less."""
+    common = [u for u in advice.per_unit if u in other.per_unit]
+    return over_units(advice.per_unit[u] - other.per_unit[u] for u in common) if common else None
+
+
 def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
-    """The plain sentences under the table: the issue's target for the advice (and the pruned
-    advice), the fixed heuristics the advice does not beat (by mean regret), and where each
-    selector without short trainings stands against the advice."""
+    """The plain sentences under the table: the issue's target for the advice and 0.5's
+    halvings (:func:`target_verdict`: judged on the interval); the advice against each fixed
+    heuristic and each selector, by the paired difference of their regrets over units (beyond
+    noise only when its interval excludes zero)."""
     advice, others = rows[0], rows[1:]
     out = []
     for r in (advice, *(r for r in others if r.advice in (HALVING, PRUNED))):
-        met = r.regret.value <= 1.0 and r.fraction <= 0.2
-        out.append(f"Target (mean regret <= 1.0 point at <= 20% of the sweep's compute), {r.advice}: "
-                   f"{'met' if met else 'NOT met'} (mean regret {r.regret.value:.2f} points, "
-                   f"{100 * r.fraction:.1f}% of the compute).")
-    fixed = [r for r in others if r.advice in HEURISTICS or r.reads_sweep]
-    lost = [r.advice for r in fixed if not r.reads_sweep and r.regret.value <= advice.regret.value]
-    if lost:
-        out.append(f"The advice does NOT beat every fixed heuristic: {', '.join(lost)} "
-                   "had a mean regret as low or lower.")
-    else:
-        out.append("The advice has a lower mean regret than every fixed heuristic (means; the intervals say "
-                   "whether the differences are beyond noise).")
+        out.append(f"Target (mean regret <= {TARGET_REGRET:.1f} point at <= {100 * TARGET_FRACTION:.0f}% of the "
+                   f"sweep's compute), {r.advice}: {target_verdict(r)}.")
+    beaten: list[str] = []
+    not_beaten: list[str] = []
     for r in others:
-        if r.advice in (HALVING, PRUNED, AUTO_RGN, TRANSRATE):
-            side = ("lower than" if r.regret.value < advice.regret.value
-                    else "higher than" if r.regret.value > advice.regret.value else "equal to")
-            out.append(f"{r.advice}: mean regret {r.regret.value:.2f} points at {100 * r.fraction:.1f}% of the "
-                       f"compute, {side} the advice's.")
+        if r.reads_sweep or r.advice not in (*HEURISTICS, HALVING, PRUNED, AUTO_RGN, TRANSRATE):
+            continue
+        d = paired(advice, r)
+        if d is None:
+            continue
+        same = all(abs(advice.per_unit[u] - r.per_unit[u]) < 1e-9 for u in advice.per_unit if u in r.per_unit)
+        if same:
+            verdict = "the same regret in every unit (the same choices, or as good)"
+        elif d.determined and d.ci_high is not None and d.ci_high < 0:
+            verdict = "the advice gave up less, beyond noise"
+        elif d.determined and d.ci_low is not None and d.ci_low > 0:
+            verdict = "the advice gave up MORE, beyond noise"
+        else:
+            verdict = "not separated (the interval contains 0)"
+        out.append(f"Against {r.advice} ({100 * r.fraction:.1f}% of the compute): advice minus it "
+                   f"{d.value:+.2f} points ({_ci(d)}, {d.units} units): {verdict}.")
+        if r.advice in HEURISTICS:
+            (beaten if verdict == "the advice gave up less, beyond noise" else not_beaten).append(r.advice)
+    if not_beaten:
+        out.append(f"The advice does NOT beat every fixed heuristic beyond noise: not {', '.join(not_beaten)}.")
+    elif beaten:
+        out.append("The advice beats every fixed heuristic beyond noise.")
     return out
 
 
