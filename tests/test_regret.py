@@ -100,3 +100,23 @@ def test_regret_refuses_what_it_cannot_read():
     partial = Sweep("t", {Regime(S): {"u1": .5}, Regime(F, 1): {"u2": .5}}, {Regime(S): 1, Regime(F, 1): 1}, 4)
     with pytest.raises(ValueError, match="no unit where every regime trained"):
         regret(partial, fixed("x", Regime(S), partial))
+
+
+def test_the_leave_one_out_reference_is_chosen_without_the_unit_it_is_read_on():
+    # two regimes within noise of each other: the best by the mean of all three units is R2, but
+    # without u2 (or u3) it is R1: choosing the reference on the same units flatters it
+    r1, r2 = Regime(P, 1), Regime(P, 2)
+    sweep = _sweep({r1: (.81, .70, .75), r2: (.70, .80, .77)})
+    assert sweep.best == r2
+    assert [sweep.best_without(u) for u in UNITS] == [r2, r1, r1]
+    row = regret(sweep, fixed("r2", r2, sweep))
+    assert [row.per_unit[u] for u in UNITS] == pytest.approx([0.0, 0.0, 0.0])
+    assert [row.loo_per_unit[u] for u in UNITS] == pytest.approx([0.0, -10.0, -2.0])
+    assert row.loo.value == pytest.approx(-4.0)
+    other = regret(sweep, fixed("r1", r1, sweep))
+    assert [other.per_unit[u] for u in UNITS] == pytest.approx([-11.0, 10.0, 2.0])
+    assert [other.loo_per_unit[u] for u in UNITS] == pytest.approx([-11.0, 0.0, 0.0])
+    pooled = overall([row, row])
+    assert pooled.loo.units == 6 and pooled.loo.value == pytest.approx(-4.0)
+    one = Sweep("t", {r1: {"u": .5}, r2: {"u": .6}}, {r1: 1.0, r2: 1.0}, 4)
+    assert regret(one, fixed("r1", r1, one)).loo is None

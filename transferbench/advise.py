@@ -746,6 +746,13 @@ def verdict_lines(rows: Sequence[RegretRow]) -> list[str]:
         out.append(f"The advice does NOT beat every fixed heuristic beyond noise: not {', '.join(not_beaten)}.")
     elif beaten:
         out.append("The advice beats every fixed heuristic beyond noise.")
+    if advice.loo is not None:
+        # a diagnostic beside the verdict (whose metric stays the regret above): how much of it
+        # is the reference's own selection noise
+        d = advice.loo
+        out.append(f"Diagnostic, not the verdict's metric: against a best regime chosen on the other units (leave "
+                   f"one unit out, free of the winner's curse of choosing it on the same units), the advice's "
+                   f"regret is {d.value:+.2f} points ({_ci(d)}).")
     return out
 
 
@@ -768,6 +775,7 @@ def row_json(r: RegretRow) -> dict[str, Any]:
     """One row of a regret table: what ``recommend --json`` prints for it (regret in points)."""
     return {"advice": r.advice, "regret": _difference_json(r.regret), "fraction": r.fraction,
             "choices": {str(k): v for k, v in sorted(r.choices.items())}, "reads_sweep": r.reads_sweep,
+            "regret_leave_one_out": None if r.loo is None else _difference_json(r.loo),
             "per_unit": [{"unit": list(u) if isinstance(u, tuple) else u, "regret": v}
                          for u, v in r.per_unit.items()]}
 

@@ -97,6 +97,13 @@ class Sweep:
         """The regime with the highest mean accuracy over the units (ties: the cheaper, then the first)."""
         return max(sorted(self.accuracy), key=lambda r: (self.mean(r), -self.cost[r]))
 
+    def best_without(self, unit: Hashable) -> Regime:
+        """The best regime by its mean over the units other than ``unit`` (ties as :attr:`best`):
+        a reference for ``unit`` chosen without looking at it."""
+        others = [u for u in self.units if u != unit]
+        mean = {r: math.fsum(self.accuracy[r][u] for u in others) / len(others) for r in self.accuracy}
+        return max(sorted(self.accuracy), key=lambda r: (mean[r], -self.cost[r]))
+
     def regimes(self, kind: str) -> list[Regime]:
         """The sweep's regimes of one kind, by n."""
         return sorted(r for r in self.accuracy if r.kind == kind)
@@ -130,6 +137,9 @@ class RegretRow:
         choices: regime -> in how many units it was chosen.
         reads_sweep: whether it read the sweep's results.
         per_unit: unit -> its regret there (points).
+        loo_per_unit: unit -> its regret there against :meth:`Sweep.best_without` the unit
+            (points; empty with one unit): free of the winner's curse that choosing the
+            reference on the same units adds to every row (see :attr:`loo`).
     """
 
     advice: str
@@ -138,6 +148,15 @@ class RegretRow:
     choices: dict[Regime, int] = field(default_factory=dict)
     reads_sweep: bool = False
     per_unit: dict[Hashable, float] = field(default_factory=dict, repr=False)
+    loo_per_unit: dict[Hashable, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def loo(self) -> Difference | None:
+        """The regret against a reference chosen on the other units (leave one unit out), over
+        the units. The best regime by its mean over the very units it is then read on is the
+        maximum of many noisy means, lifted by their noise (the winner's curse), so the plain
+        regret of even the truly best rule is above zero; this one is not lifted that way."""
+        return over_units(self.loo_per_unit.values()) if self.loo_per_unit else None
 
 
 def regret(sweep: Sweep, advice: Advice) -> RegretRow:
@@ -152,6 +171,7 @@ def regret(sweep: Sweep, advice: Advice) -> RegretRow:
         raise ValueError(f"sweep {sweep.target!r} has no unit where every regime trained")
     best = sweep.accuracy[sweep.best]
     per_unit: dict[Hashable, float] = {}
+    loo: dict[Hashable, float] = {}
     fractions = []
     for u in units:
         if u not in advice.choice or u not in advice.spent:
@@ -160,12 +180,14 @@ def regret(sweep: Sweep, advice: Advice) -> RegretRow:
         if chosen not in sweep.accuracy:
             raise ValueError(f"advice {advice.name!r} chose {chosen}, which sweep {sweep.target!r} did not train")
         per_unit[u] = 100 * (best[u] - sweep.accuracy[chosen][u])
+        if len(units) > 1:
+            loo[u] = 100 * (sweep.accuracy[sweep.best_without(u)][u] - sweep.accuracy[chosen][u])
         fractions.append(advice.spent[u] / sweep.total_cost)
     choices: dict[Regime, int] = {}
     for u in units:
         choices[advice.choice[u]] = choices.get(advice.choice[u], 0) + 1
     return RegretRow(advice.name, over_units(per_unit[u] for u in units), math.fsum(fractions) / len(fractions),
-                     choices, advice.reads_sweep, per_unit)
+                     choices, advice.reads_sweep, per_unit, loo)
 
 
 def overall(rows: Sequence[RegretRow]) -> RegretRow:
@@ -182,8 +204,9 @@ def overall(rows: Sequence[RegretRow]) -> RegretRow:
         for regime, count in r.choices.items():
             choices[regime] = choices.get(regime, 0) + count
     per_unit: dict[Hashable, float] = {(i, u): v for i, r in enumerate(rows) for u, v in r.per_unit.items()}
+    loo: dict[Hashable, float] = {(i, u): v for i, r in enumerate(rows) for u, v in r.loo_per_unit.items()}
     return RegretRow(rows[0].advice, over_units(values), fraction, choices, any(r.reads_sweep for r in rows),
-                     per_unit)
+                     per_unit, loo)
 
 
 # --------------------------------------------------------------------------- fixed heuristics
