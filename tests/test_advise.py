@@ -192,7 +192,7 @@ def test_the_advice_never_reads_an_eval_example_before_it_chooses(fake_plugins, 
     from rich.console import Console
 
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(_config(layers=(1, 3))))
+    path.write_text(yaml.safe_dump(_config(layers=(1, 2, 3))))
     clean = advise(prepared := prepare(str(path)), read_sweep_plan(prepared), tmp_path / "a", Console(quiet=True))
     first = json.loads((tmp_path / "a" / "advice.json").read_text())
 
@@ -217,7 +217,8 @@ def test_the_advice_never_reads_an_eval_example_before_it_chooses(fake_plugins, 
     assert again.accuracy[unit] != clean.accuracy[unit]
     # the evidence names the default and its challengers, scored on the held-out training examples
     evidence = first["units"][0]["evidence"]
-    assert evidence["default"] == "finetune n=3" and set(evidence["challengers"]) == {"scratch", "finetune n=1"}
+    # (L = 4: the default copies layers 1..L-2 = 2)
+    assert evidence["default"] == "finetune n=2" and set(evidence["challengers"]) == {"scratch", "finetune n=1"}
     assert 0 < evidence["held_out"] < 100
 
 
@@ -247,23 +248,27 @@ def test_the_advice_keeps_the_default_unless_a_challenger_clearly_beats_it(fake_
 
     # every frozen, surgical and LP-FT regime scores 1.0 in its short training: none is a challenger
     fast = {str(c.regime): 1.0 for c in pool if c.regime.kind in ("frozen", "surgical", "lp_ft")}
-    stub = Stub({**fast, "finetune n=3": 0.60, "finetune n=1": 0.70})
+    # L = 4: the default is finetune n = L-2 = 2; finetune n=3 copies more layers: no challenger
+    stub = Stub({**fast, "finetune n=3": 1.0, "finetune n=2": 0.60, "finetune n=1": 0.70})
     pick, spent, evidence = _anchored(pool, stub, Costs(), sweep.num_layers, held)
-    assert sorted(map(str, stub.asked)) == ["finetune n=1", "finetune n=2", "finetune n=3", "scratch"]
-    assert pick.regime == Regime("finetune", 3) and not evidence["departed"]  # +10 points on 28 examples: noise
-    assert spent == pytest.approx(4 * 0.25)
-    stub = Stub({"finetune n=3": 0.30, "scratch": 0.95})
+    assert sorted(map(str, stub.asked)) == ["finetune n=1", "finetune n=2", "scratch"]
+    assert pick.regime == Regime("finetune", 2) and not evidence["departed"]  # +10 points on 28 examples: noise
+    assert spent == pytest.approx(3 * 0.25)
+    stub = Stub({"finetune n=2": 0.30, "scratch": 0.95})
     pick, _, evidence = _anchored(pool, stub, Costs(), sweep.num_layers, held)
     assert pick.regime == Regime("scratch") and evidence["departed"] and evidence["margin"] < 0.65
-    stub = Stub({"finetune n=3": None, "finetune n=2": 0.4, "finetune n=1": 0.1, "scratch": 0.3})  # diverged
-    assert _anchored(pool, stub, Costs(), sweep.num_layers, held)[0].regime == Regime("finetune", 2)
+    stub = Stub({"finetune n=2": None, "finetune n=1": 0.4, "scratch": 0.3})  # the default diverged
+    assert _anchored(pool, stub, Costs(), sweep.num_layers, held)[0].regime == Regime("finetune", 1)
+    # a sweep without finetune at L-2 starts from the deepest n below it (or the shallowest)
+    no_two = [c for c in pool if c.regime != Regime("finetune", 2)]
+    assert _anchored(no_two, Stub({}), Costs(), sweep.num_layers, held)[2]["default"] == "finetune n=1"
     no_finetune = [c for c in pool if c.regime.kind != "finetune"]
     assert _anchored(no_finetune, Stub({}), Costs(), sweep.num_layers, held) is None
 
 
 def test_a_source_that_breaks_fine_tuning_sends_the_advice_elsewhere_and_a_failed_choice_is_said(
         fake_plugins, tmp_path, capsys):
-    """A weights file whose hidden layers are scaled by 1e6: every regime that copies them diverges
+    """A weights file whose hidden layers are scaled by 1e30: every regime that copies them diverges
     in its short training, so the advice leaves the default for scratch; and when the choice's own
     full training fails, the unit says so and is left out of the expected top-1 (no crash)."""
     import torch
@@ -272,12 +277,12 @@ def test_a_source_that_breaks_fine_tuning_sends_the_advice_elsewhere_and_a_faile
     from tests.fakes import MLP
 
     torch.manual_seed(0)
-    state = {k: (v * 1e6 if not k.startswith("out") and k.endswith("weight") else v).contiguous()
+    state = {k: (v * 1e30 if not k.startswith("out") and k.endswith("weight") else v).contiguous()
              for k, v in MLP().build(8, (12,)).state_dict().items()}
     save_file(state, str(tmp_path / "broken.safetensors"))
     treatments = [{"name": "XnB+", "source": "X", "target": "all", "protocol": "finetune"}]
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(_config(layers=(1, 3), treatments=treatments, bases=["all"],
+    path.write_text(yaml.safe_dump(_config(layers=(1, 2, 3), treatments=treatments, bases=["all"],
                                            source={"checkpoint": str(tmp_path / "broken.safetensors")})))
     assert main(["recommend", str(path), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out

@@ -15,10 +15,11 @@ The advice, in each unit (a split seed and a direction) on its own:
 2. holds :data:`HOLDOUT` of every class's *training* examples out of the target
    (:class:`~transferbench.holdout.HoldoutSource`): every short training learns from the rest
    and is scored on them, never on the eval examples its regret is read on;
-3. starts from the default, fine-tuning everything (``finetune`` at n = L-1), and trains it
-   and its *challengers* (scratch, and ``finetune`` at every n < L-1: the regimes that learn
-   every layer from the start and copy fewer layers, so converge no faster) for
-   :data:`PROBE` of the training length;
+3. starts from the default, ``finetune`` at n = L - :data:`DEFAULT_DEPTH` (every layer
+   copied but the last hidden one, which is new with the classifier; everything fine-tuned),
+   and trains it and its *challengers* (scratch, and ``finetune`` at every smaller n: the
+   regimes that learn every layer from the start and copy fewer layers, so converge no
+   faster) for :data:`PROBE` of the training length;
 4. departs from the default only when the best challenger's held-out top-1 beats the
    default's by more than the noise of the two scores (a two-proportion z bound at a
    family-wise :data:`ALPHA`, Bonferroni over the challengers): :func:`depart`;
@@ -33,7 +34,8 @@ length measures speed, not the final accuracy (0.5's advice, which ranked every 
 nothing from the run directory but the source networks' checkpoints: never a result of the
 sweep it is validated against (a test spies on every read), nor an eval example before its
 choice (a test poisons them). The settings (:data:`HOLDOUT`, :data:`PROBE`, :data:`ALPHA`,
-the challengers) were fixed before the validation on fresh units (docs/your-data.md).
+the challengers) were fixed before the first validation on fresh units, and
+:data:`DEFAULT_DEPTH` (first L-1: fine-tune everything) before the second (docs/your-data.md).
 
 Beside the advice, in each unit and from the same source network and the held-out training
 examples alone, four selectors choose (rows of the validation, not the printed advice):
@@ -84,8 +86,8 @@ from .stats import Difference, over_units
 from .store import RunStore
 from .trainer import train_job
 
-__all__ = ["ALPHA", "HOLDOUT", "KEEP", "PROBE", "PROTOCOL_KINDS", "RUNGS", "AdviceResult", "Candidate", "SweepPlan",
-           "advise", "depart", "read_sweep_plan", "train_flops", "validate"]
+__all__ = ["ALPHA", "DEFAULT_DEPTH", "HOLDOUT", "KEEP", "PROBE", "PROTOCOL_KINDS", "RUNGS", "AdviceResult", "Candidate",
+           "SweepPlan", "advise", "depart", "read_sweep_plan", "train_flops", "validate"]
 
 #: The regime kind of each protocol a recommend config may name.
 PROTOCOL_KINDS = {"frozen": "frozen", "finetune": "finetune", "surgical": "surgical", "surgical_head": "surgical",
@@ -106,6 +108,14 @@ PROBE = 1 / 4
 #: The family-wise error rate of a departure from the default (Bonferroni over the challengers).
 ALPHA = 0.05
 
+#: The default regime is ``finetune`` at n = L - DEFAULT_DEPTH: copy every layer but the last
+#: hidden one (new, with the classifier) and fine-tune everything. Written after 0.6's first
+#: validation (docs/your-data.md: on its 24 units the best regime was a fine-tuning with the
+#: upper layers new in most targets, and this rule's regret was +0.42 and +0.49 against
+#: fine-tuning everything's +0.84 and +0.98), before the units that judge it ran. Yosinski et
+#: al.'s reading: the last hidden layer is the most specific to the source's task.
+DEFAULT_DEPTH = 2
+
 #: Successive halving (0.5's advice, now a row): the fractions of the full training length of the two rungs of short
 #: trainings. Chosen before the first run: the first rung trains every regime (about 23 per
 #: unit for an 8-layer network) for 1/16 of the length, about 1.4 networks' worth; the
@@ -118,7 +128,7 @@ RUNGS = (1 / 16, 1 / 4)
 KEEP = 3
 
 #: The rows of a validation besides the advice and the fixed heuristics.
-ADVICE = "advice (fine-tune everything unless beaten)"
+ADVICE = "advice (fine-tune, last hidden layer new, unless beaten)"
 HALVING = "successive halving (0.5's advice)"
 AUTO_RGN = "Auto-RGN (surgical k of the largest RGN)"
 TRANSRATE = "TransRate (frozen n of the highest TransRate)"
@@ -471,7 +481,8 @@ def _anchored(pool: list[Candidate], probes: _Probes, costs: Costs, num_layers: 
     finetune = sorted((c for c in pool if c.regime.kind == "finetune"), key=lambda c: c.regime.n)
     if not finetune:
         return None
-    default = next((c for c in finetune if c.regime.n == num_layers - 1), finetune[-1])
+    # the deepest finetune n at or below L - DEFAULT_DEPTH; the shallowest when all are deeper
+    default = ([c for c in finetune if c.regime.n <= num_layers - DEFAULT_DEPTH] or finetune[:1])[-1]
     challengers = [c for c in pool if c.regime.kind == "scratch"] + \
         [c for c in finetune if c.regime.n < default.regime.n]
     spent = 0.0

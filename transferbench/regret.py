@@ -253,6 +253,7 @@ def within_noise(sweep: Sweep, *, margin: float = 0.01) -> Advice:
 #: The fixed heuristics a validation lists: name -> the regime it names for L layers.
 HEURISTICS: dict[str, Callable[[int], Regime]] = {
     "fine-tune everything": lambda L: Regime("finetune", L - 1),
+    "fine-tune, last hidden layer new": lambda L: Regime("finetune", L - 2),
     "freeze the first half": lambda L: Regime("frozen", L // 2),
     "linear probe on the penultimate layer": lambda L: Regime("frozen", L - 1),
 }
