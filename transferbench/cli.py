@@ -652,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_recommend_options(with_config(
         "recommend", "which regime to train (freeze 1..n, fine-tune, surgical k, LP-FT, scratch): fine-tune "
-        "with the last hidden layer new unless short trainings show a challenger clearly better; --validate: its regret against the "
-        "exhaustive sweep", cmd_recommend))
+        "with the last hidden layer new unless short trainings show a challenger clearly better; --validate: its "
+        "regret against the exhaustive sweep", cmd_recommend))
     p = sub.add_parser("check", help="verify a run directory (plan, records, checkpoints) and say what a rerun redoes")
     p.add_argument("run_dir", help="a run directory")
     p.set_defaults(fn=cmd_check)
