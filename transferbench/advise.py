@@ -26,10 +26,11 @@ The advice, in each unit (a split seed and a direction) on its own:
 5. trains its choice at full length, on all the training examples: the network it hands
    over, whose accuracy is the advice's expected accuracy (over the units, with its interval).
 
-Frozen, surgical and LP-FT regimes are never challengers: they converge faster than
-fine-tuning (Raghu et al. 2019, reproduced by ``raghu2019``), so a lead at a quarter of the
-length measures speed, not the final accuracy (0.5's advice, which ranked every regime at
-1/16 of the length, chose them for that reason). Every network it trains it trains itself
+Frozen, surgical and LP-FT regimes are never challengers: they reach their final accuracy
+sooner than fine-tuning from fewer copied layers (docs/your-data.md section 8 has the measured
+short trainings), so a lead at a quarter of the length is largely speed, not the final
+accuracy (0.5's advice, which ranked every regime at 1/16 of the length, chose them for that
+reason). Every network it trains it trains itself
 (:func:`~transferbench.trainer.train_job`, seeded as the sweep's jobs are), and it reads
 nothing from the run directory but the source networks' checkpoints: never a result of the
 sweep it is validated against (a test spies on every read), nor an eval example before its
@@ -112,8 +113,9 @@ ALPHA = 0.05
 #: hidden one (new, with the classifier) and fine-tune everything. Written after 0.6's first
 #: validation (docs/your-data.md: on its 24 units the best regime was a fine-tuning with the
 #: upper layers new in most targets, and this rule's regret was +0.42 and +0.49 against
-#: fine-tuning everything's +0.84 and +0.98), before the units that judge it ran. Yosinski et
-#: al.'s reading: the last hidden layer is the most specific to the source's task.
+#: fine-tuning everything's +0.84 and +0.98), before the units that judge it ran. Why it helps
+#: (the last hidden layer too specific to the source's task, Yosinski et al.'s reading) is a
+#: hypothesis here: no run tests it.
 DEFAULT_DEPTH = 2
 
 #: Successive halving (0.5's advice, now a row): the fractions of the full training length of the two rungs of short
