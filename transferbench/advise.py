@@ -695,7 +695,8 @@ TARGET_FRACTION = 0.2
 
 
 def _ci(d: Difference) -> str:
-    return "no interval" if not d.determined else f"{d.ci_low:+.2f} to {d.ci_high:+.2f}"
+    """A regret's 95% interval as the tables and sentences print it."""
+    return "not determined" if not d.determined else f"{d.ci_low:+.2f} to {d.ci_high:+.2f}"
 
 
 def target_verdict(row: RegretRow) -> str:
@@ -774,7 +775,7 @@ def table_rows(rows: Sequence[RegretRow]) -> list[list[str]]:
     out = []
     for r in rows:
         d = r.regret
-        ci = "not determined" if not d.determined else f"{d.ci_low:+.2f} to {d.ci_high:+.2f}"
+        ci = _ci(d)
         chose = ", ".join(f"{regime} x{count}" for regime, count in sorted(r.choices.items(), key=lambda kv: -kv[1]))
         out.append([r.advice, f"{d.value:+.2f}", ci, str(d.units), f"{100 * r.fraction:.1f}%", chose])
     return out

@@ -88,21 +88,24 @@ class Sweep:
         """What the sweep spent in one unit: every regime trained once."""
         return math.fsum(self.cost[r] for r in self.accuracy)
 
-    def mean(self, regime: Regime) -> float:
-        """``regime``'s mean accuracy over the sweep's units."""
-        return math.fsum(self.accuracy[regime][u] for u in self.units) / len(self.units)
+    def mean(self, regime: Regime, units: Sequence[Hashable] | None = None) -> float:
+        """``regime``'s mean accuracy over ``units`` (default: the sweep's units)."""
+        units = self.units if units is None else units
+        return math.fsum(self.accuracy[regime][u] for u in units) / len(units)
+
+    def _best_over(self, units: Sequence[Hashable]) -> Regime:
+        """The regime with the highest mean over ``units`` (ties: the cheaper, then the first)."""
+        return max(sorted(self.accuracy), key=lambda r: (self.mean(r, units), -self.cost[r]))
 
     @property
     def best(self) -> Regime:
         """The regime with the highest mean accuracy over the units (ties: the cheaper, then the first)."""
-        return max(sorted(self.accuracy), key=lambda r: (self.mean(r), -self.cost[r]))
+        return self._best_over(self.units)
 
     def best_without(self, unit: Hashable) -> Regime:
         """The best regime by its mean over the units other than ``unit`` (ties as :attr:`best`):
         a reference for ``unit`` chosen without looking at it."""
-        others = [u for u in self.units if u != unit]
-        mean = {r: math.fsum(self.accuracy[r][u] for u in others) / len(others) for r in self.accuracy}
-        return max(sorted(self.accuracy), key=lambda r: (mean[r], -self.cost[r]))
+        return self._best_over([u for u in self.units if u != unit])
 
     def regimes(self, kind: str) -> list[Regime]:
         """The sweep's regimes of one kind, by n."""
